@@ -1,0 +1,250 @@
+//! Block device labels, the seed volume and first-boot credentials.
+//!
+//! A seed volume is a FAT or ISO9660 filesystem labelled `OXBOW-SEED`
+//! holding an `answer.toml` in Proxmox's answer-file syntax. Its root
+//! password is hashed and written to the state directory, where `apid`
+//! checks logins against it. There is no built-in password.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use installer::answer::RootPassword;
+use installer::Answer;
+
+use crate::fsutil::{mkdir_mode, write_atomic};
+
+/// The label of a seed volume.
+pub const SEED_LABEL: &str = "OXBOW-SEED";
+
+/// A filesystem kind we can read a label from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsKind {
+    /// ISO9660 (a CD image).
+    Iso9660,
+    /// FAT12/16/32.
+    Vfat,
+}
+
+impl FsKind {
+    /// The name `mount(2)` takes.
+    pub fn mount_type(self) -> &'static str {
+        match self {
+            FsKind::Iso9660 => "iso9660",
+            FsKind::Vfat => "vfat",
+        }
+    }
+}
+
+/// Reads the volume label of an ISO9660 or FAT filesystem at the start of
+/// `dev`. Returns `None` for anything else.
+pub fn read_label<R: Read + Seek>(dev: &mut R) -> Option<(FsKind, String)> {
+    let mut pvd = [0u8; 2048];
+    if dev.seek(SeekFrom::Start(16 * 2048)).is_ok()
+        && dev.read_exact(&mut pvd).is_ok()
+        && pvd[0] == 1
+        && &pvd[1..6] == b"CD001"
+    {
+        let label = String::from_utf8_lossy(&pvd[40..72]).trim_end().to_string();
+        return Some((FsKind::Iso9660, label));
+    }
+    let mut boot = [0u8; 512];
+    dev.seek(SeekFrom::Start(0)).ok()?;
+    dev.read_exact(&mut boot).ok()?;
+    if boot[510] != 0x55 || boot[511] != 0xAA {
+        return None;
+    }
+    let label = if &boot[0x52..0x57] == b"FAT32" {
+        &boot[0x47..0x52]
+    } else if &boot[0x36..0x39] == b"FAT" {
+        &boot[0x2B..0x36]
+    } else {
+        return None;
+    };
+    Some((
+        FsKind::Vfat,
+        String::from_utf8_lossy(label).trim_end().to_string(),
+    ))
+}
+
+/// Finds a block device whose filesystem carries `label`.
+pub fn find_by_label(label: &str) -> Option<(PathBuf, FsKind)> {
+    let entries = std::fs::read_dir("/sys/class/block").ok()?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+        .collect();
+    names.sort();
+    for name in names {
+        let dev = PathBuf::from("/dev").join(&name);
+        let Ok(mut f) = File::open(&dev) else {
+            continue;
+        };
+        if let Some((kind, l)) = read_label(&mut f) {
+            if l == label {
+                return Some((dev, kind));
+            }
+        }
+    }
+    None
+}
+
+/// Where the seed step leaves its results.
+#[derive(Debug, Clone)]
+pub struct SeedPaths {
+    /// Where the volume is mounted while it is read.
+    pub mount_point: PathBuf,
+    /// Where the answer file is copied for other services (netd).
+    pub answer_copy: PathBuf,
+    /// The state directory (`/var/lib/oxbow`).
+    pub state_dir: PathBuf,
+}
+
+/// The outcome of looking for a seed.
+#[derive(Debug)]
+pub enum SeedOutcome {
+    /// A valid answer file was applied.
+    Applied(Box<Answer>),
+    /// No seed volume is attached.
+    Absent,
+    /// A seed was found but could not be used; the reason says why.
+    Unusable(String),
+}
+
+/// Reads the answer file from a mounted seed and applies its credentials.
+pub fn apply_answer_text(text: &str, paths: &SeedPaths) -> Result<Answer, String> {
+    let answer = Answer::parse(text).map_err(|e| e.to_string())?;
+    let hash = match &answer.global.root_password {
+        RootPassword::Plain(p) => installer::hash_password(p).map_err(|e| e.to_string())?,
+        RootPassword::Hashed(h) => h.clone(),
+    };
+    let priv_dir = paths.state_dir.join("priv");
+    mkdir_mode(&priv_dir, 0o700).map_err(|e| format!("{}: {e}", priv_dir.display()))?;
+    let shadow = priv_dir.join("root.shadow");
+    write_atomic(&shadow, format!("{hash}\n").as_bytes(), 0o600)
+        .map_err(|e| format!("{}: {e}", shadow.display()))?;
+    if let Some(parent) = paths.answer_copy.parent() {
+        mkdir_mode(parent, 0o755).map_err(|e| e.to_string())?;
+    }
+    write_atomic(&paths.answer_copy, text.as_bytes(), 0o600).map_err(|e| e.to_string())?;
+    if !answer.global.root_ssh_keys.is_empty() {
+        let ssh = Path::new("/root/.ssh");
+        if mkdir_mode(ssh, 0o700).is_ok() {
+            let keys = answer.global.root_ssh_keys.join("\n") + "\n";
+            let _ = write_atomic(&ssh.join("authorized_keys"), keys.as_bytes(), 0o600);
+        }
+    }
+    Ok(answer)
+}
+
+/// Finds, mounts, reads and applies the seed volume.
+pub fn load_seed(paths: &SeedPaths) -> SeedOutcome {
+    use nix::mount::{mount, umount, MsFlags};
+    let Some((dev, kind)) = find_by_label(SEED_LABEL) else {
+        return SeedOutcome::Absent;
+    };
+    if let Err(e) = mkdir_mode(&paths.mount_point, 0o700) {
+        return SeedOutcome::Unusable(format!("{}: {e}", paths.mount_point.display()));
+    }
+    if let Err(e) = mount(
+        Some(&dev),
+        &paths.mount_point,
+        Some(kind.mount_type()),
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        return SeedOutcome::Unusable(format!("cannot mount {}: {e}", dev.display()));
+    }
+    let text = read_answer_file(&paths.mount_point);
+    let _ = umount(&paths.mount_point);
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            return SeedOutcome::Unusable(format!(
+                "{} has no readable answer.toml: {e}",
+                dev.display()
+            ))
+        }
+    };
+    match apply_answer_text(&text, paths) {
+        Ok(a) => SeedOutcome::Applied(Box::new(a)),
+        Err(e) => SeedOutcome::Unusable(e),
+    }
+}
+
+fn read_answer_file(dir: &Path) -> io::Result<String> {
+    // ISO9660 without Rock Ridge may upper-case names.
+    for name in ["answer.toml", "ANSWER.TOM", "ANSWER.TOML", "ANSWER.TOM;1"] {
+        if let Ok(t) = std::fs::read_to_string(dir.join(name)) {
+            return Ok(t);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        "answer.toml not found",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    #[test]
+    fn iso9660_label() {
+        let mut img = vec![0u8; 17 * 2048];
+        let pvd = &mut img[16 * 2048..];
+        pvd[0] = 1;
+        pvd[1..6].copy_from_slice(b"CD001");
+        pvd[40..72].copy_from_slice(format!("{:<32}", "OXBOW-SEED").as_bytes());
+        assert_eq!(
+            read_label(&mut Cursor::new(img)),
+            Some((FsKind::Iso9660, "OXBOW-SEED".to_string()))
+        );
+    }
+
+    #[test]
+    fn fat_labels() {
+        let mut fat16 = vec![0u8; 40 * 2048];
+        fat16[510] = 0x55;
+        fat16[511] = 0xAA;
+        fat16[0x36..0x3E].copy_from_slice(b"FAT16   ");
+        fat16[0x2B..0x36].copy_from_slice(b"OXBOW-SEED ");
+        assert_eq!(
+            read_label(&mut Cursor::new(fat16.clone())),
+            Some((FsKind::Vfat, "OXBOW-SEED".to_string()))
+        );
+        let mut fat32 = vec![0u8; 512];
+        fat32[510] = 0x55;
+        fat32[511] = 0xAA;
+        fat32[0x52..0x5A].copy_from_slice(b"FAT32   ");
+        fat32[0x47..0x52].copy_from_slice(b"SEED2      ");
+        assert_eq!(
+            read_label(&mut Cursor::new(fat32)),
+            Some((FsKind::Vfat, "SEED2".to_string()))
+        );
+        assert_eq!(read_label(&mut Cursor::new(vec![0u8; 4096])), None);
+    }
+
+    #[test]
+    fn answer_is_hashed_not_stored_plain_in_state() {
+        let d = tempfile::tempdir().unwrap();
+        let paths = SeedPaths {
+            mount_point: d.path().join("mnt"),
+            answer_copy: d.path().join("run/answer.toml"),
+            state_dir: d.path().join("state"),
+        };
+        let a = apply_answer_text(
+            "[global]\nroot-password = \"pa55word\"\nfqdn = \"n1.example\"\n",
+            &paths,
+        )
+        .unwrap();
+        assert_eq!(a.hostname(), Some("n1"));
+        let shadow = std::fs::read_to_string(d.path().join("state/priv/root.shadow")).unwrap();
+        assert!(shadow.starts_with("$6$"));
+        assert!(!shadow.contains("pa55word"));
+        assert!(installer::verify_password("pa55word", shadow.trim()));
+        assert!(apply_answer_text("[global]\n", &paths).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Stage 1: from the initramfs to the system image.
+//!
+//! 1. Mount `/proc`, `/sys`, `/dev` (devtmpfs) and `/run`, and reopen the
+//!    console on the new `/dev`.
+//! 2. Load the modules of `/etc/oxbow/modules.list`.
+//! 3. Wait for the block device whose ISO9660 label is `oxbow.label`
+//!    (default `OXBOW`) and mount it read-only.
+//! 4. Attach `oxbow/system.sfs` to a loop device, mount it read-only, and put
+//!    a tmpfs-backed overlay over it on `/newroot`.
+//! 5. Move the pseudo filesystems into the new root, switch root, and exec
+//!    `/sbin/init` (this same binary, as stage 2).
+
+use std::ffi::CString;
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+use nix::unistd::{chdir, chroot, dup2, execv};
+
+use crate::cmdline::KernelCmdline;
+use crate::console::say;
+use crate::seed::{find_by_label, FsKind};
+
+/// Marker file present only in the initramfs.
+pub const INITRAMFS_MARKER: &str = "/etc/oxbow/initramfs";
+const MEDIUM: &str = "/run/oxbow/medium";
+const LOWER: &str = "/run/oxbow/lower";
+const RW: &str = "/run/oxbow/rw";
+const NEWROOT: &str = "/newroot";
+
+/// Errors of stage 1; each names the step that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Stage1Error {
+    /// A mount failed.
+    #[error("mount {what} on {target}: {source}")]
+    Mount {
+        /// What was mounted.
+        what: String,
+        /// Where.
+        target: String,
+        /// The cause.
+        source: nix::Error,
+    },
+    /// The boot medium never appeared.
+    #[error("no block device labelled {0} appeared within 60 s (is the ISO attached?)")]
+    NoMedium(String),
+    /// Another step failed.
+    #[error("{0}")]
+    Step(String),
+}
+
+fn mnt(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), Stage1Error> {
+    std::fs::create_dir_all(target)
+        .map_err(|e| Stage1Error::Step(format!("mkdir {target}: {e}")))?;
+    mount(src, target, fstype, flags, data).map_err(|source| Stage1Error::Mount {
+        what: src.or(fstype).unwrap_or("?").to_string(),
+        target: target.to_string(),
+        source,
+    })
+}
+
+/// Mounts `/proc`, `/sys`, `/dev` and `/run` when they are not mounted yet.
+pub fn mount_pseudo_filesystems() -> Result<(), Stage1Error> {
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if !Path::new("/proc/self").exists() {
+        mnt(Some("proc"), "/proc", Some("proc"), nosuid, None)?;
+    }
+    if !Path::new("/sys/kernel").exists() {
+        mnt(Some("sysfs"), "/sys", Some("sysfs"), nosuid, None)?;
+    }
+    if !Path::new("/dev/null").exists() {
+        mnt(
+            Some("devtmpfs"),
+            "/dev",
+            Some("devtmpfs"),
+            MsFlags::MS_NOSUID,
+            Some("mode=0755"),
+        )?;
+    }
+    if !is_mount_point("/run") {
+        mnt(
+            Some("tmpfs"),
+            "/run",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is listed as a mount point in `/proc/self/mountinfo`.
+pub fn is_mount_point(path: &str) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| t.lines().any(|l| l.split(' ').nth(4) == Some(path)))
+        .unwrap_or(false)
+}
+
+/// Points standard input, output and error at `/dev/console`.
+pub fn reopen_console() {
+    if let Ok(c) = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        let fd = c.as_raw_fd();
+        for target in 0..3 {
+            let _ = dup2(fd, target);
+        }
+    }
+}
+
+/// Runs stage 1. Returns only on failure.
+pub fn run() -> Stage1Error {
+    match run_steps() {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {
+    let t0 = Instant::now();
+    mount_pseudo_filesystems()?;
+    reopen_console();
+    say("stage 1: initramfs");
+    let cmdline = KernelCmdline::read();
+    let dir = crate::modules::module_dir();
+    match crate::modules::load_list(Path::new("/etc/oxbow/modules.list"), &dir) {
+        Ok(r) => {
+            say(format_args!(
+                "loaded {} modules ({} already present)",
+                r.loaded, r.present
+            ));
+            for (m, e) in r.failed {
+                say(format_args!("module {m}: {e}"));
+            }
+        }
+        Err(e) => say(format_args!("module list: {e}")),
+    }
+    let label = cmdline.value("oxbow.label").unwrap_or("OXBOW").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let dev = loop {
+        match find_by_label(&label) {
+            Some((dev, FsKind::Iso9660)) => break dev,
+            _ if Instant::now() > deadline => return Err(Stage1Error::NoMedium(label)),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    say(format_args!("boot medium {label} is {}", dev.display()));
+    let ro = MsFlags::MS_RDONLY;
+    mnt(
+        Some(&dev.to_string_lossy()),
+        MEDIUM,
+        Some("iso9660"),
+        ro | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None,
+    )?;
+    let sfs = Path::new(MEDIUM).join("oxbow/system.sfs");
+    let lo = crate::sys::loop_attach_readonly(&sfs)
+        .map_err(|e| Stage1Error::Step(format!("loop device for {}: {e}", sfs.display())))?;
+    mnt(
+        Some(&lo.to_string_lossy()),
+        LOWER,
+        Some("squashfs"),
+        ro,
+        None,
+    )?;
+    mnt(
+        Some("tmpfs"),
+        RW,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )?;
+    for d in ["upper", "work"] {
+        std::fs::create_dir_all(Path::new(RW).join(d))
+            .map_err(|e| Stage1Error::Step(format!("mkdir {RW}/{d}: {e}")))?;
+    }
+    let opts = format!("lowerdir={LOWER},upperdir={RW}/upper,workdir={RW}/work");
+    mnt(
+        Some("overlay"),
+        NEWROOT,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(&opts),
+    )?;
+    for p in ["/dev", "/proc", "/sys", "/run"] {
+        let target = format!("{NEWROOT}{p}");
+        mnt(Some(p), &target, None, MsFlags::MS_MOVE, None)?;
+    }
+    say(format_args!(
+        "switching to the system image after {} ms",
+        t0.elapsed().as_millis()
+    ));
+    chdir(NEWROOT).map_err(|e| Stage1Error::Step(format!("chdir {NEWROOT}: {e}")))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(|source| {
+        Stage1Error::Mount {
+            what: NEWROOT.into(),
+            target: "/".into(),
+            source,
+        }
+    })?;
+    chroot(".").map_err(|e| Stage1Error::Step(format!("chroot: {e}")))?;
+    chdir("/").map_err(|e| Stage1Error::Step(format!("chdir /: {e}")))?;
+    let init = CString::new("/sbin/init").unwrap_or_default();
+    let err = execv(&init, std::slice::from_ref(&init));
+    Err(Stage1Error::Step(format!("exec /sbin/init: {err:?}")))
+}

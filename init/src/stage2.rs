@@ -1,0 +1,164 @@
+//! Stage 2: PID 1 of the system.
+//!
+//! Mounts what the system needs, loads the system modules, reads the seed
+//! volume, sets the host name, prepares cgroup v2, then hands over to the
+//! [`Supervisor`] until a shutdown, which ends in [`crate::power::finish`].
+//! A panic anywhere is caught and the supervisor starts over: PID 1 must
+//! never exit.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::sys::reboot::set_cad_enabled;
+
+use crate::cmdline::KernelCmdline;
+use crate::console::say;
+use crate::seed::{load_seed, SeedOutcome, SeedPaths};
+use crate::service::parse_table;
+use crate::supervisor::{prepare_cgroups, Supervisor, SupervisorConfig};
+
+/// The service table.
+pub const SERVICE_TABLE: &str = "/etc/oxbow/services.toml";
+/// The state directory.
+pub const STATE_DIR: &str = "/var/lib/oxbow";
+
+fn mount_if_missing(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) {
+    if crate::stage1::is_mount_point(target) {
+        return;
+    }
+    let _ = std::fs::create_dir_all(target);
+    if let Err(e) = nix::mount::mount(Some(src), target, Some(fstype), flags, data) {
+        say(format_args!("mount {fstype} on {target}: {e}"));
+    }
+}
+
+/// Runs PID 1. Never returns.
+pub fn run() -> ! {
+    crate::console::install_panic_hook();
+    if let Err(e) = crate::stage1::mount_pseudo_filesystems() {
+        say(e);
+    }
+    crate::stage1::reopen_console();
+    say(format_args!(
+        "stage 2: oxbow init {}",
+        env!("CARGO_PKG_VERSION")
+    ));
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount_if_missing(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0620,ptmxmode=0666"),
+    );
+    mount_if_missing("tmpfs", "/dev/shm", "tmpfs", nosuid, Some("mode=1777"));
+    mount_if_missing("tmpfs", "/tmp", "tmpfs", nosuid, Some("mode=1777"));
+    mount_if_missing(
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        nosuid | MsFlags::MS_NOEXEC,
+        Some("nsdelegate"),
+    );
+    for d in ["/run/oxbow", "/var/log/oxbow", STATE_DIR] {
+        let _ = std::fs::create_dir_all(d);
+    }
+    // Ctrl-alt-del then reaches PID 1 as SIGINT instead of an instant reboot.
+    let _ = set_cad_enabled(false);
+
+    let cmdline = KernelCmdline::read();
+    let dir = crate::modules::module_dir();
+    match crate::modules::load_list(Path::new("/etc/oxbow/modules-system.list"), &dir) {
+        Ok(r) => {
+            say(format_args!(
+                "loaded {} system modules ({} already present)",
+                r.loaded, r.present
+            ));
+            for (m, e) in r.failed {
+                say(format_args!("module {m}: {e}"));
+            }
+        }
+        Err(e) => say(format_args!("system module list: {e}")),
+    }
+
+    let seed_paths = SeedPaths {
+        mount_point: PathBuf::from("/run/oxbow/seed"),
+        answer_copy: PathBuf::from("/run/oxbow/answer.toml"),
+        state_dir: PathBuf::from(STATE_DIR),
+    };
+    let mut hostname = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "oxbow".to_string());
+    match load_seed(&seed_paths) {
+        SeedOutcome::Applied(answer) => {
+            say("seed: answer.toml applied (root password set)");
+            if let Some(h) = answer.hostname() {
+                hostname = h.to_string();
+            }
+        }
+        SeedOutcome::Absent => {}
+        SeedOutcome::Unusable(why) => say(format_args!("seed: not used: {why}")),
+    }
+    if !Path::new(STATE_DIR).join("priv/root.shadow").exists() {
+        say("no root password is set, so the API refuses every login: attach a volume labelled OXBOW-SEED with an answer.toml ([global] root-password = \"...\") and reboot");
+    }
+    if let Err(e) = nix::unistd::sethostname(&hostname) {
+        say(format_args!("hostname {hostname}: {e}"));
+    }
+    let _ = std::fs::write("/etc/hostname", format!("{hostname}\n"));
+
+    let cgroup_root = PathBuf::from("/sys/fs/cgroup");
+    let cgroup_root = match prepare_cgroups(&cgroup_root) {
+        Ok(c) => {
+            say(format_args!("cgroup v2 controllers: {}", c.join(" ")));
+            Some(cgroup_root)
+        }
+        Err(e) => {
+            say(format_args!(
+                "cgroup v2 unavailable, units run without cgroups: {e}"
+            ));
+            None
+        }
+    };
+
+    let table_text = std::fs::read_to_string(SERVICE_TABLE).unwrap_or_else(|e| {
+        say(format_args!("{SERVICE_TABLE}: {e}"));
+        String::new()
+    });
+    let table = parse_table(&table_text);
+    for p in &table.problems {
+        say(format_args!("{SERVICE_TABLE}: {p}"));
+    }
+
+    let cfg = SupervisorConfig {
+        socket_path: PathBuf::from(crate::control::SOCKET_PATH),
+        log_dir: PathBuf::from("/var/log/oxbow"),
+        cgroup_root,
+        test_channel: cmdline
+            .flag("oxbow.testctl")
+            .then(|| PathBuf::from(cmdline.value("oxbow.testctl.port").unwrap_or("/dev/ttyS1"))),
+        power_buttons: crate::power::find_power_buttons(
+            Path::new("/sys/class/input"),
+            Path::new("/dev/input"),
+        ),
+    };
+    if cfg.power_buttons.is_empty() {
+        say("no power button input device found");
+    }
+    loop {
+        let services = table.services.clone();
+        let cfg = cfg.clone();
+        let outcome = std::panic::catch_unwind(move || {
+            let mut sup = Supervisor::new(cfg, services)?;
+            Ok::<_, crate::supervisor::SupervisorError>(sup.run())
+        });
+        match outcome {
+            Ok(Ok(kind)) => crate::power::finish(kind),
+            Ok(Err(e)) => say(format_args!("supervisor: {e}; retrying in 5 s")),
+            Err(_) => say("supervisor panicked; starting it again in 5 s"),
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    }
+}

@@ -1,1 +1,579 @@
-//! placeholder
+//! Boots the Oxbow ISO under QEMU and drives it from the outside.
+//!
+//! [`Appliance::boot`] starts QEMU with the ISO (BIOS, UEFI, or the ISO's
+//! kernel loaded directly so the command line can carry test flags), an
+//! optional seed volume, the API port forwarded to a free loopback port, the
+//! serial console written to a file, QMP on a unix socket, and optionally
+//! init's test control channel on the second serial port.
+//!
+//! Where the host's `/dev/kvm` can run a real kernel (the CPU shows `vmx` or
+//! `svm`), QEMU uses it; elsewhere it emulates with `-cpu max`, which gives
+//! the appliance an emulated SVM and so a working `/dev/kvm` of its own.
+//!
+//! When a test fails, dropping the [`Appliance`] prints its serial console.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+/// Firmware, or direct kernel boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS, booting the ISO through its El Torito BIOS image.
+    Bios,
+    /// OVMF, booting the ISO's EFI system partition.
+    Uefi,
+    /// The ISO's kernel and initramfs loaded by QEMU with this extra
+    /// command line; the ISO is still attached for the system image.
+    Direct(String),
+}
+
+/// The kind of seed volume to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedKind {
+    /// An ISO9660 image on a second CD drive.
+    Iso,
+    /// A FAT image on a virtio disk.
+    Fat,
+}
+
+/// How to boot.
+#[derive(Debug, Clone)]
+pub struct BootOptions {
+    /// Firmware or direct boot.
+    pub firmware: Firmware,
+    /// An `answer.toml` to put on a seed volume, and its kind.
+    pub seed: Option<(String, SeedKind)>,
+    /// Whether to connect init's test control channel (ttyS1). It only
+    /// works when the command line carries `oxbow.testctl`.
+    pub test_channel: bool,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// vCPUs.
+    pub cpus: u32,
+}
+
+impl BootOptions {
+    /// Defaults: 2 GiB, 2 vCPUs, no seed, no test channel.
+    pub fn new(firmware: Firmware) -> BootOptions {
+        BootOptions {
+            firmware,
+            seed: None,
+            test_channel: false,
+            memory_mib: 2048,
+            cpus: 2,
+        }
+    }
+}
+
+/// The repository's `target/` directory.
+pub fn target_dir() -> PathBuf {
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(t);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The ISO under test: `$OXBOW_ISO`, else `target/oxbow.iso`.
+pub fn iso_path() -> PathBuf {
+    std::env::var_os("OXBOW_ISO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("oxbow.iso"))
+}
+
+/// Whether the host's KVM can boot a real kernel.
+pub fn host_kvm_usable() -> bool {
+    if std::env::var("OXBOW_QEMU_ACCEL").is_ok_and(|v| v == "tcg") {
+        return false;
+    }
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let virt = cpu
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    virt && Path::new("/dev/kvm").exists()
+}
+
+/// The accelerator and CPU arguments for QEMU on this host.
+pub fn accel_args() -> Vec<String> {
+    if host_kvm_usable() {
+        vec!["-accel".into(), "kvm".into(), "-cpu".into(), "host".into()]
+    } else {
+        vec![
+            "-accel".into(),
+            "tcg,thread=multi".into(),
+            "-cpu".into(),
+            "max".into(),
+        ]
+    }
+}
+
+/// A free TCP port on the loopback address.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Extracts a file from an ISO with xorriso.
+pub fn extract_from_iso(iso: &Path, inside: &str, to: &Path) -> Result<()> {
+    let out = Command::new("xorriso")
+        .args(["-osirrox", "on", "-indev"])
+        .arg(iso)
+        .args(["-extract", inside])
+        .arg(to)
+        .output()
+        .context("running xorriso (apt-get install xorriso)")?;
+    if !out.status.success() {
+        bail!(
+            "xorriso -extract {inside}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Writes a seed volume holding `answer` as `answer.toml`.
+pub fn make_seed(dir: &Path, answer: &str, kind: SeedKind) -> Result<PathBuf> {
+    let src = dir.join("seed-src");
+    std::fs::create_dir_all(&src)?;
+    std::fs::write(src.join("answer.toml"), answer)?;
+    match kind {
+        SeedKind::Iso => {
+            let img = dir.join("seed.iso");
+            run(Command::new("xorriso")
+                .args([
+                    "-as",
+                    "mkisofs",
+                    "-quiet",
+                    "-V",
+                    "OXBOW-SEED",
+                    "-J",
+                    "-r",
+                    "-o",
+                ])
+                .arg(&img)
+                .arg(&src))?;
+            Ok(img)
+        }
+        SeedKind::Fat => {
+            let img = dir.join("seed.img");
+            run(Command::new("mkfs.vfat")
+                .args(["-C", "-n", "OXBOW-SEED"])
+                .arg(&img)
+                .arg("4096"))?;
+            run(Command::new("mcopy")
+                .arg("-i")
+                .arg(&img)
+                .arg(src.join("answer.toml"))
+                .arg("::answer.toml"))?;
+            Ok(img)
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// A running appliance.
+pub struct Appliance {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    /// The loopback port forwarded to the appliance's 8006.
+    pub api_port: u16,
+    started: Instant,
+    exit: Option<ExitStatus>,
+}
+
+impl Appliance {
+    /// Boots the ISO as `opts` says.
+    pub fn boot(opts: BootOptions) -> Result<Appliance> {
+        let iso = iso_path();
+        if !iso.exists() {
+            bail!("{} does not exist: build it with `make iso`", iso.display());
+        }
+        let dir = tempfile::Builder::new().prefix("oxbow-qemu-").tempdir()?;
+        let api_port = free_port()?;
+        let serial = dir.path().join("serial.log");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(accel_args())
+            .args(["-machine", "q35", "-m"])
+            .arg(opts.memory_mib.to_string())
+            .arg("-smp")
+            .arg(opts.cpus.to_string())
+            .args(["-display", "none", "-no-reboot", "-nodefaults"])
+            .args([
+                "-chardev",
+                &format!("file,id=ser0,path={}", serial.display()),
+            ])
+            .args(["-serial", "chardev:ser0"])
+            .args([
+                "-qmp",
+                &format!(
+                    "unix:{},server=on,wait=off",
+                    dir.path().join("qmp.sock").display()
+                ),
+            ])
+            .args([
+                "-netdev",
+                &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{api_port}-:8006"),
+            ])
+            .args(["-device", "virtio-net-pci,netdev=n0"])
+            .args(["-device", "virtio-rng-pci"])
+            .args([
+                "-drive",
+                &format!(
+                    "file={},media=cdrom,if=none,id=cd0,readonly=on",
+                    iso.display()
+                ),
+            ])
+            .args(["-device", "ide-cd,drive=cd0,bootindex=0"]);
+        if opts.test_channel {
+            let sock = dir.path().join("testctl.sock");
+            cmd.args([
+                "-chardev",
+                &format!("socket,id=tc,path={},server=on,wait=off", sock.display()),
+            ])
+            .args(["-serial", "chardev:tc"]);
+        }
+        match &opts.firmware {
+            Firmware::Bios => {}
+            Firmware::Uefi => {
+                let vars = dir.path().join("OVMF_VARS.fd");
+                std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars)
+                    .context("copying OVMF variables (apt-get install ovmf)")?;
+                cmd.args([
+                    "-drive",
+                    "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+                ])
+                .args([
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
+                ]);
+            }
+            Firmware::Direct(extra) => {
+                let kernel = dir.path().join("vmlinuz");
+                let initrd = dir.path().join("initrd.img");
+                extract_from_iso(&iso, "/boot/vmlinuz", &kernel)?;
+                extract_from_iso(&iso, "/boot/initrd.img", &initrd)?;
+                cmd.arg("-kernel")
+                    .arg(&kernel)
+                    .arg("-initrd")
+                    .arg(&initrd)
+                    .arg("-append")
+                    .arg(format!(
+                        "console=ttyS0,115200 oxbow.label=OXBOW quiet panic=-1 {extra}"
+                    ));
+            }
+        }
+        if let Some((answer, kind)) = &opts.seed {
+            let img = make_seed(dir.path(), answer, *kind)?;
+            match kind {
+                SeedKind::Iso => cmd
+                    .args([
+                        "-drive",
+                        &format!(
+                            "file={},media=cdrom,if=none,id=seed,readonly=on",
+                            img.display()
+                        ),
+                    ])
+                    .args(["-device", "ide-cd,drive=seed"]),
+                SeedKind::Fat => cmd.args([
+                    "-drive",
+                    &format!("file={},format=raw,if=virtio", img.display()),
+                ]),
+            };
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = cmd
+            .spawn()
+            .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+        Ok(Appliance {
+            child: Some(child),
+            dir,
+            api_port,
+            started: Instant::now(),
+            exit: None,
+        })
+    }
+
+    /// Seconds since QEMU was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The serial console so far.
+    pub fn serial(&self) -> String {
+        let b = std::fs::read(self.dir.path().join("serial.log")).unwrap_or_default();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// Waits until the serial console contains `marker`.
+    pub fn wait_for_serial(&mut self, marker: &str, timeout: Duration) -> Result<()> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.serial().contains(marker) {
+                return Ok(());
+            }
+            if let Some(st) = self.try_exit()? {
+                bail!("QEMU exited ({st}) before the console showed {marker:?}");
+            }
+            if Instant::now() > end {
+                bail!("the console did not show {marker:?} within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn try_exit(&mut self) -> Result<Option<ExitStatus>> {
+        if let Some(st) = self.exit {
+            return Ok(Some(st));
+        }
+        if let Some(c) = self.child.as_mut() {
+            if let Some(st) = c.try_wait()? {
+                self.exit = Some(st);
+                return Ok(Some(st));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Waits for QEMU to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_exit()? {
+                return Ok(st);
+            }
+            if Instant::now() > end {
+                bail!("QEMU did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Runs one QMP command and returns its `return` value.
+    pub fn qmp(&self, command: &str, arguments: Value) -> Result<Value> {
+        let s =
+            UnixStream::connect(self.dir.path().join("qmp.sock")).context("connecting to QMP")?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut w = s.try_clone()?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line)?; // greeting
+        writeln!(w, "{}", json!({"execute": "qmp_capabilities"}))?;
+        read_qmp_return(&mut r)?;
+        writeln!(w, "{}", json!({"execute": command, "arguments": arguments}))?;
+        read_qmp_return(&mut r)
+    }
+
+    /// Presses the ACPI power button.
+    pub fn power_button(&self) -> Result<()> {
+        self.qmp("system_powerdown", json!({})).map(|_| ())
+    }
+
+    /// Sends a request over init's test control channel and returns the
+    /// `data` of its answer.
+    pub fn testctl(&self, request: Value) -> Result<Value> {
+        let s = UnixStream::connect(self.dir.path().join("testctl.sock"))
+            .context("connecting to the test channel")?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut w = s.try_clone()?;
+        writeln!(w, "{request}")?;
+        let mut r = BufReader::new(s);
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                bail!("test channel closed");
+            }
+            let Ok(v) = serde_json::from_str::<Value>(line.trim()) else {
+                continue;
+            };
+            if v["ok"] == json!(true) {
+                return Ok(v["data"].clone());
+            }
+            bail!("init refused {request}: {}", v["error"]);
+        }
+    }
+
+    /// An API client for the forwarded port.
+    pub fn api(&self) -> Result<ApiClient> {
+        ApiClient::new(&format!("https://127.0.0.1:{}/api2/json", self.api_port))
+    }
+
+    /// Waits until the API answers anything over TLS.
+    pub fn wait_for_api(&mut self, timeout: Duration) -> Result<ApiClient> {
+        let api = self.api()?;
+        let end = Instant::now() + timeout;
+        loop {
+            if api.get_status("/version").is_ok() {
+                return Ok(api);
+            }
+            if let Some(st) = self.try_exit()? {
+                bail!("QEMU exited ({st}) before the API answered");
+            }
+            if Instant::now() > end {
+                bail!("the API did not answer within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn read_qmp_return(r: &mut impl BufRead) -> Result<Value> {
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            bail!("QMP closed");
+        }
+        let v: Value = serde_json::from_str(line.trim())?;
+        if let Some(ret) = v.get("return") {
+            return Ok(ret.clone());
+        }
+        if let Some(err) = v.get("error") {
+            bail!("QMP error: {err}");
+        }
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            if std::thread::panicking() {
+                let mut err = String::new();
+                if let Some(mut e) = c.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                eprintln!("----- QEMU stderr -----\n{err}");
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- serial console ({:.1} s) -----\n{}\n----- end -----",
+                self.elapsed().as_secs_f64(),
+                self.serial()
+            );
+        }
+    }
+}
+
+/// A small client of Oxbow's (and Proxmox's) `/api2/json`.
+pub struct ApiClient {
+    base: String,
+    http: reqwest::blocking::Client,
+    ticket: Option<String>,
+    csrf: Option<String>,
+}
+
+/// A response: status and JSON body.
+#[derive(Debug)]
+pub struct ApiResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// The body as JSON (`null` if it was not JSON).
+    pub body: Value,
+}
+
+impl ApiClient {
+    /// A client for `base`, e.g. `https://127.0.0.1:8006/api2/json`. The
+    /// appliance's certificate is self-signed, so it is not verified.
+    pub fn new(base: &str) -> Result<ApiClient> {
+        let http = reqwest::blocking::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+            ticket: None,
+            csrf: None,
+        })
+    }
+
+    fn finish(resp: reqwest::blocking::Response) -> Result<ApiResponse> {
+        let status = resp.status();
+        let text = resp.text()?;
+        Ok(ApiResponse {
+            status: status.as_u16(),
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        })
+    }
+
+    fn with_auth(
+        &self,
+        rb: reqwest::blocking::RequestBuilder,
+        csrf: bool,
+    ) -> reqwest::blocking::RequestBuilder {
+        let mut rb = rb;
+        if let Some(t) = &self.ticket {
+            rb = rb.header("Cookie", format!("PVEAuthCookie={}", urlencode(t)));
+        }
+        if csrf {
+            if let Some(c) = &self.csrf {
+                rb = rb.header("CSRFPreventionToken", c);
+            }
+        }
+        rb
+    }
+
+    /// GET with the ticket, if logged in.
+    pub fn get(&self, path: &str) -> Result<ApiResponse> {
+        let rb = self.with_auth(self.http.get(format!("{}{path}", self.base)), false);
+        Self::finish(rb.send()?)
+    }
+
+    /// GET returning only the status code.
+    pub fn get_status(&self, path: &str) -> Result<u16> {
+        Ok(self.get(path)?.status)
+    }
+
+    /// POST form parameters, with ticket and CSRF token when `csrf` is set.
+    pub fn post(&self, path: &str, form: &[(&str, &str)], csrf: bool) -> Result<ApiResponse> {
+        let rb = self.with_auth(
+            self.http.post(format!("{}{path}", self.base)).form(form),
+            csrf,
+        );
+        Self::finish(rb.send()?)
+    }
+
+    /// Logs in; on success keeps the ticket and CSRF token.
+    pub fn login(&mut self, user: &str, password: &str) -> Result<ApiResponse> {
+        let r = self.post(
+            "/access/ticket",
+            &[("username", user), ("password", password)],
+            false,
+        )?;
+        if r.status == 200 {
+            self.ticket = r.body["data"]["ticket"].as_str().map(str::to_string);
+            self.csrf = r.body["data"]["CSRFPreventionToken"]
+                .as_str()
+                .map(str::to_string);
+        }
+        Ok(r)
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -57,6 +57,8 @@ pub struct BootOptions {
     pub memory_mib: u32,
     /// vCPUs.
     pub cpus: u32,
+    /// With [`Firmware::Direct`], this initramfs instead of the ISO's.
+    pub initrd_override: Option<PathBuf>,
 }
 
 impl BootOptions {
@@ -68,6 +70,7 @@ impl BootOptions {
             test_channel: false,
             memory_mib: 2048,
             cpus: 2,
+            initrd_override: None,
         }
     }
 }
@@ -265,7 +268,13 @@ impl Appliance {
                 let kernel = dir.path().join("vmlinuz");
                 let initrd = dir.path().join("initrd.img");
                 extract_from_iso(&iso, "/boot/vmlinuz", &kernel)?;
-                extract_from_iso(&iso, "/boot/initrd.img", &initrd)?;
+                match &opts.initrd_override {
+                    Some(p) => {
+                        std::fs::copy(p, &initrd)
+                            .with_context(|| format!("copying {}", p.display()))?;
+                    }
+                    None => extract_from_iso(&iso, "/boot/initrd.img", &initrd)?,
+                }
                 cmd.arg("-kernel")
                     .arg(&kernel)
                     .arg("-initrd")

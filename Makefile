@@ -1,0 +1,45 @@
+# Oxbow: `make run` boots the appliance, `make test` runs the whole suite.
+
+TARGET   := x86_64-unknown-linux-gnu
+BINS     := target/$(TARGET)/release
+ISO      := target/oxbow.iso
+# Oxbow's own binaries are fully static, so the same init runs from the
+# initramfs and from the system image.
+STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
+GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+
+.PHONY: all deps bins iso run test lint unit appliance bench-boot clean
+
+all: iso
+
+deps:
+	scripts/install-deps.sh
+
+bins:
+	OXBOW_GIT_REV=$(GIT_REV) $(STATIC) cargo build --release --target $(TARGET) \
+		-p init -p netd -p api -p vmm
+
+iso: bins
+	cargo run --release -p image -- --bins $(BINS) --out $(ISO)
+
+run: deps iso
+	scripts/run.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace --exclude qemu-tests
+
+appliance: iso
+	cargo test -p qemu-tests -- --test-threads=1
+
+test: deps lint unit appliance
+
+bench-boot: iso
+	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin floor-init
+	cargo run --release -p qemu-tests --bin bench-boot -- --runs $(or $(RUNS),3)
+
+clean:
+	cargo clean

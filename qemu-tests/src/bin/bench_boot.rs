@@ -1,0 +1,151 @@
+//! Boot benchmark: time from QEMU start to the first authenticated
+//! `GET /api2/json/version`, side by side with a floor.
+//!
+//! The floor is the same QEMU command, kernel and modules, with an
+//! initramfs whose init only mounts the pseudo filesystems, addresses the
+//! NIC and answers on port 8006 (`floor-init`). Both boot the kernel
+//! directly (`-kernel`), so firmware time is left out of both; runs
+//! alternate between the two sides and the medians are compared.
+//!
+//! Usage: `bench-boot [--runs N] [--floor-init PATH]`
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use qemu_tests::{
+    extract_from_iso, iso_path, target_dir, Appliance, BootOptions, Firmware, SeedKind,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_millis(100);
+
+fn main() -> Result<()> {
+    let mut runs = 3usize;
+    let mut floor_init = target_dir().join("x86_64-unknown-linux-gnu/release/floor-init");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            "--floor-init" => floor_init = PathBuf::from(args.next().context("--floor-init PATH")?),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let work = tempfile::tempdir()?;
+    let floor_initrd = build_floor_initrd(&floor_init, work.path())?;
+    let mut floor = Vec::new();
+    let mut oxbow = Vec::new();
+    for run in 1..=runs {
+        let f = time_floor(&floor_initrd)?;
+        let o = time_oxbow()?;
+        println!(
+            "run {run}: floor {f:.2} s, oxbow {o:.2} s, ratio {:.2}",
+            o / f
+        );
+        floor.push(f);
+        oxbow.push(o);
+    }
+    let (mf, mo) = (median(&mut floor), median(&mut oxbow));
+    println!(
+        "median of {runs}: floor {mf:.2} s, oxbow {mo:.2} s, ratio {:.2} (goal <= 1.3)",
+        mo / mf
+    );
+    Ok(())
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The appliance's initramfs with a second archive appended whose `/init`
+/// (the floor) replaces ours; the kernel unpacks both in order.
+fn build_floor_initrd(floor_init: &Path, dir: &Path) -> Result<PathBuf> {
+    if !floor_init.exists() {
+        bail!(
+            "{} is missing: build it with `make bench-boot`",
+            floor_init.display()
+        );
+    }
+    let base = dir.join("base.img");
+    extract_from_iso(&iso_path(), "/boot/initrd.img", &base)?;
+    let stage = dir.join("floor");
+    std::fs::create_dir_all(&stage)?;
+    std::fs::copy(floor_init, stage.join("init"))?;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("echo init | cpio --quiet -o -H newc -R 0:0")
+        .current_dir(&stage)
+        .output()
+        .context("running cpio")?;
+    if !out.status.success() {
+        bail!("cpio: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut img = std::fs::read(&base)?;
+    while img.len() % 4 != 0 {
+        img.push(0);
+    }
+    img.extend_from_slice(&out.stdout);
+    let path = dir.join("floor-initrd.img");
+    std::fs::write(&path, img)?;
+    Ok(path)
+}
+
+fn time_floor(initrd: &Path) -> Result<f64> {
+    let mut opts = BootOptions::new(Firmware::Direct(String::new()));
+    opts.initrd_override = Some(initrd.to_path_buf());
+    let vm = Appliance::boot(opts)?;
+    let end = Instant::now() + TIMEOUT;
+    loop {
+        if http_ok(vm.api_port) {
+            return Ok(vm.elapsed().as_secs_f64());
+        }
+        if Instant::now() > end {
+            bail!("the floor never answered:\n{}", vm.serial());
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn http_ok(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200"))
+}
+
+fn time_oxbow() -> Result<f64> {
+    let password = "benchmark-password";
+    let mut opts = BootOptions::new(Firmware::Direct(String::new()));
+    opts.seed = Some((
+        format!("[global]\nroot-password = \"{password}\"\n"),
+        SeedKind::Iso,
+    ));
+    let vm = Appliance::boot(opts)?;
+    let mut api = vm.api()?;
+    let end = Instant::now() + TIMEOUT;
+    loop {
+        if matches!(api.login("root@pam", password), Ok(r) if r.status == 200)
+            && matches!(api.get("/version"), Ok(r) if r.status == 200)
+        {
+            return Ok(vm.elapsed().as_secs_f64());
+        }
+        if Instant::now() > end {
+            bail!("oxbow never answered:\n{}", vm.serial());
+        }
+        std::thread::sleep(POLL);
+    }
+}

@@ -9,7 +9,7 @@ packages=(
     # running and testing the appliance
     qemu-system-x86 ovmf
     # host network tests
-    iproute2 dnsmasq-base nftables
+    iproute2 dnsmasq-base nftables slirp4netns iputils-ping
     # building crates with C parts
     build-essential pkg-config
     # tools the tests and scripts call

@@ -1,1 +1,33 @@
-//! placeholder
+//! apid: Oxbow's management API daemon.
+//!
+//! apid speaks Proxmox VE's `/api2/json` wire format over HTTPS (port 8006
+//! by default), so that Proxmox clients can manage an Oxbow node. This
+//! first slice serves logging in (`POST /access/ticket`) and
+//! `GET /version`; every endpoint is declared in [`router::ENDPOINTS`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), api::ServerError> {
+//! let config = api::Config::new("pve1");
+//! let server = api::bind(config).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.serve(std::future::pending()).await
+//! # }
+//! ```
+
+pub mod app_state;
+pub mod auth;
+pub mod config;
+pub mod endpoints;
+pub mod error;
+pub mod login_throttle;
+pub mod params;
+pub mod response;
+pub mod router;
+pub mod server;
+pub mod state_dir;
+pub mod ticket;
+pub mod tls;
+
+pub use config::{system_node_name, Config, LoginFailureLimit};
+pub use error::ServerError;
+pub use server::{bind, serve, Server};

@@ -583,7 +583,14 @@ impl Supervisor {
                     };
                     if ready {
                         self.units[i].state = UnitState::Running;
-                        say(format_args!("[ ok ] {} is ready", self.units[i].spec.name));
+                        let note = match &self.units[i].spec.ready {
+                            Readiness::File(p) => ready_note(p),
+                            _ => String::new(),
+                        };
+                        say(format_args!(
+                            "[ ok ] {} is ready{note}",
+                            self.units[i].spec.name
+                        ));
                     }
                 }
                 UnitState::Backoff
@@ -906,6 +913,23 @@ pub fn prepare_cgroups(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(controllers)
 }
 
+/// The first line of a ready file, shown on the console after "is ready":
+/// netd puts the management address there. Empty when the file is empty,
+/// unreadable or not text; cut at 200 bytes.
+fn ready_note(path: &std::path::Path) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let head = &bytes[..bytes.len().min(200)];
+    let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    match std::str::from_utf8(line) {
+        Ok(text) if !text.trim().is_empty() && !text.chars().any(char::is_control) => {
+            format!(": {}", text.trim())
+        }
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -915,5 +939,20 @@ mod tests {
         assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
         assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
         assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn ready_note_takes_the_first_printable_line() {
+        let dir = std::env::temp_dir().join(format!("oxbow-note-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ready");
+        std::fs::write(&f, "10.0.2.15/24 via 10.0.2.2 (dhcp)\nmore\n").unwrap();
+        assert_eq!(ready_note(&f), ": 10.0.2.15/24 via 10.0.2.2 (dhcp)");
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(ready_note(&f), "");
+        std::fs::write(&f, "a\x1b[2Jb\n").unwrap();
+        assert_eq!(ready_note(&f), "");
+        assert_eq!(ready_note(&dir.join("missing")), "");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -274,7 +274,10 @@ disk-list = ["sda"]
         )
         .unwrap();
         assert_eq!(a.hostname(), Some("pve1"));
-        assert_eq!(a.global.root_password, RootPassword::Plain("s3cret-pass".into()));
+        assert_eq!(
+            a.global.root_password,
+            RootPassword::Plain("s3cret-pass".into())
+        );
         assert_eq!(a.global.root_ssh_keys.len(), 1);
         match a.network {
             NetworkSource::Static { prefix, .. } => assert_eq!(prefix, 24),
@@ -315,6 +318,9 @@ disk-list = ["sda"]
                 other => panic!("{text}: expected an error on {key}, got {other:?}"),
             }
         }
-        assert!(matches!(Answer::parse("not toml ["), Err(AnswerError::Syntax(_))));
+        assert!(matches!(
+            Answer::parse("not toml ["),
+            Err(AnswerError::Syntax(_))
+        ));
     }
 }

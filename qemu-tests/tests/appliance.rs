@@ -55,7 +55,7 @@ fn bios_boot_with_iso_seed_and_dhcp() {
         "seed not applied"
     );
     assert!(
-        console.contains("(dhcp"),
+        console.contains("netd is ready: 10.0.2.15/24 via 10.0.2.2 (dhcp)"),
         "management address not from DHCP"
     );
     assert!(console.contains("[ ok ] apid is ready"));
@@ -70,7 +70,7 @@ fn uefi_boot_with_fat_seed_and_static_network() {
     let console = vm.serial();
     assert!(console.contains("seed: answer.toml applied"));
     assert!(
-        console.contains("10.0.2.15/24 via 10.0.2.2 (static"),
+        console.contains("netd is ready: 10.0.2.15/24 via 10.0.2.2 (static)"),
         "static address not applied"
     );
 }

@@ -1,0 +1,30 @@
+//! What every request handler shares.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::login_throttle::LoginThrottle;
+use crate::state_dir::StateDir;
+use crate::ticket::TicketSigner;
+
+/// The shared state of a running apid.
+#[derive(Debug)]
+pub struct AppState {
+    /// The node name.
+    pub node: String,
+    /// The node's state directory.
+    pub state_dir: StateDir,
+    /// Signs and checks tickets and CSRF tokens.
+    pub signer: TicketSigner,
+    /// Limits failed logins per source.
+    pub login_throttle: LoginThrottle,
+    /// How long a failed login waits before it is answered.
+    pub failed_login_delay: Duration,
+}
+
+/// The current unix time in seconds.
+pub fn unix_now() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}

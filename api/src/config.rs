@@ -1,0 +1,115 @@
+//! What apid is told at start.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::ServerError;
+
+/// The port Proxmox VE's API listens on.
+pub const DEFAULT_PORT: u16 = 8006;
+
+/// The default listening address: all IPv6 and IPv4 addresses.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V6(Ipv6Addr::UNSPECIFIED), DEFAULT_PORT);
+
+/// The default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/oxbow";
+
+/// How long a failed login waits before it is answered.
+pub const DEFAULT_FAILED_LOGIN_DELAY: Duration = Duration::from_secs(2);
+
+/// How many failed logins one source may have within [`LoginFailureLimit::window`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginFailureLimit {
+    /// Failed (or still running) logins allowed within the window.
+    pub max_failures: u32,
+    /// The sliding window.
+    pub window: Duration,
+}
+
+impl Default for LoginFailureLimit {
+    fn default() -> Self {
+        LoginFailureLimit {
+            max_failures: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// apid's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The address to listen on; an unspecified IPv6 address also accepts
+    /// IPv4 connections.
+    pub listen: SocketAddr,
+    /// The node's state directory.
+    pub state_dir: PathBuf,
+    /// The node name, as Proxmox clients see it.
+    pub node: String,
+    /// How long a failed login waits before it is answered.
+    pub failed_login_delay: Duration,
+    /// The per-source limit of failed logins.
+    pub login_failure_limit: LoginFailureLimit,
+}
+
+impl Config {
+    /// The default configuration for node `node`.
+    pub fn new(node: impl Into<String>) -> Self {
+        Config {
+            listen: DEFAULT_LISTEN,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            node: node.into(),
+            failed_login_delay: DEFAULT_FAILED_LOGIN_DELAY,
+            login_failure_limit: LoginFailureLimit::default(),
+        }
+    }
+}
+
+/// Checks that `name` can be a node name: a host name label of letters,
+/// digits and '-', not starting or ending with '-', at most 63 characters.
+pub fn validate_node_name(name: &str) -> Result<(), ServerError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ServerError::InvalidNodeName(name.to_owned()))
+    }
+}
+
+/// The node name taken from the system host name (up to its first dot).
+pub fn system_node_name() -> Result<String, ServerError> {
+    let host = nix::unistd::gethostname().map_err(ServerError::Hostname)?;
+    let host = host.to_string_lossy();
+    let short = host.split('.').next().unwrap_or("");
+    validate_node_name(short)?;
+    Ok(short.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names() {
+        for good in ["pve1", "node-a", "A", "x1-2-3"] {
+            assert!(validate_node_name(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(64);
+        for bad in ["", "-a", "a-", "a.b", "a_b", "nöde", too_long.as_str()] {
+            assert!(validate_node_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = Config::new("pve1");
+        assert_eq!(config.listen.to_string(), "[::]:8006");
+        assert_eq!(config.state_dir, PathBuf::from("/var/lib/oxbow"));
+        assert_eq!(config.login_failure_limit.max_failures, 5);
+    }
+}

@@ -1,0 +1,49 @@
+//! `GET /version`.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::app_state::AppState;
+use crate::router::{Call, HandlerFuture};
+
+/// The Proxmox VE release whose API apid follows; clients compare it.
+pub const PROXMOX_API_VERSION: &str = "8.2.0";
+
+/// The Proxmox VE release line of [`PROXMOX_API_VERSION`].
+pub const PROXMOX_API_RELEASE: &str = "8.2";
+
+/// The source revision apid was built from, if the build said.
+pub const SOURCE_REVISION: &str = match option_env!("OXBOW_GIT_REV") {
+    Some(rev) => rev,
+    None => "unknown",
+};
+
+/// Reports the API version apid speaks and Oxbow's own version.
+pub fn get_version(_state: Arc<AppState>, _call: Call) -> HandlerFuture {
+    Box::pin(async move {
+        Ok(json!({
+            "version": PROXMOX_API_VERSION,
+            "release": PROXMOX_API_RELEASE,
+            "repoid": short_revision(SOURCE_REVISION),
+            "oxbow": env!("CARGO_PKG_VERSION"),
+        }))
+    })
+}
+
+/// The first eight characters of a revision id, as Proxmox shows its own.
+fn short_revision(revision: &str) -> &str {
+    revision.get(..8).unwrap_or(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_are_shortened() {
+        assert_eq!(short_revision("0123456789abcdef"), "01234567");
+        assert_eq!(short_revision("abc"), "abc");
+        assert_eq!(short_revision("unknown"), "unknown");
+    }
+}

@@ -1,0 +1,324 @@
+//! The HTTPS listener, connections and request dispatch.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::app_state::{unix_now, AppState};
+use crate::auth::{authenticate, AuthenticatedUser};
+use crate::config::{validate_node_name, Config};
+use crate::endpoints::access::NO_ROOT_PASSWORD_WARNING;
+use crate::error::ServerError;
+use crate::login_throttle::LoginThrottle;
+use crate::params::{BodyError, Params};
+use crate::response::{to_http_response, ApiError, HttpResponse};
+use crate::router::{api_path, find_endpoint, AuthRequirement, Call, ENDPOINTS};
+use crate::state_dir::{RootPassword, StateDir};
+use crate::ticket::TicketSigner;
+
+/// The largest request body apid reads.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// How long a client may take for the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long running requests may finish after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// The listen backlog.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A bound, ready apid: call [`Server::serve`] to answer requests.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: TlsAcceptor,
+    state: Arc<AppState>,
+}
+
+/// Prepares the state directory (signing key, TLS certificate) and binds
+/// the listening socket.
+pub async fn bind(config: Config) -> Result<Server, ServerError> {
+    validate_node_name(&config.node)?;
+    let state_dir = StateDir::new(&config.state_dir);
+    state_dir.prepare()?;
+    let signing_key = state_dir.load_or_create_signing_key()?;
+    crate::tls::ensure_certificate(&state_dir, &config.node)?;
+    let tls_config = crate::tls::server_config(&state_dir)?;
+
+    match state_dir.root_password() {
+        RootPassword::Hash(_) => {}
+        RootPassword::Missing => tracing::warn!("{NO_ROOT_PASSWORD_WARNING}"),
+        RootPassword::Unusable(why) => tracing::error!("{why}; every login will fail"),
+    }
+
+    let std_listener = listen(config.listen)?;
+    let listener = TcpListener::from_std(std_listener).map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let state = Arc::new(AppState {
+        node: config.node,
+        state_dir,
+        signer: TicketSigner::new(&signing_key),
+        login_throttle: LoginThrottle::new(config.login_failure_limit),
+        failed_login_delay: config.failed_login_delay,
+    });
+    Ok(Server {
+        listener,
+        local_addr,
+        tls: TlsAcceptor::from(tls_config),
+        state,
+    })
+}
+
+/// Binds and serves until `shutdown` completes.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    bind(config).await?.serve(shutdown).await
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .field("node", &self.state.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// The address the server listens on (with the real port if port 0
+    /// was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Answers requests until `shutdown` completes, then stops accepting,
+    /// lets running requests finish for a moment and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        tracing::info!(
+            address = %self.local_addr,
+            node = %self.state.node,
+            "apid listening (HTTPS)"
+        );
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let task = serve_connection(
+                        stream,
+                        peer,
+                        self.tls.clone(),
+                        Arc::clone(&self.state),
+                        graceful.watcher(),
+                    );
+                    tokio::spawn(task);
+                }
+                Err(e) => {
+                    // Running out of file descriptors and the like pass;
+                    // do not spin while they last.
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        drop(self.listener);
+        tracing::info!("shutting down");
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::info!("closing connections that are still busy");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A listening socket for `addr`. An unspecified IPv6 address also takes
+/// IPv4 connections; if the kernel has no IPv6, IPv4 alone is used.
+fn listen(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    match listen_exactly(addr) {
+        Ok(listener) => Ok(listener),
+        Err(e)
+            if addr.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                && e.raw_os_error() == Some(nix::errno::Errno::EAFNOSUPPORT as i32) =>
+        {
+            let fallback = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+            tracing::warn!("IPv6 is not available; listening on {fallback} instead");
+            listen_exactly(fallback).map_err(|source| ServerError::Bind {
+                addr: fallback,
+                source,
+            })
+        }
+        Err(source) => Err(ServerError::Bind { addr, source }),
+    }
+}
+
+fn listen_exactly(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: TlsAcceptor,
+    state: Arc<AppState>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let tls_stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+        Ok(Ok(tls_stream)) => tls_stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let source = peer.ip().to_canonical();
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let state = Arc::clone(&state);
+        async move { Ok::<_, Infallible>(handle_request(state, source, request).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(tls_stream), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
+}
+
+/// Answers one request: authenticates it unless its endpoint is public,
+/// reads its parameters and calls the endpoint.
+pub async fn handle_request(
+    state: Arc<AppState>,
+    source: IpAddr,
+    request: Request<Incoming>,
+) -> HttpResponse {
+    let (parts, body) = request.into_parts();
+    let result = dispatch(&state, source, &parts, body).await;
+    if let Err(error) = &result {
+        tracing::debug!(
+            %source,
+            method = %parts.method,
+            path = parts.uri.path(),
+            status = error.status.as_u16(),
+            "{}",
+            error.message
+        );
+    }
+    to_http_response(result)
+}
+
+async fn dispatch(
+    state: &Arc<AppState>,
+    source: IpAddr,
+    parts: &hyper::http::request::Parts,
+    body: Incoming,
+) -> crate::response::ApiResult {
+    let method = &parts.method;
+    let path = api_path(parts.uri.path());
+    let endpoint = path.and_then(|p| find_endpoint(ENDPOINTS, method, p));
+
+    // Everything but public endpoints, unknown paths included, needs a
+    // ticket first, so probing without one learns nothing.
+    let needs_ticket = endpoint
+        .as_ref()
+        .is_none_or(|(endpoint, _)| endpoint.auth == AuthRequirement::Ticket);
+    let user: Option<AuthenticatedUser> = if needs_ticket {
+        Some(authenticate(
+            &state.signer,
+            method,
+            &parts.headers,
+            unix_now(),
+        )?)
+    } else {
+        None
+    };
+
+    let Some((endpoint, path_params)) = endpoint else {
+        return Err(match path {
+            Some(path) => ApiError::not_implemented(method.as_str(), path),
+            None => ApiError::new(StatusCode::NOT_FOUND, "Not Found"),
+        });
+    };
+
+    let mut params = Params::from_query(parts.uri.query().unwrap_or(""));
+    if !(method == Method::GET || method == Method::HEAD) {
+        let bytes = read_body(body).await?;
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok());
+        params
+            .add_body(content_type, &bytes)
+            .map_err(body_error_to_api_error)?;
+    }
+    let call = Call {
+        params,
+        path_params,
+        user,
+        source,
+    };
+    (endpoint.handler)(Arc::clone(state), call).await
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "cannot read the request body",
+        )),
+    }
+}
+
+fn body_error_to_api_error(error: BodyError) -> ApiError {
+    match error {
+        BodyError::UnsupportedContentType(_) => {
+            ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, error.to_string())
+        }
+        BodyError::NonScalarValue(ref name) => ApiError::parameter(name.clone(), error.to_string()),
+        BodyError::InvalidJson(_) | BodyError::JsonNotAnObject | BodyError::InvalidUtf8 => {
+            ApiError::new(StatusCode::BAD_REQUEST, error.to_string())
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The daemon: plan, apply, address, signal readiness, keep the lease.
+
+use std::path::Path;
+
+use rtnetlink::packet_route::route::RouteProtocol;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::apply;
+use crate::dhcp::{self, ClientId, DhcpEvent, Lease, LossReason, UdpTransport};
+use crate::fsutil;
+use crate::plan::{self, Addressing, IpConfig};
+use crate::resolv;
+use crate::rtnl::{Link, Rtnl};
+use crate::{Config, NetdError};
+
+/// Runs netd until SIGTERM or SIGINT, which end it with `Ok` and leave the
+/// network as it is, so that a restarted netd takes over without the node
+/// dropping off the network.
+pub fn run(cfg: &Config) -> Result<(), NetdError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NetdError::Runtime)?;
+    rt.block_on(serve(cfg))
+}
+
+struct Stop {
+    term: Signal,
+    int: Signal,
+}
+
+impl Stop {
+    fn new() -> Result<Stop, NetdError> {
+        Ok(Stop {
+            term: signal(SignalKind::terminate()).map_err(NetdError::Signal)?,
+            int: signal(SignalKind::interrupt()).map_err(NetdError::Signal)?,
+        })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: stopping, the network stays configured"),
+            _ = self.int.recv() => tracing::info!("SIGINT: stopping, the network stays configured"),
+        }
+    }
+}
+
+async fn serve(cfg: &Config) -> Result<(), NetdError> {
+    // Signals are caught from the start, so that a stop request during
+    // set-up ends the process cleanly too.
+    let mut stop = Stop::new()?;
+    let nl = Rtnl::connect()?;
+    apply::loopback_up(&nl).await?;
+    let plan = plan::plan(cfg);
+    let bridge = apply::apply_links(&nl, &plan).await?;
+    match plan.addressing {
+        Addressing::Static(ip) => {
+            let protocol = RouteProtocol::Static;
+            let changes = apply::apply_ip(&nl, &bridge, &ip, protocol).await?;
+            if changes.any() {
+                tracing::info!("{}: {ip} (static)", bridge.name);
+            } else {
+                tracing::info!("{}: {ip} (static) already configured", bridge.name);
+            }
+            write_resolv(cfg, &ip, "static, from the answer file")?;
+            write_ready(cfg, Some((&ip, "static")))?;
+            stop.wait().await;
+            Ok(())
+        }
+        Addressing::Dhcp => dhcp_loop(cfg, &nl, &bridge, plan.hostname, &mut stop).await,
+    }
+}
+
+async fn dhcp_loop(
+    cfg: &Config,
+    nl: &Rtnl,
+    bridge: &Link,
+    hostname: Option<String>,
+    stop: &mut Stop,
+) -> Result<(), NetdError> {
+    let name = bridge.name.as_str();
+    warn_on_rp_filter(name);
+    let Some(mac) = bridge.mac else {
+        return Err(NetdError::NoHardwareAddress(name.to_string()));
+    };
+    let previous = apply::current_ipv4(nl, bridge).await?;
+    if let Some((addr, prefix)) = previous {
+        tracing::info!("{name}: has {addr}/{prefix} already; confirming it with the DHCP server");
+    }
+    let transport = UdpTransport::open(name)?;
+    let client = dhcp::Client::new(transport, ClientId { mac, hostname }, name)
+        .with_previous(previous.map(|(a, _)| a));
+    let (tx, mut rx) = mpsc::channel(4);
+    let client = client.run(tx);
+    tokio::pin!(client);
+    let ready_timer = tokio::time::sleep(cfg.ready_timeout);
+    tokio::pin!(ready_timer);
+    let mut ready = false;
+    let mut current: Option<Lease> = None;
+    loop {
+        tokio::select! {
+            () = &mut client => return Ok(()),
+            Some(event) = rx.recv() => {
+                handle_event(cfg, nl, bridge, &mut current, event).await?;
+                if current.is_some() {
+                    ready = true;
+                }
+            }
+            () = &mut ready_timer, if !ready => {
+                tracing::error!(
+                    "{name}: no DHCP lease after {} s; the node is not reachable over the network yet; \
+                     still trying in the background",
+                    cfg.ready_timeout.as_secs()
+                );
+                write_ready(cfg, None)?;
+                ready = true;
+            }
+            () = stop.wait() => return Ok(()),
+        }
+    }
+}
+
+async fn handle_event(
+    cfg: &Config,
+    nl: &Rtnl,
+    bridge: &Link,
+    current: &mut Option<Lease>,
+    event: DhcpEvent,
+) -> Result<(), NetdError> {
+    let name = bridge.name.as_str();
+    match event {
+        DhcpEvent::Bound(lease) | DhcpEvent::Renewed(lease) => {
+            let ip = lease.ip_config();
+            let changes = apply::apply_ip(nl, bridge, &ip, RouteProtocol::Dhcp).await?;
+            let resolv_changed = write_resolv(cfg, &ip, &format!("dhcp on {name}"))?;
+            if changes.any() || current.as_ref() != Some(&lease) {
+                tracing::info!("{name}: {lease}");
+                for old in &changes.removed {
+                    tracing::info!("{name}: removed {old}");
+                }
+            } else {
+                tracing::info!(
+                    "{name}: renewed {}/{} (lease {} s)",
+                    lease.address,
+                    lease.prefix,
+                    lease.lease_secs
+                );
+            }
+            if resolv_changed {
+                tracing::info!(
+                    "{}: name servers {:?}",
+                    cfg.resolv_conf.display(),
+                    lease.dns
+                );
+            }
+            if current.as_ref().map(|l| (l.address, l.prefix))
+                != Some((lease.address, lease.prefix))
+            {
+                write_ready(cfg, Some((&ip, "dhcp")))?;
+            }
+            *current = Some(lease);
+        }
+        DhcpEvent::Lost { lease, reason } => {
+            let why = match reason {
+                LossReason::Expired => "expired",
+                LossReason::Refused => "was refused by the server",
+            };
+            tracing::warn!(
+                "{name}: the lease on {} {why}; removing the address",
+                lease.address
+            );
+            apply::remove_ip(nl, bridge, &lease.ip_config()).await?;
+            // The file stays (the API keeps running), but says so.
+            write_ready(cfg, None)?;
+            *current = None;
+        }
+    }
+    Ok(())
+}
+
+fn write_resolv(cfg: &Config, ip: &IpConfig, origin: &str) -> Result<bool, NetdError> {
+    if ip.dns.is_empty() {
+        tracing::warn!(
+            "no name servers known; leaving {} alone",
+            cfg.resolv_conf.display()
+        );
+        return Ok(false);
+    }
+    let text = resolv::render(&ip.dns, ip.search.as_deref(), origin);
+    fsutil::write_if_changed(&cfg.resolv_conf, text.as_bytes()).map_err(|source| NetdError::Write {
+        path: cfg.resolv_conf.clone(),
+        source,
+    })
+}
+
+/// Writes the ready file: the management address, or `unconfigured` when
+/// DHCP has not succeeded yet.
+/// Writes the ready file: one line, `ADDRESS/PREFIX[ via GATEWAY] (SOURCE)`
+/// or `unconfigured`. init shows it on the console next to "netd is ready".
+fn write_ready(cfg: &Config, ip: Option<(&IpConfig, &str)>) -> Result<(), NetdError> {
+    let text = match ip {
+        Some((ip, source)) => format!("{ip} ({source})\n"),
+        None => "unconfigured\n".to_string(),
+    };
+    fsutil::write_atomic(&cfg.ready_file, text.as_bytes()).map_err(|source| NetdError::Write {
+        path: cfg.ready_file.clone(),
+        source,
+    })?;
+    tracing::info!("ready: wrote {}", cfg.ready_file.display());
+    Ok(())
+}
+
+/// Before it has an address, the bridge receives the server's broadcast
+/// replies only if reverse-path filtering lets packets in from a source it
+/// has no route to.
+fn warn_on_rp_filter(bridge: &str) {
+    let read = |p: &str| {
+        std::fs::read_to_string(
+            Path::new("/proc/sys/net/ipv4/conf")
+                .join(p)
+                .join("rp_filter"),
+        )
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+    };
+    let level = read("all").max(read(bridge));
+    if level != 0 {
+        tracing::warn!(
+            "{bridge}: rp_filter is {level}; DHCP replies may be dropped until {bridge} has an address"
+        );
+    }
+}

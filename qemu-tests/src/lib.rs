@@ -240,7 +240,15 @@ impl Appliance {
                     iso.display()
                 ),
             ])
-            .args(["-device", "ide-cd,drive=cd0,bootindex=0"]);
+            // A direct kernel boot takes boot index 0 itself.
+            .args([
+                "-device",
+                if matches!(opts.firmware, Firmware::Direct(_)) {
+                    "ide-cd,drive=cd0,bus=ide.0"
+                } else {
+                    "ide-cd,drive=cd0,bus=ide.0,bootindex=0"
+                },
+            ]);
         if opts.test_channel {
             let sock = dir.path().join("testctl.sock");
             cmd.args([
@@ -296,7 +304,7 @@ impl Appliance {
                             img.display()
                         ),
                     ])
-                    .args(["-device", "ide-cd,drive=seed"]),
+                    .args(["-device", "ide-cd,drive=seed,bus=ide.1"]),
                 SeedKind::Fat => cmd.args([
                     "-drive",
                     &format!("file={},format=raw,if=virtio", img.display()),

@@ -55,7 +55,10 @@ pub const INITRAMFS_MODULES: &[&str] = &[
 pub const INITRAMFS_REQUIRED: &[&str] =
     &["cdrom", "sr_mod", "isofs", "squashfs", "overlay", "loop"];
 
-/// Modules the running system loads early, in the order given.
+/// Feature modules the running system loads, in the order given, on a
+/// thread of their own while services start. Hardware drivers (NICs, disk
+/// controllers, RNGs) are not listed: init loads those of the hardware
+/// present by matching device aliases (coldplug).
 pub const SYSTEM_MODULES: &[&str] = &[
     "kvm",
     "kvm_amd",
@@ -73,11 +76,6 @@ pub const SYSTEM_MODULES: &[&str] = &[
     "dm_thin_pool",
     "dm_mod",
     "br_netfilter",
-    "virtio_rng",
-    "e1000",
-    "e1000e",
-    "igb",
-    "ixgbe",
 ];
 
 /// Module trees (relative to `/lib/modules/<kver>/`) left out of the system

@@ -41,7 +41,8 @@ fn main() -> ExitCode {
     init::stage2::run()
 }
 
-/// `init supervise --table FILE --socket PATH --log-dir DIR`: the
+/// `init supervise --table FILE --socket PATH --log-dir DIR
+/// [--transient-gate FILE]`: the
 /// supervisor alone, as an ordinary process, without mounts, seed or power
 /// handling. A shutdown request ends it with status 0 after every unit has
 /// stopped. Used by the host tests and handy for trying a service table.
@@ -49,6 +50,7 @@ fn supervise(args: &[String]) -> ExitCode {
     let mut table = None;
     let mut socket = None;
     let mut log_dir = None;
+    let mut gate = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next().cloned();
@@ -56,6 +58,7 @@ fn supervise(args: &[String]) -> ExitCode {
             "--table" => table = v,
             "--socket" => socket = v,
             "--log-dir" => log_dir = v,
+            "--transient-gate" => gate = v.map(PathBuf::from),
             other => {
                 eprintln!("init supervise: unknown argument `{other}`");
                 return ExitCode::from(2);
@@ -80,6 +83,7 @@ fn supervise(args: &[String]) -> ExitCode {
         cgroup_root: None,
         test_channel: None,
         power_buttons: Vec::new(),
+        transient_gate: gate,
     };
     match init::supervisor::Supervisor::new(cfg, parsed.services) {
         Ok(mut s) => {

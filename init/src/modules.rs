@@ -1,9 +1,19 @@
-//! Loading kernel modules from a list the image build writes.
+//! Loading kernel modules, two ways:
 //!
-//! Each line of a list is a path relative to `/lib/modules/<release>/`, and
-//! the lines are already in dependency order, so loading is a plain walk
-//! with `finit_module(2)`.
+//! - **Coldplug**: read the `modalias` of every device under `/sys/devices`,
+//!   match it against depmod's `modules.alias`, and load the matching
+//!   modules with their dependencies from `modules.dep`. This loads the
+//!   drivers of the hardware that is present, as udev would, and nothing
+//!   else; loading a module is slow under emulation, so it matters.
+//! - **Lists** the image build writes: each line a path relative to
+//!   `/lib/modules/<release>/`, already in dependency order, so loading is
+//!   a plain walk. Stage 1 falls back to its full list when coldplug did
+//!   not find the boot medium; stage 2 loads the feature modules (KVM,
+//!   bridging, VLANs, nftables, device-mapper…) from its list.
+//!
+//! Every load is a `finit_module(2)`; `EEXIST` counts as present.
 
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -42,19 +52,315 @@ pub fn parse_list(text: &str) -> Vec<&str> {
 pub fn load_list(list: &Path, dir: &Path) -> std::io::Result<LoadReport> {
     let text = std::fs::read_to_string(list)?;
     let mut report = LoadReport::default();
-    let empty = CString::default();
     for rel in parse_list(&text) {
-        let path = dir.join(rel);
-        let result = File::open(&path).map_err(|e| e.to_string()).and_then(|f| {
-            finit_module(&f, &empty, ModuleInitFlags::empty()).map_err(|e| e.to_string())
-        });
-        match result {
-            Ok(()) => report.loaded += 1,
-            Err(e) if e == Errno::EEXIST.to_string() => report.present += 1,
-            Err(e) => report.failed.push((rel.to_string(), e)),
-        }
+        load_file(dir, rel, &mut report);
     }
     Ok(report)
+}
+
+/// Loads one module file (a path relative to `dir`) and counts the result.
+/// Returns true unless it failed.
+fn load_file(dir: &Path, rel: &str, report: &mut LoadReport) -> bool {
+    let empty = CString::default();
+    let result = File::open(dir.join(rel))
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            finit_module(&f, &empty, ModuleInitFlags::empty()).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => report.loaded += 1,
+        Err(e) if e == Errno::EEXIST.to_string() => report.present += 1,
+        Err(e) => {
+            report.failed.push((rel.to_string(), e));
+            return false;
+        }
+    }
+    true
+}
+
+/// Canonical module name: `-` and `_` are the same, `_` is canonical.
+pub fn canonical(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The module name of a path such as `kernel/drivers/ata/libata.ko`.
+pub fn name_of(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    let stem = file.split(".ko").next().unwrap_or(file);
+    canonical(stem)
+}
+
+/// The key an alias pattern or a device modalias is filed under: its
+/// leading run of letters, digits and `_` (`pci`, `acpi`, `cpu`, …).
+fn alias_key(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// depmod's index of one module directory: where each module is, what it
+/// needs, and which device aliases it serves.
+#[derive(Debug, Default, Clone)]
+pub struct ModIndex {
+    /// Canonical name → (path, dependency paths as `modules.dep` lists them).
+    modules: HashMap<String, (String, Vec<String>)>,
+    /// Alias key → (pattern, canonical module name).
+    aliases: HashMap<String, Vec<(String, String)>>,
+}
+
+impl ModIndex {
+    /// Parses the contents of `modules.dep` and `modules.alias`.
+    pub fn parse(dep: &str, alias: &str) -> Self {
+        let mut idx = ModIndex::default();
+        for line in dep.lines() {
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
+            let path = path.trim();
+            if path.is_empty() {
+                continue;
+            }
+            let deps = deps.split_whitespace().map(str::to_string).collect();
+            idx.modules.insert(name_of(path), (path.to_string(), deps));
+        }
+        for line in alias.lines() {
+            let mut w = line.split_whitespace();
+            if w.next() != Some("alias") {
+                continue;
+            }
+            let (Some(pattern), Some(module)) = (w.next(), w.next()) else {
+                continue;
+            };
+            idx.aliases
+                .entry(alias_key(pattern).to_string())
+                .or_default()
+                .push((pattern.to_string(), canonical(module)));
+        }
+        idx
+    }
+
+    /// Reads `modules.dep` and `modules.alias` from a module directory.
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        let dep = std::fs::read_to_string(dir.join("modules.dep"))?;
+        let alias = std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
+        Ok(Self::parse(&dep, &alias))
+    }
+
+    /// The path of a loadable module, by name.
+    pub fn path(&self, name: &str) -> Option<&str> {
+        self.modules.get(&canonical(name)).map(|(p, _)| p.as_str())
+    }
+
+    /// The loadable modules whose aliases match a device's modalias.
+    pub fn matching(&self, modalias: &str) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let candidates = self.aliases.get(alias_key(modalias)).into_iter().flatten();
+        for (pattern, module) in candidates {
+            if self.modules.contains_key(module)
+                && !out.contains(&module.as_str())
+                && glob(pattern, modalias)
+            {
+                out.push(module);
+            }
+        }
+        out
+    }
+
+    /// The files to load for `name`, dependencies first. Empty when the
+    /// module is unknown (built in, or not shipped).
+    pub fn load_order(&self, name: &str) -> Vec<&str> {
+        let Some((path, deps)) = self.modules.get(&canonical(name)) else {
+            return Vec::new();
+        };
+        // modules.dep lists the whole closure, the deepest last.
+        let mut out: Vec<&str> = deps.iter().rev().map(String::as_str).collect();
+        out.push(path);
+        out
+    }
+}
+
+/// Shell-style matching as depmod's aliases use it: `*`, `?` and
+/// `[...]` classes (with ranges and a leading `!` or `^`).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p = pattern.as_bytes();
+    let t = text.as_bytes();
+    let (mut pi, mut ti) = (0, 0);
+    // Where to resume after the last `*`: (pattern index, text index).
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        let step = match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi + 1, ti));
+                pi += 1;
+                continue;
+            }
+            Some(b'?') => Some(1),
+            Some(b'[') => class(&p[pi..], t[ti]),
+            Some(c) if *c == t[ti] => Some(1),
+            _ => None,
+        };
+        match (step, star) {
+            (Some(_), _) if p[pi] == b'[' => {
+                pi += class_len(&p[pi..]);
+                ti += 1;
+            }
+            (Some(n), _) => {
+                pi += n;
+                ti += 1;
+            }
+            (None, Some((sp, st))) => {
+                pi = sp;
+                ti = st + 1;
+                star = Some((sp, st + 1));
+            }
+            (None, None) => return false,
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// Length of the `[...]` class at the start of `p` (the whole rest when it
+/// is not closed, which then matches nothing).
+fn class_len(p: &[u8]) -> usize {
+    let mut i = 1;
+    if matches!(p.get(i), Some(b'!' | b'^')) {
+        i += 1;
+    }
+    if p.get(i) == Some(&b']') {
+        i += 1;
+    }
+    while i < p.len() && p[i] != b']' {
+        i += 1;
+    }
+    (i + 1).min(p.len())
+}
+
+/// Whether `c` is in the `[...]` class at the start of `p`: `Some(1)` if it
+/// is, `None` if not or if the class is not closed.
+fn class(p: &[u8], c: u8) -> Option<usize> {
+    let len = class_len(p);
+    if p.get(len - 1) != Some(&b']') || len < 3 {
+        return None;
+    }
+    let mut body = &p[1..len - 1];
+    let negate = matches!(body.first(), Some(b'!' | b'^'));
+    if negate {
+        body = &body[1..];
+    }
+    let mut hit = false;
+    let mut i = 0;
+    while i < body.len() {
+        if i + 2 < body.len() && body[i + 1] == b'-' {
+            hit |= (body[i]..=body[i + 2]).contains(&c);
+            i += 3;
+        } else {
+            hit |= body[i] == c;
+            i += 1;
+        }
+    }
+    (hit != negate).then_some(1)
+}
+
+/// The distinct modaliases of all devices under `root` (`/sys/devices`),
+/// found without following symlinks.
+pub fn device_modaliases(root: &Path) -> Vec<String> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), 0u32)];
+    while let Some((dir, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() && depth < 24 {
+                stack.push((e.path(), depth + 1));
+            } else if ft.is_file() && e.file_name() == "modalias" {
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    let text = text.trim().to_string();
+                    if !text.is_empty() && seen.insert(text.clone()) {
+                        out.push(text);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Loads modules from one module directory, remembering what it loaded.
+#[derive(Debug)]
+pub struct Loader {
+    dir: PathBuf,
+    index: ModIndex,
+    done: HashSet<String>,
+    /// What the loader did so far.
+    pub report: LoadReport,
+}
+
+impl Loader {
+    /// A loader for `dir` with its depmod index.
+    pub fn new(dir: PathBuf, index: ModIndex) -> Self {
+        Loader {
+            dir,
+            index,
+            done: HashSet::new(),
+            report: LoadReport::default(),
+        }
+    }
+
+    /// Loads a module by name, dependencies first. False when it is not a
+    /// loadable module here or a load failed.
+    pub fn load(&mut self, name: &str) -> bool {
+        let files: Vec<String> = self
+            .index
+            .load_order(name)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if files.is_empty() {
+            return false;
+        }
+        let mut ok = true;
+        for rel in files {
+            if self.done.contains(&rel) {
+                continue;
+            }
+            if load_file(&self.dir, &rel, &mut self.report) {
+                self.done.insert(rel);
+            } else {
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Loads the drivers of the devices under `sys_devices` whose path is
+    /// accepted by `wanted`. Returns how many modules were newly tried.
+    pub fn coldplug(&mut self, sys_devices: &Path, wanted: impl Fn(&str) -> bool) -> usize {
+        let mut names = Vec::new();
+        for alias in device_modaliases(sys_devices) {
+            for m in self.index.matching(&alias) {
+                let fresh = self
+                    .index
+                    .path(m)
+                    .is_some_and(|p| !self.done.contains(p) && wanted(p));
+                if fresh && !names.iter().any(|n: &String| n == m) {
+                    names.push(m.to_string());
+                }
+            }
+        }
+        let n = names.len();
+        for m in names {
+            self.load(&m);
+            // A module that failed is not tried again on the next pass.
+            if let Some(p) = self.index.path(&m) {
+                self.done.insert(p.to_string());
+            }
+        }
+        n
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +371,93 @@ mod tests {
     fn list_skips_comments_and_blanks() {
         let l = parse_list("# boot\nkernel/a.ko\n\n  kernel/b.ko  \n#x\n");
         assert_eq!(l, vec!["kernel/a.ko", "kernel/b.ko"]);
+    }
+
+    const DEP: &str = "kernel/drivers/ata/ahci.ko: kernel/drivers/ata/libahci.ko kernel/drivers/ata/libata.ko kernel/drivers/scsi/scsi_mod.ko\n\
+kernel/drivers/ata/libahci.ko: kernel/drivers/ata/libata.ko kernel/drivers/scsi/scsi_mod.ko\n\
+kernel/drivers/ata/libata.ko: kernel/drivers/scsi/scsi_mod.ko\n\
+kernel/drivers/scsi/scsi_mod.ko:\n\
+kernel/drivers/acpi/button.ko:\n\
+kernel/arch/x86/kvm/kvm-amd.ko: kernel/arch/x86/kvm/kvm.ko\n\
+kernel/arch/x86/kvm/kvm.ko:\n";
+    const ALIAS: &str = "# Aliases extracted from modules themselves.\n\
+alias pci:v*d*sv*sd*bc01sc06i01* ahci\n\
+alias acpi*:PNP0C0C:* button\n\
+alias acpi*:LNXPWRBN:* button\n\
+alias cpu:type:x86,ven*fam*mod*:feature:*0081* kvm_amd\n\
+alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci\n";
+
+    #[test]
+    fn index_resolves_dependencies_first() {
+        let idx = ModIndex::parse(DEP, ALIAS);
+        assert_eq!(
+            idx.load_order("ahci"),
+            [
+                "kernel/drivers/scsi/scsi_mod.ko",
+                "kernel/drivers/ata/libata.ko",
+                "kernel/drivers/ata/libahci.ko",
+                "kernel/drivers/ata/ahci.ko"
+            ]
+        );
+        assert_eq!(
+            idx.load_order("kvm-amd").last(),
+            Some(&"kernel/arch/x86/kvm/kvm-amd.ko")
+        );
+        assert!(
+            idx.load_order("virtio_pci").is_empty(),
+            "built in or absent"
+        );
+    }
+
+    #[test]
+    fn devices_match_their_drivers() {
+        let idx = ModIndex::parse(DEP, ALIAS);
+        assert_eq!(
+            idx.matching("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"),
+            ["ahci"]
+        );
+        assert_eq!(idx.matching("acpi:LNXPWRBN:"), ["button"]);
+        assert_eq!(
+            idx.matching("cpu:type:x86,ven0002fam0019mod0001:feature:,0000,0001,0081,00C0"),
+            ["kvm_amd"]
+        );
+        assert!(idx
+            .matching("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00")
+            .is_empty());
+        assert!(idx
+            .matching("cpu:type:x86,ven0000fam0006mod003A:feature:,0000,0001")
+            .is_empty());
+    }
+
+    #[test]
+    fn glob_cases() {
+        assert!(glob("a*b", "ab"));
+        assert!(glob("a*b", "axxb"));
+        assert!(!glob("a*b", "axxbc"));
+        assert!(glob("*", ""));
+        assert!(glob("a?c", "abc"));
+        assert!(glob("usb:v1234p*d0[0-2]*", "usb:v1234p0001d0150dc00"));
+        assert!(!glob("usb:v1234p*d0[0-2]*", "usb:v1234p0001d0350dc00"));
+        assert!(glob("x[!a]y", "xby"));
+        assert!(!glob("x[!a]y", "xay"));
+        assert!(!glob("x[ab", "xa"), "an unclosed class matches nothing");
+        assert!(glob("*0081*", ",0000,0081,00C0"));
+        assert!(!glob("*0081*", ",0000,0080,00C0"));
+    }
+
+    #[test]
+    fn modaliases_are_read_from_a_tree() {
+        let root = std::env::temp_dir().join(format!("oxbow-sys-{}", std::process::id()));
+        let dev = root.join("pci0000:00/0000:00:1f.2");
+        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::write(dev.join("modalias"), "pci:v00008086d00002922\n").unwrap();
+        std::fs::create_dir_all(root.join("system/cpu/cpu0")).unwrap();
+        std::fs::create_dir_all(root.join("system/cpu/cpu1")).unwrap();
+        std::fs::write(root.join("system/cpu/cpu0/modalias"), "cpu:x\n").unwrap();
+        std::fs::write(root.join("system/cpu/cpu1/modalias"), "cpu:x\n").unwrap();
+        let mut got = device_modaliases(&root);
+        got.sort();
+        assert_eq!(got, ["cpu:x", "pci:v00008086d00002922"]);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -138,12 +138,15 @@ pub fn apply_answer_text(text: &str, paths: &SeedPaths) -> Result<Answer, String
     Ok(answer)
 }
 
-/// Finds, mounts, reads and applies the seed volume.
-pub fn load_seed(paths: &SeedPaths) -> SeedOutcome {
+/// Finds, mounts, reads and applies the seed volume. `prepare` runs once
+/// the volume's filesystem is known, before it is mounted (stage 2 loads
+/// the filesystem's module there).
+pub fn load_seed(paths: &SeedPaths, prepare: impl FnOnce(FsKind)) -> SeedOutcome {
     use nix::mount::{mount, umount, MsFlags};
     let Some((dev, kind)) = find_by_label(SEED_LABEL) else {
         return SeedOutcome::Absent;
     };
+    prepare(kind);
     if let Err(e) = mkdir_mode(&paths.mount_point, 0o700) {
         return SeedOutcome::Unusable(format!("{}: {e}", paths.mount_point.display()));
     }

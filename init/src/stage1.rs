@@ -2,9 +2,11 @@
 //!
 //! 1. Mount `/proc`, `/sys`, `/dev` (devtmpfs) and `/run`, and reopen the
 //!    console on the new `/dev`.
-//! 2. Load the modules of `/etc/oxbow/modules.list`.
-//! 3. Wait for the block device whose ISO9660 label is `oxbow.label`
-//!    (default `OXBOW`) and mount it read-only.
+//! 2. Load the drivers of the hardware present (coldplug, see
+//!    [`crate::modules`]) and the filesystems below, until the block device
+//!    whose ISO9660 label is `oxbow.label` (default `OXBOW`) shows up; after
+//!    10 s without it, load every module of `/etc/oxbow/modules.list`.
+//! 3. Mount the medium read-only.
 //! 4. Attach `oxbow/system.sfs` to a loop device, mount it read-only, and put
 //!    a tmpfs-backed overlay over it on `/newroot`.
 //! 5. Move the pseudo filesystems into the new root, switch root, and exec
@@ -13,7 +15,7 @@
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::mount::{mount, MsFlags};
@@ -126,34 +128,88 @@ pub fn run() -> Stage1Error {
     }
 }
 
+/// Modules stage 1 always loads: the filesystems of the boot medium, the
+/// system image and the root overlay, the CD driver, and the power button.
+/// Drivers for the controllers come from coldplug.
+const ALWAYS: &[&str] = &[
+    "isofs", "squashfs", "loop", "overlay", "sr_mod", "evdev", "button",
+];
+/// How long coldplug alone may look for the boot medium before every module
+/// of the list is loaded.
+const COLDPLUG_GRACE: Duration = Duration::from_secs(10);
+/// How long stage 1 waits for the boot medium in all.
+const MEDIUM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Loads drivers until the medium labelled `label` shows up: first those
+/// of the hardware present (coldplug, repeated as new devices appear), then,
+/// if that is not enough, every module of the initramfs list.
+fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
+    use crate::modules::{load_list, module_dir, LoadReport, Loader, ModIndex};
+    let dir = module_dir();
+    let sys = Path::new("/sys/devices");
+    let mut loader = match ModIndex::load(&dir) {
+        Ok(idx) => Some(Loader::new(dir.clone(), idx)),
+        Err(e) => {
+            say(format_args!("{}/modules.dep: {e}", dir.display()));
+            None
+        }
+    };
+    if let Some(l) = loader.as_mut() {
+        for m in ALWAYS {
+            l.load(m);
+        }
+    }
+    let start = Instant::now();
+    let mut full_list: Option<LoadReport> = None;
+    let mut next_scan = start;
+    let dev = loop {
+        if let Some((dev, FsKind::Iso9660)) = find_by_label(label) {
+            break dev;
+        }
+        let now = Instant::now();
+        if now > start + MEDIUM_TIMEOUT {
+            return Err(Stage1Error::NoMedium(label.to_string()));
+        }
+        if full_list.is_none() && (loader.is_none() || now > start + COLDPLUG_GRACE) {
+            say("boot medium not found by hardware match: loading every boot module");
+            let list = Path::new("/etc/oxbow/modules.list");
+            full_list = Some(load_list(list, &dir).unwrap_or_else(|e| {
+                say(format_args!("module list: {e}"));
+                LoadReport::default()
+            }));
+        }
+        if now >= next_scan {
+            if let Some(l) = loader.as_mut() {
+                l.coldplug(sys, |_| true);
+            }
+            next_scan = Instant::now() + Duration::from_millis(200);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut report = loader.map(|l| l.report).unwrap_or_default();
+    if let Some(r) = full_list {
+        report.loaded += r.loaded;
+        report.present += r.present;
+        report.failed.extend(r.failed);
+    }
+    say(format_args!(
+        "loaded {} modules ({} already present)",
+        report.loaded, report.present
+    ));
+    for (m, e) in report.failed {
+        say(format_args!("module {m}: {e}"));
+    }
+    Ok(dev)
+}
+
 fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {
     let t0 = Instant::now();
     mount_pseudo_filesystems()?;
     reopen_console();
     say("stage 1: initramfs");
     let cmdline = KernelCmdline::read();
-    let dir = crate::modules::module_dir();
-    match crate::modules::load_list(Path::new("/etc/oxbow/modules.list"), &dir) {
-        Ok(r) => {
-            say(format_args!(
-                "loaded {} modules ({} already present)",
-                r.loaded, r.present
-            ));
-            for (m, e) in r.failed {
-                say(format_args!("module {m}: {e}"));
-            }
-        }
-        Err(e) => say(format_args!("module list: {e}")),
-    }
     let label = cmdline.value("oxbow.label").unwrap_or("OXBOW").to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let dev = loop {
-        match find_by_label(&label) {
-            Some((dev, FsKind::Iso9660)) => break dev,
-            _ if Instant::now() > deadline => return Err(Stage1Error::NoMedium(label)),
-            _ => std::thread::sleep(Duration::from_millis(50)),
-        }
-    };
+    let dev = find_medium(&label)?;
     say(format_args!("boot medium {label} is {}", dev.display()));
     let ro = MsFlags::MS_RDONLY;
     mnt(

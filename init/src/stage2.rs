@@ -1,7 +1,9 @@
 //! Stage 2: PID 1 of the system.
 //!
-//! Mounts what the system needs, loads the system modules, reads the seed
-//! volume, sets the host name, prepares cgroup v2, then hands over to the
+//! Mounts what the system needs, loads the drivers of the network and
+//! storage hardware, reads the seed volume, sets the host name, prepares
+//! cgroup v2, starts loading the feature modules (KVM, bridging, nftables,
+//! device-mapper…) on a thread of its own, then hands over to the
 //! [`Supervisor`] until a shutdown, which ends in [`crate::power::finish`].
 //! A panic anywhere is caught and the supervisor starts over: PID 1 must
 //! never exit.
@@ -13,7 +15,8 @@ use nix::sys::reboot::set_cad_enabled;
 
 use crate::cmdline::KernelCmdline;
 use crate::console::say;
-use crate::seed::{load_seed, SeedOutcome, SeedPaths};
+use crate::modules::{load_list, module_dir, Loader, ModIndex};
+use crate::seed::{load_seed, FsKind, SeedOutcome, SeedPaths};
 use crate::service::parse_table;
 use crate::supervisor::{prepare_cgroups, Supervisor, SupervisorConfig};
 
@@ -29,6 +32,96 @@ fn mount_if_missing(src: &str, target: &str, fstype: &str, flags: MsFlags, data:
     let _ = std::fs::create_dir_all(target);
     if let Err(e) = nix::mount::mount(Some(src), target, Some(fstype), flags, data) {
         say(format_args!("mount {fstype} on {target}: {e}"));
+    }
+}
+
+/// Written once the system modules are loaded; transient units (guests)
+/// wait for it, since they need KVM, taps and bridges.
+pub const MODULES_READY: &str = "/run/oxbow/modules.ready";
+/// The feature modules stage 2 loads: KVM, bridging, VLANs, bonds, nftables,
+/// device-mapper… in dependency order.
+pub const SYSTEM_MODULE_LIST: &str = "/etc/oxbow/modules-system.list";
+/// Module trees whose drivers are loaded before any service starts, for the
+/// hardware present: network and storage controllers, input, ACPI.
+const HARDWARE_TREES: &[&str] = &[
+    "kernel/drivers/net/",
+    "kernel/drivers/block/",
+    "kernel/drivers/nvme/",
+    "kernel/drivers/ata/",
+    "kernel/drivers/scsi/",
+    "kernel/drivers/virtio/",
+    "kernel/drivers/usb/",
+    "kernel/drivers/input/",
+    "kernel/drivers/acpi/",
+];
+/// Module trees whose drivers are loaded in the background, with the system
+/// list: KVM (matched by CPU feature) and hardware random number generators.
+const BACKGROUND_TREES: &[&str] = &["kernel/arch/x86/kvm/", "kernel/drivers/char/hw_random/"];
+
+/// Loads the drivers of the network and storage hardware present, and the
+/// bridge module netd needs. Returns the loader for later loads.
+fn hardware_modules() -> Option<Loader> {
+    let dir = module_dir();
+    let idx = match ModIndex::load(&dir) {
+        Ok(idx) => idx,
+        Err(e) => {
+            say(format_args!("{}/modules.dep: {e}", dir.display()));
+            return None;
+        }
+    };
+    let mut loader = Loader::new(dir, idx);
+    loader.coldplug(Path::new("/sys/devices"), |p| {
+        HARDWARE_TREES.iter().any(|t| p.starts_with(t))
+    });
+    loader.load("bridge");
+    Some(loader)
+}
+
+/// Loads the system module list and the background drivers on a thread of
+/// its own, so services start meanwhile, then writes [`MODULES_READY`].
+fn system_modules_in_background(loader: Option<Loader>) {
+    let work = move || {
+        // Signals belong to the supervisor's signalfd, never to this thread.
+        let _ = nix::sys::signal::pthread_sigmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&nix::sys::signal::SigSet::all()),
+            None,
+        );
+        let mut report = match loader {
+            Some(mut l) => {
+                l.coldplug(Path::new("/sys/devices"), |p| {
+                    BACKGROUND_TREES.iter().any(|t| p.starts_with(t))
+                });
+                l.report
+            }
+            None => Default::default(),
+        };
+        match load_list(Path::new(SYSTEM_MODULE_LIST), &module_dir()) {
+            Ok(r) => {
+                report.loaded += r.loaded;
+                report.present += r.present;
+                report.failed.extend(r.failed);
+            }
+            Err(e) => say(format_args!("{SYSTEM_MODULE_LIST}: {e}")),
+        }
+        say(format_args!(
+            "loaded {} system modules ({} already present)",
+            report.loaded, report.present
+        ));
+        for (m, e) in report.failed {
+            say(format_args!("module {m}: {e}"));
+        }
+        if let Err(e) = std::fs::write(MODULES_READY, b"") {
+            say(format_args!("{MODULES_READY}: {e}"));
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("modules".into())
+        .spawn(work);
+    if let Err(e) = spawned {
+        say(format_args!("cannot start the module loader thread: {e}"));
+        // Guests would wait forever; let them try and report what fails.
+        let _ = std::fs::write(MODULES_READY, b"");
     }
 }
 
@@ -67,20 +160,7 @@ pub fn run() -> ! {
     let _ = set_cad_enabled(false);
 
     let cmdline = KernelCmdline::read();
-    let dir = crate::modules::module_dir();
-    match crate::modules::load_list(Path::new("/etc/oxbow/modules-system.list"), &dir) {
-        Ok(r) => {
-            say(format_args!(
-                "loaded {} system modules ({} already present)",
-                r.loaded, r.present
-            ));
-            for (m, e) in r.failed {
-                say(format_args!("module {m}: {e}"));
-            }
-        }
-        Err(e) => say(format_args!("system module list: {e}")),
-    }
-
+    let mut loader = hardware_modules();
     let seed_paths = SeedPaths {
         mount_point: PathBuf::from("/run/oxbow/seed"),
         answer_copy: PathBuf::from("/run/oxbow/answer.toml"),
@@ -91,7 +171,18 @@ pub fn run() -> ! {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "oxbow".to_string());
-    match load_seed(&seed_paths) {
+    let fat_modules = |kind: FsKind| {
+        if kind == FsKind::Vfat {
+            if let Some(l) = loader.as_mut() {
+                for m in ["vfat", "nls_cp437", "nls_utf8", "nls_ascii"] {
+                    l.load(m);
+                }
+            }
+        }
+    };
+    let seed = load_seed(&seed_paths, fat_modules);
+    system_modules_in_background(loader);
+    match seed {
         SeedOutcome::Applied(answer) => {
             say("seed: answer.toml applied (root password set)");
             if let Some(h) = answer.hostname() {
@@ -143,6 +234,7 @@ pub fn run() -> ! {
             Path::new("/sys/class/input"),
             Path::new("/dev/input"),
         ),
+        transient_gate: Some(PathBuf::from(MODULES_READY)),
     };
     if cfg.power_buttons.is_empty() {
         say("no power button input device found");

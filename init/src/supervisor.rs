@@ -58,6 +58,9 @@ pub struct SupervisorConfig {
     pub test_channel: Option<PathBuf>,
     /// Input devices that report the ACPI power button.
     pub power_buttons: Vec<PathBuf>,
+    /// Transient units wait until this file exists (stage 2 writes it once
+    /// the system modules, KVM among them, are loaded).
+    pub transient_gate: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -537,7 +540,7 @@ impl Supervisor {
         let name = spec.name.clone();
         self.units.push(Unit::new(spec, true));
         let i = self.units.len() - 1;
-        if self.units[i].spec.after.is_empty() {
+        if self.units[i].spec.after.is_empty() && self.gate_open() {
             self.start(i);
             let u = &mut self.units[i];
             if u.pid.is_none() {
@@ -556,6 +559,10 @@ impl Supervisor {
         self.units.iter().position(|u| u.spec.name == name)
     }
 
+    fn gate_open(&self) -> bool {
+        self.cfg.transient_gate.as_ref().is_none_or(|p| p.exists())
+    }
+
     fn is_ready(&self, name: &str) -> bool {
         self.find(name)
             .is_some_and(|i| self.units[i].state == UnitState::Running)
@@ -569,6 +576,7 @@ impl Supervisor {
             match self.units[i].state {
                 UnitState::Waiting
                     if self.shutdown.is_none()
+                        && (!self.units[i].transient || self.gate_open())
                         && self.units[i].spec.after.iter().all(|d| self.is_ready(d)) =>
                 {
                     self.start(i);

@@ -17,6 +17,11 @@ struct Sup {
 
 impl Sup {
     fn start(table: &str) -> Sup {
+        Sup::start_with(table, &[])
+    }
+
+    /// `extra` arguments may name files in the test directory as `@DIR@/…`.
+    fn start_with(table: &str, extra: &[&str]) -> Sup {
         let dir = tempfile::tempdir().unwrap();
         let table = table.replace("@DIR@", &dir.path().display().to_string());
         std::fs::write(dir.path().join("services.toml"), table).unwrap();
@@ -28,6 +33,11 @@ impl Sup {
             .arg(&socket)
             .arg("--log-dir")
             .arg(dir.path().join("log"))
+            .args(
+                extra
+                    .iter()
+                    .map(|a| a.replace("@DIR@", &dir.path().display().to_string())),
+            )
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -247,6 +257,33 @@ fn transient_units() {
         .call(Request::Run { unit: missing })
         .unwrap_err()
         .contains("failed to start"));
+    sup.shutdown();
+}
+
+#[test]
+fn transient_units_wait_for_the_gate() {
+    let sup = Sup::start_with(
+        "[[service]]\nname = \"svc\"\nexec = [\"/bin/sleep\", \"1000\"]\n",
+        &["--transient-gate", "@DIR@/gate"],
+    );
+    // Services are not held back by the gate.
+    sup.wait_for("service running", |s| {
+        format!("{:?}", s.status("svc").state) == "Running"
+    });
+    let mut spec = UnitSpec::new("vmm:200", &["/bin/sleep", "1000"]);
+    spec.restart = RestartPolicy::Never;
+    let st: UnitStatus =
+        serde_json::from_value(sup.call(Request::Run { unit: spec }).unwrap()).unwrap();
+    assert_eq!(format!("{:?}", st.state), "Waiting");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        sup.status("vmm:200").pid.is_none(),
+        "started before the gate"
+    );
+    std::fs::write(sup.path("gate"), "").unwrap();
+    sup.wait_for("transient unit running", |s| {
+        s.status("vmm:200").pid.is_some()
+    });
     sup.shutdown();
 }
 

@@ -26,6 +26,8 @@ use nix::kmod::{finit_module, ModuleInitFlags};
 pub struct LoadReport {
     /// Modules loaded by this walk.
     pub loaded: usize,
+    /// Their names, in load order.
+    pub names: Vec<String>,
     /// Modules that were already present.
     pub present: usize,
     /// Modules that failed, with the reason.
@@ -68,7 +70,10 @@ fn load_file(dir: &Path, rel: &str, report: &mut LoadReport) -> bool {
             finit_module(&f, &empty, ModuleInitFlags::empty()).map_err(|e| e.to_string())
         });
     match result {
-        Ok(()) => report.loaded += 1,
+        Ok(()) => {
+            report.loaded += 1;
+            report.names.push(name_of(rel));
+        }
         Err(e) if e == Errno::EEXIST.to_string() => report.present += 1,
         Err(e) => {
             report.failed.push((rel.to_string(), e));
@@ -112,6 +117,13 @@ pub struct ModIndex {
 impl ModIndex {
     /// Parses the contents of `modules.dep` and `modules.alias`.
     pub fn parse(dep: &str, alias: &str) -> Self {
+        Self::parse_for(dep, alias, None)
+    }
+
+    /// Like [`ModIndex::parse`], keeping only the aliases filed under one
+    /// of `keys` (when given): the full `modules.alias` has tens of
+    /// thousands of lines, and a machine's devices use a handful of keys.
+    pub fn parse_for(dep: &str, alias: &str, keys: Option<&HashSet<&str>>) -> Self {
         let mut idx = ModIndex::default();
         for line in dep.lines() {
             let Some((path, deps)) = line.split_once(':') else {
@@ -132,6 +144,9 @@ impl ModIndex {
             let (Some(pattern), Some(module)) = (w.next(), w.next()) else {
                 continue;
             };
+            if keys.is_some_and(|k| !k.contains(alias_key(pattern))) {
+                continue;
+            }
             idx.aliases
                 .entry(alias_key(pattern).to_string())
                 .or_default()
@@ -142,9 +157,16 @@ impl ModIndex {
 
     /// Reads `modules.dep` and `modules.alias` from a module directory.
     pub fn load(dir: &Path) -> std::io::Result<Self> {
+        Self::load_for(dir, None)
+    }
+
+    /// Reads `modules.dep` and the aliases filed under the keys of the
+    /// given device modaliases (see [`ModIndex::parse_for`]).
+    pub fn load_for(dir: &Path, devices: Option<&[String]>) -> std::io::Result<Self> {
         let dep = std::fs::read_to_string(dir.join("modules.dep"))?;
         let alias = std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
-        Ok(Self::parse(&dep, &alias))
+        let keys: Option<HashSet<&str>> = devices.map(|d| d.iter().map(|a| alias_key(a)).collect());
+        Ok(Self::parse_for(&dep, &alias, keys.as_ref()))
     }
 
     /// The path of a loadable module, by name.
@@ -426,6 +448,16 @@ alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci\n";
             .is_empty());
         assert!(idx
             .matching("cpu:type:x86,ven0000fam0006mod003A:feature:,0000,0001")
+            .is_empty());
+    }
+
+    #[test]
+    fn aliases_can_be_limited_to_the_keys_of_present_devices() {
+        let keys: HashSet<&str> = ["acpi"].into_iter().collect();
+        let idx = ModIndex::parse_for(DEP, ALIAS, Some(&keys));
+        assert_eq!(idx.matching("acpi:LNXPWRBN:"), ["button"]);
+        assert!(idx
+            .matching("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01")
             .is_empty());
     }
 

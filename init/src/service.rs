@@ -279,8 +279,11 @@ fn order_by_dependencies(specs: Vec<UnitSpec>) -> (Vec<UnitSpec>, Vec<String>) {
             }
             break;
         }
-        for i in ready.into_iter().rev() {
-            let s = pending.remove(i);
+        // Removed back to front so the indices stay valid, placed in table
+        // order: independent services start in the order they are written.
+        let mut round: Vec<UnitSpec> = ready.into_iter().rev().map(|i| pending.remove(i)).collect();
+        round.reverse();
+        for s in round {
             placed_names.insert(s.name.clone());
             placed.push(s);
         }
@@ -288,8 +291,6 @@ fn order_by_dependencies(specs: Vec<UnitSpec>) -> (Vec<UnitSpec>, Vec<String>) {
             break;
         }
     }
-    // Within one round the order was reversed; a stable order by round is
-    // kept by sorting on position of first placement, which `placed` is.
     (placed, problems)
 }
 
@@ -323,6 +324,20 @@ ready = { file = "/run/oxbow/netd.ready" }
         );
         assert_eq!(t.services[1].restart, RestartPolicy::Always);
         assert_eq!(t.services[0].restart, RestartPolicy::OnFailure);
+    }
+
+    #[test]
+    fn independent_services_keep_table_order() {
+        let t = parse_table(
+            "[[service]]\nname = \"a\"\nexec = [\"/a\"]\n\
+             [[service]]\nname = \"b\"\nexec = [\"/b\"]\n\
+             [[service]]\nname = \"c\"\nexec = [\"/c\"]\nafter = [\"d\"]\n\
+             [[service]]\nname = \"d\"\nexec = [\"/d\"]\n\
+             [[service]]\nname = \"e\"\nexec = [\"/e\"]\n",
+        );
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+        let names: Vec<_> = t.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d", "e", "c"]);
     }
 
     #[test]

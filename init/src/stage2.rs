@@ -42,7 +42,7 @@ pub const MODULES_READY: &str = "/run/oxbow/modules.ready";
 /// device-mapper… in dependency order.
 pub const SYSTEM_MODULE_LIST: &str = "/etc/oxbow/modules-system.list";
 /// Module trees whose drivers are loaded before any service starts, for the
-/// hardware present: network and storage controllers, input, ACPI.
+/// hardware present: network and storage controllers, USB, ACPI.
 const HARDWARE_TREES: &[&str] = &[
     "kernel/drivers/net/",
     "kernel/drivers/block/",
@@ -51,18 +51,29 @@ const HARDWARE_TREES: &[&str] = &[
     "kernel/drivers/scsi/",
     "kernel/drivers/virtio/",
     "kernel/drivers/usb/",
-    "kernel/drivers/input/",
     "kernel/drivers/acpi/",
 ];
 /// Module trees whose drivers are loaded in the background, with the system
-/// list: KVM (matched by CPU feature) and hardware random number generators.
-const BACKGROUND_TREES: &[&str] = &["kernel/arch/x86/kvm/", "kernel/drivers/char/hw_random/"];
+/// list: KVM (matched by CPU feature), hardware random number generators,
+/// and keyboards and other input devices for the local console.
+const BACKGROUND_TREES: &[&str] = &[
+    "kernel/arch/x86/kvm/",
+    "kernel/drivers/char/hw_random/",
+    "kernel/drivers/input/",
+    "kernel/drivers/hid/",
+];
 
 /// Loads the drivers of the network and storage hardware present, and the
 /// bridge module netd needs. Returns the loader for later loads.
 fn hardware_modules() -> Option<Loader> {
+    let t0 = std::time::Instant::now();
     let dir = module_dir();
-    let idx = match ModIndex::load(&dir) {
+    let sys = Path::new("/sys/devices");
+    // Later devices (a NIC's driver loaded in the background, say) bring
+    // no new alias keys on this hardware; if one does, the full list
+    // still covers what the system needs.
+    let devices = crate::modules::device_modaliases(sys);
+    let idx = match ModIndex::load_for(&dir, Some(&devices)) {
         Ok(idx) => idx,
         Err(e) => {
             say(format_args!("{}/modules.dep: {e}", dir.display()));
@@ -70,10 +81,14 @@ fn hardware_modules() -> Option<Loader> {
         }
     };
     let mut loader = Loader::new(dir, idx);
-    loader.coldplug(Path::new("/sys/devices"), |p| {
-        HARDWARE_TREES.iter().any(|t| p.starts_with(t))
-    });
+    loader.coldplug(sys, |p| HARDWARE_TREES.iter().any(|t| p.starts_with(t)));
     loader.load("bridge");
+    say(format_args!(
+        "loaded {} hardware modules in {} ms: {}",
+        loader.report.loaded,
+        t0.elapsed().as_millis(),
+        loader.report.names.join(" ")
+    ));
     Some(loader)
 }
 
@@ -89,6 +104,8 @@ fn system_modules_in_background(loader: Option<Loader>) {
         );
         let mut report = match loader {
             Some(mut l) => {
+                // Counted already: the hardware and seed modules.
+                l.report = Default::default();
                 l.coldplug(Path::new("/sys/devices"), |p| {
                     BACKGROUND_TREES.iter().any(|t| p.starts_with(t))
                 });

@@ -432,11 +432,14 @@ impl Appliance {
 
     /// Waits until the API answers anything over TLS.
     pub fn wait_for_api(&mut self, timeout: Duration) -> Result<ApiClient> {
-        let api = self.api()?;
+        let probe = ApiClient::with_timeout(
+            &format!("https://127.0.0.1:{}/api2/json", self.api_port),
+            Duration::from_secs(2),
+        )?;
         let end = Instant::now() + timeout;
         loop {
-            if api.get_status("/version").is_ok() {
-                return Ok(api);
+            if probe.get_status("/version").is_ok() {
+                return self.api();
             }
             if let Some(st) = self.try_exit()? {
                 bail!("QEMU exited ({st}) before the API answered");
@@ -509,9 +512,18 @@ impl ApiClient {
     /// A client for `base`, e.g. `https://127.0.0.1:8006/api2/json`. The
     /// appliance's certificate is self-signed, so it is not verified.
     pub fn new(base: &str) -> Result<ApiClient> {
+        ApiClient::with_timeout(base, Duration::from_secs(30))
+    }
+
+    /// A client whose requests give up after `timeout`. Pollers want a
+    /// short one: while the guest is not listening yet, QEMU's user network
+    /// holds a forwarded connection open and retries its SYN to the guest
+    /// with exponential back-off, so a long-lived attempt can wait seconds
+    /// after the port has opened. A fresh connection does not.
+    pub fn with_timeout(base: &str, timeout: Duration) -> Result<ApiClient> {
         let http = reqwest::blocking::Client::builder()
             .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(30))
+            .timeout(timeout)
             .build()?;
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_string(),

@@ -358,10 +358,80 @@ impl Loader {
         ok
     }
 
+    /// Loads several modules at once, each with its dependencies, one
+    /// thread per module. A module load mostly waits (RCU grace periods,
+    /// probing), so loads overlap well even on few CPUs. Two threads that
+    /// need the same dependency are fine: the kernel makes the second wait
+    /// for the first and then answers `EEXIST`.
+    pub fn load_parallel(&mut self, names: &[String]) {
+        let jobs: Vec<Vec<String>> = names
+            .iter()
+            .map(|n| {
+                self.index
+                    .load_order(n)
+                    .into_iter()
+                    .filter(|f| !self.done.contains(*f))
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|files| !files.is_empty())
+            .collect();
+        let dir = &self.dir;
+        let results: Vec<(Vec<String>, LoadReport)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|files| {
+                    scope.spawn(move || {
+                        let mut report = LoadReport::default();
+                        for f in files {
+                            load_file(dir, f, &mut report);
+                        }
+                        (files.clone(), report)
+                    })
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        // Merge: each file counts once, as loaded if any thread loaded it.
+        let mut loaded: HashSet<String> = HashSet::new();
+        let mut failed: HashMap<String, String> = HashMap::new();
+        for (files, report) in &results {
+            loaded.extend(report.names.iter().cloned());
+            for (f, e) in &report.failed {
+                failed.insert(f.clone(), e.clone());
+            }
+            for f in files {
+                self.done.insert(f.clone());
+            }
+        }
+        let all: HashSet<&String> = results.iter().flat_map(|(f, _)| f).collect();
+        for f in all {
+            let name = name_of(f);
+            if loaded.contains(&name) {
+                self.report.loaded += 1;
+                self.report.names.push(name);
+            } else if let Some(e) = failed.remove(f) {
+                self.report.failed.push((f.clone(), e));
+            } else {
+                self.report.present += 1;
+            }
+        }
+    }
+
     /// Loads the drivers of the devices under `sys_devices` whose path is
-    /// accepted by `wanted`. Returns how many modules were newly tried.
-    pub fn coldplug(&mut self, sys_devices: &Path, wanted: impl Fn(&str) -> bool) -> usize {
-        let mut names = Vec::new();
+    /// accepted by `wanted`, together with the modules `extra`, all in
+    /// parallel. Returns how many modules were newly tried.
+    pub fn coldplug(
+        &mut self,
+        sys_devices: &Path,
+        wanted: impl Fn(&str) -> bool,
+        extra: &[&str],
+    ) -> usize {
+        let mut names: Vec<String> = extra
+            .iter()
+            .filter(|m| self.index.path(m).is_some_and(|p| !self.done.contains(p)))
+            .map(|m| m.to_string())
+            .collect();
         for alias in device_modaliases(sys_devices) {
             for m in self.index.matching(&alias) {
                 let fresh = self
@@ -374,10 +444,10 @@ impl Loader {
             }
         }
         let n = names.len();
-        for m in names {
-            self.load(&m);
+        self.load_parallel(&names);
+        for m in &names {
             // A module that failed is not tried again on the next pass.
-            if let Some(p) = self.index.path(&m) {
+            if let Some(p) = self.index.path(m) {
                 self.done.insert(p.to_string());
             }
         }

@@ -155,9 +155,7 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
         }
     };
     if let Some(l) = loader.as_mut() {
-        for m in ALWAYS {
-            l.load(m);
-        }
+        l.coldplug(sys, |_| true, ALWAYS);
     }
     let start = Instant::now();
     let mut full_list: Option<LoadReport> = None;
@@ -180,7 +178,7 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
         }
         if now >= next_scan {
             if let Some(l) = loader.as_mut() {
-                l.coldplug(sys, |_| true);
+                l.coldplug(sys, |_| true, &[]);
             }
             next_scan = Instant::now() + Duration::from_millis(200);
         }

@@ -81,8 +81,11 @@ fn hardware_modules() -> Option<Loader> {
         }
     };
     let mut loader = Loader::new(dir, idx);
-    loader.coldplug(sys, |p| HARDWARE_TREES.iter().any(|t| p.starts_with(t)));
-    loader.load("bridge");
+    loader.coldplug(
+        sys,
+        |p| HARDWARE_TREES.iter().any(|t| p.starts_with(t)),
+        &["bridge"],
+    );
     say(format_args!(
         "loaded {} hardware modules in {} ms: {}",
         loader.report.loaded,
@@ -102,25 +105,29 @@ fn system_modules_in_background(loader: Option<Loader>) {
             Some(&nix::sys::signal::SigSet::all()),
             None,
         );
-        let mut report = match loader {
+        let list = std::fs::read_to_string(SYSTEM_MODULE_LIST).unwrap_or_else(|e| {
+            say(format_args!("{SYSTEM_MODULE_LIST}: {e}"));
+            String::new()
+        });
+        let report = match loader {
             Some(mut l) => {
                 // Counted already: the hardware and seed modules.
                 l.report = Default::default();
-                l.coldplug(Path::new("/sys/devices"), |p| {
-                    BACKGROUND_TREES.iter().any(|t| p.starts_with(t))
-                });
+                let listed: Vec<String> = crate::modules::parse_list(&list)
+                    .into_iter()
+                    .map(crate::modules::name_of)
+                    .collect();
+                let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
+                l.coldplug(
+                    Path::new("/sys/devices"),
+                    |p| BACKGROUND_TREES.iter().any(|t| p.starts_with(t)),
+                    &listed,
+                );
                 l.report
             }
-            None => Default::default(),
+            // No depmod index: walk the list, which is in dependency order.
+            None => load_list(Path::new(SYSTEM_MODULE_LIST), &module_dir()).unwrap_or_default(),
         };
-        match load_list(Path::new(SYSTEM_MODULE_LIST), &module_dir()) {
-            Ok(r) => {
-                report.loaded += r.loaded;
-                report.present += r.present;
-                report.failed.extend(r.failed);
-            }
-            Err(e) => say(format_args!("{SYSTEM_MODULE_LIST}: {e}")),
-        }
         say(format_args!(
             "loaded {} system modules ({} already present)",
             report.loaded, report.present

@@ -427,6 +427,17 @@ impl Loader {
         wanted: impl Fn(&str) -> bool,
         extra: &[&str],
     ) -> usize {
+        self.coldplug_with(sys_devices, wanted, extra, true)
+    }
+
+    /// [`Loader::coldplug`], in parallel or one module after another.
+    pub fn coldplug_with(
+        &mut self,
+        sys_devices: &Path,
+        wanted: impl Fn(&str) -> bool,
+        extra: &[&str],
+        parallel: bool,
+    ) -> usize {
         let mut names: Vec<String> = extra
             .iter()
             .filter(|m| self.index.path(m).is_some_and(|p| !self.done.contains(p)))
@@ -444,7 +455,13 @@ impl Loader {
             }
         }
         let n = names.len();
-        self.load_parallel(&names);
+        if parallel {
+            self.load_parallel(&names);
+        } else {
+            for m in &names {
+                self.load(m);
+            }
+        }
         for m in &names {
             // A module that failed is not tried again on the next pass.
             if let Some(p) = self.index.path(m) {

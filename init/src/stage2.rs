@@ -105,6 +105,13 @@ fn system_modules_in_background(loader: Option<Loader>) {
             Some(&nix::sys::signal::SigSet::all()),
             None,
         );
+        // One module at a time at the lowest priority: the services that
+        // start meanwhile come first. (Nice values are per thread on Linux.)
+        // SAFETY: setpriority only reads its integer arguments; 0 names the
+        // calling thread.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        }
         let list = std::fs::read_to_string(SYSTEM_MODULE_LIST).unwrap_or_else(|e| {
             say(format_args!("{SYSTEM_MODULE_LIST}: {e}"));
             String::new()
@@ -118,10 +125,11 @@ fn system_modules_in_background(loader: Option<Loader>) {
                     .map(crate::modules::name_of)
                     .collect();
                 let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
-                l.coldplug(
+                l.coldplug_with(
                     Path::new("/sys/devices"),
                     |p| BACKGROUND_TREES.iter().any(|t| p.starts_with(t)),
                     &listed,
+                    false,
                 );
                 l.report
             }

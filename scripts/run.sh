@@ -42,5 +42,5 @@ exec qemu-system-x86_64 "${accel[@]}" -machine q35 -m "${MEMORY:-4096}" -smp "${
     -nodefaults -display none -serial mon:stdio \
     -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:${port}-:8006" -device virtio-net-pci,netdev=n0 \
     -device virtio-rng-pci \
-    -drive "file=$iso,media=cdrom,if=none,id=cd0,readonly=on" -device ide-cd,drive=cd0,bootindex=0 \
-    -drive "file=$work/seed.iso,media=cdrom,if=none,id=seed,readonly=on" -device ide-cd,drive=seed
+    -drive "file=$iso,media=cdrom,if=none,id=cd0,readonly=on" -device ide-cd,drive=cd0,bus=ide.0,bootindex=0 \
+    -drive "file=$work/seed.iso,media=cdrom,if=none,id=seed,readonly=on" -device ide-cd,drive=seed,bus=ide.1

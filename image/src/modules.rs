@@ -48,6 +48,8 @@ pub const INITRAMFS_MODULES: &[&str] = &[
     // input and the ACPI power button
     "evdev",
     "button",
+    // the management bridge, loaded while the disk controllers probe
+    "bridge",
 ];
 
 /// Modules of the initramfs list that stage 1 cannot boot without: each

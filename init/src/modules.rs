@@ -438,11 +438,9 @@ impl Loader {
         extra: &[&str],
         parallel: bool,
     ) -> usize {
-        let mut names: Vec<String> = extra
-            .iter()
-            .filter(|m| self.index.path(m).is_some_and(|p| !self.done.contains(p)))
-            .map(|m| m.to_string())
-            .collect();
+        // Device drivers first: a controller's probe (AHCI link detection,
+        // say) then runs while the rest loads.
+        let mut names: Vec<String> = Vec::new();
         for alias in device_modaliases(sys_devices) {
             for m in self.index.matching(&alias) {
                 let fresh = self
@@ -452,6 +450,12 @@ impl Loader {
                 if fresh && !names.iter().any(|n: &String| n == m) {
                     names.push(m.to_string());
                 }
+            }
+        }
+        for m in extra {
+            let fresh = self.index.path(m).is_some_and(|p| !self.done.contains(p));
+            if fresh && !names.iter().any(|n| n == m) {
+                names.push(m.to_string());
             }
         }
         let n = names.len();

@@ -129,10 +129,12 @@ pub fn run() -> Stage1Error {
 }
 
 /// Modules stage 1 always loads: the filesystems of the boot medium, the
-/// system image and the root overlay, the CD driver, and the power button.
+/// system image and the root overlay, the CD driver, the power button, and
+/// the bridge of the management network (loaded here while the disk
+/// controllers probe, rather than later on the way to the network).
 /// Drivers for the controllers come from coldplug.
 const ALWAYS: &[&str] = &[
-    "isofs", "squashfs", "loop", "overlay", "sr_mod", "evdev", "button",
+    "isofs", "squashfs", "loop", "overlay", "sr_mod", "evdev", "button", "bridge",
 ];
 /// How long coldplug alone may look for the boot medium before every module
 /// of the list is loaded.
@@ -177,10 +179,17 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
             }));
         }
         if now >= next_scan {
-            if let Some(l) = loader.as_mut() {
-                l.coldplug(sys, |_| true, &[]);
-            }
-            next_scan = Instant::now() + Duration::from_millis(200);
+            // Loading a driver makes new devices appear (virtio_pci → the
+            // virtio NIC, AHCI → the CD): scan again at once after a load,
+            // else every 200 ms.
+            let loaded = loader
+                .as_mut()
+                .map_or(0, |l| l.coldplug(sys, |_| true, &[]));
+            next_scan = if loaded > 0 {
+                Instant::now()
+            } else {
+                Instant::now() + Duration::from_millis(200)
+            };
         }
         std::thread::sleep(Duration::from_millis(20));
     };
@@ -189,10 +198,13 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
         report.loaded += r.loaded;
         report.present += r.present;
         report.failed.extend(r.failed);
+        report.names.extend(r.names);
     }
     say(format_args!(
-        "loaded {} modules ({} already present)",
-        report.loaded, report.present
+        "loaded {} modules ({} already present): {}",
+        report.loaded,
+        report.present,
+        report.names.join(" ")
     ));
     for (m, e) in report.failed {
         say(format_args!("module {m}: {e}"));

@@ -1,6 +1,7 @@
 //! The daemon: plan, apply, address, signal readiness, keep the lease.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rtnetlink::packet_route::route::RouteProtocol;
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -88,6 +89,7 @@ async fn dhcp_loop(
     if let Some((addr, prefix)) = previous {
         tracing::info!("{name}: has {addr}/{prefix} already; confirming it with the DHCP server");
     }
+    wait_for_carrier(cfg, name).await;
     let transport = UdpTransport::open(name)?;
     let client = dhcp::Client::new(transport, ClientId { mac, hostname }, name)
         .with_previous(previous.map(|(a, _)| a));
@@ -209,6 +211,38 @@ fn write_ready(cfg: &Config, ip: Option<(&IpConfig, &str)>) -> Result<(), NetdEr
     })?;
     tracing::info!("ready: wrote {}", cfg.ready_file.display());
     Ok(())
+}
+
+/// How long DHCP waits for the bridge's carrier before sending anyway.
+const CARRIER_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits until the bridge reports a carrier (a port is up and forwarding),
+/// for at most [`CARRIER_WAIT`]: a DISCOVER sent before that is dropped, and
+/// its retransmission comes a second later. Without a readable `carrier`
+/// file (another sysfs layout) it does not wait.
+async fn wait_for_carrier(cfg: &Config, bridge: &str) {
+    let file = cfg.sys_class_net.join(bridge).join("carrier");
+    let start = tokio::time::Instant::now();
+    loop {
+        match std::fs::read_to_string(&file) {
+            Ok(s) if s.trim() == "1" => {
+                tracing::info!("{bridge}: carrier after {} ms", start.elapsed().as_millis());
+                return;
+            }
+            Ok(_) | Err(_) if start.elapsed() >= CARRIER_WAIT => {
+                tracing::warn!(
+                    "{bridge}: no carrier after {} s; sending DHCP anyway",
+                    CARRIER_WAIT.as_secs()
+                );
+                return;
+            }
+            // No carrier yet, or EINVAL while the link is still down.
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
+            Err(_) => return,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Before it has an address, the bridge receives the server's broadcast

@@ -63,6 +63,16 @@ pub fn load_list(list: &Path, dir: &Path) -> std::io::Result<LoadReport> {
 /// Loads one module file (a path relative to `dir`) and counts the result.
 /// Returns true unless it failed.
 fn load_file(dir: &Path, rel: &str, report: &mut LoadReport) -> bool {
+    // The kernel answers EEXIST only after reading and checking the whole
+    // file, which costs about as much as loading it: ask sysfs first.
+    if Path::new("/sys/module")
+        .join(name_of(rel))
+        .join("initstate")
+        .exists()
+    {
+        report.present += 1;
+        return true;
+    }
     let empty = CString::default();
     let result = File::open(dir.join(rel))
         .map_err(|e| e.to_string())
@@ -108,8 +118,8 @@ fn alias_key(s: &str) -> &str {
 /// needs, and which device aliases it serves.
 #[derive(Debug, Default, Clone)]
 pub struct ModIndex {
-    /// Canonical name → (path, dependency paths as `modules.dep` lists them).
-    modules: HashMap<String, (String, Vec<String>)>,
+    /// Canonical name → its `modules.dep` line, split on demand.
+    modules: HashMap<String, String>,
     /// Alias key → (pattern, canonical module name).
     aliases: HashMap<String, Vec<(String, String)>>,
 }
@@ -120,21 +130,26 @@ impl ModIndex {
         Self::parse_for(dep, alias, None)
     }
 
-    /// Like [`ModIndex::parse`], keeping only the aliases filed under one
-    /// of `keys` (when given): the full `modules.alias` has tens of
-    /// thousands of lines, and a machine's devices use a handful of keys.
-    pub fn parse_for(dep: &str, alias: &str, keys: Option<&HashSet<&str>>) -> Self {
+    /// Like [`ModIndex::parse`], keeping only the aliases that match one of
+    /// `devices` (when given): the full `modules.alias` has tens of
+    /// thousands of lines, a machine a few dozen devices, and reading all
+    /// of them into a table costs a noticeable part of a second under
+    /// emulation. Devices that appear later are not matched by such an
+    /// index.
+    pub fn parse_for(dep: &str, alias: &str, devices: Option<&[String]>) -> Self {
         let mut idx = ModIndex::default();
         for line in dep.lines() {
-            let Some((path, deps)) = line.split_once(':') else {
+            let Some((path, _)) = line.split_once(':') else {
                 continue;
             };
             let path = path.trim();
-            if path.is_empty() {
-                continue;
+            if !path.is_empty() {
+                idx.modules.insert(name_of(path), line.to_string());
             }
-            let deps = deps.split_whitespace().map(str::to_string).collect();
-            idx.modules.insert(name_of(path), (path.to_string(), deps));
+        }
+        let mut by_key: HashMap<&str, Vec<&str>> = HashMap::new();
+        for d in devices.into_iter().flatten() {
+            by_key.entry(alias_key(d)).or_default().push(d);
         }
         for line in alias.lines() {
             let mut w = line.split_whitespace();
@@ -144,11 +159,16 @@ impl ModIndex {
             let (Some(pattern), Some(module)) = (w.next(), w.next()) else {
                 continue;
             };
-            if keys.is_some_and(|k| !k.contains(alias_key(pattern))) {
+            let key = alias_key(pattern);
+            if devices.is_some()
+                && !by_key
+                    .get(key)
+                    .is_some_and(|ds| ds.iter().any(|d| glob(pattern, d)))
+            {
                 continue;
             }
             idx.aliases
-                .entry(alias_key(pattern).to_string())
+                .entry(key.to_string())
                 .or_default()
                 .push((pattern.to_string(), canonical(module)));
         }
@@ -160,18 +180,24 @@ impl ModIndex {
         Self::load_for(dir, None)
     }
 
-    /// Reads `modules.dep` and the aliases filed under the keys of the
-    /// given device modaliases (see [`ModIndex::parse_for`]).
+    /// Reads `modules.dep` and the aliases that match the given device
+    /// modaliases (see [`ModIndex::parse_for`]).
     pub fn load_for(dir: &Path, devices: Option<&[String]>) -> std::io::Result<Self> {
         let dep = std::fs::read_to_string(dir.join("modules.dep"))?;
         let alias = std::fs::read_to_string(dir.join("modules.alias")).unwrap_or_default();
-        let keys: Option<HashSet<&str>> = devices.map(|d| d.iter().map(|a| alias_key(a)).collect());
-        Ok(Self::parse_for(&dep, &alias, keys.as_ref()))
+        Ok(Self::parse_for(&dep, &alias, devices))
+    }
+
+    /// A module's `modules.dep` line split into its path and dependencies.
+    fn entry(&self, name: &str) -> Option<(&str, std::str::SplitWhitespace<'_>)> {
+        let line = self.modules.get(&canonical(name))?;
+        let (path, deps) = line.split_once(':')?;
+        Some((path.trim(), deps.split_whitespace()))
     }
 
     /// The path of a loadable module, by name.
     pub fn path(&self, name: &str) -> Option<&str> {
-        self.modules.get(&canonical(name)).map(|(p, _)| p.as_str())
+        self.entry(name).map(|(p, _)| p)
     }
 
     /// The loadable modules whose aliases match a device's modalias.
@@ -192,11 +218,12 @@ impl ModIndex {
     /// The files to load for `name`, dependencies first. Empty when the
     /// module is unknown (built in, or not shipped).
     pub fn load_order(&self, name: &str) -> Vec<&str> {
-        let Some((path, deps)) = self.modules.get(&canonical(name)) else {
+        let Some((path, deps)) = self.entry(name) else {
             return Vec::new();
         };
         // modules.dep lists the whole closure, the deepest last.
-        let mut out: Vec<&str> = deps.iter().rev().map(String::as_str).collect();
+        let mut out: Vec<&str> = deps.collect();
+        out.reverse();
         out.push(path);
         out
     }
@@ -332,6 +359,11 @@ impl Loader {
         }
     }
 
+    /// Replaces the index, keeping what was loaded.
+    pub fn set_index(&mut self, index: ModIndex) {
+        self.index = index;
+    }
+
     /// Loads a module by name, dependencies first. False when it is not a
     /// loadable module here or a load failed.
     pub fn load(&mut self, name: &str) -> bool {
@@ -438,11 +470,22 @@ impl Loader {
         extra: &[&str],
         parallel: bool,
     ) -> usize {
+        self.coldplug_devices(&device_modaliases(sys_devices), wanted, extra, parallel)
+    }
+
+    /// [`Loader::coldplug_with`] for modaliases read already.
+    pub fn coldplug_devices(
+        &mut self,
+        devices: &[String],
+        wanted: impl Fn(&str) -> bool,
+        extra: &[&str],
+        parallel: bool,
+    ) -> usize {
         // Device drivers first: a controller's probe (AHCI link detection,
         // say) then runs while the rest loads.
         let mut names: Vec<String> = Vec::new();
-        for alias in device_modaliases(sys_devices) {
-            for m in self.index.matching(&alias) {
+        for alias in devices {
+            for m in self.index.matching(alias) {
                 let fresh = self
                     .index
                     .path(m)
@@ -543,10 +586,14 @@ alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci\n";
     }
 
     #[test]
-    fn aliases_can_be_limited_to_the_keys_of_present_devices() {
-        let keys: HashSet<&str> = ["acpi"].into_iter().collect();
-        let idx = ModIndex::parse_for(DEP, ALIAS, Some(&keys));
+    fn aliases_can_be_limited_to_present_devices() {
+        let devices = ["acpi:LNXPWRBN:".to_string()];
+        let idx = ModIndex::parse_for(DEP, ALIAS, Some(&devices));
         assert_eq!(idx.matching("acpi:LNXPWRBN:"), ["button"]);
+        assert!(
+            idx.matching("acpi:PNP0C0C:").is_empty(),
+            "not a device here"
+        );
         assert!(idx
             .matching("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01")
             .is_empty());

@@ -157,7 +157,7 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
         }
     };
     if let Some(l) = loader.as_mut() {
-        l.coldplug(sys, |_| true, ALWAYS);
+        l.coldplug(sys, boot_driver, ALWAYS);
     }
     let start = Instant::now();
     let mut full_list: Option<LoadReport> = None;
@@ -184,7 +184,7 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
             // else every 200 ms.
             let loaded = loader
                 .as_mut()
-                .map_or(0, |l| l.coldplug(sys, |_| true, &[]));
+                .map_or(0, |l| l.coldplug(sys, boot_driver, &[]));
             next_scan = if loaded > 0 {
                 Instant::now()
             } else {
@@ -193,6 +193,12 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    // The drivers of devices that the last loads made appear (the virtio
+    // NIC behind virtio_pci, typically) are loaded now rather than in
+    // stage 2, which would first have to read the system's module index.
+    if let Some(l) = loader.as_mut() {
+        l.coldplug(sys, boot_driver, &[]);
+    }
     let mut report = loader.map(|l| l.report).unwrap_or_default();
     if let Some(r) = full_list {
         report.loaded += r.loaded;
@@ -210,6 +216,13 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
         say(format_args!("module {m}: {e}"));
     }
     Ok(dev)
+}
+
+/// Whether coldplug in stage 1 loads this module: device drivers yes, the
+/// CPU-feature matches of `arch/` (checksum and crypto acceleration) no;
+/// stage 2 has them if anything needs them.
+fn boot_driver(path: &str) -> bool {
+    !path.starts_with("kernel/arch/")
 }
 
 fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {

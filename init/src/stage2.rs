@@ -69,9 +69,8 @@ fn hardware_modules() -> Option<Loader> {
     let t0 = std::time::Instant::now();
     let dir = module_dir();
     let sys = Path::new("/sys/devices");
-    // Later devices (a NIC's driver loaded in the background, say) bring
-    // no new alias keys on this hardware; if one does, the full list
-    // still covers what the system needs.
+    // Only the aliases of the devices present now are read; the background
+    // thread reads the full index for what appears later.
     let devices = crate::modules::device_modaliases(sys);
     let idx = match ModIndex::load_for(&dir, Some(&devices)) {
         Ok(idx) => idx,
@@ -81,10 +80,11 @@ fn hardware_modules() -> Option<Loader> {
         }
     };
     let mut loader = Loader::new(dir, idx);
-    loader.coldplug(
-        sys,
+    loader.coldplug_devices(
+        &devices,
         |p| HARDWARE_TREES.iter().any(|t| p.starts_with(t)),
         &["bridge"],
+        true,
     );
     say(format_args!(
         "loaded {} hardware modules in {} ms: {}",
@@ -120,6 +120,12 @@ fn system_modules_in_background(loader: Option<Loader>) {
             Some(mut l) => {
                 // Counted already: the hardware and seed modules.
                 l.report = Default::default();
+                // The full index, so devices that appeared since (behind a
+                // USB controller, say) find their drivers too.
+                match ModIndex::load(&module_dir()) {
+                    Ok(idx) => l.set_index(idx),
+                    Err(e) => say(format_args!("module index: {e}")),
+                }
                 let listed: Vec<String> = crate::modules::parse_list(&list)
                     .into_iter()
                     .map(crate::modules::name_of)

@@ -34,6 +34,30 @@ pub struct LoadReport {
     pub failed: Vec<(String, String)>,
 }
 
+impl LoadReport {
+    /// Adds another walk's counts to this one.
+    pub fn merge(&mut self, other: LoadReport) {
+        self.loaded += other.loaded;
+        self.present += other.present;
+        self.names.extend(other.names);
+        self.failed.extend(other.failed);
+    }
+
+    /// Says on the console what was loaded, as `loaded N <what> (M already
+    /// present): names`, and each failure on a line of its own.
+    pub fn announce(&self, what: &str) {
+        crate::console::say(format_args!(
+            "loaded {} {what} ({} already present): {}",
+            self.loaded,
+            self.present,
+            self.names.join(" ")
+        ));
+        for (m, e) in &self.failed {
+            crate::console::say(format_args!("module {m}: {e}"));
+        }
+    }
+}
+
 /// The directory of the running kernel's modules.
 pub fn module_dir() -> PathBuf {
     let release = nix::sys::utsname::uname()
@@ -459,21 +483,11 @@ impl Loader {
         wanted: impl Fn(&str) -> bool,
         extra: &[&str],
     ) -> usize {
-        self.coldplug_with(sys_devices, wanted, extra, true)
+        self.coldplug_devices(&device_modaliases(sys_devices), wanted, extra, true)
     }
 
-    /// [`Loader::coldplug`], in parallel or one module after another.
-    pub fn coldplug_with(
-        &mut self,
-        sys_devices: &Path,
-        wanted: impl Fn(&str) -> bool,
-        extra: &[&str],
-        parallel: bool,
-    ) -> usize {
-        self.coldplug_devices(&device_modaliases(sys_devices), wanted, extra, parallel)
-    }
-
-    /// [`Loader::coldplug_with`] for modaliases read already.
+    /// [`Loader::coldplug`] for modaliases read already, in parallel or one
+    /// module after another.
     pub fn coldplug_devices(
         &mut self,
         devices: &[String],

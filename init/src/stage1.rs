@@ -201,20 +201,9 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
     }
     let mut report = loader.map(|l| l.report).unwrap_or_default();
     if let Some(r) = full_list {
-        report.loaded += r.loaded;
-        report.present += r.present;
-        report.failed.extend(r.failed);
-        report.names.extend(r.names);
+        report.merge(r);
     }
-    say(format_args!(
-        "loaded {} modules ({} already present): {}",
-        report.loaded,
-        report.present,
-        report.names.join(" ")
-    ));
-    for (m, e) in report.failed {
-        say(format_args!("module {m}: {e}"));
-    }
+    report.announce("modules");
     Ok(dev)
 }
 

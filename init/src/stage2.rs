@@ -86,11 +86,9 @@ fn hardware_modules() -> Option<Loader> {
         &["bridge"],
         true,
     );
-    say(format_args!(
-        "loaded {} hardware modules in {} ms: {}",
-        loader.report.loaded,
-        t0.elapsed().as_millis(),
-        loader.report.names.join(" ")
+    loader.report.announce(&format!(
+        "hardware modules in {} ms",
+        t0.elapsed().as_millis()
     ));
     Some(loader)
 }
@@ -131,8 +129,8 @@ fn system_modules_in_background(loader: Option<Loader>) {
                     .map(crate::modules::name_of)
                     .collect();
                 let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
-                l.coldplug_with(
-                    Path::new("/sys/devices"),
+                l.coldplug_devices(
+                    &crate::modules::device_modaliases(Path::new("/sys/devices")),
                     |p| BACKGROUND_TREES.iter().any(|t| p.starts_with(t)),
                     &listed,
                     false,
@@ -142,13 +140,7 @@ fn system_modules_in_background(loader: Option<Loader>) {
             // No depmod index: walk the list, which is in dependency order.
             None => load_list(Path::new(SYSTEM_MODULE_LIST), &module_dir()).unwrap_or_default(),
         };
-        say(format_args!(
-            "loaded {} system modules ({} already present)",
-            report.loaded, report.present
-        ));
-        for (m, e) in report.failed {
-            say(format_args!("module {m}: {e}"));
-        }
+        report.announce("system modules");
         if let Err(e) = std::fs::write(MODULES_READY, b"") {
             say(format_args!("{MODULES_READY}: {e}"));
         }

@@ -427,15 +427,21 @@ impl Appliance {
 
     /// An API client for the forwarded port.
     pub fn api(&self) -> Result<ApiClient> {
-        ApiClient::new(&format!("https://127.0.0.1:{}/api2/json", self.api_port))
+        self.api_with_timeout(Duration::from_secs(30))
+    }
+
+    /// An API client for the forwarded port whose requests give up after
+    /// `timeout` (see [`ApiClient::with_timeout`]).
+    pub fn api_with_timeout(&self, timeout: Duration) -> Result<ApiClient> {
+        ApiClient::with_timeout(
+            &format!("https://127.0.0.1:{}/api2/json", self.api_port),
+            timeout,
+        )
     }
 
     /// Waits until the API answers anything over TLS.
     pub fn wait_for_api(&mut self, timeout: Duration) -> Result<ApiClient> {
-        let probe = ApiClient::with_timeout(
-            &format!("https://127.0.0.1:{}/api2/json", self.api_port),
-            Duration::from_secs(2),
-        )?;
+        let probe = self.api_with_timeout(Duration::from_secs(2))?;
         let end = Instant::now() + timeout;
         loop {
             if probe.get_status("/version").is_ok() {

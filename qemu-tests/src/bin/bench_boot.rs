@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use qemu_tests::{
-    extract_from_iso, iso_path, target_dir, ApiClient, Appliance, BootOptions, Firmware, SeedKind,
+    extract_from_iso, iso_path, target_dir, Appliance, BootOptions, Firmware, SeedKind,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(600);
@@ -137,12 +137,11 @@ fn time_oxbow() -> Result<f64> {
         SeedKind::Iso,
     ));
     let vm = Appliance::boot(opts)?;
-    let base = format!("https://127.0.0.1:{}/api2/json", vm.api_port);
     // Short probes until the API answers at all (401 without a ticket), as
     // for the floor: see `ApiClient::with_timeout`. Then the login and the
     // authenticated call, which may take longer under emulation.
-    let probe = ApiClient::with_timeout(&base, PROBE_TIMEOUT)?;
-    let mut api = ApiClient::with_timeout(&base, Duration::from_secs(30))?;
+    let probe = vm.api_with_timeout(PROBE_TIMEOUT)?;
+    let mut api = vm.api()?;
     let end = Instant::now() + TIMEOUT;
     loop {
         if probe.get_status("/version").is_ok()

@@ -193,37 +193,14 @@ impl<T: Transport> Client<T> {
         let started = Instant::now();
         if let Some(addr) = self.reboot.take() {
             let xid = self.new_xid();
-            for wait in REBOOT_WAITS {
-                let m = msg::request(
-                    &self.id,
-                    xid,
-                    secs_since(started),
-                    RequestKind::Reboot { requested: addr },
-                );
-                let sent = Instant::now();
-                match self
-                    .exchange(
-                        &m,
-                        BROADCAST,
-                        sent + secs(wait),
-                        &[MessageType::Ack, MessageType::Nak],
-                    )
-                    .await
-                {
-                    Some((MessageType::Ack, reply, src)) => match Lease::from_reply(&reply, src) {
-                        Ok(lease) => return (lease, sent),
-                        Err(e) => {
-                            tracing::warn!("{}: unusable DHCPACK from {src}: {e}", self.iface);
-                            break;
-                        }
-                    },
-                    Some(_) => {
-                        tracing::info!("{}: the DHCP server no longer grants {addr}", self.iface);
-                        self.hint = None;
-                        break;
-                    }
-                    None => {}
+            let kind = RequestKind::Reboot { requested: addr };
+            match self.request(xid, started, kind, &REBOOT_WAITS).await {
+                Granted::Ack(lease, sent) => return (lease, sent),
+                Granted::Nak => {
+                    tracing::info!("{}: the DHCP server no longer grants {addr}", self.iface);
+                    self.hint = None;
                 }
+                Granted::Unusable | Granted::NoAnswer => {}
             }
         }
         // Retransmissions keep the transaction ID, so that an offer that
@@ -261,42 +238,58 @@ impl<T: Transport> Client<T> {
                 server: offer.server,
                 requested: offer.address,
             };
-            for wait in REQUEST_WAITS {
-                let m = msg::request(&self.id, xid, secs_since(started), kind);
-                let sent = Instant::now();
-                match self
-                    .exchange(
-                        &m,
-                        BROADCAST,
-                        sent + secs(wait),
-                        &[MessageType::Ack, MessageType::Nak],
-                    )
-                    .await
-                {
-                    Some((MessageType::Ack, reply, src)) => match Lease::from_reply(&reply, src) {
-                        Ok(lease) => return (lease, sent),
-                        Err(e) => {
-                            tracing::warn!("{}: unusable DHCPACK from {src}: {e}", self.iface);
-                            break;
-                        }
-                    },
-                    Some(_) => {
-                        tracing::warn!(
-                            "{}: {} refused {} after offering it",
-                            self.iface,
-                            offer.server,
-                            offer.address
-                        );
-                        break;
-                    }
-                    None => {}
-                }
+            match self.request(xid, started, kind, &REQUEST_WAITS).await {
+                Granted::Ack(lease, sent) => return (lease, sent),
+                Granted::Nak => tracing::warn!(
+                    "{}: {} refused {} after offering it",
+                    self.iface,
+                    offer.server,
+                    offer.address
+                ),
+                Granted::Unusable | Granted::NoAnswer => {}
             }
             self.hint = None;
             xid = self.new_xid();
             // Do not loop tightly on a server that offers and then refuses.
             sleep(discover_wait(attempt.min(2))).await;
         }
+    }
+
+    /// Broadcasts a REQUEST, retransmitted after each of `waits` seconds,
+    /// until the server ACKs or NAKs it.
+    async fn request(
+        &mut self,
+        xid: u32,
+        started: Instant,
+        kind: RequestKind,
+        waits: &[u64],
+    ) -> Granted {
+        for wait in waits {
+            let m = msg::request(&self.id, xid, secs_since(started), kind);
+            let sent = Instant::now();
+            match self
+                .exchange(
+                    &m,
+                    BROADCAST,
+                    sent + secs(*wait),
+                    &[MessageType::Ack, MessageType::Nak],
+                )
+                .await
+            {
+                Some((MessageType::Ack, reply, src)) => {
+                    return match Lease::from_reply(&reply, src) {
+                        Ok(lease) => Granted::Ack(lease, sent),
+                        Err(e) => {
+                            tracing::warn!("{}: unusable DHCPACK from {src}: {e}", self.iface);
+                            Granted::Unusable
+                        }
+                    };
+                }
+                Some(_) => return Granted::Nak,
+                None => {}
+            }
+        }
+        Granted::NoAnswer
     }
 
     /// BOUND, RENEWING and REBINDING. Returns the extended lease and when
@@ -427,6 +420,18 @@ impl<T: Transport> Client<T> {
             return Some((kind, reply, src));
         }
     }
+}
+
+/// How a REQUEST ended.
+enum Granted {
+    /// The server acknowledged: the lease, and when the REQUEST was sent.
+    Ack(Lease, Instant),
+    /// The server refused.
+    Nak,
+    /// The server acknowledged with a message we cannot use (logged).
+    Unusable,
+    /// No answer to any retransmission.
+    NoAnswer,
 }
 
 fn secs(n: u64) -> Duration {

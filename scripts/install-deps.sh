@@ -14,6 +14,8 @@ packages=(
     build-essential pkg-config
     # tools the tests and scripts call
     openssl curl ca-certificates python3
+    # the VMM's ACPI tables are checked with an independent disassembler
+    acpica-tools
 )
 
 missing=()

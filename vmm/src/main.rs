@@ -1,29 +1,76 @@
-//! `vmm`: Oxbow's virtual machine monitor. Only `vmm probe` exists so far.
+//! `vmm`: Oxbow's virtual machine monitor. See `vmm --help` and docs/vmm.md.
 
 use std::process::ExitCode;
+
+use vmm::vm::Vm;
+
+fn probe() -> ExitCode {
+    let seed = (std::process::id() % 200) as u8 + 1;
+    match vmm::probe::run(seed) {
+        Ok(r) => {
+            println!(
+                "kvm probe: API version {}, guest wrote {:#x} for seed {:#x}: ok",
+                r.api_version, r.out_byte, seed
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kvm probe failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("probe") => {
-            let seed = (std::process::id() % 200) as u8 + 1;
-            match vmm::probe::run(seed) {
-                Ok(r) => {
-                    println!(
-                        "kvm probe: API version {}, guest wrote {:#x} for seed {:#x}: ok",
-                        r.api_version, r.out_byte, seed
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("kvm probe failed: {e}");
-                    ExitCode::FAILURE
-                }
+        Some("probe") => return probe(),
+        Some("--help") | Some("-h") => {
+            println!("{}", vmm::cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let config = match vmm::cli::parse(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("vmm: {e}\n{}", vmm::cli::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    let socket = config.api_socket.clone();
+    let vm = match Vm::new(config) {
+        Ok(vm) => vm,
+        Err(e) => {
+            eprintln!("vmm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = &socket {
+        match vmm::control::bind(path) {
+            Ok(l) => vmm::control::serve(l, vm.handle()),
+            Err(e) => {
+                eprintln!("vmm: control socket {}: {e}", path.display());
+                return ExitCode::FAILURE;
             }
         }
-        _ => {
-            eprintln!("usage: vmm probe");
-            ExitCode::from(2)
+    }
+    let result = vm.run();
+    if let Some(path) = &socket {
+        let _ = std::fs::remove_file(path);
+    }
+    match result {
+        Ok(reason) => {
+            if let vmm::exit::ExitReason::Crashed(why) = &reason {
+                eprintln!("vmm: guest stopped: {why}");
+            } else {
+                eprintln!("vmm: guest ended: {reason:?}");
+            }
+            ExitCode::from(reason.exit_code())
+        }
+        Err(e) => {
+            eprintln!("vmm: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,132 @@
+//! The command line of the `vmm` binary.
+
+use std::path::PathBuf;
+
+use crate::vm::{SerialOut, VmConfig};
+
+/// The usage text.
+pub const USAGE: &str = "\
+usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
+           [--cpus N] [--serial stdio|file=PATH|none] [--api-socket PATH]
+       vmm probe
+
+  --kernel PATH       bzImage, or ELF vmlinux with a PVH entry note
+  --initrd PATH       initial ramdisk
+  --cmdline STR       kernel command line [default: console=ttyS0]
+  --memory MIB        guest memory in MiB, or with a suffix M or G [default: 512]
+  --cpus N            vCPUs, 1-254 [default: 1]
+  --serial WHERE      the console: stdio, file=PATH or none [default: stdio]
+  --api-socket PATH   control socket (JSON lines; see docs/vmm.md)
+
+exit status: 0 the guest powered off (or `stop`), 3 the guest reset,
+1 an error or a guest KVM could not run, 2 bad usage";
+
+/// Parses `--memory`: MiB, or a number with M or G.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('G') | Some('g') => (&s[..s.len() - 1], 1024),
+        Some('M') | Some('m') => (&s[..s.len() - 1], 1),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("--memory {s}: not a size in MiB"))
+}
+
+/// Parses `--serial`.
+pub fn parse_serial(s: &str) -> Result<SerialOut, String> {
+    match s {
+        "stdio" => Ok(SerialOut::Stdio),
+        "none" | "null" => Ok(SerialOut::Null),
+        _ => match s.strip_prefix("file=") {
+            Some(p) if !p.is_empty() => Ok(SerialOut::File(PathBuf::from(p))),
+            _ => Err(format!("--serial {s}: expected stdio, file=PATH or none")),
+        },
+    }
+}
+
+/// Parses the arguments (without the program name) into a configuration.
+pub fn parse(args: &[String]) -> Result<VmConfig, String> {
+    let mut c = VmConfig::default();
+    let mut kernel = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") && f != "--serial" => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--kernel" => kernel = Some(PathBuf::from(value()?)),
+            "--initrd" => c.initrd = Some(PathBuf::from(value()?)),
+            "--cmdline" => c.cmdline = value()?,
+            "--memory" => c.memory_mib = parse_memory(&value()?)?,
+            "--cpus" => {
+                let v = value()?;
+                c.cpus = v
+                    .parse()
+                    .map_err(|_| format!("--cpus {v}: not a number from 1 to 254"))?;
+            }
+            "--serial" => c.serial = parse_serial(&value()?)?,
+            "--api-socket" => c.api_socket = Some(PathBuf::from(value()?)),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    c.kernel = kernel.ok_or("--kernel is required")?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn full_command_line() {
+        let c = parse(&args(
+            "--kernel /k --initrd /i --cmdline quiet --memory 1G --cpus 2 --serial file=/dev/console --api-socket /run/s",
+        ))
+        .unwrap();
+        assert_eq!(c.kernel, PathBuf::from("/k"));
+        assert_eq!(c.initrd, Some(PathBuf::from("/i")));
+        assert_eq!(c.cmdline, "quiet");
+        assert_eq!(c.memory_mib, 1024);
+        assert_eq!(c.cpus, 2);
+        assert_eq!(c.serial, SerialOut::File("/dev/console".into()));
+        assert_eq!(c.api_socket, Some(PathBuf::from("/run/s")));
+    }
+
+    #[test]
+    fn equals_form_and_defaults() {
+        let c = parse(&args("--kernel=/k --memory=256")).unwrap();
+        assert_eq!(c.memory_mib, 256);
+        assert_eq!(c.cpus, 1);
+        assert_eq!(c.serial, SerialOut::Stdio);
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        assert!(parse(&args("--initrd /i"))
+            .unwrap_err()
+            .contains("--kernel"));
+        assert!(parse(&args("--kernel /k --cpus many")).is_err());
+        assert!(parse(&args("--kernel /k --cpus 300")).is_err());
+        assert!(parse(&args("--kernel /k --memory lots")).is_err());
+        assert!(parse(&args("--kernel /k --serial tcp:1")).is_err());
+        assert!(parse(&args("--kernel /k --disk /d"))
+            .unwrap_err()
+            .contains("unknown"));
+        assert!(parse(&args("--kernel"))
+            .unwrap_err()
+            .contains("needs a value"));
+    }
+}

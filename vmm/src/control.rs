@@ -1,0 +1,178 @@
+//! The control socket of a running VM.
+//!
+//! A client connects to the unix socket given with `--api-socket` (mode
+//! 0600) and sends one JSON object per line; the VMM answers each with one
+//! JSON line, `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`. The
+//! requests are the variants of [`Request`], tagged by `cmd`:
+//!
+//! ```text
+//! {"cmd":"ping"}        -> "pong"
+//! {"cmd":"info"}        -> {"state":"running","vcpus":2,"memory_mib":256,"devices":[…],…}
+//! {"cmd":"pause"}       {"cmd":"resume"}
+//! {"cmd":"shutdown"}    presses the ACPI power button; the guest decides
+//! {"cmd":"stop"}        ends the VM at once (exit status 0)
+//! ```
+//!
+//! Unknown commands and malformed lines get an error and change nothing.
+//! New commands (snapshot, migration) are added as new variants.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::exit::ExitReason;
+use crate::vm::{RunState, SerialOut, VmHandle};
+
+/// A request to the VMM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Liveness check.
+    Ping,
+    /// vCPUs, memory, devices and state.
+    Info,
+    /// Parks the vCPUs.
+    Pause,
+    /// Lets them run again.
+    Resume,
+    /// Presses the ACPI power button.
+    Shutdown,
+    /// Ends the VM now.
+    Stop,
+}
+
+/// Answers one request line.
+pub fn handle_line(vm: &VmHandle, line: &str) -> Value {
+    let req: Request = match serde_json::from_str(line) {
+        Ok(r) => r,
+        Err(e) => return json!({"ok": false, "error": format!("bad request: {e}")}),
+    };
+    let r: Result<Value, String> = match req {
+        Request::Ping => Ok(json!("pong")),
+        Request::Info => Ok(info(vm)),
+        Request::Pause => vm.pause().map(|_| Value::Null),
+        Request::Resume => vm.resume().map(|_| Value::Null),
+        Request::Shutdown => vm.shutdown().map(|_| Value::Null),
+        Request::Stop => {
+            vm.exit.request(ExitReason::Stopped);
+            Ok(Value::Null)
+        }
+    };
+    match r {
+        Ok(data) => json!({"ok": true, "data": data}),
+        Err(e) => json!({"ok": false, "error": e}),
+    }
+}
+
+fn info(vm: &VmHandle) -> Value {
+    let c = &vm.config;
+    let state = match vm.run.state() {
+        RunState::Running => "running",
+        RunState::Paused => "paused",
+        RunState::Exiting => "stopping",
+    };
+    let serial = match &c.serial {
+        SerialOut::Stdio => "stdio".to_string(),
+        SerialOut::File(p) => format!("file={}", p.display()),
+        SerialOut::Null => "none".to_string(),
+    };
+    json!({
+        "state": state,
+        "vcpus": c.cpus,
+        "memory_mib": c.memory_mib,
+        "kernel": c.kernel.display().to_string(),
+        "initrd": c.initrd.as_ref().map(|p| p.display().to_string()),
+        "cmdline": c.cmdline,
+        "devices": [
+            {"type": "serial", "port": "0x3f8", "irq": crate::acpi::SERIAL_GSI, "output": serial},
+            {"type": "i8042", "port": "0x60"},
+            {"type": "acpi-ged", "port": format!("{:#x}", crate::acpi::GED_PORT), "irq": crate::acpi::GED_GSI},
+        ],
+        "pid": std::process::id(),
+    })
+}
+
+/// Binds the socket: refuses one that a live VMM answers on, replaces a
+/// stale one, and makes it 0600.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use by a running VMM", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+/// Serves the socket on its own thread.
+pub fn serve(listener: UnixListener, vm: Arc<VmHandle>) {
+    let _ = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let vm = vm.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-conn".into())
+                    .spawn(move || serve_conn(conn, &vm));
+            }
+        });
+}
+
+fn serve_conn(conn: UnixStream, vm: &VmHandle) {
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
+    for line in BufReader::new(conn).lines() {
+        let Ok(line) = line else { return };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut reply = handle_line(vm, &line).to_string();
+        reply.push('\n');
+        if out.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_unknown_ones_do_not() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"shutdown"}"#).unwrap();
+        assert_eq!(r, Request::Shutdown);
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+
+        assert_eq!(
+            serde_json::to_string(&Request::Info).unwrap(),
+            r#"{"cmd":"info"}"#
+        );
+    }
+
+    #[test]
+    fn bind_refuses_a_live_socket_and_replaces_a_stale_one() {
+        let dir = std::env::temp_dir().join(format!("vmm-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s");
+        let l = bind(&p).unwrap();
+        assert_eq!(bind(&p).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+        drop(l);
+        let l2 = bind(&p).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(l2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

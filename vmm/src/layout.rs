@@ -1,0 +1,207 @@
+//! The guest physical memory map and the e820 table built from it.
+//!
+//! ```text
+//! 0x0000_0500  GDT                       0x0000_9000  PML4
+//! 0x0000_0520  IDT (empty)               0x0000_a000  PDPT
+//! 0x0000_6000  PVH start info            0x0000_b000  4 page directories (4 GiB, 2 MiB pages)
+//! 0x0000_6040  PVH memory map            0x0002_0000  kernel command line
+//! 0x0000_7000  zero page (boot_params)   0x0009_fc00  end of low RAM
+//! 0x0000_8ff0  boot stack (grows down)   0x000e_0000  ACPI tables (RSDP first)
+//! 0x0010_0000  kernel                    initrd at the top of RAM below 3 GiB
+//! 0xc000_0000  MMIO hole: PCI ECAM, 32-bit BARs, IOAPIC, LAPIC, up to 4 GiB
+//! 0x1_0000_0000 RAM above the hole, when the guest has more than 3 GiB
+//! ```
+
+use vm_memory::GuestAddress;
+
+/// The GDT used while entering the kernel.
+pub const GDT: u64 = 0x500;
+/// An empty IDT (limit 0) so a stray exception shuts the guest down.
+pub const IDT: u64 = 0x520;
+/// The PVH `hvm_start_info`.
+pub const PVH_START_INFO: u64 = 0x6000;
+/// The PVH memory map, right after the start info.
+pub const PVH_MEMMAP: u64 = 0x6040;
+/// The Linux zero page (`boot_params`).
+pub const ZERO_PAGE: u64 = 0x7000;
+/// The initial stack pointer.
+pub const BOOT_STACK: u64 = 0x8ff0;
+/// The top-level page table.
+pub const PML4: u64 = 0x9000;
+/// The page-directory-pointer table.
+pub const PDPT: u64 = 0xa000;
+/// The first of four page directories.
+pub const PD: u64 = 0xb000;
+/// The kernel command line.
+pub const CMDLINE: u64 = 0x2_0000;
+/// The largest command line we accept, terminator included.
+pub const CMDLINE_MAX: usize = 4096;
+/// End of the usable RAM below the EBDA.
+pub const LOW_RAM_END: u64 = 0x9_fc00;
+/// Start of the ACPI tables; the RSDP comes first, where a BIOS would put it.
+pub const ACPI_START: u64 = 0xe_0000;
+/// End of the ACPI area (exclusive).
+pub const ACPI_END: u64 = 0x10_0000;
+/// Where high memory (and the kernel) begins.
+pub const HIGH_RAM_START: u64 = 0x10_0000;
+/// Start of the 32-bit MMIO hole.
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// End of the 32-bit MMIO hole.
+pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// The PCI ECAM window (256 buses would need 256 MiB; we declare bus 0 only).
+pub const PCI_ECAM: u64 = 0xe000_0000;
+/// Size of the ECAM window for bus 0.
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
+/// 32-bit BARs are placed from here.
+pub const PCI_MMIO32_START: u64 = 0xc000_0000;
+/// End of the 32-bit BAR window.
+pub const PCI_MMIO32_END: u64 = 0xe000_0000;
+/// The IOAPIC.
+pub const IOAPIC: u64 = 0xfec0_0000;
+/// The local APICs.
+pub const LAPIC: u64 = 0xfee0_0000;
+/// The smallest guest we boot: the Debian kernel alone needs ~64 MiB to unpack.
+pub const MIN_MEMORY_MIB: u64 = 128;
+
+/// The e820 entry types we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum E820Kind {
+    /// Usable RAM.
+    Ram = 1,
+    /// Reserved.
+    Reserved = 2,
+}
+
+/// One e820 entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct E820Entry {
+    /// First byte.
+    pub addr: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Kind.
+    pub kind: E820Kind,
+}
+
+/// The RAM regions of a guest with `mem_bytes` of memory, as (start, size).
+pub fn ram_regions(mem_bytes: u64) -> Vec<(GuestAddress, usize)> {
+    if mem_bytes <= MMIO_HOLE_START {
+        vec![(GuestAddress(0), mem_bytes as usize)]
+    } else {
+        vec![
+            (GuestAddress(0), MMIO_HOLE_START as usize),
+            (
+                GuestAddress(MMIO_HOLE_END),
+                (mem_bytes - MMIO_HOLE_START) as usize,
+            ),
+        ]
+    }
+}
+
+/// The end of RAM below the MMIO hole.
+pub fn low_ram_end(mem_bytes: u64) -> u64 {
+    mem_bytes.min(MMIO_HOLE_START)
+}
+
+/// The e820 map of a guest with `mem_bytes` of memory.
+pub fn e820(mem_bytes: u64) -> Vec<E820Entry> {
+    let mut v = vec![
+        E820Entry {
+            addr: 0,
+            size: LOW_RAM_END,
+            kind: E820Kind::Ram,
+        },
+        E820Entry {
+            addr: LOW_RAM_END,
+            size: HIGH_RAM_START - LOW_RAM_END,
+            kind: E820Kind::Reserved,
+        },
+        E820Entry {
+            addr: HIGH_RAM_START,
+            size: low_ram_end(mem_bytes) - HIGH_RAM_START,
+            kind: E820Kind::Ram,
+        },
+    ];
+    if mem_bytes > MMIO_HOLE_START {
+        v.push(E820Entry {
+            addr: MMIO_HOLE_END,
+            size: mem_bytes - MMIO_HOLE_START,
+            kind: E820Kind::Ram,
+        });
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn ends_ordered(v: &[E820Entry]) -> bool {
+        v.windows(2).all(|w| w[0].addr + w[0].size <= w[1].addr)
+    }
+
+    #[test]
+    fn small_guest_has_low_ram_hole_and_high_ram() {
+        let v = e820(256 * MIB);
+        assert_eq!(v.len(), 3);
+        assert_eq!(
+            v[0],
+            E820Entry {
+                addr: 0,
+                size: 0x9_fc00,
+                kind: E820Kind::Ram
+            }
+        );
+        assert_eq!(v[1].kind, E820Kind::Reserved);
+        assert_eq!(v[1].addr + v[1].size, 0x10_0000);
+        assert_eq!(v[2].addr, 0x10_0000);
+        assert_eq!(v[2].addr + v[2].size, 256 * MIB);
+        assert!(ends_ordered(&v));
+        let ram: u64 = v
+            .iter()
+            .filter(|e| e.kind == E820Kind::Ram)
+            .map(|e| e.size)
+            .sum();
+        assert_eq!(ram, 256 * MIB - (0x10_0000 - 0x9_fc00));
+    }
+
+    #[test]
+    fn big_guest_splits_around_the_mmio_hole() {
+        let v = e820(4096 * MIB);
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[2].addr + v[2].size, MMIO_HOLE_START);
+        assert_eq!(v[3].addr, 1 << 32);
+        assert_eq!(v[3].size, 1 << 30);
+        assert!(ends_ordered(&v));
+        let r = ram_regions(4096 * MIB);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].1 as u64 + r[1].1 as u64, 4096 * MIB);
+    }
+
+    #[test]
+    fn fixed_structures_do_not_overlap() {
+        let spots = [
+            (GDT, 0x20),
+            (IDT, 0x8),
+            (PVH_START_INFO, 0x40),
+            (PVH_MEMMAP, 0x400),
+            (ZERO_PAGE, 0x1000),
+            (PML4, 0x1000),
+            (PDPT, 0x1000),
+            (PD, 0x4000),
+            (CMDLINE, CMDLINE_MAX as u64),
+        ];
+        for (i, a) in spots.iter().enumerate() {
+            assert!(a.0 + a.1 <= LOW_RAM_END);
+            for b in &spots[i + 1..] {
+                assert!(
+                    a.0 + a.1 <= b.0 || b.0 + b.1 <= a.0,
+                    "{a:x?} overlaps {b:x?}"
+                );
+            }
+        }
+        const { assert!(BOOT_STACK > ZERO_PAGE + 0x1000 && BOOT_STACK < PML4) };
+    }
+}

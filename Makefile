@@ -3,12 +3,13 @@
 TARGET   := x86_64-unknown-linux-gnu
 BINS     := target/$(TARGET)/release
 ISO      := target/oxbow.iso
+GUEST    := target/guest
 # Oxbow's own binaries are fully static, so the same init runs from the
 # initramfs and from the system image.
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso run test lint unit appliance bench-boot clean
+.PHONY: all deps bins iso guest run test lint unit appliance bench-boot clean
 
 all: iso
 
@@ -22,6 +23,12 @@ bins:
 iso: bins
 	cargo run --release -p image -- --bins $(BINS) --out $(ISO)
 
+# The guest test assets (docs/guest.md): kernel, PVH vmlinux, initramfs with
+# guest-init, and an ISO of the three; rebuilt only when an input changed.
+guest:
+	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin guest-init
+	cargo run -p qemu-tests --bin guest-assets -- --init $(BINS)/guest-init --out $(GUEST)
+
 run: deps iso
 	scripts/run.sh
 
@@ -32,7 +39,7 @@ lint:
 unit:
 	cargo test --workspace --exclude qemu-tests
 
-appliance: iso
+appliance: iso guest
 	cargo test -p qemu-tests -- --test-threads=1
 
 test: deps lint unit appliance

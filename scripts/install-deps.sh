@@ -6,6 +6,8 @@ packages=(
     # ISO build
     debootstrap squashfs-tools grub-pc-bin grub-efi-amd64-bin grub-common
     xorriso mtools dosfstools kmod dpkg-dev zstd cpio
+    # guest test assets: the kernel's xz payload becomes the PVH vmlinux
+    xz-utils
     # running and testing the appliance
     qemu-system-x86 ovmf
     # host network tests

@@ -11,6 +11,9 @@
 //! the appliance an emulated SVM and so a working `/dev/kvm` of its own.
 //!
 //! When a test fails, dropping the [`Appliance`] prints its serial console.
+//!
+//! [`guest`] builds and boots the guest test assets (a kernel and an
+//! initramfs whose init reports what it sees), which a VMM under test runs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+
+pub mod guest;
 
 /// Firmware, or direct kernel boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +64,10 @@ pub struct BootOptions {
     pub cpus: u32,
     /// With [`Firmware::Direct`], this initramfs instead of the ISO's.
     pub initrd_override: Option<PathBuf>,
+    /// Further ISO images, attached read-only as CD drives on the AHCI
+    /// ports after the boot CD (`ide.0`) and the seed (`ide.1`): `ide.2`
+    /// to `ide.5`.
+    pub extra_cds: Vec<PathBuf>,
 }
 
 impl BootOptions {
@@ -71,6 +80,7 @@ impl BootOptions {
             memory_mib: 2048,
             cpus: 2,
             initrd_override: None,
+            extra_cds: Vec::new(),
         }
     }
 }
@@ -311,6 +321,25 @@ impl Appliance {
                 ]),
             };
         }
+        if opts.extra_cds.len() > 4 {
+            bail!(
+                "q35's AHCI has room for 4 extra CD drives, not {}",
+                opts.extra_cds.len()
+            );
+        }
+        for (i, img) in opts.extra_cds.iter().enumerate() {
+            if !img.is_file() {
+                bail!("{} does not exist", img.display());
+            }
+            cmd.args([
+                "-drive",
+                &format!(
+                    "file={},media=cdrom,if=none,id=xcd{i},readonly=on",
+                    img.display()
+                ),
+            ])
+            .args(["-device", &format!("ide-cd,drive=xcd{i},bus=ide.{}", i + 2)]);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -425,6 +454,50 @@ impl Appliance {
         }
     }
 
+    /// Starts a transient unit running `argv` (never restarted) over the
+    /// test channel.
+    pub fn run_unit(&self, name: &str, argv: &[&str]) -> Result<()> {
+        self.testctl(json!({"cmd":"run","unit":{"name":name,"exec":argv,"restart":"never"}}))
+            .map(|_| ())
+    }
+
+    /// Waits until unit `name` has run and ended, and says how.
+    pub fn wait_unit_stopped(&mut self, name: &str, timeout: Duration) -> Result<UnitExit> {
+        let end = Instant::now() + timeout;
+        loop {
+            let st = self.testctl(json!({"cmd":"status","unit":name}))?;
+            let ended = matches!(st["state"].as_str(), Some("stopped" | "failed"));
+            if ended && st["pid"].is_null() && !st["last_exit"].is_null() {
+                return Ok(UnitExit {
+                    how: st["last_exit"].as_str().unwrap_or_default().to_string(),
+                    code: st["last_exit_code"].as_i64(),
+                    status: st,
+                });
+            }
+            if let Some(q) = self.try_exit()? {
+                bail!("QEMU exited ({q}) while unit {name} was {}", st["state"]);
+            }
+            if Instant::now() > end {
+                bail!("unit {name} did not end within {timeout:?}: {st}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Copies `/var/log/oxbow/<name>.log` (a unit's stdout and stderr) onto
+    /// the serial console between marker lines, so a failing test prints
+    /// it with the console. Best effort: errors are ignored.
+    pub fn show_unit_log(&mut self, name: &str) {
+        let shower = format!("show-log-{name}");
+        let script = format!(
+            "exec >/dev/console 2>&1; echo '----- /var/log/oxbow/{name}.log -----'; \
+             cat /var/log/oxbow/{name}.log; echo '----- end of {name}.log -----'"
+        );
+        if self.run_unit(&shower, &["/bin/sh", "-c", &script]).is_ok() {
+            let _ = self.wait_unit_stopped(&shower, Duration::from_secs(60));
+        }
+    }
+
     /// An API client for the forwarded port.
     pub fn api(&self) -> Result<ApiClient> {
         self.api_with_timeout(Duration::from_secs(30))
@@ -456,6 +529,17 @@ impl Appliance {
             std::thread::sleep(Duration::from_millis(500));
         }
     }
+}
+
+/// How a unit's last run ended (see [`Appliance::wait_unit_stopped`]).
+#[derive(Debug, Clone)]
+pub struct UnitExit {
+    /// init's description, e.g. `exited with status 1`, `killed by SIGKILL`.
+    pub how: String,
+    /// The exit code, if it exited rather than being killed.
+    pub code: Option<i64>,
+    /// The full status object.
+    pub status: Value,
 }
 
 fn read_qmp_return(r: &mut impl BufRead) -> Result<Value> {

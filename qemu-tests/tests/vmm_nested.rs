@@ -1,0 +1,119 @@
+//! Oxbow's VMM booting a real Linux guest, nested: the appliance runs under
+//! QEMU (whose emulated SVM gives it a real `/dev/kvm`), and inside it the
+//! VMM runs as a transient unit and boots the guest test assets
+//! (`make guest`) from a CD labelled `OXBOW-GUEST`. The guest's serial
+//! console is the appliance's console, so its `OXBOW-GUEST` lines appear on
+//! the appliance's serial log.
+//!
+//! The same assets boot under QEMU on the host in `tests/guest_assets.rs`:
+//! if those pass and these fail, the VMM is at fault.
+
+use std::time::Duration;
+
+use qemu_tests::guest::{guest_lines, GuestAssets, GUEST_LABEL};
+use qemu_tests::{Appliance, BootOptions, Firmware, UnitExit};
+
+const BOOT: Duration = Duration::from_secs(600);
+const GUEST: Duration = Duration::from_secs(300);
+/// Where the unit mounts the assets CD inside the appliance.
+const MEDIA: &str = "/run/g";
+const VMM: &str = "/usr/lib/oxbow/vmm";
+const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+
+/// Boots the appliance with the assets CD and mounts it on [`MEDIA`].
+fn appliance_with_assets() -> Appliance {
+    let assets = GuestAssets::locate().unwrap();
+    let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
+    opts.test_channel = true;
+    opts.cpus = 2;
+    opts.memory_mib = 2048;
+    opts.extra_cds = vec![assets.iso];
+    let mut vm = Appliance::boot(opts).unwrap();
+    vm.wait_for_serial("test control channel on", BOOT).unwrap();
+    let script = format!(
+        "exec >/dev/console 2>&1; set -e; mkdir -p {MEDIA}; \
+         mount -t iso9660 -o ro LABEL={GUEST_LABEL} {MEDIA}; \
+         test -s {MEDIA}/vmlinuz; test -s {MEDIA}/vmlinux; test -s {MEDIA}/initrd.img; \
+         echo guest media mounted on {MEDIA}"
+    );
+    vm.run_unit("guest-media", &["/bin/sh", "-c", &script])
+        .unwrap();
+    let m = vm.wait_unit_stopped("guest-media", GUEST).unwrap();
+    assert_eq!(
+        m.code,
+        Some(0),
+        "mounting the {GUEST_LABEL} CD in the appliance failed: {}",
+        m.how
+    );
+    vm
+}
+
+/// Runs the VMM on `kernel` (a path on the assets CD) as unit `unit` and
+/// returns how it ended and the console it produced.
+fn run_vmm(vm: &mut Appliance, unit: &str, kernel: &str, cmdline: &str) -> (UnitExit, String) {
+    let before = vm.serial().len();
+    let kernel = format!("{MEDIA}/{kernel}");
+    let initrd = format!("{MEDIA}/initrd.img");
+    let argv = [
+        VMM,
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        cmdline,
+        "--cpus",
+        "2",
+        "--memory",
+        "256",
+        "--serial",
+        "file=/dev/console",
+    ];
+    vm.run_unit(unit, &argv).unwrap();
+    let exit = vm.wait_unit_stopped(unit, GUEST);
+    let console = vm.serial();
+    let console = console.get(before..).unwrap_or(&console).to_string();
+    match exit {
+        Ok(e) => (e, console),
+        Err(e) => {
+            vm.show_unit_log(unit);
+            panic!("{unit}: {e:#}");
+        }
+    }
+}
+
+/// Asserts the guest ran to `done` with both vCPUs online and the VMM
+/// exited with `code`.
+fn check_guest(vm: &mut Appliance, unit: &str, exit: &UnitExit, console: &str, code: i64) {
+    let lines = guest_lines(console);
+    let ok = exit.code == Some(code)
+        && lines.first() == Some(&"start")
+        && lines.contains(&"cpus=2")
+        && lines.last() == Some(&"done");
+    if !ok {
+        vm.show_unit_log(unit);
+        panic!(
+            "{unit}: the VMM {} (expected status {code}); guest lines {lines:?}",
+            exit.how
+        );
+    }
+    eprintln!("{unit}: guest lines {lines:?}");
+}
+
+#[test]
+fn vmm_boots_bzimage_guest_nested() {
+    let mut vm = appliance_with_assets();
+    let (exit, console) = run_vmm(&mut vm, "guest-bzimage", "vmlinuz", CMDLINE);
+    check_guest(&mut vm, "guest-bzimage", &exit, &console, 0);
+}
+
+#[test]
+fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
+    let mut vm = appliance_with_assets();
+    let (exit, console) = run_vmm(&mut vm, "guest-pvh", "vmlinux", CMDLINE);
+    check_guest(&mut vm, "guest-pvh", &exit, &console, 0);
+    // A guest that reboots makes the VMM exit with status 3.
+    let reboot = format!("{CMDLINE} oxbow.reboot");
+    let (exit, console) = run_vmm(&mut vm, "guest-pvh-reboot", "vmlinux", &reboot);
+    check_guest(&mut vm, "guest-pvh-reboot", &exit, &console, 3);
+}

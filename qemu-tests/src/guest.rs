@@ -26,7 +26,15 @@ use anyhow::{bail, ensure, Context, Result};
 /// The ISO9660 volume id of `guest-assets.iso`.
 pub const GUEST_LABEL: &str = "OXBOW-GUEST";
 /// The modules the guest initramfs carries (with their dependencies).
-pub const GUEST_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net", "virtio_rng"];
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_rng",
+    // the ACPI power button and the event device guest-init reads it from
+    "button",
+    "evdev",
+];
 /// The module list inside the initramfs, read by `guest-init`.
 pub const MODULE_LIST: &str = "etc/oxbow/modules.list";
 /// Bump when the layout of the assets changes, to force a rebuild.

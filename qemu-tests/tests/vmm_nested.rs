@@ -117,3 +117,86 @@ fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
     let (exit, console) = run_vmm(&mut vm, "guest-pvh-reboot", "vmlinux", &reboot);
     check_guest(&mut vm, "guest-pvh-reboot", &exit, &console, 3);
 }
+
+/// The control socket answers `info`, `pause` and `resume` while the guest
+/// runs; `shutdown` presses the ACPI power button, the guest sees KEY_POWER
+/// and powers off, the VMM exits 0 and removes its socket.
+#[test]
+fn vmm_control_socket_and_acpi_power_button_nested() {
+    let mut vm = appliance_with_assets();
+    let sock = "/run/guest-acpi.sock";
+    let kernel = format!("{MEDIA}/vmlinux");
+    let initrd = format!("{MEDIA}/initrd.img");
+    let cmdline = format!("{CMDLINE} oxbow.wait-power");
+    let before = vm.serial().len();
+    let argv = [
+        VMM,
+        "--kernel",
+        &kernel,
+        "--initrd",
+        &initrd,
+        "--cmdline",
+        &cmdline,
+        "--cpus",
+        "2",
+        "--memory",
+        "256",
+        "--serial",
+        "file=/dev/console",
+        "--api-socket",
+        sock,
+    ];
+    vm.run_unit("guest-acpi", &argv).unwrap();
+    if let Err(e) = vm.wait_for_serial("OXBOW-GUEST waiting for the power button", GUEST) {
+        vm.show_unit_log("guest-acpi");
+        panic!("{e:#}");
+    }
+    let script = format!(
+        "exec >/dev/console 2>&1; set -e; \
+         info=$({VMM} ctl {sock} info); echo \"CTL-INFO $info\"; \
+         {VMM} ctl {sock} pause >/dev/null; \
+         paused=$({VMM} ctl {sock} info); echo \"CTL-PAUSED $paused\"; \
+         {VMM} ctl {sock} resume >/dev/null; \
+         if {VMM} ctl {sock} explode >/dev/null; then exit 1; fi; \
+         {VMM} ctl {sock} shutdown >/dev/null"
+    );
+    // The reply to `shutdown` is not printed: the guest answers the button
+    // at once on the same console, and the two writers' bytes would mix.
+    vm.run_unit("ctl", &["/bin/sh", "-c", &script]).unwrap();
+    let ctl = vm.wait_unit_stopped("ctl", GUEST).unwrap();
+    let exit = vm.wait_unit_stopped("guest-acpi", GUEST).unwrap();
+    let console = vm.serial();
+    let console = console.get(before..).unwrap_or(&console).to_string();
+    let line = |tag: &str| {
+        console
+            .lines()
+            .find(|l| l.contains(tag))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (info, paused) = (line("CTL-INFO "), line("CTL-PAUSED "));
+    let lines = guest_lines(&console);
+    let ok = ctl.code == Some(0)
+        && info.contains(r#""state":"running""#)
+        && info.contains(r#""vcpus":2"#)
+        && info.contains(r#""memory_mib":256"#)
+        && paused.contains(r#""state":"paused""#)
+        && lines.contains(&"power-button")
+        && lines.last() == Some(&"done")
+        && exit.code == Some(0);
+    if !ok {
+        vm.show_unit_log("ctl");
+        vm.show_unit_log("guest-acpi");
+        panic!(
+            "ctl {}; info {info:?}; paused {paused:?}; guest lines {lines:?}; VMM {}",
+            ctl.how, exit.how
+        );
+    }
+    vm.run_unit(
+        "socket-gone",
+        &["/bin/sh", "-c", &format!("test ! -e {sock}")],
+    )
+    .unwrap();
+    let gone = vm.wait_unit_stopped("socket-gone", GUEST).unwrap();
+    assert_eq!(gone.code, Some(0), "the VMM left {sock} behind");
+}

@@ -8,6 +8,7 @@ use crate::vm::{SerialOut, VmConfig};
 pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
            [--cpus N] [--serial stdio|file=PATH|none] [--api-socket PATH]
+       vmm ctl SOCKET (ping|info|pause|resume|shutdown|stop|JSON)
        vmm probe
 
   --kernel PATH       bzImage, or ELF vmlinux with a PVH entry note

@@ -145,6 +145,21 @@ fn serve_conn(conn: UnixStream, vm: &VmHandle) {
     }
 }
 
+/// Sends one request to the control socket at `path` and returns the reply
+/// line. `request` is either a JSON object or a bare command name.
+pub fn client(path: &Path, request: &str) -> std::io::Result<String> {
+    let line = if request.trim_start().starts_with('{') {
+        request.trim().to_string()
+    } else {
+        json!({ "cmd": request.trim() }).to_string()
+    };
+    let mut s = UnixStream::connect(path)?;
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply)?;
+    Ok(reply.trim_end().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -187,11 +187,15 @@ pub fn segment(index: u16, entry: u64) -> kvm_segment {
 /// into; a kernel that restarts through the reset vector (the BIOS reboot
 /// method) ends up here and resets the VM.
 pub const RESET_VECTOR_CODE: [u8; 9] = [
-    0xb0, crate::acpi::RESET_VALUE, // mov al, RESET_VALUE
-    0xba, (crate::acpi::RESET_PORT & 0xff) as u8, (crate::acpi::RESET_PORT >> 8) as u8, // mov dx, RESET_PORT
-    0xee, // out dx, al
-    0xf4, // hlt
-    0xeb, 0xfd, // jmp back to hlt
+    0xb0,
+    crate::acpi::RESET_VALUE, // mov al, RESET_VALUE
+    0xba,
+    (crate::acpi::RESET_PORT & 0xff) as u8,
+    (crate::acpi::RESET_PORT >> 8) as u8, // mov dx, RESET_PORT
+    0xee,                                 // out dx, al
+    0xf4,                                 // hlt
+    0xeb,
+    0xfd, // jmp back to hlt
 ];
 
 /// The physical address of the reset vector.

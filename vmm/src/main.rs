@@ -21,10 +21,37 @@ fn probe() -> ExitCode {
     }
 }
 
+/// `vmm ctl SOCKET REQUEST`: one request to a running VMM's control socket.
+fn ctl(args: &[String]) -> ExitCode {
+    let [socket, request] = args else {
+        eprintln!("usage: vmm ctl SOCKET (ping|info|pause|resume|shutdown|stop|JSON)");
+        return ExitCode::from(2);
+    };
+    match vmm::control::client(std::path::Path::new(socket), request) {
+        Ok(reply) => {
+            println!("{reply}");
+            let ok = serde_json::from_str::<serde_json::Value>(&reply)
+                .ok()
+                .and_then(|v| v.get("ok").and_then(|o| o.as_bool()))
+                .unwrap_or(false);
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("vmm ctl {socket}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("probe") => return probe(),
+        Some("ctl") => return ctl(&args[1..]),
         Some("--help") | Some("-h") => {
             println!("{}", vmm::cli::USAGE);
             return ExitCode::SUCCESS;

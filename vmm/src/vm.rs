@@ -527,7 +527,8 @@ fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
         let r = vcpu.run();
         if trace {
             match &r {
-                Ok(VcpuExit::IoIn(p, _)) | Ok(VcpuExit::IoOut(p, _)) if (0x3f8..0x400).contains(p) => {}
+                Ok(VcpuExit::IoIn(p, _)) | Ok(VcpuExit::IoOut(p, _))
+                    if (0x3f8..0x400).contains(p) => {}
                 other => eprintln!("vcpu exit: {other:?}"),
             }
         }

@@ -28,6 +28,11 @@
 //! until one is answered (`net=ok`) or 20 s have passed (`net=fail`);
 //! without those parameters it prints `net=skipped`.
 //!
+//! With `oxbow.wait-power` on the command line it then prints
+//! `OXBOW-GUEST waiting for the power button`, waits for a KEY_POWER press
+//! on any `/dev/input/event*` (the ACPI power button, `button` + `evdev`)
+//! and prints `OXBOW-GUEST power-button`, as a distribution's logind would.
+//!
 //! Then it syncs and calls `reboot(2)`: power off, or restart when the
 //! command line has `oxbow.reboot`. Nothing here panics; a failed step is
 //! reported and the next one runs.
@@ -77,6 +82,11 @@ fn main() {
     say(&format!("disk={}", check_disk()));
     say(&format!("rng={}", check_rng()));
     say(&format!("net={}", check_net(&cmdline)));
+    if cmdline.split_whitespace().any(|w| w == "oxbow.wait-power") {
+        say("waiting for the power button");
+        wait_power_button();
+        say("power-button");
+    }
     say("done");
     nix::unistd::sync();
     let how = if cmdline.split_whitespace().any(|w| w == "oxbow.reboot") {
@@ -90,6 +100,47 @@ fn main() {
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
+}
+
+/// Blocks until an input device reports KEY_POWER pressed.
+fn wait_power_button() {
+    const EV_KEY: u16 = 1;
+    const KEY_POWER: u16 = 116;
+    // struct input_event on x86_64: timeval (16), type (2), code (2), value (4).
+    const EVENT_SIZE: usize = 24;
+    let devices: Vec<File> = wait_for(|| {
+        let v: Vec<File> = std::fs::read_dir("/dev/input")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("event"))
+            .filter_map(|e| File::open(e.path()).ok())
+            .collect();
+        (!v.is_empty()).then_some(v)
+    })
+    .unwrap_or_default();
+    if devices.is_empty() {
+        say("no input device for the power button");
+        return;
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for mut dev in devices {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut ev = [0u8; EVENT_SIZE];
+            while dev.read_exact(&mut ev).is_ok() {
+                let kind = u16::from_le_bytes([ev[16], ev[17]]);
+                let code = u16::from_le_bytes([ev[18], ev[19]]);
+                let value = i32::from_le_bytes([ev[20], ev[21], ev[22], ev[23]]);
+                if kind == EV_KEY && code == KEY_POWER && value == 1 {
+                    let _ = tx.send(());
+                    return;
+                }
+            }
+        });
+    }
+    let _ = rx.recv();
 }
 
 /// Writes one `OXBOW-GUEST` line to the console in a single write.

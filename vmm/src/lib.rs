@@ -19,4 +19,5 @@ pub mod devices;
 pub mod exit;
 pub mod layout;
 pub mod probe;
+pub mod virtio;
 pub mod vm;

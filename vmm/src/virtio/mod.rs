@@ -1,0 +1,165 @@
+//! virtio devices and their PCI transport.
+//!
+//! A device implements [`VirtioDevice`]: it declares its type, queues,
+//! features and configuration space, and on [`VirtioDevice::activate`]
+//! takes its queues (each with the eventfd KVM signals when the guest
+//! notifies it) and an [`Interrupt`] to signal used buffers. Devices run
+//! their queues on their own worker thread ([`Worker`]), an epoll loop, so
+//! a vCPU never waits for device I/O.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+/// virtio 1.0 (modern) devices only.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// virtio device types (virtio spec 5).
+pub mod device_type {
+    /// Network card.
+    pub const NET: u32 = 1;
+    /// Block device.
+    pub const BLOCK: u32 = 2;
+    /// Entropy source.
+    pub const RNG: u32 = 4;
+}
+
+/// How a device tells the guest about used buffers or a config change.
+pub trait Interrupt: Send + Sync {
+    /// Queue `index` has new used buffers.
+    fn queue(&self, index: u16) -> io::Result<()>;
+    /// The device configuration changed.
+    fn config(&self) -> io::Result<()>;
+}
+
+/// A queue handed to a device when the driver sets DRIVER_OK.
+#[derive(Debug)]
+pub struct ActiveQueue {
+    /// Its index.
+    pub index: u16,
+    /// The queue itself (addresses, size, ring positions).
+    pub queue: Queue,
+    /// Becomes readable when the guest notifies the queue.
+    pub kick: EventFd,
+}
+
+/// A virtio device behind a transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device type.
+    fn device_type(&self) -> u32;
+    /// A short name for `info` (`blk`, `net`, `rng`).
+    fn name(&self) -> &'static str;
+    /// The maximum size of each queue.
+    fn queue_sizes(&self) -> Vec<u16>;
+    /// Device feature bits offered (include [`VIRTIO_F_VERSION_1`]).
+    fn features(&self) -> u64;
+    /// Reads the device configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device configuration space (most devices ignore it).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Starts the device with the features the driver accepted.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        acked_features: u64,
+        queues: Vec<ActiveQueue>,
+        interrupt: Arc<dyn Interrupt>,
+    ) -> io::Result<()>;
+    /// Stops the device (driver reset); it can be activated again.
+    fn reset(&mut self);
+    /// What `info` on the control socket reports about it.
+    fn info(&self) -> serde_json::Value;
+}
+
+/// Copies `src` (a little-endian config structure) into a guest read at
+/// `offset`; bytes past the end read as zero.
+pub fn read_config_bytes(src: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| src.get(o))
+            .copied()
+            .unwrap_or(0);
+    }
+}
+
+/// A device's worker thread: an epoll loop over its queue eventfds (and
+/// any other fds, such as a tap), stopped through its own eventfd.
+#[derive(Debug)]
+pub struct Worker {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The epoll token of the stop eventfd.
+const STOP_TOKEN: u64 = u64::MAX;
+
+impl Worker {
+    /// Starts `name` polling `fds` (token = position in `fds`) and calling
+    /// `handle(token)` for each readable one. `handle` returns false to end
+    /// the loop.
+    pub fn spawn<F>(name: String, fds: Vec<RawFd>, mut handle: F) -> io::Result<Worker>
+    where
+        F: FnMut(usize) -> bool + Send + 'static,
+    {
+        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        epoll.ctl(
+            ControlOperation::Add,
+            stop.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, STOP_TOKEN),
+        )?;
+        for (i, fd) in fds.iter().enumerate() {
+            epoll.ctl(
+                ControlOperation::Add,
+                *fd,
+                EpollEvent::new(EventSet::IN, i as u64),
+            )?;
+        }
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let mut events = vec![EpollEvent::default(); 16];
+            loop {
+                let n = match epoll.wait(-1, &mut events) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                };
+                for ev in &events[..n] {
+                    if ev.data() == STOP_TOKEN || !handle(ev.data() as usize) {
+                        return;
+                    }
+                }
+            }
+        })?;
+        Ok(Worker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Reads and discards an eventfd's counter (a queue kick).
+pub fn drain(evt: &EventFd) {
+    let _ = evt.read();
+}

@@ -9,9 +9,9 @@
 //! event fired from an I/O register.
 
 use acpi_tables::aml::{
-    self, And, Device, EISAName, Equal, Field, FieldAccessType, FieldEntry, FieldLockRule,
-    FieldUpdateRule, If, Interrupt, Local, Method, Name, Notify, OpRegion, OpRegionSpace, Package,
-    Path, ResourceTemplate, Store,
+    self, AddressSpaceCacheable, And, Device, EISAName, Equal, Field, FieldAccessType, FieldEntry,
+    FieldLockRule, FieldUpdateRule, If, Interrupt, Local, Method, Name, Notify, OpRegion,
+    OpRegionSpace, Package, Path, ResourceTemplate, Store,
 };
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
@@ -126,6 +126,52 @@ pub fn dsdt_body() -> Vec<u8> {
                         vec![&Notify::new(&Path::new("\\_SB_.PWRB"), &0x80u8)],
                     ),
                 ],
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut v);
+    // The PCI root bridge: bus 0, the config ports, all other I/O ports,
+    // and the 32-bit BAR window; ECAM is reserved as a motherboard resource.
+    Device::new(
+        "_SB_.PCI0".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0A08")),
+            &Name::new("_CID".into(), &EISAName::new("PNP0A03")),
+            &Name::new("_ADR".into(), &0u8),
+            &Name::new("_SEG".into(), &0u8),
+            &Name::new("_UID".into(), &0u8),
+            &Name::new("_BBN".into(), &0u8),
+            &Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![
+                    &aml::AddressSpace::new_bus_number(0u16, 0u16),
+                    &aml::IO::new(0xcf8, 0xcf8, 1, 8),
+                    &aml::AddressSpace::new_io(0u16, 0xcf7u16, None),
+                    &aml::AddressSpace::new_io(0xd00u16, 0xffffu16, None),
+                    &aml::AddressSpace::new_memory(
+                        AddressSpaceCacheable::NotCacheable,
+                        true,
+                        layout::PCI_MMIO32_START as u32,
+                        (layout::PCI_MMIO32_END - 1) as u32,
+                        None,
+                    ),
+                ]),
+            ),
+        ],
+    )
+    .to_aml_bytes(&mut v);
+    Device::new(
+        "_SB_.MRES".into(),
+        vec![
+            &Name::new("_HID".into(), &EISAName::new("PNP0C02")),
+            &Name::new("_UID".into(), &0u8),
+            &Name::new(
+                "_CRS".into(),
+                &ResourceTemplate::new(vec![&aml::Memory32Fixed::new(
+                    false,
+                    layout::PCI_ECAM as u32,
+                    layout::PCI_ECAM_SIZE as u32,
+                )]),
             ),
         ],
     )
@@ -338,6 +384,11 @@ mod tests {
             "Local Apic Address : FEE00000",
             "Address : FEC00000",
             "Base Address : 00000000E0000000",
+            "Device (_SB.PCI0)",
+            "EisaId (\"PNP0A08\")",
+            "0xC0000000,         // Range Minimum",
+            "0xDFFFFFFF,         // Range Maximum",
+            "EisaId (\"PNP0C02\")",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -2,12 +2,13 @@
 
 use std::path::PathBuf;
 
-use crate::vm::{SerialOut, VmConfig};
+use crate::vm::{DiskConfig, SerialOut, VmConfig};
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
            [--cpus N] [--serial stdio|file=PATH|none] [--api-socket PATH]
+           [--disk PATH[,readonly]]... [--no-rng]
        vmm ctl SOCKET (ping|info|pause|resume|shutdown|stop|JSON)
        vmm probe
 
@@ -18,6 +19,9 @@ usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
   --cpus N            vCPUs, 1-254 [default: 1]
   --serial WHERE      the console: stdio, file=PATH or none [default: stdio]
   --api-socket PATH   control socket (JSON lines; see docs/vmm.md)
+  --disk PATH[,readonly]
+                      a virtio-blk disk on a raw image or block device; repeatable
+  --no-rng            no virtio-rng device (one is added by default)
 
 exit status: 0 the guest powered off (or `stop`), 3 the guest reset,
 1 an error or a guest KVM could not run, 2 bad usage";
@@ -33,6 +37,30 @@ pub fn parse_memory(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or_else(|| format!("--memory {s}: not a size in MiB"))
+}
+
+/// Parses `--disk PATH[,readonly]`.
+pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
+    let mut parts = s.split(',');
+    let path = parts
+        .next()
+        .filter(|p| !p.is_empty())
+        .ok_or("--disk needs a path")?;
+    let mut d = DiskConfig {
+        path: PathBuf::from(path),
+        readonly: false,
+    };
+    for opt in parts {
+        match opt {
+            "readonly" | "ro" => d.readonly = true,
+            other => {
+                return Err(format!(
+                    "--disk {s}: unknown option {other:?} (known: readonly)"
+                ))
+            }
+        }
+    }
+    Ok(d)
 }
 
 /// Parses `--serial`.
@@ -76,6 +104,8 @@ pub fn parse(args: &[String]) -> Result<VmConfig, String> {
             }
             "--serial" => c.serial = parse_serial(&value()?)?,
             "--api-socket" => c.api_socket = Some(PathBuf::from(value()?)),
+            "--disk" => c.disks.push(parse_disk(&value()?)?),
+            "--no-rng" => c.rng = false,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -107,6 +137,20 @@ mod tests {
     }
 
     #[test]
+    fn disks_and_rng() {
+        let c = parse(&args(
+            "--kernel /k --disk /a.raw --disk /b.raw,readonly --no-rng",
+        ))
+        .unwrap();
+        assert_eq!(c.disks.len(), 2);
+        assert!(!c.disks[0].readonly);
+        assert!(c.disks[1].readonly);
+        assert_eq!(c.disks[1].path, PathBuf::from("/b.raw"));
+        assert!(!c.rng);
+        assert!(parse(&args("--kernel /k")).unwrap().rng);
+    }
+
+    #[test]
     fn equals_form_and_defaults() {
         let c = parse(&args("--kernel=/k --memory=256")).unwrap();
         assert_eq!(c.memory_mib, 256);
@@ -123,7 +167,10 @@ mod tests {
         assert!(parse(&args("--kernel /k --cpus 300")).is_err());
         assert!(parse(&args("--kernel /k --memory lots")).is_err());
         assert!(parse(&args("--kernel /k --serial tcp:1")).is_err());
-        assert!(parse(&args("--kernel /k --disk /d"))
+        assert!(parse(&args("--kernel /k --disk /d,cache=none"))
+            .unwrap_err()
+            .contains("unknown option"));
+        assert!(parse(&args("--kernel /k --net tap=x"))
             .unwrap_err()
             .contains("unknown"));
         assert!(parse(&args("--kernel"))

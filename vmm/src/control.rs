@@ -81,6 +81,12 @@ fn info(vm: &VmHandle) -> Value {
         SerialOut::File(p) => format!("file={}", p.display()),
         SerialOut::Null => "none".to_string(),
     };
+    let mut devices = vec![
+        json!({"type": "serial", "port": "0x3f8", "irq": crate::acpi::SERIAL_GSI, "output": serial}),
+        json!({"type": "i8042", "port": "0x60"}),
+        json!({"type": "acpi-ged", "port": format!("{:#x}", crate::acpi::GED_PORT), "irq": crate::acpi::GED_GSI}),
+    ];
+    devices.extend(vm.bus.pci.info());
     json!({
         "state": state,
         "vcpus": c.cpus,
@@ -88,11 +94,7 @@ fn info(vm: &VmHandle) -> Value {
         "kernel": c.kernel.display().to_string(),
         "initrd": c.initrd.as_ref().map(|p| p.display().to_string()),
         "cmdline": c.cmdline,
-        "devices": [
-            {"type": "serial", "port": "0x3f8", "irq": crate::acpi::SERIAL_GSI, "output": serial},
-            {"type": "i8042", "port": "0x60"},
-            {"type": "acpi-ged", "port": format!("{:#x}", crate::acpi::GED_PORT), "irq": crate::acpi::GED_GSI},
-        ],
+        "devices": devices,
         "pid": std::process::id(),
     })
 }

@@ -104,6 +104,8 @@ pub struct PortBus {
     pub i8042: Mutex<I8042Device<ResetTrigger>>,
     /// ACPI sleep, reset and GED registers.
     pub pm: AcpiPm,
+    /// The PCI root bus (config ports 0xcf8-0xcff, ECAM and BARs).
+    pub pci: crate::pci::PciBus,
 }
 
 impl std::fmt::Debug for PortBus {
@@ -116,6 +118,9 @@ impl PortBus {
     /// Handles an `in` of `data.len()` bytes.
     pub fn read(&self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
+        if self.pci.pio_read(port, data) {
+            return;
+        }
         match port {
             SERIAL_PORT..=0x3ff => {
                 if let Ok(mut s) = self.serial.lock() {
@@ -132,8 +137,23 @@ impl PortBus {
         }
     }
 
+    /// Handles an MMIO read; unmapped addresses read all-ones.
+    pub fn mmio_read(&self, addr: u64, data: &mut [u8]) {
+        if !self.pci.mmio_read(addr, data) {
+            data.fill(0xff);
+        }
+    }
+
+    /// Handles an MMIO write; writes to unmapped addresses are dropped.
+    pub fn mmio_write(&self, addr: u64, data: &[u8]) {
+        let _ = self.pci.mmio_write(addr, data);
+    }
+
     /// Handles an `out`.
     pub fn write(&self, port: u16, data: &[u8]) {
+        if self.pci.pio_write(port, data) {
+            return;
+        }
         let Some(&value) = data.first() else { return };
         match port {
             SERIAL_PORT..=0x3ff => {
@@ -179,6 +199,7 @@ mod tests {
             )),
             i8042: Mutex::new(I8042Device::new(ResetTrigger(exit.clone()))),
             pm: AcpiPm::new(exit.clone(), ged.try_clone().unwrap()),
+            pci: crate::pci::PciBus::new(),
         };
         (bus, exit, ged, out)
     }
@@ -226,7 +247,7 @@ mod tests {
     fn unknown_ports_read_all_ones() {
         let (bus, exit, _, _) = new_bus();
         let mut v = [0u8; 4];
-        bus.read(0xcfc, &mut v);
+        bus.read(0x2f8, &mut v);
         assert_eq!(v, [0xff; 4]);
         bus.write(0x80, &[0x12]);
         assert_eq!(exit.reason(), None);

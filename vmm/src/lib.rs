@@ -18,6 +18,7 @@ pub mod cpu;
 pub mod devices;
 pub mod exit;
 pub mod layout;
+pub mod pci;
 pub mod probe;
 pub mod virtio;
 pub mod vm;

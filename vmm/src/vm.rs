@@ -22,6 +22,11 @@ use crate::cpu::{self, CpuError};
 use crate::devices::{AcpiPm, IrqTrigger, PortBus, ResetTrigger};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::layout;
+use crate::pci::PciBus;
+use crate::virtio::blk::Blk;
+use crate::virtio::pci::{self as pci_virtio, VirtioPci};
+use crate::virtio::rng::Rng;
+use crate::virtio::VirtioDevice;
 
 /// Where the guest's serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +56,19 @@ pub struct VmConfig {
     pub serial: SerialOut,
     /// The control socket.
     pub api_socket: Option<PathBuf>,
+    /// virtio-blk disks, in PCI slot order.
+    pub disks: Vec<DiskConfig>,
+    /// Whether to add a virtio-rng.
+    pub rng: bool,
+}
+
+/// A disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// A raw image file or a block device.
+    pub path: PathBuf,
+    /// Refuse guest writes.
+    pub readonly: bool,
 }
 
 impl Default for VmConfig {
@@ -63,6 +81,8 @@ impl Default for VmConfig {
             cpus: 1,
             serial: SerialOut::Stdio,
             api_socket: None,
+            disks: Vec::new(),
+            rng: true,
         }
     }
 }
@@ -232,7 +252,7 @@ impl VmHandle {
 /// A built VM, ready to run.
 pub struct Vm {
     _kvm: Kvm,
-    vm: VmFd,
+    _vm: Arc<VmFd>,
     mem: GuestMemoryMmap,
     vcpus: Vec<VcpuFd>,
     handle: Arc<VmHandle>,
@@ -319,7 +339,7 @@ impl Vm {
                 config.cpus
             )));
         }
-        let vm = kvm_fd.create_vm().map_err(kvm("create VM"))?;
+        let vm = Arc::new(kvm_fd.create_vm().map_err(kvm("create VM"))?);
         vm.set_tss_address(0xfffb_d000)
             .map_err(kvm("set TSS address"))?;
         vm.set_identity_map_address(0xfffb_c000)
@@ -369,6 +389,22 @@ impl Vm {
         let ged_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?;
         vm.register_irqfd(&ged_irq, acpi::GED_GSI)
             .map_err(kvm("GED irqfd"))?;
+        let mut pci = PciBus::new();
+        let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+        for d in &config.disks {
+            devices.push(Box::new(
+                Blk::new(&d.path, d.readonly).map_err(io("virtio-blk"))?,
+            ));
+        }
+        if config.rng {
+            devices.push(Box::new(Rng::new()));
+        }
+        for (n, dev) in devices.into_iter().enumerate() {
+            let name = dev.name();
+            let p = VirtioPci::new(dev, vm.clone(), mem.clone(), pci_virtio::bar_address(n))
+                .map_err(io(format!("virtio-{name} on PCI")))?;
+            pci.add(Box::new(p));
+        }
         let bus = Arc::new(PortBus {
             serial: Mutex::new(Serial::new(
                 IrqTrigger(serial_irq),
@@ -376,6 +412,7 @@ impl Vm {
             )),
             i8042: Mutex::new(I8042Device::new(ResetTrigger(exit.clone()))),
             pm: AcpiPm::new(exit.clone(), ged_irq),
+            pci,
         });
 
         let supported = kvm_fd
@@ -406,7 +443,7 @@ impl Vm {
         });
         Ok(Vm {
             _kvm: kvm_fd,
-            vm,
+            _vm: vm,
             mem,
             vcpus,
             handle,
@@ -471,7 +508,6 @@ impl Vm {
         if let Ok(mut s) = self.handle.bus.serial.lock() {
             let _ = s.writer_mut().flush();
         }
-        drop(self.vm);
         Ok(reason)
     }
 }
@@ -535,8 +571,8 @@ fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
         match r {
             Ok(VcpuExit::IoIn(port, data)) => h.bus.read(port, data),
             Ok(VcpuExit::IoOut(port, data)) => h.bus.write(port, data),
-            Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xff),
-            Ok(VcpuExit::MmioWrite(..)) => {}
+            Ok(VcpuExit::MmioRead(addr, data)) => h.bus.mmio_read(addr, data),
+            Ok(VcpuExit::MmioWrite(addr, data)) => h.bus.mmio_write(addr, data),
             Ok(VcpuExit::Hlt) | Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => {}
             Ok(VcpuExit::Shutdown) => h.exit.request(ExitReason::Reset),
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {

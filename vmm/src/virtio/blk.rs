@@ -1,0 +1,422 @@
+//! virtio-blk on a raw image file: read, write, flush, discard,
+//! write-zeroes, get-id, and read-only disks.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+use super::{device_type, drain, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1};
+
+/// Sector size of the protocol.
+pub const SECTOR: u64 = 512;
+
+const F_SEG_MAX: u64 = 1 << 2;
+const F_RO: u64 = 1 << 5;
+const F_BLK_SIZE: u64 = 1 << 6;
+const F_FLUSH: u64 = 1 << 9;
+const F_DISCARD: u64 = 1 << 13;
+const F_WRITE_ZEROES: u64 = 1 << 14;
+
+/// Request types.
+pub mod req {
+    /// Read.
+    pub const IN: u32 = 0;
+    /// Write.
+    pub const OUT: u32 = 1;
+    /// Flush.
+    pub const FLUSH: u32 = 4;
+    /// Device id string.
+    pub const GET_ID: u32 = 8;
+    /// Discard ranges.
+    pub const DISCARD: u32 = 11;
+    /// Write zeroes to ranges.
+    pub const WRITE_ZEROES: u32 = 13;
+}
+
+/// Status byte values.
+pub mod status {
+    /// Done.
+    pub const OK: u8 = 0;
+    /// I/O error (also: out of range, write to a read-only disk).
+    pub const IOERR: u8 = 1;
+    /// Unsupported request.
+    pub const UNSUPP: u8 = 2;
+}
+
+/// Segments per request the guest may use.
+const SEG_MAX: u32 = 126;
+/// Largest discard or write-zeroes range, in sectors (1 GiB).
+const MAX_DISCARD_SECTORS: u32 = 1 << 21;
+/// Largest single read or write we buffer (the guest's own limit with
+/// SEG_MAX 4 KiB segments is far below this).
+const MAX_IO: usize = 32 << 20;
+
+/// A block device on an image file.
+#[derive(Debug)]
+pub struct Blk {
+    path: PathBuf,
+    file: Arc<File>,
+    readonly: bool,
+    sectors: u64,
+    id: [u8; 20],
+    worker: Option<Worker>,
+    stats: Arc<Mutex<Stats>>,
+}
+
+/// Counters reported by `info`.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    /// Read requests.
+    pub reads: u64,
+    /// Write requests.
+    pub writes: u64,
+    /// Flushes.
+    pub flushes: u64,
+    /// Requests that failed.
+    pub errors: u64,
+}
+
+impl Blk {
+    /// Opens `path` (read-only if asked). The file must exist and be a
+    /// regular file or a block device; its size is rounded down to sectors.
+    pub fn new(path: &Path, readonly: bool) -> std::io::Result<Blk> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .open(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("disk {}: {e}", path.display())))?;
+        let len = file_len(&file)?;
+        if len < SECTOR {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "disk {}: {len} bytes, smaller than one sector",
+                    path.display()
+                ),
+            ));
+        }
+        let mut id = [0u8; 20];
+        let name = format!(
+            "oxbow-{}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        );
+        for (d, s) in id.iter_mut().zip(name.bytes()) {
+            *d = s;
+        }
+        Ok(Blk {
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            readonly,
+            sectors: len / SECTOR,
+            id,
+            worker: None,
+            stats: Arc::default(),
+        })
+    }
+
+    /// Capacity in sectors.
+    pub fn sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    fn config_bytes(&self) -> [u8; 60] {
+        let mut c = [0u8; 60];
+        c[0..8].copy_from_slice(&self.sectors.to_le_bytes());
+        c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
+        c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
+        c[34..36].copy_from_slice(&1u16.to_le_bytes()); // num_queues
+        c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[40..44].copy_from_slice(&1u32.to_le_bytes()); // max_discard_seg
+        c[44..48].copy_from_slice(&1u32.to_le_bytes()); // discard_sector_alignment
+        c[48..52].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
+        c[52..56].copy_from_slice(&1u32.to_le_bytes()); // max_write_zeroes_seg
+        c[56] = 1; // write_zeroes_may_unmap
+        c
+    }
+}
+
+fn file_len(f: &File) -> std::io::Result<u64> {
+    let m = f.metadata()?;
+    if m.file_type().is_file() {
+        return Ok(m.len());
+    }
+    // A block device: its size is where a seek to the end lands.
+    let mut f = f;
+    std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+}
+
+/// What one request did: the bytes written into the guest's buffers
+/// (data and status) and the status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done {
+    /// Used length.
+    pub len: u32,
+    /// Status byte.
+    pub status: u8,
+}
+
+/// The disk a request runs against.
+#[derive(Debug, Clone, Copy)]
+pub struct Disk<'a> {
+    /// The image.
+    pub file: &'a File,
+    /// Its size in sectors.
+    pub sectors: u64,
+    /// Read-only.
+    pub readonly: bool,
+    /// The id string.
+    pub id: &'a [u8; 20],
+}
+
+fn range_ok(disk: &Disk, sector: u64, bytes: u64) -> bool {
+    bytes % SECTOR == 0
+        && sector
+            .checked_add(bytes / SECTOR)
+            .is_some_and(|end| end <= disk.sectors)
+}
+
+fn punch(file: &File, off: u64, len: u64, zero: bool) -> std::io::Result<()> {
+    let mode = if zero {
+        libc::FALLOC_FL_ZERO_RANGE
+    } else {
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE
+    };
+    // SAFETY: fallocate on an owned, open fd with plain integer arguments.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), mode, off as i64, len as i64) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Runs one request (a popped chain) and writes its status.
+pub fn handle<M>(
+    chain: virtio_queue::DescriptorChain<M>,
+    mem: &GuestMemoryMmap,
+    disk: &Disk,
+    stats: &mut Stats,
+) -> Done
+where
+    M: std::ops::Deref<Target = GuestMemoryMmap> + Clone,
+{
+    let fail = Done {
+        len: 0,
+        status: status::IOERR,
+    };
+    let Ok(mut reader) = chain.clone().reader(mem) else {
+        stats.errors += 1;
+        return fail;
+    };
+    let Ok(mut writer) = chain.writer(mem) else {
+        stats.errors += 1;
+        return fail;
+    };
+    let avail = writer.available_bytes();
+    if avail == 0 {
+        stats.errors += 1;
+        return fail; // no room for the status byte
+    }
+    let Ok(mut status_w) = writer.split_at(avail - 1) else {
+        stats.errors += 1;
+        return fail;
+    };
+    let (kind, sector) = match (
+        reader.read_obj::<u32>(),
+        reader.read_obj::<u32>(),
+        reader.read_obj::<u64>(),
+    ) {
+        (Ok(k), Ok(_), Ok(s)) => (k, s),
+        _ => {
+            stats.errors += 1;
+            let _ = status_w.write_all(&[status::IOERR]);
+            return Done {
+                len: 1,
+                status: status::IOERR,
+            };
+        }
+    };
+    let mut data_len = 0u32;
+    let st = (|| -> u8 {
+        match kind {
+            req::IN => {
+                let n = writer.available_bytes();
+                if n > MAX_IO || !range_ok(disk, sector, n as u64) {
+                    return status::IOERR;
+                }
+                let mut buf = vec![0u8; n];
+                if disk.file.read_exact_at(&mut buf, sector * SECTOR).is_err() {
+                    return status::IOERR;
+                }
+                if writer.write_all(&buf).is_err() {
+                    return status::IOERR;
+                }
+                data_len = n as u32;
+                stats.reads += 1;
+                status::OK
+            }
+            req::OUT => {
+                let n = reader.available_bytes();
+                if disk.readonly || n > MAX_IO || !range_ok(disk, sector, n as u64) {
+                    return status::IOERR;
+                }
+                let mut buf = vec![0u8; n];
+                if reader.read_exact(&mut buf).is_err() {
+                    return status::IOERR;
+                }
+                if disk.file.write_all_at(&buf, sector * SECTOR).is_err() {
+                    return status::IOERR;
+                }
+                stats.writes += 1;
+                status::OK
+            }
+            req::FLUSH => {
+                stats.flushes += 1;
+                if disk.readonly || disk.file.sync_data().is_ok() {
+                    status::OK
+                } else {
+                    status::IOERR
+                }
+            }
+            req::GET_ID => {
+                let n = writer.available_bytes().min(20);
+                if writer.write_all(&disk.id[..n]).is_err() {
+                    return status::IOERR;
+                }
+                data_len = n as u32;
+                status::OK
+            }
+            req::DISCARD | req::WRITE_ZEROES => {
+                if disk.readonly {
+                    return status::IOERR;
+                }
+                // One or more 16-byte segments: sector, num_sectors, flags.
+                while reader.available_bytes() >= 16 {
+                    let (Ok(s), Ok(n), Ok(_flags)) = (
+                        reader.read_obj::<u64>(),
+                        reader.read_obj::<u32>(),
+                        reader.read_obj::<u32>(),
+                    ) else {
+                        return status::IOERR;
+                    };
+                    if n > MAX_DISCARD_SECTORS || !range_ok(disk, s, u64::from(n) * SECTOR) {
+                        return status::IOERR;
+                    }
+                    if punch(
+                        disk.file,
+                        s * SECTOR,
+                        u64::from(n) * SECTOR,
+                        kind == req::WRITE_ZEROES,
+                    )
+                    .is_err()
+                    {
+                        return status::IOERR;
+                    }
+                }
+                status::OK
+            }
+            _ => status::UNSUPP,
+        }
+    })();
+    if st != status::OK {
+        stats.errors += 1;
+    }
+    let _ = status_w.write_all(&[st]);
+    Done {
+        len: data_len + 1,
+        status: st,
+    }
+}
+
+/// Serves every available request; returns whether any buffer was used.
+pub fn process(q: &mut Queue, mem: &GuestMemoryMmap, disk: &Disk, stats: &mut Stats) -> bool {
+    let mut used = false;
+    while let Some(chain) = q.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        let done = handle(chain, mem, disk, stats);
+        if q.add_used(mem, head, done.len).is_err() {
+            break;
+        }
+        used = true;
+    }
+    used
+}
+
+impl VirtioDevice for Blk {
+    fn device_type(&self) -> u32 {
+        device_type::BLOCK
+    }
+    fn name(&self) -> &'static str {
+        "blk"
+    }
+    fn queue_sizes(&self) -> Vec<u16> {
+        vec![256]
+    }
+    fn features(&self) -> u64 {
+        let mut f = VIRTIO_F_VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        if self.readonly {
+            f |= F_RO;
+        } else {
+            f |= F_DISCARD | F_WRITE_ZEROES;
+        }
+        f
+    }
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        super::read_config_bytes(&self.config_bytes(), offset, data);
+    }
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        _acked: u64,
+        mut queues: Vec<ActiveQueue>,
+        irq: Arc<dyn Interrupt>,
+    ) -> std::io::Result<()> {
+        let Some(mut aq) = queues.pop() else {
+            return Ok(());
+        };
+        let file = self.file.clone();
+        let (sectors, readonly, id) = (self.sectors, self.readonly, self.id);
+        let stats = self.stats.clone();
+        let fds = vec![aq.kick.as_raw_fd()];
+        self.worker = Some(Worker::spawn("virtio-blk".into(), fds, move |_| {
+            drain(&aq.kick);
+            let disk = Disk {
+                file: &file,
+                sectors,
+                readonly,
+                id: &id,
+            };
+            let mut s = stats.lock().map(|s| *s).unwrap_or_default();
+            let used = process(&mut aq.queue, &mem, &disk, &mut s);
+            if let Ok(mut g) = stats.lock() {
+                *g = s;
+            }
+            if used && aq.queue.needs_notification(&mem).unwrap_or(true) {
+                let _ = irq.queue(aq.index);
+            }
+            true
+        })?);
+        Ok(())
+    }
+    fn reset(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+    }
+    fn info(&self) -> serde_json::Value {
+        serde_json::json!({
+            "path": self.path.display().to_string(),
+            "readonly": self.readonly,
+            "sectors": self.sectors,
+            "stats": *self.stats.lock().unwrap_or_else(|e| e.into_inner()),
+        })
+    }
+}

@@ -50,11 +50,17 @@ fn appliance_with_assets() -> Appliance {
 
 /// Runs the VMM on `kernel` (a path on the assets CD) as unit `unit` and
 /// returns how it ended and the console it produced.
-fn run_vmm(vm: &mut Appliance, unit: &str, kernel: &str, cmdline: &str) -> (UnitExit, String) {
+fn run_vmm(
+    vm: &mut Appliance,
+    unit: &str,
+    kernel: &str,
+    cmdline: &str,
+    extra: &[&str],
+) -> (UnitExit, String) {
     let before = vm.serial().len();
     let kernel = format!("{MEDIA}/{kernel}");
     let initrd = format!("{MEDIA}/initrd.img");
-    let argv = [
+    let mut argv = vec![
         VMM,
         "--kernel",
         &kernel,
@@ -69,6 +75,7 @@ fn run_vmm(vm: &mut Appliance, unit: &str, kernel: &str, cmdline: &str) -> (Unit
         "--serial",
         "file=/dev/console",
     ];
+    argv.extend_from_slice(extra);
     vm.run_unit(unit, &argv).unwrap();
     let exit = vm.wait_unit_stopped(unit, GUEST);
     let console = vm.serial();
@@ -103,18 +110,60 @@ fn check_guest(vm: &mut Appliance, unit: &str, exit: &UnitExit, console: &str, c
 #[test]
 fn vmm_boots_bzimage_guest_nested() {
     let mut vm = appliance_with_assets();
-    let (exit, console) = run_vmm(&mut vm, "guest-bzimage", "vmlinuz", CMDLINE);
+    // A raw disk in the appliance's tmpfs whose sector 0 carries a token.
+    let disk = "/run/guest-disk.raw";
+    let make = format!("printf OXBOW-DISK-7311 > {disk} && truncate -s 1M {disk}");
+    vm.run_unit("make-disk", &["/bin/sh", "-c", &make]).unwrap();
+    assert_eq!(
+        vm.wait_unit_stopped("make-disk", GUEST).unwrap().code,
+        Some(0)
+    );
+    let (exit, console) = run_vmm(
+        &mut vm,
+        "guest-bzimage",
+        "vmlinuz",
+        CMDLINE,
+        &["--disk", disk],
+    );
     check_guest(&mut vm, "guest-bzimage", &exit, &console, 0);
+    let lines = guest_lines(&console);
+    assert!(
+        lines.contains(&"disk sectors=2048 sector0=OXBOW-DISK-7311") && lines.contains(&"disk=ok"),
+        "virtio-blk: {lines:?}"
+    );
+    assert!(lines.contains(&"rng=ok"), "virtio-rng: {lines:?}");
+    // The pattern the guest wrote to sector 1, read on the host side.
+    let check = format!(
+        "exec >/dev/console; printf 'SECTOR1 '; dd if={disk} bs=512 skip=1 count=1 2>/dev/null | tr -d '\\000'; echo"
+    );
+    let before = vm.serial().len();
+    vm.run_unit("check-disk", &["/bin/sh", "-c", &check])
+        .unwrap();
+    assert_eq!(
+        vm.wait_unit_stopped("check-disk", GUEST).unwrap().code,
+        Some(0)
+    );
+    let out = vm.serial();
+    let out = out.get(before..).unwrap_or_default();
+    assert!(
+        out.lines()
+            .any(|l| l.trim_end() == "SECTOR1 OXBOW-PATTERN-7311"),
+        "sector 1 of the disk after the guest ran: {out:?}"
+    );
 }
 
 #[test]
 fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
     let mut vm = appliance_with_assets();
-    let (exit, console) = run_vmm(&mut vm, "guest-pvh", "vmlinux", CMDLINE);
+    let (exit, console) = run_vmm(&mut vm, "guest-pvh", "vmlinux", CMDLINE, &["--no-rng"]);
     check_guest(&mut vm, "guest-pvh", &exit, &console, 0);
+    assert!(
+        guest_lines(&console).contains(&"rng=none"),
+        "--no-rng left an RNG"
+    );
     // A guest that reboots makes the VMM exit with status 3.
     let reboot = format!("{CMDLINE} oxbow.reboot");
-    let (exit, console) = run_vmm(&mut vm, "guest-pvh-reboot", "vmlinux", &reboot);
+    let (exit, console) = run_vmm(&mut vm, "guest-pvh-reboot", "vmlinux", &reboot, &[]);
     check_guest(&mut vm, "guest-pvh-reboot", &exit, &console, 3);
 }
 

@@ -312,6 +312,15 @@ pub fn validate(c: &VmConfig) -> Result<(), VmError> {
             )));
         }
     }
+    for d in &c.disks {
+        let m = std::fs::metadata(&d.path).map_err(io(format!("disk {}", d.path.display())))?;
+        if !m.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) {
+            return Err(VmError::Config(format!(
+                "disk {}: not a regular file or block device",
+                d.path.display()
+            )));
+        }
+    }
     Ok(())
 }
 

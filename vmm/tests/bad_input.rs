@@ -118,3 +118,27 @@ fn ctl_without_a_vmm() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
 }
+
+#[test]
+fn missing_or_bad_disk() {
+    let d = Dir::new("disk");
+    let k = d.path("k");
+    std::fs::write(&k, b"x").unwrap();
+    let sock = d.path("s");
+    let (code, err) = vmm(&[
+        "--kernel",
+        &k,
+        "--disk",
+        &d.path("nope.raw"),
+        "--api-socket",
+        &sock,
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("disk") && err.contains("nope.raw"), "{err}");
+    assert!(!Path::new(&sock).exists());
+    let (code, err) = vmm(&["--kernel", &k, "--disk", &d.0.display().to_string()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let (code, err) = vmm(&["--kernel", &k, "--disk", "/x.raw,cache=none"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -420,3 +420,312 @@ impl VirtioDevice for Blk {
         })
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    pub(crate) const NEXT: u16 = 1;
+    pub(crate) const WRITE: u16 = 2;
+
+    pub(crate) fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+    }
+
+    pub(crate) fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+    }
+
+    /// The used ring's (id, len) entries.
+    pub(crate) fn used(
+        m: &GuestMemoryMmap,
+        q: &MockSplitQueue<GuestMemoryMmap>,
+    ) -> Vec<(u32, u32)> {
+        let base = q.used_addr().0;
+        let idx: u16 = m.read_obj(GuestAddress(base + 2)).unwrap();
+        (0..u64::from(idx))
+            .map(|i| {
+                let id: u32 = m.read_obj(GuestAddress(base + 4 + 8 * i)).unwrap();
+                let len: u32 = m.read_obj(GuestAddress(base + 8 + 8 * i)).unwrap();
+                (id, len)
+            })
+            .collect()
+    }
+
+    struct Img(PathBuf);
+    impl Drop for Img {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn image(name: &str) -> Img {
+        let p = std::env::temp_dir().join(format!("vmm-blk-{name}-{}", std::process::id()));
+        let mut data = vec![0u8; 64 * 1024];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i / 512) as u8;
+        }
+        std::fs::write(&p, data).unwrap();
+        Img(p)
+    }
+
+    const HDR: u64 = 0x2_0000;
+    const DATA: u64 = 0x2_1000;
+    const STATUS: u64 = 0x2_3000;
+
+    fn header(m: &GuestMemoryMmap, at: u64, kind: u32, sector: u64) {
+        m.write_obj(kind, GuestAddress(at)).unwrap();
+        m.write_obj(0u32, GuestAddress(at + 4)).unwrap();
+        m.write_obj(sector, GuestAddress(at + 8)).unwrap();
+    }
+
+    fn run(blk: &Blk, m: &GuestMemoryMmap, descs: &[RawDescriptor]) -> (Vec<(u32, u32)>, Stats) {
+        let q = MockSplitQueue::create(m, GuestAddress(0), 16);
+        q.add_desc_chains(descs, 0).unwrap();
+        let mut queue: Queue = q.create_queue().unwrap();
+        let disk = Disk {
+            file: &blk.file,
+            sectors: blk.sectors,
+            readonly: blk.readonly,
+            id: &blk.id,
+        };
+        let mut stats = Stats::default();
+        process(&mut queue, m, &disk, &mut stats);
+        (used(m, &q), stats)
+    }
+
+    fn status_byte(m: &GuestMemoryMmap) -> u8 {
+        m.read_obj(GuestAddress(STATUS)).unwrap()
+    }
+
+    #[test]
+    fn read_write_flush_get_id() {
+        let img = image("rw");
+        let blk = Blk::new(&img.0, false).unwrap();
+        assert_eq!(blk.sectors(), 128);
+        let m = mem();
+        header(&m, HDR, req::IN, 3);
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(DATA, 1024, NEXT | WRITE, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(u, vec![(0, 1025)]);
+        assert_eq!(status_byte(&m), status::OK);
+        let got: [u8; 2] = [
+            m.read_obj(GuestAddress(DATA)).unwrap(),
+            m.read_obj(GuestAddress(DATA + 600)).unwrap(),
+        ];
+        assert_eq!(got, [3, 4]);
+
+        header(&m, HDR, req::OUT, 10);
+        m.write_slice(&[0xab; 512], GuestAddress(DATA)).unwrap();
+        let (u, s) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(DATA, 512, NEXT, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!((u, s.writes), (vec![(0, 1)], 1));
+        let file = std::fs::read(&img.0).unwrap();
+        assert!(file[10 * 512..11 * 512].iter().all(|b| *b == 0xab));
+        assert_eq!(file[11 * 512], 11);
+
+        header(&m, HDR, req::FLUSH, 0);
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[desc(HDR, 16, NEXT, 1), desc(STATUS, 1, WRITE, 0)],
+        );
+        assert_eq!((u, status_byte(&m)), (vec![(0, 1)], status::OK));
+
+        header(&m, HDR, req::GET_ID, 0);
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(DATA, 20, NEXT | WRITE, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(u, vec![(0, 21)]);
+        let mut id = [0u8; 6];
+        m.read_slice(&mut id, GuestAddress(DATA)).unwrap();
+        assert_eq!(&id, b"oxbow-");
+    }
+
+    #[test]
+    fn discard_and_write_zeroes_read_back_zero() {
+        let img = image("discard");
+        let blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        for (kind, sector) in [(req::DISCARD, 8u64), (req::WRITE_ZEROES, 20)] {
+            header(&m, HDR, kind, 0);
+            m.write_obj(sector, GuestAddress(DATA)).unwrap();
+            m.write_obj(8u32, GuestAddress(DATA + 8)).unwrap();
+            m.write_obj(0u32, GuestAddress(DATA + 12)).unwrap();
+            let (u, _) = run(
+                &blk,
+                &m,
+                &[
+                    desc(HDR, 16, NEXT, 1),
+                    desc(DATA, 16, NEXT, 2),
+                    desc(STATUS, 1, WRITE, 0),
+                ],
+            );
+            assert_eq!((u, status_byte(&m)), (vec![(0, 1)], status::OK), "{kind}");
+            let file = std::fs::read(&img.0).unwrap();
+            let at = sector as usize * 512;
+            assert!(file[at..at + 8 * 512].iter().all(|b| *b == 0), "{kind}");
+            assert_eq!(file[at + 8 * 512], (sector + 8) as u8);
+            assert_eq!(file.len(), 64 * 1024, "size kept");
+        }
+    }
+
+    #[test]
+    fn out_of_range_readonly_and_unknown_requests_fail_cleanly() {
+        let img = image("ro");
+        let before = std::fs::read(&img.0).unwrap();
+        let blk = Blk::new(&img.0, true).unwrap();
+        assert_ne!(blk.features() & F_RO, 0);
+        let m = mem();
+        header(&m, HDR, req::OUT, 0);
+        let (u, s) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(DATA, 512, NEXT, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(
+            (u, status_byte(&m), s.errors),
+            (vec![(0, 1)], status::IOERR, 1)
+        );
+        assert_eq!(
+            std::fs::read(&img.0).unwrap(),
+            before,
+            "read-only disk unchanged"
+        );
+        // Reading past the end: sector 127 is the last, 2 sectors from it is out.
+        header(&m, HDR, req::IN, 127);
+        let (_, _) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(DATA, 1024, NEXT | WRITE, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(status_byte(&m), status::IOERR);
+        // A sector number that would overflow.
+        header(&m, HDR, req::IN, u64::MAX);
+        run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(DATA, 512, NEXT | WRITE, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(status_byte(&m), status::IOERR);
+        header(&m, HDR, 99, 0);
+        run(
+            &blk,
+            &m,
+            &[desc(HDR, 16, NEXT, 1), desc(STATUS, 1, WRITE, 0)],
+        );
+        assert_eq!(status_byte(&m), status::UNSUPP);
+    }
+
+    #[test]
+    fn malformed_chains_are_errors_not_panics() {
+        let img = image("bad");
+        let before = std::fs::read(&img.0).unwrap();
+        let blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        header(&m, HDR, req::IN, 0);
+        // Data buffer outside guest memory.
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(0xffff_ffff_0000, 512, NEXT | WRITE, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(u, vec![(0, 0)]);
+        // A buffer running off the end of guest memory.
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc((1 << 20) - 256, 512, NEXT | WRITE, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(u, vec![(0, 0)]);
+        // An oversized length.
+        header(&m, HDR, req::OUT, 0);
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[
+                desc(HDR, 16, NEXT, 1),
+                desc(DATA, u32::MAX, NEXT, 2),
+                desc(STATUS, 1, WRITE, 0),
+            ],
+        );
+        assert_eq!(u, vec![(0, 0)]);
+        // A descriptor loop: 0 -> 1 -> 0.
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[desc(HDR, 16, NEXT, 1), desc(DATA, 512, NEXT, 0)],
+        );
+        assert!(u.iter().all(|&(_, len)| len == 0), "{u:?}");
+        // A chain without a writable status byte.
+        let (u, _) = run(&blk, &m, &[desc(HDR, 16, NEXT, 1), desc(DATA, 512, 0, 0)]);
+        assert_eq!(u, vec![(0, 0)]);
+        // A header shorter than 16 bytes.
+        let (u, _) = run(
+            &blk,
+            &m,
+            &[desc(HDR, 8, NEXT, 1), desc(STATUS, 1, WRITE, 0)],
+        );
+        assert_eq!(u, vec![(0, 1)]);
+        assert_eq!(status_byte(&m), status::IOERR);
+        assert_eq!(
+            std::fs::read(&img.0).unwrap(),
+            before,
+            "nothing was written"
+        );
+    }
+
+    #[test]
+    fn bad_images_are_refused() {
+        let missing = std::env::temp_dir().join("vmm-blk-does-not-exist.raw");
+        let e = Blk::new(&missing, false).unwrap_err().to_string();
+        assert!(e.contains("vmm-blk-does-not-exist.raw"), "{e}");
+        let tiny = image("tiny");
+        std::fs::write(&tiny.0, [0u8; 100]).unwrap();
+        let e = Blk::new(&tiny.0, false).unwrap_err().to_string();
+        assert!(e.contains("smaller than one sector"), "{e}");
+    }
+}

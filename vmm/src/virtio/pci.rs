@@ -456,21 +456,14 @@ impl VirtioPci {
         match off {
             0x00 => self.device_feature_select = v32,
             0x08 => self.driver_feature_select = v32,
-            0x0c => {
-                if self.status & status::FEATURES_OK == 0 {
-                    match self.driver_feature_select {
-                        0 => {
-                            self.driver_features =
-                                (self.driver_features & !0xffff_ffff) | u64::from(v32)
-                        }
-                        1 => {
-                            self.driver_features =
-                                (self.driver_features & 0xffff_ffff) | (u64::from(v32) << 32)
-                        }
-                        _ => {}
-                    }
+            0x0c if self.status & status::FEATURES_OK == 0 => match self.driver_feature_select {
+                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | u64::from(v32),
+                1 => {
+                    self.driver_features =
+                        (self.driver_features & 0xffff_ffff) | (u64::from(v32) << 32)
                 }
-            }
+                _ => {}
+            },
             0x10 => self.config_vector = v16,
             0x14 => self.write_status(data.first().copied().unwrap_or(0)),
             0x16 => self.queue_select = v16,

@@ -121,3 +121,34 @@ impl VirtioDevice for Rng {
         serde_json::json!({ "bytes_served": *self.served.lock().unwrap_or_else(|e| e.into_inner()) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::blk::tests::{desc, mem, used, NEXT, WRITE};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::{Bytes, GuestAddress};
+
+    #[test]
+    fn fills_writable_buffers_and_refuses_bad_ones() {
+        let m = mem();
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 16);
+        q.add_desc_chains(
+            &[
+                desc(0x2_0000, 64, WRITE | NEXT, 1),
+                desc(0x2_1000, 64, WRITE, 0),
+                desc(0xffff_0000_0000, 64, WRITE, 0),
+            ],
+            0,
+        )
+        .unwrap();
+        let mut queue: Queue = q.create_queue().unwrap();
+        let (used_any, bytes) = process(&mut queue, &m);
+        assert!(used_any);
+        assert_eq!(bytes, 128);
+        assert_eq!(used(&m, &q), vec![(0, 128), (2, 0)]);
+        let mut a = [0u8; 64];
+        m.read_slice(&mut a, GuestAddress(0x2_0000)).unwrap();
+        assert_ne!(a, [0u8; 64], "random bytes were written");
+    }
+}

@@ -48,5 +48,13 @@ bench-boot: iso
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin floor-init
 	cargo run --release -p qemu-tests --bin bench-boot -- --runs $(or $(RUNS),3)
 
+# The VMM against QEMU, nested in the appliance. The benchmark ISO is the
+# product image plus Debian's qemu-system-x86 (the peer).
+BENCH_ISO := target/oxbow-bench.iso
+bench-vmm: bins guest
+	cargo run --release -p image -- --bins $(BINS) --out $(BENCH_ISO) --extra-packages qemu-system-x86
+	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin bench-run
+	cargo run --release -p qemu-tests --bin bench-vmm -- --runs $(or $(RUNS),3) --iso $(BENCH_ISO)
+
 clean:
 	cargo clean

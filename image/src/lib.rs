@@ -41,6 +41,9 @@ pub struct Options {
     pub cache: PathBuf,
     /// Tree copied verbatim over the system image's root.
     pub overlay: PathBuf,
+    /// Debian packages added to the system image (a benchmark variant
+    /// carries QEMU this way); empty for the product image.
+    pub extra_packages: Vec<String>,
 }
 
 /// What was built, for the closing report.
@@ -319,7 +322,7 @@ pub fn build(opts: &Options) -> Result<Summary> {
     timer.lap("initramfs");
 
     // System image.
-    let base = rootfs::debootstrap(&cache)?;
+    let base = rootfs::debootstrap(&cache, &opts.extra_packages)?;
     timer.lap("debootstrap");
     let staging = work.0.join("system");
     rootfs::stage(&base, &staging)?;

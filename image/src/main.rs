@@ -1,7 +1,7 @@
 //! `oxbow-image`: builds Oxbow's bootable hybrid BIOS+UEFI ISO.
 //!
 //! ```text
-//! oxbow-image --bins DIR --out PATH [--cache DIR] [--rootfs-overlay DIR]
+//! oxbow-image --bins DIR --out PATH [--cache DIR] [--rootfs-overlay DIR] [--extra-packages LIST]
 //! ```
 
 use std::ffi::OsString;
@@ -14,6 +14,7 @@ use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
 Usage: oxbow-image --bins DIR --out PATH [--cache DIR] [--rootfs-overlay DIR]
+                   [--extra-packages PKG,PKG]
 
 Builds Oxbow's bootable hybrid BIOS+UEFI ISO from Debian packages.
 
@@ -21,6 +22,8 @@ Builds Oxbow's bootable hybrid BIOS+UEFI ISO from Debian packages.
   --out PATH             the ISO to write (replaced atomically)
   --cache DIR            download and debootstrap cache [default: target/cache]
   --rootfs-overlay DIR   tree copied over the system root [default: image/rootfs]
+  --extra-packages LIST  Debian packages added to the system image (benchmark
+                         variants, e.g. qemu-system-x86 as the VMM's peer)
   -h, --help             show this help
   -V, --version          show the version
 
@@ -31,6 +34,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<imag
     let mut out = None;
     let mut cache = PathBuf::from("target/cache");
     let mut overlay = PathBuf::from("image/rootfs");
+    let mut extra_packages = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg
@@ -54,6 +58,15 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<imag
             "--out" => out = Some(value("--out")?),
             "--cache" => cache = value("--cache")?,
             "--rootfs-overlay" => overlay = value("--rootfs-overlay")?,
+            "--extra-packages" => {
+                let v = value("--extra-packages")?;
+                extra_packages.extend(
+                    v.to_string_lossy()
+                        .split(',')
+                        .filter(|p| !p.is_empty())
+                        .map(String::from),
+                );
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -72,6 +85,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<imag
         out,
         cache,
         overlay,
+        extra_packages,
     }))
 }
 

@@ -18,8 +18,10 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 pub mod blk;
+pub mod net;
 pub mod pci;
 pub mod rng;
+pub mod tap;
 
 /// virtio 1.0 (modern) devices only.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;

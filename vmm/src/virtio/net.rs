@@ -1,0 +1,1496 @@
+//! virtio-net on a tap device.
+//!
+//! One receive queue (0) and one transmit queue (1), 256 entries each. The
+//! guest's frames go to the tap and the tap's frames to the guest, each
+//! with the 12-byte `virtio_net_hdr_v1` in front, which the tap reads and
+//! writes itself (`IFF_VNET_HDR`), so checksum and segmentation offloads
+//! pass through untouched: the kernel checks the guest's headers on the way
+//! in and only hands the guest what its acked features allow (see
+//! [`tap::offload_flags`]).
+//!
+//! Transmit pops every available chain, gathers its readable bytes
+//! (header and frame) into one buffer through virtio-queue's `Reader` and
+//! writes them to the tap in one `write`. Receive reads a frame from the
+//! tap and copies it through `Writer`s into as many receive chains as it
+//! needs (`VIRTIO_NET_F_MRG_RXBUF`), writing `num_buffers` into the header.
+//! When the guest has no receive buffer left, the frame is kept and the tap
+//! is no longer polled until the guest kicks the receive queue.
+//!
+//! Every address and length a chain names is checked by vm-memory when the
+//! `Reader`/`Writer` is built; on top of that a chain must end properly (a
+//! last descriptor without NEXT: virtio-queue silently cuts loops, indices
+//! past the table and chains over 4 GiB short, see [`well_formed`]). A
+//! malformed chain is returned to the guest with length 0 and counted; it
+//! never stops the device.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use virtio_bindings::virtio_net::{
+    VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
+    VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
+    VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
+};
+use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+
+use super::tap::{self, Tap, VNET_HDR_LEN};
+use super::{device_type, drain, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1};
+
+/// The receive queue's index.
+pub const RX_QUEUE: u16 = 0;
+/// The transmit queue's index.
+pub const TX_QUEUE: u16 = 1;
+/// The size of both queues.
+pub const QUEUE_SIZE: u16 = 256;
+
+/// The longest frame with its header either way: the vnet header, an
+/// Ethernet header with one VLAN tag, and a 64 KiB (segmentation offload)
+/// payload.
+pub const MAX_FRAME: usize = VNET_HDR_LEN + 18 + 65536;
+
+/// The shortest frame the tap can hand over: header and Ethernet header.
+const MIN_FRAME: usize = VNET_HDR_LEN + 14;
+
+/// Where `num_buffers` sits in `virtio_net_hdr_v1`.
+const NUM_BUFFERS_OFFSET: usize = 10;
+
+/// At most this many frames are moved to the guest per wakeup, so a flood
+/// of received frames cannot starve transmit (the tap stays readable and
+/// the next wakeup carries on).
+const RX_BATCH: usize = 64;
+
+const fn bit(b: u32) -> u64 {
+    1 << b
+}
+
+/// The features offered.
+pub const FEATURES: u64 = VIRTIO_F_VERSION_1
+    | bit(VIRTIO_NET_F_CSUM)
+    | bit(VIRTIO_NET_F_GUEST_CSUM)
+    | bit(VIRTIO_NET_F_MAC)
+    | bit(VIRTIO_NET_F_GUEST_TSO4)
+    | bit(VIRTIO_NET_F_GUEST_TSO6)
+    | bit(VIRTIO_NET_F_GUEST_ECN)
+    | bit(VIRTIO_NET_F_HOST_TSO4)
+    | bit(VIRTIO_NET_F_HOST_TSO6)
+    | bit(VIRTIO_NET_F_HOST_ECN)
+    | bit(VIRTIO_NET_F_MRG_RXBUF)
+    | bit(VIRTIO_NET_F_STATUS);
+
+/// An Ethernet address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    /// A random locally administered unicast address, `02:xx:xx:xx:xx:xx`.
+    /// (Proxmox generates `BC:24:11:…` from its own vendor prefix; that
+    /// belongs in the VM's config, which should always pass its MAC so the
+    /// guest keeps it across restarts. A VMM started without one uses the
+    /// local range, which no vendor owns.)
+    pub fn random() -> io::Result<MacAddr> {
+        let mut b = [0u8; 6];
+        let mut done = 0;
+        while done < b.len() {
+            // SAFETY: the pointer and length describe the unfilled tail of
+            // `b`, valid for writes for the duration of the call.
+            let r = unsafe { libc::getrandom(b[done..].as_mut_ptr().cast(), b.len() - done, 0) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            done += r as usize;
+        }
+        b[0] = 0x02;
+        Ok(MacAddr(b))
+    }
+
+    /// Whether the address is a group (multicast or broadcast) address.
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 1 != 0
+    }
+}
+
+/// Why a MAC address did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MacError {
+    /// Not six groups of two hex digits separated by `:` or `-`.
+    #[error("MAC address {0:?}: expected six hex pairs like 52:54:00:12:34:56")]
+    Syntax(String),
+    /// A group address cannot be a NIC's own.
+    #[error("MAC address {0}: a multicast address cannot be a NIC's address")]
+    Multicast(String),
+    /// All zeros.
+    #[error("MAC address {0}: the all-zero address cannot be a NIC's address")]
+    Zero(String),
+}
+
+impl FromStr for MacAddr {
+    type Err = MacError;
+
+    /// Parses `52:54:00:12:34:56` (or with `-`, any case); refuses
+    /// multicast and all-zero addresses.
+    fn from_str(s: &str) -> Result<MacAddr, MacError> {
+        let syntax = || MacError::Syntax(s.to_string());
+        let sep = if s.contains('-') { '-' } else { ':' };
+        let mut b = [0u8; 6];
+        let mut parts = s.split(sep);
+        for byte in &mut b {
+            let p = parts.next().ok_or_else(syntax)?;
+            if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(syntax());
+            }
+            *byte = u8::from_str_radix(p, 16).map_err(|_| syntax())?;
+        }
+        if parts.next().is_some() {
+            return Err(syntax());
+        }
+        let mac = MacAddr(b);
+        if mac.is_multicast() {
+            return Err(MacError::Multicast(mac.to_string()));
+        }
+        if b == [0; 6] {
+            return Err(MacError::Zero(mac.to_string()));
+        }
+        Ok(mac)
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl fmt::Debug for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MacAddr({self})")
+    }
+}
+
+/// Counters, shared with the worker.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames delivered to the guest.
+    pub rx_packets: AtomicU64,
+    /// Their bytes, headers excluded.
+    pub rx_bytes: AtomicU64,
+    /// Frames from the tap the guest did not get (too big for a
+    /// non-mergeable buffer, malformed buffer, short read).
+    pub rx_dropped: AtomicU64,
+    /// Frames written to the tap.
+    pub tx_packets: AtomicU64,
+    /// Their bytes, headers excluded.
+    pub tx_bytes: AtomicU64,
+    /// Guest frames the tap refused (tap down, bad header).
+    pub tx_dropped: AtomicU64,
+    /// Malformed descriptor chains, either queue.
+    pub bad_chains: AtomicU64,
+    /// Times the worker woke up (tests check that it does not spin).
+    pub wakeups: AtomicU64,
+}
+
+fn inc(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The virtio-net device.
+#[derive(Debug)]
+pub struct Net {
+    tap: Arc<Tap>,
+    mac: MacAddr,
+    worker: Option<Worker>,
+    stats: Arc<Stats>,
+}
+
+impl Net {
+    /// A NIC on the existing tap `tap_name` (never created here) with
+    /// address `mac`, or a random local one (see [`MacAddr::random`]).
+    pub fn new(tap_name: &str, mac: Option<MacAddr>) -> io::Result<Net> {
+        let tap = Tap::open(tap_name)?;
+        let mac = match mac {
+            Some(m) => m,
+            None => MacAddr::random()?,
+        };
+        Ok(Net {
+            tap: Arc::new(tap),
+            mac,
+            worker: None,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The guest's MAC address.
+    pub fn mac(&self) -> MacAddr {
+        self.mac
+    }
+
+    /// The tap's name.
+    pub fn tap_name(&self) -> &str {
+        self.tap.name()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration space: mac, status, max_virtqueue_pairs.
+    fn config(&self) -> [u8; 10] {
+        let mut c = [0u8; 10];
+        c[..6].copy_from_slice(&self.mac.0);
+        c[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        c[8..10].copy_from_slice(&1u16.to_le_bytes());
+        c
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_type(&self) -> u32 {
+        device_type::NET
+    }
+
+    fn name(&self) -> &'static str {
+        "net"
+    }
+
+    fn queue_sizes(&self) -> Vec<u16> {
+        vec![QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    fn features(&self) -> u64 {
+        FEATURES
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        super::read_config_bytes(&self.config(), offset, data);
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        acked_features: u64,
+        queues: Vec<ActiveQueue>,
+        interrupt: Arc<dyn Interrupt>,
+    ) -> io::Result<()> {
+        self.reset();
+        let mut rx = None;
+        let mut tx = None;
+        for q in queues {
+            match q.index {
+                RX_QUEUE => rx = Some(q),
+                TX_QUEUE => tx = Some(q),
+                _ => {}
+            }
+        }
+        let (Some(rx), Some(tx)) = (rx, tx) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "virtio-net: the driver did not enable both the receive and the transmit queue",
+            ));
+        };
+        self.tap.set_offload(tap::offload_flags(acked_features))?;
+
+        let tap_poll = TapPoll::new(self.tap.as_raw_fd())?;
+        // Chains the driver queued before activation: look at them at once.
+        tx.kick.write(1)?;
+        let fds = vec![
+            rx.kick.as_raw_fd(),
+            tx.kick.as_raw_fd(),
+            tap_poll.epoll.as_raw_fd(),
+        ];
+        let mut state = NetWorker {
+            mem,
+            rx,
+            tx,
+            tap: self.tap.clone(),
+            tap_poll,
+            interrupt,
+            stats: self.stats.clone(),
+            mrg: acked_features & bit(VIRTIO_NET_F_MRG_RXBUF) != 0,
+            rx_frame: vec![0; MAX_FRAME + 1],
+            tx_frame: vec![0; MAX_FRAME],
+            pending: None,
+            rx_armed: true,
+            tx_blocked: false,
+            tap_dead: false,
+            rx_used: false,
+            tx_used: false,
+        };
+        state.update_tap_poll();
+        let name = format!("net-{}", self.tap.name());
+        self.worker = Some(Worker::spawn(name, fds, move |token| {
+            state.handle(token);
+            true
+        })?);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(mut w) = self.worker.take() {
+            w.stop();
+        }
+    }
+
+    fn info(&self) -> serde_json::Value {
+        let s = &self.stats;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "tap": self.tap.name(),
+            "mac": self.mac.to_string(),
+            "rx_packets": get(&s.rx_packets),
+            "rx_bytes": get(&s.rx_bytes),
+            "rx_dropped": get(&s.rx_dropped),
+            "tx_packets": get(&s.tx_packets),
+            "tx_bytes": get(&s.tx_bytes),
+            "tx_dropped": get(&s.tx_dropped),
+            "bad_chains": get(&s.bad_chains),
+        })
+    }
+}
+
+/// Whether `chain` ends where the driver said: at least one descriptor,
+/// and the last one without NEXT. virtio-queue's iterator stops without an
+/// error on a loop (after queue-size descriptors), on a next index past the
+/// table, on an unreadable descriptor or indirect table, and past 4 GiB in
+/// total; all of those leave a last descriptor that still has NEXT.
+pub fn well_formed(chain: &DescriptorChain<&GuestMemoryMmap>) -> bool {
+    let mut any = false;
+    let mut open = true;
+    for d in chain.clone() {
+        any = true;
+        open = d.has_next();
+    }
+    any && !open
+}
+
+/// The readable part of a well-formed chain; `None` for a malformed one
+/// (see [`well_formed`]; vm-memory refuses any buffer not inside guest
+/// memory).
+fn reader<'a>(
+    mem: &'a GuestMemoryMmap,
+    chain: DescriptorChain<&'a GuestMemoryMmap>,
+) -> Option<Reader<'a>> {
+    if !well_formed(&chain) {
+        return None;
+    }
+    chain.reader(mem).ok()
+}
+
+/// The writable part of a well-formed chain; `None` for a malformed one.
+fn writer<'a>(
+    mem: &'a GuestMemoryMmap,
+    chain: DescriptorChain<&'a GuestMemoryMmap>,
+) -> Option<Writer<'a>> {
+    if !well_formed(&chain) {
+        return None;
+    }
+    chain.writer(mem).ok()
+}
+
+/// The tap's registration in its own epoll set, whose fd the [`Worker`]
+/// polls: that way the tap can be dropped from the set while the guest
+/// has no receive buffer, and added back on the guest's kick.
+struct TapPoll {
+    epoll: Epoll,
+    fd: RawFd,
+    registered: Option<EventSet>,
+}
+
+impl TapPoll {
+    fn new(fd: RawFd) -> io::Result<TapPoll> {
+        Ok(TapPoll {
+            epoll: Epoll::new()?,
+            fd,
+            registered: None,
+        })
+    }
+
+    /// Polls the tap for `want` (nothing: not at all, so not even for
+    /// errors).
+    fn set(&mut self, want: EventSet) -> io::Result<()> {
+        if self.registered == Some(want) || (want.is_empty() && self.registered.is_none()) {
+            return Ok(());
+        }
+        let ev = EpollEvent::new(want, 0);
+        if want.is_empty() {
+            self.epoll.ctl(ControlOperation::Delete, self.fd, ev)?;
+            self.registered = None;
+        } else {
+            let op = if self.registered.is_some() {
+                ControlOperation::Modify
+            } else {
+                ControlOperation::Add
+            };
+            self.epoll.ctl(op, self.fd, ev)?;
+            self.registered = Some(want);
+        }
+        Ok(())
+    }
+}
+
+/// What happened to a frame offered to the guest.
+enum Rx {
+    /// It is in the guest's buffers.
+    Delivered,
+    /// No (or not enough) buffers: keep it and wait for a kick.
+    NoBuffers,
+    /// Lost: too big for a non-mergeable buffer, or a malformed chain in
+    /// the middle of it.
+    Dropped,
+}
+
+/// Everything the worker thread owns.
+struct NetWorker {
+    mem: GuestMemoryMmap,
+    rx: ActiveQueue,
+    tx: ActiveQueue,
+    tap: Arc<Tap>,
+    tap_poll: TapPoll,
+    interrupt: Arc<dyn Interrupt>,
+    stats: Arc<Stats>,
+    /// VIRTIO_NET_F_MRG_RXBUF was acked: a frame may span several chains.
+    mrg: bool,
+    /// One frame from the tap; one byte longer than the longest frame, so
+    /// a frame that fills it is known to be truncated.
+    rx_frame: Vec<u8>,
+    tx_frame: Vec<u8>,
+    /// The length of a frame in `rx_frame` that waits for guest buffers.
+    pending: Option<usize>,
+    /// The tap is polled for reading.
+    rx_armed: bool,
+    /// The tap refused a write with EAGAIN: poll it for writing.
+    tx_blocked: bool,
+    /// Reading the tap failed for good (the interface was deleted).
+    tap_dead: bool,
+    rx_used: bool,
+    tx_used: bool,
+}
+
+impl NetWorker {
+    fn handle(&mut self, token: usize) {
+        inc(&self.stats.wakeups, 1);
+        match token {
+            0 => {
+                drain(&self.rx.kick);
+                self.on_rx_kick();
+            }
+            1 => {
+                drain(&self.tx.kick);
+                self.process_tx();
+            }
+            _ => {
+                if self.tx_blocked {
+                    self.process_tx();
+                }
+                if self.rx_armed {
+                    self.process_rx();
+                }
+            }
+        }
+        self.signal();
+    }
+
+    /// Interrupts for the queues that got used buffers, if the driver
+    /// wants them.
+    fn signal(&mut self) {
+        if std::mem::take(&mut self.rx_used)
+            && self.rx.queue.needs_notification(&self.mem).unwrap_or(true)
+        {
+            let _ = self.interrupt.queue(self.rx.index);
+        }
+        if std::mem::take(&mut self.tx_used)
+            && self.tx.queue.needs_notification(&self.mem).unwrap_or(true)
+        {
+            let _ = self.interrupt.queue(self.tx.index);
+        }
+    }
+
+    fn update_tap_poll(&mut self) {
+        let mut want = EventSet::empty();
+        if self.rx_armed && !self.tap_dead {
+            want |= EventSet::IN;
+        }
+        if self.tx_blocked && !self.tap_dead {
+            want |= EventSet::OUT;
+        }
+        if let Err(e) = self.tap_poll.set(want) {
+            eprintln!("vmm: net {}: epoll: {e}", self.tap.name());
+        }
+    }
+
+    /// Sends every available transmit chain to the tap.
+    fn process_tx(&mut self) {
+        if self.tx_blocked {
+            self.tx_blocked = false;
+            self.update_tap_poll();
+        }
+        while let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) {
+            let head = chain.head_index();
+            let len = match reader(&self.mem, chain) {
+                Some(mut r) => {
+                    let n = r.available_bytes();
+                    if (VNET_HDR_LEN..=self.tx_frame.len()).contains(&n)
+                        && r.read_exact(&mut self.tx_frame[..n]).is_ok()
+                    {
+                        Some(n)
+                    } else {
+                        None
+                    }
+                }
+                None => None,
+            };
+            match len {
+                Some(n) => loop {
+                    match self.tap.write(&self.tx_frame[..n]) {
+                        Ok(_) => {
+                            inc(&self.stats.tx_packets, 1);
+                            inc(&self.stats.tx_bytes, (n - VNET_HDR_LEN) as u64);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            // The tap's queue is full: leave the chain
+                            // available and wait until it takes more.
+                            let prev = self.tx.queue.next_avail().wrapping_sub(1);
+                            self.tx.queue.set_next_avail(prev);
+                            self.tx_blocked = true;
+                            self.update_tap_poll();
+                            return;
+                        }
+                        // Tap down (EIO) or a header the kernel refuses
+                        // (EINVAL): the frame is lost, as on a real wire.
+                        Err(_) => inc(&self.stats.tx_dropped, 1),
+                    }
+                    break;
+                },
+                None => inc(&self.stats.bad_chains, 1),
+            }
+            // Transmit buffers are only read: the used length is 0. A head
+            // index past the ring cannot be returned at all.
+            if self.tx.queue.add_used(&self.mem, head, 0).is_ok() {
+                self.tx_used = true;
+            }
+        }
+    }
+
+    /// The guest posted receive buffers: deliver the waiting frame, then
+    /// poll the tap again.
+    fn on_rx_kick(&mut self) {
+        if let Some(len) = self.pending {
+            match self.deliver(len) {
+                Rx::NoBuffers => return,
+                Rx::Delivered | Rx::Dropped => self.pending = None,
+            }
+        }
+        if !self.rx_armed {
+            self.rx_armed = true;
+            self.update_tap_poll();
+        }
+        self.process_rx();
+    }
+
+    /// Moves frames from the tap to the guest until the tap is empty, the
+    /// guest has no buffers, or the batch is done.
+    fn process_rx(&mut self) {
+        if self.tap_dead {
+            return;
+        }
+        for _ in 0..RX_BATCH {
+            let len = match self.pending.take() {
+                Some(len) => len,
+                None => match self.tap.read(&mut self.rx_frame) {
+                    Ok(n) if (MIN_FRAME..=MAX_FRAME).contains(&n) => n,
+                    Ok(_) => {
+                        inc(&self.stats.rx_dropped, 1);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        eprintln!(
+                            "vmm: net {}: reading the tap: {e}; receive stopped",
+                            self.tap.name()
+                        );
+                        self.tap_dead = true;
+                        self.update_tap_poll();
+                        return;
+                    }
+                },
+            };
+            match self.deliver(len) {
+                Rx::Delivered | Rx::Dropped => {}
+                Rx::NoBuffers => {
+                    self.pending = Some(len);
+                    self.rx_armed = false;
+                    self.update_tap_poll();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Copies the frame in `rx_frame[..len]` into receive chains.
+    fn deliver(&mut self, len: usize) -> Rx {
+        let mem = &self.mem;
+        let q = &mut self.rx.queue;
+        let mut start = q.next_avail();
+        let mut parts: Vec<(u16, Writer<'_>)> = Vec::with_capacity(1);
+        let mut room = 0usize;
+        while room < len {
+            let Some(chain) = q.pop_descriptor_chain(mem) else {
+                // Not enough buffers yet: give back what was taken.
+                q.set_next_avail(start);
+                if parts.len() >= usize::from(q.size()) {
+                    // A whole ring of tiny buffers cannot hold it, and
+                    // waiting would stop receive for good.
+                    inc(&self.stats.rx_dropped, 1);
+                    return Rx::Dropped;
+                }
+                return Rx::NoBuffers;
+            };
+            let head = chain.head_index();
+            match writer(mem, chain) {
+                // Each buffer must at least hold a header (virtio 5.1.6.3).
+                Some(w) if w.available_bytes() >= VNET_HDR_LEN => {
+                    room = room.saturating_add(w.available_bytes());
+                    parts.push((head, w));
+                }
+                _ => {
+                    inc(&self.stats.bad_chains, 1);
+                    if q.add_used(mem, head, 0).is_ok() {
+                        self.rx_used = true;
+                    }
+                    if parts.is_empty() {
+                        start = q.next_avail();
+                        continue;
+                    }
+                    // In the middle of a frame: return its buffers empty.
+                    for (h, _) in parts {
+                        let _ = q.add_used(mem, h, 0);
+                    }
+                    inc(&self.stats.rx_dropped, 1);
+                    return Rx::Dropped;
+                }
+            }
+            if !self.mrg {
+                break;
+            }
+        }
+        if room < len {
+            // One non-mergeable buffer too small for the frame: drop the
+            // frame, keep the buffer for the next one.
+            q.set_next_avail(start);
+            inc(&self.stats.rx_dropped, 1);
+            return Rx::Dropped;
+        }
+
+        let frame = &mut self.rx_frame[..len];
+        let n_bufs = parts.len() as u16;
+        frame[NUM_BUFFERS_OFFSET..NUM_BUFFERS_OFFSET + 2].copy_from_slice(&n_bufs.to_le_bytes());
+        let mut off = 0;
+        for (head, mut w) in parts {
+            let n = (len - off).min(w.available_bytes());
+            let written = match w.write_all(&frame[off..off + n]) {
+                Ok(()) => n,
+                Err(_) => 0,
+            };
+            off += n;
+            let _ = q.add_used(mem, head, written as u32);
+        }
+        self.rx_used = true;
+        inc(&self.stats.rx_packets, 1);
+        inc(&self.stats.rx_bytes, (len - VNET_HDR_LEN) as u64);
+        Rx::Delivered
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    use virtio_bindings::virtio_net::{VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4};
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::desc::RawDescriptor;
+    use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::Queue;
+    use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::EventFd;
+
+    use super::super::tap::testutil::{private_netns, unique_name, PacketSocket, TestTap};
+    use super::*;
+
+    const MEM_SIZE: usize = 8 << 20;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const ETHERTYPE: [u8; 2] = [0x88, 0xb5];
+
+    #[derive(Default)]
+    struct CountIrq {
+        rx: AtomicUsize,
+        tx: AtomicUsize,
+    }
+
+    impl Interrupt for CountIrq {
+        fn queue(&self, index: u16) -> io::Result<()> {
+            match index {
+                RX_QUEUE => &self.rx,
+                _ => &self.tx,
+            }
+            .fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn config(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap()
+    }
+
+    /// The guest side of one queue.
+    struct Driver<'a> {
+        mem: &'a GuestMemoryMmap,
+        q: MockSplitQueue<'a, GuestMemoryMmap>,
+        kick: EventFd,
+        next_desc: u16,
+        seen: u16,
+        /// Head index → buffer address, for receive chains.
+        bufs: HashMap<u16, u64>,
+        /// Where the next buffer is carved from.
+        next_addr: u64,
+    }
+
+    impl<'a> Driver<'a> {
+        fn new(mem: &'a GuestMemoryMmap, ring: u64, buffers: u64) -> Driver<'a> {
+            Driver {
+                mem,
+                q: MockSplitQueue::create(mem, GuestAddress(ring), QUEUE_SIZE),
+                kick: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+                next_desc: 0,
+                seen: 0,
+                bufs: HashMap::new(),
+                next_addr: buffers,
+            }
+        }
+
+        fn active(&self, index: u16) -> ActiveQueue {
+            ActiveQueue {
+                index,
+                queue: self.q.create_queue::<Queue>().unwrap(),
+                kick: self.kick.try_clone().unwrap(),
+            }
+        }
+
+        /// Puts `descs` (with their own flags and next fields) in the
+        /// table at the next free indices; the first is the head.
+        fn add_raw(&mut self, descs: &[RawDescriptor]) -> u16 {
+            let head = self.next_desc;
+            self.q.add_desc_chains(descs, head).unwrap();
+            self.next_desc += descs.len() as u16;
+            head
+        }
+
+        /// A chain of (addr, len, writable) descriptors linked in order.
+        fn add(&mut self, descs: &[(u64, u32, bool)]) -> u16 {
+            let base = self.next_desc;
+            let raw: Vec<RawDescriptor> = descs
+                .iter()
+                .enumerate()
+                .map(|(i, &(addr, len, w))| {
+                    let mut flags = if w { VRING_DESC_F_WRITE as u16 } else { 0 };
+                    let mut next = 0;
+                    if i + 1 < descs.len() {
+                        flags |= VRING_DESC_F_NEXT as u16;
+                        next = base + i as u16 + 1;
+                    }
+                    RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+                })
+                .collect();
+            self.add_raw(&raw)
+        }
+
+        /// A transmit chain holding `bytes`, split at `split` over two
+        /// descriptors.
+        fn add_tx(&mut self, bytes: &[u8], split: usize) -> u16 {
+            let a = self.next_addr;
+            self.mem.write_slice(bytes, GuestAddress(a)).unwrap();
+            self.next_addr += (bytes.len() as u64 + 0xfff) & !0xfff;
+            let (x, y) = (split as u32, (bytes.len() - split) as u32);
+            self.add(&[(a, x, false), (a + u64::from(x), y, false)])
+        }
+
+        /// `n` receive buffers of `size` bytes, one descriptor each.
+        fn add_rx(&mut self, n: usize, size: u32) {
+            for _ in 0..n {
+                let a = self.next_addr;
+                self.next_addr += (u64::from(size) + 0xfff) & !0xfff;
+                let head = self.add(&[(a, size, true)]);
+                self.bufs.insert(head, a);
+            }
+        }
+
+        fn notify(&self) {
+            self.kick.write(1).unwrap();
+        }
+
+        fn used_idx(&self) -> u16 {
+            self.q.used().idx().load()
+        }
+
+        /// The next used element, waiting for it.
+        fn next_used(&mut self, timeout: Duration) -> Option<(u16, u32)> {
+            let deadline = Instant::now() + timeout;
+            while self.used_idx() == self.seen {
+                if Instant::now() > deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            let e = self
+                .q
+                .used()
+                .ring()
+                .ref_at(usize::from(self.seen % QUEUE_SIZE))
+                .unwrap()
+                .load();
+            self.seen = self.seen.wrapping_add(1);
+            Some((e.id() as u16, e.len()))
+        }
+
+        /// The next received packet: (num_buffers, header, frame, used
+        /// lengths of its buffers).
+        fn recv(&mut self, timeout: Duration) -> Option<Packet> {
+            let (id, len) = self.next_used(timeout)?;
+            let mut data = self.read_buf(id, len);
+            assert!(data.len() >= VNET_HDR_LEN, "short buffer {len}");
+            let n = u16::from_le_bytes([data[10], data[11]]);
+            let mut lens = vec![len];
+            for _ in 1..n {
+                let (id, len) = self.next_used(timeout).expect("rest of a merged packet");
+                data.extend(self.read_buf(id, len));
+                lens.push(len);
+            }
+            let frame = data.split_off(VNET_HDR_LEN);
+            Some(Packet {
+                num_buffers: n,
+                hdr: data,
+                frame,
+                lens,
+            })
+        }
+
+        /// The next received packet that carries `marker`, skipping any
+        /// other traffic the kernel sends on the tap.
+        fn recv_marked(&mut self, marker: &[u8]) -> Packet {
+            let deadline = Instant::now() + TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let p = self.recv(left).unwrap_or_else(|| {
+                    panic!(
+                        "no packet with {marker:?}\nDEBUG {}",
+                        std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default()
+                    )
+                });
+                if contains(&p.frame, marker) {
+                    return p;
+                }
+            }
+        }
+
+        fn read_buf(&self, id: u16, len: u32) -> Vec<u8> {
+            let addr = self.bufs[&id];
+            let mut v = vec![0u8; len as usize];
+            self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+            v
+        }
+    }
+
+    struct Packet {
+        num_buffers: u16,
+        hdr: Vec<u8>,
+        frame: Vec<u8>,
+        lens: Vec<u32>,
+    }
+
+    fn contains(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    /// An Ethernet frame to `dst` of our test ethertype carrying `marker`,
+    /// padded to `len` bytes.
+    fn frame(dst: [u8; 6], marker: &[u8], len: usize) -> Vec<u8> {
+        let mut f = Vec::with_capacity(len);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xaa]);
+        f.extend_from_slice(&ETHERTYPE);
+        f.extend_from_slice(marker);
+        f.resize(len.max(f.len()), 0x5a);
+        f
+    }
+
+    /// A test tap, still down, without IPv6 chatter.
+    fn lab(prefix: &str) -> TestTap {
+        private_netns();
+        let t = TestTap::tap(&unique_name(prefix));
+        // Best effort: fewer router solicitations and MLD reports on the
+        // tap the tests read from.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", t.name),
+            "1",
+        );
+        t
+    }
+
+    /// The device on tap `t`, then the tap brought up (see
+    /// [`TestTap::set_up`] for why in this order), and a packet socket on
+    /// it (bound once it is up: binding to a down interface fails sends).
+    fn open_net(t: &TestTap, mac: Option<MacAddr>) -> (Net, PacketSocket) {
+        let net = Net::new(&t.name, mac).unwrap();
+        t.set_up();
+        (net, PacketSocket::bind(t.index()))
+    }
+
+    fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    const ALL: u64 = FEATURES;
+    const NO_MRG: u64 = FEATURES & !bit(VIRTIO_NET_F_MRG_RXBUF);
+
+    fn activate(
+        net: &mut Net,
+        mem: &GuestMemoryMmap,
+        rx: &Driver<'_>,
+        tx: &Driver<'_>,
+        acked: u64,
+    ) -> Arc<CountIrq> {
+        let irq = Arc::new(CountIrq::default());
+        net.activate(
+            mem.clone(),
+            acked,
+            vec![rx.active(RX_QUEUE), tx.active(TX_QUEUE)],
+            irq.clone(),
+        )
+        .unwrap();
+        irq
+    }
+
+    #[test]
+    fn mac_addresses_parse_print_and_generate() {
+        let m: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        assert_eq!(m.0, [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        assert_eq!(m.to_string(), "52:54:00:12:34:56");
+        let m: MacAddr = "BC-24-11-AB-cd-EF".parse().unwrap();
+        assert_eq!(m.to_string(), "bc:24:11:ab:cd:ef");
+        for bad in [
+            "",
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "52:54:00:12:34:5",
+            "52:54:00:12:34:567",
+            "52:54:00:12:34:zz",
+            "52:54-00:12:34:56",
+            "+2:54:00:12:34:56",
+        ] {
+            assert!(
+                matches!(bad.parse::<MacAddr>(), Err(MacError::Syntax(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            "01:00:5e:00:00:01".parse::<MacAddr>(),
+            Err(MacError::Multicast(_))
+        ));
+        assert!(matches!(
+            "ff:ff:ff:ff:ff:ff".parse::<MacAddr>(),
+            Err(MacError::Multicast(_))
+        ));
+        assert!(matches!(
+            "00:00:00:00:00:00".parse::<MacAddr>(),
+            Err(MacError::Zero(_))
+        ));
+
+        let a = MacAddr::random().unwrap();
+        let b = MacAddr::random().unwrap();
+        assert_eq!(a.0[0], 0x02, "locally administered unicast: {a}");
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().parse::<MacAddr>().unwrap(), a);
+    }
+
+    #[test]
+    fn a_missing_tap_is_refused_by_name() {
+        private_netns();
+        let name = unique_name("oxnone");
+        let e = Net::new(&name, None).unwrap_err();
+        assert_eq!(e.to_string(), format!("tap {name}: No such device"));
+    }
+
+    #[test]
+    fn features_config_and_info() {
+        let t = lab("oxcfg");
+        let mac: MacAddr = "52:54:00:12:34:56".parse().unwrap();
+        let (net, _sock) = open_net(&t, Some(mac));
+        assert_eq!(net.device_type(), 1);
+        assert_eq!(net.queue_sizes(), [256, 256]);
+        let f = net.features();
+        for b in [
+            VIRTIO_NET_F_CSUM,
+            VIRTIO_NET_F_GUEST_CSUM,
+            VIRTIO_NET_F_MAC,
+            VIRTIO_NET_F_GUEST_TSO4,
+            VIRTIO_NET_F_GUEST_TSO6,
+            VIRTIO_NET_F_HOST_TSO4,
+            VIRTIO_NET_F_HOST_TSO6,
+            VIRTIO_NET_F_MRG_RXBUF,
+            VIRTIO_NET_F_STATUS,
+        ] {
+            assert!(f & bit(b) != 0, "feature {b}");
+        }
+        assert!(f & VIRTIO_F_VERSION_1 != 0);
+        // No control queue, no multiqueue.
+        assert_eq!(f & (bit(17) | bit(22)), 0);
+
+        let mut c = [0xffu8; 12];
+        net.read_config(0, &mut c);
+        assert_eq!(c, [0x52, 0x54, 0, 0x12, 0x34, 0x56, 1, 0, 1, 0, 0, 0]);
+        let mut c = [0u8; 2];
+        net.read_config(6, &mut c);
+        assert_eq!(u16::from_le_bytes(c), VIRTIO_NET_S_LINK_UP as u16);
+        net.read_config(u64::MAX, &mut c);
+        assert_eq!(c, [0, 0]);
+
+        let i = net.info();
+        assert_eq!(i["tap"], t.name.as_str());
+        assert_eq!(i["mac"], "52:54:00:12:34:56");
+        assert_eq!(net.tap_name(), t.name);
+
+        let random = Net::new(&unique_name("oxno"), None);
+        assert!(random.is_err());
+    }
+
+    #[test]
+    fn transmit_reaches_the_tap() {
+        let t = lab("oxtx");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let mut tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        rx.add_rx(4, 2048);
+        rx.notify();
+
+        let f = frame([0xff; 6], b"oxbow-tx-1", 200);
+        let mut bytes = vec![0u8; VNET_HDR_LEN];
+        bytes.extend_from_slice(&f);
+        // Split inside the frame, so the two descriptors are gathered.
+        let head = tx.add_tx(&bytes, VNET_HDR_LEN + 30);
+        tx.notify();
+
+        assert_eq!(tx.next_used(TIMEOUT), Some((head, 0)));
+        let got = sock
+            .recv_matching(TIMEOUT, |p| contains(p, b"oxbow-tx-1"))
+            .expect("the frame on the tap");
+        assert_eq!(got, f);
+        wait_for("tx interrupt", || irq.tx.load(Ordering::SeqCst) >= 1);
+        assert_eq!(net.stats().tx_packets.load(Ordering::SeqCst), 1);
+        assert_eq!(net.stats().tx_bytes.load(Ordering::SeqCst), 200);
+
+        // A batch of frames in one kick, including a checksum-offload one.
+        let mut heads = Vec::new();
+        for i in 0..10u8 {
+            let mut b = vec![0u8; VNET_HDR_LEN];
+            if i == 9 {
+                // NEEDS_CSUM: csum_start 14 + 20, offset 6 (a UDP checksum).
+                b[0] = 1;
+                b[6..8].copy_from_slice(&34u16.to_le_bytes());
+                b[8..10].copy_from_slice(&6u16.to_le_bytes());
+            }
+            b.extend(frame([0xff; 6], &[b'b', b'a', b't', i], 100));
+            heads.push(tx.add_tx(&b, VNET_HDR_LEN));
+        }
+        tx.notify();
+        for h in heads {
+            assert_eq!(tx.next_used(TIMEOUT), Some((h, 0)));
+        }
+        for i in 0..10u8 {
+            sock.recv_matching(TIMEOUT, |p| contains(p, &[b'b', b'a', b't', i]))
+                .unwrap_or_else(|| panic!("frame {i}"));
+        }
+        assert_eq!(net.stats().tx_packets.load(Ordering::SeqCst), 11);
+        assert_eq!(net.stats().bad_chains.load(Ordering::SeqCst), 0);
+        net.reset();
+    }
+
+    #[test]
+    fn receive_lands_in_a_guest_buffer_with_its_header() {
+        let t = lab("oxrx");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let (mut net, sock) = open_net(&t, Some(mac));
+        let irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        rx.add_rx(16, 2048);
+        rx.notify();
+
+        let f = frame(mac.0, b"oxbow-rx-1", 300);
+        sock.send(&f);
+        let p = rx.recv_marked(b"oxbow-rx-1");
+        assert_eq!(p.frame, f);
+        assert_eq!(p.num_buffers, 1);
+        // No checksum or segmentation work for the guest, one buffer.
+        assert_eq!(p.hdr, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(p.lens, [(VNET_HDR_LEN + 300) as u32]);
+        wait_for("rx interrupt", || irq.rx.load(Ordering::SeqCst) >= 1);
+        assert!(net.stats().rx_packets.load(Ordering::SeqCst) >= 1);
+        net.reset();
+    }
+
+    #[test]
+    fn a_frame_spans_mergeable_buffers() {
+        let t = lab("oxmrg");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        rx.add_rx(32, 64);
+        rx.notify();
+
+        let f = frame([0xff; 6], b"oxbow-mrg", 300);
+        sock.send(&f);
+        let p = rx.recv_marked(b"oxbow-mrg");
+        assert_eq!(p.frame, f);
+        // 312 bytes in 64-byte buffers.
+        assert_eq!(p.num_buffers, 5);
+        assert_eq!(p.lens, [64, 64, 64, 64, 56]);
+        net.reset();
+    }
+
+    #[test]
+    fn without_mergeable_buffers_a_frame_needs_one_big_enough_buffer() {
+        let t = lab("oxnom");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, NO_MRG);
+        // One 100-byte buffer: a 300-byte frame is dropped, the buffer
+        // stays for the next frame, which fits.
+        rx.add_rx(1, 100);
+        rx.notify();
+        sock.send(&frame([0xff; 6], b"oxbow-big", 300));
+        wait_for("the big frame dropped", || {
+            net.stats().rx_dropped.load(Ordering::SeqCst) >= 1
+        });
+        assert_eq!(rx.used_idx(), 0);
+        let f = frame([0xff; 6], b"oxbow-small", 60);
+        sock.send(&f);
+        let p = rx.recv_marked(b"oxbow-small");
+        assert_eq!(p.frame, f);
+        assert_eq!(p.num_buffers, 1);
+        net.reset();
+    }
+
+    /// An IPv4/TCP frame with `payload` bytes of payload (starting with
+    /// `marker`), its TCP checksum left for offload.
+    fn tcp_frame(marker: &[u8], payload: usize) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0xaa, 0x08, 0x00]);
+        let total = (20 + 20 + payload) as u16;
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        let mut sum = 0u32;
+        for w in ip.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        f.extend(ip);
+        // Ports 1234 → 5678, seq 1, ACK|PSH, window 65535.
+        f.extend_from_slice(&[0x04, 0xd2, 0x16, 0x2e, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18]);
+        f.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+        let start = f.len();
+        f.extend_from_slice(marker);
+        f.resize(start + payload, 0x5a);
+        f
+    }
+
+    #[test]
+    fn guest_offloads_decide_what_the_tap_hands_over() {
+        // The kernel hands over a 3000-byte TCP segment with a partial
+        // checksum: as is to a guest that acked GUEST_CSUM and GUEST_TSO4,
+        // as three checksummed 1000-byte segments to one that did not.
+        let segment = |hdr: &[u8]| hdr[1] == VIRTIO_NET_HDR_GSO_TCPV4 as u8;
+        for (acked, want) in [(ALL, 1usize), (ALL & !bit(VIRTIO_NET_F_GUEST_CSUM), 3)] {
+            let t = lab("oxtso");
+            let mem = memory();
+            let mut rx = Driver::new(&mem, 0, 0x10_0000);
+            let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+            let (mut net, sock) = open_net(&t, None);
+            let _irq = activate(&mut net, &mem, &rx, &tx, acked);
+            rx.add_rx(64, 4096);
+            rx.notify();
+
+            // NEEDS_CSUM, TCPV4, hdr_len 54, gso_size 1000, csum at 34+16.
+            let mut vh = [0u8; 10];
+            vh[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+            vh[1] = VIRTIO_NET_HDR_GSO_TCPV4 as u8;
+            vh[2..4].copy_from_slice(&54u16.to_le_bytes());
+            vh[4..6].copy_from_slice(&1000u16.to_le_bytes());
+            vh[6..8].copy_from_slice(&34u16.to_le_bytes());
+            vh[8..10].copy_from_slice(&16u16.to_le_bytes());
+            sock.send_with_vnet_hdr(&vh, &tcp_frame(b"oxbow-tso", 3000));
+
+            let first = rx.recv_marked(b"oxbow-tso");
+            let mut got = vec![first];
+            while got.len() < want {
+                got.push(rx.recv(TIMEOUT).expect("the other segments"));
+            }
+            let payload: usize = got.iter().map(|p| p.frame.len() - 54).sum();
+            assert_eq!(payload, 3000);
+            if want == 1 {
+                let h = &got[0].hdr;
+                assert!(segment(h), "{h:?}");
+                assert_eq!(h[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8, 1, "{h:?}");
+                assert_eq!(u16::from_le_bytes([h[4], h[5]]), 1000, "{h:?}");
+                assert_eq!(u16::from_le_bytes([h[6], h[7]]), 34, "{h:?}");
+                assert_eq!(u16::from_le_bytes([h[8], h[9]]), 16, "{h:?}");
+                // 3054 bytes in 4 KiB buffers: one buffer.
+                assert_eq!(got[0].num_buffers, 1);
+            } else {
+                for p in &got {
+                    assert!(!segment(&p.hdr), "{:?}", p.hdr);
+                    assert_eq!(p.hdr[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM as u8, 0);
+                    assert_eq!(p.frame.len(), 1054);
+                }
+            }
+            net.reset();
+        }
+    }
+
+    #[test]
+    fn a_frame_waits_for_buffers_without_spinning() {
+        let t = lab("oxwait");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+
+        let f = frame([0xff; 6], b"oxbow-wait", 80);
+        sock.send(&f);
+        // The frame is read from the tap, finds no buffer and waits; the
+        // worker stops polling the tap instead of spinning on it.
+        std::thread::sleep(Duration::from_millis(300));
+        let wakeups = net.stats().wakeups.load(Ordering::SeqCst);
+        assert!(wakeups < 20, "{wakeups} wakeups with no receive buffer");
+        assert_eq!(rx.used_idx(), 0);
+
+        rx.add_rx(8, 2048);
+        rx.notify();
+        let p = rx.recv_marked(b"oxbow-wait");
+        assert_eq!(p.frame, f);
+        assert_eq!(net.stats().rx_dropped.load(Ordering::SeqCst), 0);
+        net.reset();
+    }
+
+    #[test]
+    fn malformed_transmit_chains_fail_alone() {
+        let t = lab("oxbadtx");
+        let mem = memory();
+        let rx = Driver::new(&mem, 0, 0x10_0000);
+        let mut tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        let buf = 0x20_0000u64;
+        let d = |addr: u64, len: u32, flags: u32, next: u16| {
+            RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+        };
+
+        let mut bad = vec![
+            // Outside guest memory.
+            tx.add(&[(0x1_0000_0000, 100, false)]),
+            // Straddling the end of guest memory.
+            tx.add(&[(MEM_SIZE as u64 - 50, 100, false)]),
+            // A huge length.
+            tx.add(&[(buf, u32::MAX, false)]),
+            // Inside memory, but longer than any frame.
+            tx.add(&[(buf, 0x10000, false), (buf, 0x10000, false)]),
+            // Shorter than the header.
+            tx.add(&[(buf, 4, false)]),
+        ];
+        // A descriptor that points at itself.
+        let i = tx.next_desc;
+        bad.push(tx.add_raw(&[d(buf, 64, VRING_DESC_F_NEXT, i)]));
+        // A loop over two descriptors.
+        let i = tx.next_desc;
+        bad.push(tx.add_raw(&[
+            d(buf, 64, VRING_DESC_F_NEXT, i + 1),
+            d(buf, 64, VRING_DESC_F_NEXT, i),
+        ]));
+        // A next index past the table.
+        bad.push(tx.add_raw(&[d(buf, 64, VRING_DESC_F_NEXT, 999)]));
+        // Then a good frame: the device carries on.
+        let mut good = vec![0u8; VNET_HDR_LEN];
+        good.extend(frame([0xff; 6], b"oxbow-after-bad", 64));
+        let good_head = tx.add_tx(&good, VNET_HDR_LEN);
+        tx.notify();
+
+        for h in &bad {
+            assert_eq!(tx.next_used(TIMEOUT), Some((*h, 0)));
+        }
+        assert_eq!(tx.next_used(TIMEOUT), Some((good_head, 0)));
+        sock.recv_matching(TIMEOUT, |p| contains(p, b"oxbow-after-bad"))
+            .expect("the good frame after the bad ones");
+        assert_eq!(
+            net.stats().bad_chains.load(Ordering::SeqCst),
+            bad.len() as u64
+        );
+        assert_eq!(net.stats().tx_packets.load(Ordering::SeqCst), 1);
+        net.reset();
+    }
+
+    #[test]
+    fn a_head_index_past_the_ring_is_skipped() {
+        let t = lab("oxhead");
+        let mem = memory();
+        let rx = Driver::new(&mem, 0, 0x10_0000);
+        let mut tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        // An avail ring entry naming descriptor 300 of 256.
+        let avail = tx.q.avail();
+        let idx = avail.idx().load();
+        avail
+            .ring()
+            .ref_at(usize::from(idx % QUEUE_SIZE))
+            .unwrap()
+            .store(300);
+        avail.idx().store(idx + 1);
+        let mut good = vec![0u8; VNET_HDR_LEN];
+        good.extend(frame([0xff; 6], b"oxbow-head", 64));
+        let h = tx.add_tx(&good, VNET_HDR_LEN);
+        tx.notify();
+        assert_eq!(tx.next_used(TIMEOUT), Some((h, 0)));
+        sock.recv_matching(TIMEOUT, |p| contains(p, b"oxbow-head"))
+            .expect("the good frame");
+        assert_eq!(net.stats().bad_chains.load(Ordering::SeqCst), 1);
+        net.reset();
+    }
+
+    #[test]
+    fn malformed_receive_chains_are_returned_empty() {
+        let t = lab("oxbadrx");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        let buf = 0x30_0000u64;
+        let d = |addr: u64, len: u32, flags: u32, next: u16| {
+            RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, next))
+        };
+        let mut bad = vec![
+            rx.add(&[(0x1_0000_0000, 2048, true)]),
+            rx.add(&[(buf, u32::MAX, true)]),
+            // Device-readable only: nowhere to write.
+            rx.add(&[(buf, 2048, false)]),
+            // Smaller than a header.
+            rx.add(&[(buf, 8, true)]),
+        ];
+        let i = rx.next_desc;
+        bad.push(rx.add_raw(&[d(buf, 2048, VRING_DESC_F_NEXT | VRING_DESC_F_WRITE, i)]));
+        rx.add_rx(8, 2048);
+        rx.notify();
+
+        let f = frame([0xff; 6], b"oxbow-rx-after-bad", 100);
+        sock.send(&f);
+        for h in &bad {
+            assert_eq!(rx.next_used(TIMEOUT), Some((*h, 0)));
+        }
+        let p = rx.recv_marked(b"oxbow-rx-after-bad");
+        assert_eq!(p.frame, f);
+        assert_eq!(
+            net.stats().bad_chains.load(Ordering::SeqCst),
+            bad.len() as u64
+        );
+        net.reset();
+    }
+
+    #[test]
+    fn reset_stops_the_worker_and_a_new_activation_works() {
+        let t = lab("oxreset");
+        let mem = memory();
+        let (mut net, sock) = open_net(&t, None);
+        {
+            let rx = Driver::new(&mem, 0, 0x10_0000);
+            let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+            let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        }
+        net.reset();
+        // Nobody reads the tap now: the frame waits in the kernel.
+        let f = frame([0xff; 6], b"oxbow-after-reset", 70);
+        sock.send(&f);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(net.stats().rx_packets.load(Ordering::SeqCst), 0);
+
+        // The driver sets the device up again, with other rings.
+        let mut rx = Driver::new(&mem, 0x2_0000, 0x50_0000);
+        let mut tx = Driver::new(&mem, 0x3_0000, 0x60_0000);
+        let _irq = activate(&mut net, &mem, &rx, &tx, NO_MRG);
+        rx.add_rx(8, 2048);
+        rx.notify();
+        let p = rx.recv_marked(b"oxbow-after-reset");
+        assert_eq!(p.frame, f);
+        let mut b = vec![0u8; VNET_HDR_LEN];
+        b.extend(frame([0xff; 6], b"oxbow-tx-again", 64));
+        let h = tx.add_tx(&b, 5);
+        tx.notify();
+        assert_eq!(tx.next_used(TIMEOUT), Some((h, 0)));
+        sock.recv_matching(TIMEOUT, |p| contains(p, b"oxbow-tx-again"))
+            .expect("transmit after reactivation");
+        net.reset();
+        net.reset();
+    }
+
+    #[test]
+    fn activation_needs_both_queues() {
+        let t = lab("oxq");
+        let mem = memory();
+        let rx = Driver::new(&mem, 0, 0x10_0000);
+        let (mut net, _sock) = open_net(&t, None);
+        let e = net
+            .activate(
+                mem.clone(),
+                ALL,
+                vec![rx.active(RX_QUEUE)],
+                Arc::new(CountIrq::default()),
+            )
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+}

@@ -118,12 +118,24 @@ fn vmm_boots_bzimage_guest_nested() {
         vm.wait_unit_stopped("make-disk", GUEST).unwrap().code,
         Some(0)
     );
+    // A bridge with an address and a tap on it: the guest's NIC pings the
+    // bridge's address through the tap.
+    let net = "exec >/dev/console 2>&1; set -e; \
+               ip link add brtest type bridge; ip addr add 10.99.0.1/24 dev brtest; \
+               ip link set brtest up; ip tuntap add dev vmtap0 mode tap; \
+               ip link set vmtap0 master brtest; ip link set vmtap0 up";
+    vm.run_unit("make-net", &["/bin/sh", "-c", net]).unwrap();
+    assert_eq!(
+        vm.wait_unit_stopped("make-net", GUEST).unwrap().code,
+        Some(0)
+    );
+    let cmdline = format!("{CMDLINE} oxbow.ip=10.99.0.2/24 oxbow.peer=10.99.0.1");
     let (exit, console) = run_vmm(
         &mut vm,
         "guest-bzimage",
         "vmlinuz",
-        CMDLINE,
-        &["--disk", disk],
+        &cmdline,
+        &["--disk", disk, "--net", "tap=vmtap0,mac=02:0b:0b:00:00:02"],
     );
     check_guest(&mut vm, "guest-bzimage", &exit, &console, 0);
     let lines = guest_lines(&console);
@@ -132,6 +144,10 @@ fn vmm_boots_bzimage_guest_nested() {
         "virtio-blk: {lines:?}"
     );
     assert!(lines.contains(&"rng=ok"), "virtio-rng: {lines:?}");
+    assert!(
+        lines.contains(&"net=ok"),
+        "virtio-net over vmtap0 on brtest: {lines:?}"
+    );
     // The pattern the guest wrote to sector 1, read on the host side.
     let check = format!(
         "exec >/dev/console; printf 'SECTOR1 '; dd if={disk} bs=512 skip=1 count=1 2>/dev/null | tr -d '\\000'; echo"

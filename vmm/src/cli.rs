@@ -2,13 +2,14 @@
 
 use std::path::PathBuf;
 
-use crate::vm::{DiskConfig, SerialOut, VmConfig};
+use crate::virtio::net::MacAddr;
+use crate::vm::{DiskConfig, NetConfig, SerialOut, VmConfig};
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
            [--cpus N] [--serial stdio|file=PATH|none] [--api-socket PATH]
-           [--disk PATH[,readonly]]... [--no-rng]
+           [--disk PATH[,readonly]]... [--net tap=NAME[,mac=MAC]]... [--no-rng]
        vmm ctl SOCKET (ping|info|pause|resume|shutdown|stop|JSON)
        vmm probe
 
@@ -21,6 +22,8 @@ usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
   --api-socket PATH   control socket (JSON lines; see docs/vmm.md)
   --disk PATH[,readonly]
                       a virtio-blk disk on a raw image or block device; repeatable
+  --net tap=NAME[,mac=MAC]
+                      a virtio-net NIC on an existing tap; repeatable
   --no-rng            no virtio-rng device (one is added by default)
 
 exit status: 0 the guest powered off (or `stop`), 3 the guest reset,
@@ -61,6 +64,28 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
         }
     }
     Ok(d)
+}
+
+/// Parses `--net tap=NAME[,mac=MAC]`.
+pub fn parse_net(s: &str) -> Result<NetConfig, String> {
+    let mut tap = None;
+    let mut mac = None;
+    for opt in s.split(',') {
+        match opt.split_once('=') {
+            Some(("tap", v)) if !v.is_empty() => tap = Some(v.to_string()),
+            Some(("mac", v)) => {
+                mac = Some(
+                    v.parse::<MacAddr>()
+                        .map_err(|e| format!("--net {s}: mac {v}: {e}"))?,
+                )
+            }
+            _ => return Err(format!("--net {s}: expected tap=NAME[,mac=MAC]")),
+        }
+    }
+    Ok(NetConfig {
+        tap: tap.ok_or(format!("--net {s}: tap=NAME is required"))?,
+        mac,
+    })
 }
 
 /// Parses `--serial`.
@@ -105,6 +130,7 @@ pub fn parse(args: &[String]) -> Result<VmConfig, String> {
             "--serial" => c.serial = parse_serial(&value()?)?,
             "--api-socket" => c.api_socket = Some(PathBuf::from(value()?)),
             "--disk" => c.disks.push(parse_disk(&value()?)?),
+            "--net" => c.nets.push(parse_net(&value()?)?),
             "--no-rng" => c.rng = false,
             other => return Err(format!("unknown argument {other}")),
         }
@@ -148,6 +174,14 @@ mod tests {
         assert_eq!(c.disks[1].path, PathBuf::from("/b.raw"));
         assert!(!c.rng);
         assert!(parse(&args("--kernel /k")).unwrap().rng);
+        let c = parse(&args(
+            "--kernel /k --net tap=vmtap0 --net tap=t1,mac=02:11:22:33:44:55",
+        ))
+        .unwrap();
+        assert_eq!(c.nets.len(), 2);
+        assert_eq!(c.nets[0].tap, "vmtap0");
+        assert_eq!(c.nets[0].mac, None);
+        assert_eq!(c.nets[1].mac.unwrap().to_string(), "02:11:22:33:44:55");
     }
 
     #[test]
@@ -170,9 +204,11 @@ mod tests {
         assert!(parse(&args("--kernel /k --disk /d,cache=none"))
             .unwrap_err()
             .contains("unknown option"));
-        assert!(parse(&args("--kernel /k --net tap=x"))
+        assert!(parse(&args("--kernel /k --net mac=02:00:00:00:00:01"))
             .unwrap_err()
-            .contains("unknown"));
+            .contains("tap=NAME is required"));
+        assert!(parse(&args("--kernel /k --net tap=t0,mac=ff:ff:ff:ff:ff:ff")).is_err());
+        assert!(parse(&args("--kernel /k --net tap=t0,vlan=5")).is_err());
         assert!(parse(&args("--kernel"))
             .unwrap_err()
             .contains("needs a value"));

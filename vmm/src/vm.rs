@@ -24,6 +24,7 @@ use crate::exit::{ExitReason, ExitSignal};
 use crate::layout;
 use crate::pci::PciBus;
 use crate::virtio::blk::Blk;
+use crate::virtio::net::{MacAddr, Net};
 use crate::virtio::pci::{self as pci_virtio, VirtioPci};
 use crate::virtio::rng::Rng;
 use crate::virtio::VirtioDevice;
@@ -58,8 +59,19 @@ pub struct VmConfig {
     pub api_socket: Option<PathBuf>,
     /// virtio-blk disks, in PCI slot order.
     pub disks: Vec<DiskConfig>,
+    /// virtio-net NICs on existing taps, after the disks.
+    pub nets: Vec<NetConfig>,
     /// Whether to add a virtio-rng.
     pub rng: bool,
+}
+
+/// A NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The tap it is attached to (must exist; netd or the caller makes it).
+    pub tap: String,
+    /// Its MAC; a random locally administered one when absent.
+    pub mac: Option<MacAddr>,
 }
 
 /// A disk.
@@ -82,6 +94,7 @@ impl Default for VmConfig {
             serial: SerialOut::Stdio,
             api_socket: None,
             disks: Vec::new(),
+            nets: Vec::new(),
             rng: true,
         }
     }
@@ -312,6 +325,17 @@ pub fn validate(c: &VmConfig) -> Result<(), VmError> {
             )));
         }
     }
+    for n in &c.nets {
+        let name = std::ffi::CString::new(n.tap.as_str())
+            .map_err(|_| VmError::Config(format!("tap {:?}: bad name", n.tap)))?;
+        // SAFETY: `name` is a valid NUL-terminated string for the call.
+        if unsafe { libc::if_nametoindex(name.as_ptr()) } == 0 {
+            return Err(VmError::Config(format!(
+                "tap {}: no such interface (the VMM attaches to existing taps only)",
+                n.tap
+            )));
+        }
+    }
     for d in &c.disks {
         let m = std::fs::metadata(&d.path).map_err(io(format!("disk {}", d.path.display())))?;
         if !m.is_file() && !std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) {
@@ -404,6 +428,9 @@ impl Vm {
             devices.push(Box::new(
                 Blk::new(&d.path, d.readonly).map_err(io("virtio-blk"))?,
             ));
+        }
+        for n in &config.nets {
+            devices.push(Box::new(Net::new(&n.tap, n.mac).map_err(io("virtio-net"))?));
         }
         if config.rng {
             devices.push(Box::new(Rng::new()));

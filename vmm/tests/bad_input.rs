@@ -142,3 +142,19 @@ fn missing_or_bad_disk() {
     let (code, err) = vmm(&["--kernel", &k, "--disk", "/x.raw,cache=none"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn missing_tap_is_refused_and_not_created() {
+    let d = Dir::new("tap");
+    let k = d.path("k");
+    std::fs::write(&k, b"x").unwrap();
+    let (code, err) = vmm(&["--kernel", &k, "--net", "tap=oxbow-nope0"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tap oxbow-nope0"), "{err}");
+    assert!(
+        !Path::new("/sys/class/net/oxbow-nope0").exists(),
+        "a tap was created"
+    );
+    let (code, err) = vmm(&["--kernel", &k, "--net", "tap=t0,mac=01:00:00:00:00:00"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -55,7 +55,9 @@ fn parse() -> Result<Args, String> {
         }
     }
     if a.marker.is_empty() || a.command.is_empty() || a.guest_mib == 0 {
-        return Err("usage: bench-run --label NAME --marker TEXT --guest-mib N -- COMMAND...".into());
+        return Err(
+            "usage: bench-run --label NAME --marker TEXT --guest-mib N -- COMMAND...".into(),
+        );
     }
     Ok(a)
 }
@@ -76,7 +78,12 @@ fn memory(pid: u32, guest_kib: u64) -> (u64, u64) {
             size = 0;
             continue;
         }
-        let kib = || f.clone().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        let kib = || {
+            f.clone()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         match first {
             "Size:" => size = kib(),
             "Rss:" => {

@@ -78,7 +78,10 @@ fn main() -> Result<()> {
     vm.run_unit("bench-prep", &["/bin/sh", "-c", prep])?;
     let e = vm.wait_unit_stopped("bench-prep", RUN)?;
     if e.code != Some(0) {
-        bail!("preparing the appliance failed ({}): is qemu-system-x86 in the ISO?", e.how);
+        bail!(
+            "preparing the appliance failed ({}): is qemu-system-x86 in the ISO?",
+            e.how
+        );
     }
 
     let qemu_common = |machine: &str, kernel: &str| -> Vec<String> {
@@ -136,7 +139,10 @@ fn main() -> Result<()> {
     for (fmt, kernel) in [("bzImage", "/run/g/vmlinuz"), ("pvh", "/run/g/vmlinux")] {
         sides.push((format!("oxbow {fmt}"), oxbow(kernel)));
         sides.push((format!("qemu-q35 {fmt}"), qemu_common("q35", kernel)));
-        sides.push((format!("qemu-microvm {fmt}"), qemu_common("microvm", kernel)));
+        sides.push((
+            format!("qemu-microvm {fmt}"),
+            qemu_common("microvm", kernel),
+        ));
     }
 
     let mut results: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -158,7 +164,10 @@ fn main() -> Result<()> {
             argv.extend(cmd.iter().cloned());
             let script = format!(
                 "exec >/dev/console 2>&1; exec {}",
-                argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+                argv.iter()
+                    .map(|a| shell_quote(a))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             );
             let before = vm.serial().len();
             vm.run_unit(&unit, &["/bin/sh", "-c", &script])?;
@@ -173,7 +182,8 @@ fn main() -> Result<()> {
                 vm.show_unit_log(&unit);
                 bail!("{label}: no BENCH line ({})", e.how);
             };
-            let v: Value = serde_json::from_str(&line).with_context(|| format!("parsing {line}"))?;
+            let v: Value =
+                serde_json::from_str(&line).with_context(|| format!("parsing {line}"))?;
             println!(
                 "round {round} {label:<22} marker {:>7.0} ms  exit {:>7.0} ms  rss {:>6} KiB  guest {:>6} KiB  overhead {:>6} KiB",
                 v["marker_ms"].as_f64().unwrap_or(f64::NAN),
@@ -198,7 +208,10 @@ fn main() -> Result<()> {
     for fmt in ["bzImage", "pvh"] {
         let o = format!("oxbow {fmt}");
         let (om, oo) = (med(&o, "marker_ms"), med(&o, "overhead_kib"));
-        println!("  {o:<22} start->userspace {om:>7.0} ms   overhead {:>7.1} MiB", oo / 1024.0);
+        println!(
+            "  {o:<22} start->userspace {om:>7.0} ms   overhead {:>7.1} MiB",
+            oo / 1024.0
+        );
         for peer in ["qemu-q35", "qemu-microvm"] {
             let p = format!("{peer} {fmt}");
             let (pm, po) = (med(&p, "marker_ms"), med(&p, "overhead_kib"));

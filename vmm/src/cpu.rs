@@ -83,11 +83,12 @@ const MSR_LSTAR: u32 = 0xc000_0082;
 const MSR_CSTAR: u32 = 0xc000_0083;
 const MSR_SYSCALL_MASK: u32 = 0xc000_0084;
 const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
-const MSR_IA32_TSC: u32 = 0x10;
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
 
-/// The MSRs set at boot, filtered to those KVM knows (`index_list`).
+/// The MSRs set at boot, filtered to those KVM knows (`index_list`). The
+/// TSC is left alone: KVM starts every vCPU's TSC in step, and writing it
+/// per vCPU at different moments makes the guest see unsynchronized TSCs.
 pub fn boot_msrs(index_list: &[u32]) -> Vec<kvm_msr_entry> {
     let wanted = [
         (MSR_IA32_SYSENTER_CS, 0),
@@ -98,7 +99,6 @@ pub fn boot_msrs(index_list: &[u32]) -> Vec<kvm_msr_entry> {
         (MSR_KERNEL_GS_BASE, 0),
         (MSR_SYSCALL_MASK, 0),
         (MSR_LSTAR, 0),
-        (MSR_IA32_TSC, 0),
         (MSR_IA32_MISC_ENABLE, 1),          // fast strings
         (MSR_MTRR_DEF_TYPE, (1 << 11) | 6), // MTRRs on, default write-back
     ];

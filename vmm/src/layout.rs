@@ -12,7 +12,9 @@
 //! 0x1_0000_0000 RAM above the hole, when the guest has more than 3 GiB
 //! ```
 
-use vm_memory::GuestAddress;
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// The GDT used while entering the kernel.
 pub const GDT: u64 = 0x500;
@@ -81,6 +83,32 @@ pub struct E820Entry {
     pub size: u64,
     /// Kind.
     pub kind: E820Kind,
+}
+
+/// Registers every region of `mem` with KVM, one slot each.
+///
+/// # Safety
+///
+/// `mem` must stay mapped for as long as `vm` (and its vCPUs) can run:
+/// KVM keeps using the host addresses after this returns.
+pub unsafe fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), String> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = mem
+            .get_host_address(region.start_addr())
+            .map_err(|e| e.to_string())?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping of `mem`, which the caller
+        // keeps alive as long as the VM (this function's contract).
+        unsafe { vm.set_user_memory_region(r) }
+            .map_err(|e| format!("KVM set memory region: {e}"))?;
+    }
+    Ok(())
 }
 
 /// The RAM regions of a guest with `mem_bytes` of memory, as (start, size).

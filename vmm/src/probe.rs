@@ -2,9 +2,8 @@
 //! real-mode instructions on one vCPU, and check the port I/O and halt they
 //! cause. It proves that `/dev/kvm` is usable, not merely present.
 
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Where the code is loaded and started.
 const CODE_ADDR: u64 = 0x1000;
@@ -66,22 +65,9 @@ pub fn run(seed: u8) -> Result<ProbeReport, ProbeError> {
         .map_err(|e| ProbeError::Memory(e.to_string()))?;
     mem.write_obj(seed, GuestAddress(0x1100))
         .map_err(|e| ProbeError::Memory(e.to_string()))?;
-    for (slot, region) in mem.iter().enumerate() {
-        let host = mem
-            .get_host_address(region.start_addr())
-            .map_err(|e| ProbeError::Memory(e.to_string()))?;
-        let r = kvm_userspace_memory_region {
-            slot: slot as u32,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host as u64,
-            flags: 0,
-        };
-        // SAFETY: the region is a live mapping owned by `mem`, and `mem` is
-        // dropped only after the vCPU and the VM (explicit drops below), so
-        // KVM never sees the mapping go away while it can use it.
-        unsafe { vm.set_user_memory_region(r) }.map_err(kvm("set memory region"))?;
-    }
+    // SAFETY: `mem` is dropped only after the vCPU and the VM (explicit
+    // drops below), so KVM never sees the mapping go away while it can use it.
+    unsafe { crate::layout::register_memory(&vm, &mem) }.map_err(ProbeError::Memory)?;
     let mut vcpu = vm.create_vcpu(0).map_err(kvm("create vCPU"))?;
     let mut sregs = vcpu.get_sregs().map_err(kvm("get sregs"))?;
     sregs.cs.base = 0;

@@ -10,9 +10,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vm_superio::{I8042Device, Serial};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -386,22 +386,10 @@ impl Vm {
 
         let mem: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&layout::ram_regions(mem_bytes))
             .map_err(|e| VmError::Memory(e.to_string()))?;
-        for (slot, region) in mem.iter().enumerate() {
-            let host = mem
-                .get_host_address(region.start_addr())
-                .map_err(|e| VmError::Memory(e.to_string()))?;
-            let r = kvm_userspace_memory_region {
-                slot: slot as u32,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: host as u64,
-                flags: 0,
-            };
-            // SAFETY: the region is a live mapping owned by `mem`, which the
-            // `Vm` keeps until after the VM fd and the vCPUs are dropped
-            // (field order and `run`), so KVM never sees it unmapped.
-            unsafe { vm.set_user_memory_region(r) }.map_err(kvm("set memory region"))?;
-        }
+        // SAFETY: `mem` is owned by the `Vm`, which drops it only after the
+        // VM fd and the vCPUs (field order and `run`); the virtio workers
+        // hold clones of it, so the mapping outlives every user.
+        unsafe { layout::register_memory(&vm, &mem) }.map_err(VmError::Memory)?;
 
         let mut loaded = boot::load_kernel(&mem, &config.kernel)?;
         if let Some(initrd) = &config.initrd {

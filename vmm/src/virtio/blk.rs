@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{device_type, drain, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1};
+use super::{
+    device_type, drain, signal_used, ActiveQueue, Interrupt, VirtioDevice, Worker,
+    VIRTIO_F_VERSION_1,
+};
 
 /// Sector size of the protocol.
 pub const SECTOR: u64 = 512;
@@ -399,17 +402,14 @@ impl VirtioDevice for Blk {
             if let Ok(mut g) = stats.lock() {
                 *g = s;
             }
-            if used && aq.queue.needs_notification(&mem).unwrap_or(true) {
-                let _ = irq.queue(aq.index);
-            }
+            signal_used(&mut aq, &mem, irq.as_ref(), used);
             true
         })?);
         Ok(())
     }
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the worker stops its thread.
+        self.worker = None;
     }
     fn info(&self) -> serde_json::Value {
         serde_json::json!({

@@ -165,6 +165,15 @@ impl Drop for Worker {
     }
 }
 
+/// After a queue was processed: interrupts the guest if buffers were used
+/// and the driver wants to hear about it.
+pub fn signal_used(aq: &mut ActiveQueue, mem: &GuestMemoryMmap, irq: &dyn Interrupt, used: bool) {
+    use virtio_queue::QueueT;
+    if used && aq.queue.needs_notification(mem).unwrap_or(true) {
+        let _ = irq.queue(aq.index);
+    }
+}
+
 /// Reads and discards an eventfd's counter (a queue kick).
 pub fn drain(evt: &EventFd) {
     let _ = evt.read();

@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
-use super::{device_type, drain, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1};
+use super::{
+    device_type, drain, signal_used, ActiveQueue, Interrupt, VirtioDevice, Worker,
+    VIRTIO_F_VERSION_1,
+};
 
 /// At most this much entropy per request.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -105,17 +108,14 @@ impl VirtioDevice for Rng {
             if let Ok(mut s) = served.lock() {
                 *s += bytes;
             }
-            if used && aq.queue.needs_notification(&mem).unwrap_or(true) {
-                let _ = irq.queue(aq.index);
-            }
+            signal_used(&mut aq, &mem, irq.as_ref(), used);
             true
         })?);
         Ok(())
     }
     fn reset(&mut self) {
-        if let Some(mut w) = self.worker.take() {
-            w.stop();
-        }
+        // Dropping the worker stops its thread.
+        self.worker = None;
     }
     fn info(&self) -> serde_json::Value {
         serde_json::json!({ "bytes_served": *self.served.lock().unwrap_or_else(|e| e.into_inner()) })

@@ -32,7 +32,10 @@ fn kvm(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> CpuError {
 }
 
 /// The CPUID of vCPU `id` of `count`, from what KVM supports.
-pub fn cpuid_for(supported: &CpuId, id: u8, count: u8) -> CpuId {
+/// `tsc_deadline`: KVM emulates the TSC-deadline timer
+/// (`KVM_CAP_TSC_DEADLINE_TIMER`), which `KVM_GET_SUPPORTED_CPUID` leaves
+/// for the VMM to announce.
+pub fn cpuid_for(supported: &CpuId, id: u8, count: u8, tsc_deadline: bool) -> CpuId {
     let mut c = supported.clone();
     for e in c.as_mut_slice() {
         match e.function {
@@ -43,6 +46,9 @@ pub fn cpuid_for(supported: &CpuId, id: u8, count: u8) -> CpuId {
                     e.edx |= 1 << 28; // HTT: the count field is valid
                 }
                 e.ecx |= 1 << 31; // running under a hypervisor
+                if tsc_deadline {
+                    e.ecx |= 1 << 24;
+                }
             }
             0xb | 0x1f => {
                 // x2APIC topology: each vCPU is a core of one package.
@@ -288,10 +294,11 @@ pub fn setup_vcpu(
     id: u8,
     count: u8,
     supported: &CpuId,
+    tsc_deadline: bool,
     msr_index: &[u32],
     entry: Entry,
 ) -> Result<(), CpuError> {
-    vcpu.set_cpuid2(&cpuid_for(supported, id, count))
+    vcpu.set_cpuid2(&cpuid_for(supported, id, count, tsc_deadline))
         .map_err(kvm("set CPUID"))?;
     let msrs = Msrs::from_entries(&boot_msrs(msr_index)).map_err(|_| CpuError::Kvm {
         what: "build MSR list",
@@ -361,11 +368,13 @@ mod tests {
             },
         ];
         let c = CpuId::from_entries(&entries).unwrap();
-        let out = cpuid_for(&c, 3, 4);
+        let out = cpuid_for(&c, 3, 4, true);
         let l1 = out.as_slice()[0];
         assert_eq!(l1.ebx >> 24, 3);
         assert_eq!((l1.ebx >> 16) & 0xff, 4);
         assert_ne!(l1.ecx & (1 << 31), 0);
+        assert_ne!(l1.ecx & (1 << 24), 0, "TSC deadline announced");
+        assert_eq!(cpuid_for(&c, 0, 1, false).as_slice()[0].ecx & (1 << 24), 0);
         assert_eq!(out.as_slice()[1].edx, 3);
         assert_eq!(out.as_slice()[1].ebx, 4);
     }

@@ -445,6 +445,7 @@ impl Vm {
         let msr_index = kvm_fd
             .get_msr_index_list()
             .map_err(kvm("get MSR index list"))?;
+        let tsc_deadline = kvm_fd.check_extension(Cap::TscDeadlineTimer);
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
             let vcpu = vm.create_vcpu(u64::from(id)).map_err(kvm("create vCPU"))?;
@@ -453,6 +454,7 @@ impl Vm {
                 id,
                 config.cpus,
                 &supported,
+                tsc_deadline,
                 msr_index.as_slice(),
                 loaded.entry,
             )?;

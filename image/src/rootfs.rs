@@ -78,10 +78,18 @@ pub fn cache_key(suite: &str, variant: &str, mirror: &str, packages: &[&str]) ->
     format!("{:016x}", fnv1a64(input.as_bytes()))
 }
 
-/// Returns the cached debootstrap result, creating it on first use in
-/// `<cache>/rootfs-<key>/`.
+/// Returns the cached debootstrap result of the system image, creating it
+/// on first use in `<cache>/rootfs-<key>/`.
 pub fn debootstrap(cache: &Path) -> Result<PathBuf> {
-    let key = cache_key(SUITE, VARIANT, MIRROR, PACKAGES);
+    debootstrap_packages(cache, PACKAGES)
+}
+
+/// Returns the cached debootstrap result of [`SUITE`], [`VARIANT`] plus
+/// `packages`, creating it on first use in `<cache>/rootfs-<key>/`, where
+/// the key is [`cache_key`] of all of them: another package set (the
+/// guest test image's, say) gets its own directory.
+pub fn debootstrap_packages(cache: &Path, packages: &[&str]) -> Result<PathBuf> {
+    let key = cache_key(SUITE, VARIANT, MIRROR, packages);
     let dest = cache.join(format!("rootfs-{key}"));
     if dest.join("var/lib/dpkg/status").is_file() {
         tracing::info!("base system cached: {}", dest.display());
@@ -91,12 +99,12 @@ pub fn debootstrap(cache: &Path) -> Result<PathBuf> {
     clear_scratch(&tmp)?;
     tracing::info!(
         "running debootstrap ({SUITE}, {} extra packages)",
-        PACKAGES.len()
+        packages.len()
     );
     cmd::run(
         Command::new("debootstrap")
             .arg(format!("--variant={VARIANT}"))
-            .arg(format!("--include={}", PACKAGES.join(",")))
+            .arg(format!("--include={}", packages.join(",")))
             .arg(SUITE)
             .arg(&tmp)
             .arg(MIRROR),

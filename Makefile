@@ -9,7 +9,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest run test lint unit appliance bench-boot clean
+.PHONY: all deps bins iso guest guest-debian run test lint unit appliance bench-boot clean
 
 all: iso
 
@@ -29,6 +29,11 @@ guest:
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin guest-init
 	cargo run -p qemu-tests --bin guest-assets -- --init $(BINS)/guest-init --out $(GUEST)
 
+# The Debian guest's root file system image (docs/guest.md): debootstrap
+# (cached) and mkfs.ext4 -d into target/guest/debian.raw; needs root.
+guest-debian:
+	cargo run -p qemu-tests --bin guest-assets -- --debian --out $(GUEST)
+
 run: deps iso
 	scripts/run.sh
 
@@ -39,7 +44,7 @@ lint:
 unit:
 	cargo test --workspace --exclude qemu-tests
 
-appliance: iso guest
+appliance: iso guest guest-debian
 	cargo test -p qemu-tests -- --test-threads=1
 
 test: deps lint unit appliance

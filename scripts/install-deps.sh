@@ -6,8 +6,9 @@ packages=(
     # ISO build
     debootstrap squashfs-tools grub-pc-bin grub-efi-amd64-bin grub-common
     xorriso mtools dosfstools kmod dpkg-dev zstd cpio
-    # guest test assets: the kernel's xz payload becomes the PVH vmlinux
-    xz-utils
+    # guest test assets: the kernel's xz payload becomes the PVH vmlinux;
+    # the Debian guest image is made with mkfs.ext4 -d and read with debugfs
+    xz-utils e2fsprogs
     # running and testing the appliance
     qemu-system-x86 ovmf
     # host network tests

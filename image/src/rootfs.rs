@@ -78,12 +78,20 @@ pub fn cache_key(suite: &str, variant: &str, mirror: &str, packages: &[&str]) ->
     format!("{:016x}", fnv1a64(input.as_bytes()))
 }
 
-/// Returns the cached debootstrap result with [`PACKAGES`] plus `extra`,
-/// creating it on first use in `<cache>/rootfs-<key>/`.
+/// Returns the cached debootstrap result of the system image, [`PACKAGES`]
+/// plus `extra`, creating it on first use in `<cache>/rootfs-<key>/`.
 pub fn debootstrap(cache: &Path, extra: &[String]) -> Result<PathBuf> {
     let mut packages: Vec<&str> = PACKAGES.to_vec();
     packages.extend(extra.iter().map(String::as_str));
-    let key = cache_key(SUITE, VARIANT, MIRROR, &packages);
+    debootstrap_packages(cache, &packages)
+}
+
+/// Returns the cached debootstrap result of [`SUITE`], [`VARIANT`] plus
+/// `packages`, creating it on first use in `<cache>/rootfs-<key>/`, where
+/// the key is [`cache_key`] of all of them: another package set (the
+/// guest test image's, say) gets its own directory.
+pub fn debootstrap_packages(cache: &Path, packages: &[&str]) -> Result<PathBuf> {
+    let key = cache_key(SUITE, VARIANT, MIRROR, packages);
     let dest = cache.join(format!("rootfs-{key}"));
     if dest.join("var/lib/dpkg/status").is_file() {
         tracing::info!("base system cached: {}", dest.display());

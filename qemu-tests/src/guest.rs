@@ -14,6 +14,9 @@
 //! `OXBOW-GUEST ...` lines on the console and powers off. The kernel and
 //! its modules come from `image::kernel::prepare` (the same apt
 //! resolution and cache as `oxbow-image`).
+//!
+//! [`debian`] builds `debian.raw`, a full Debian guest on ext4, which the
+//! same initramfs mounts and starts with `oxbow.root=/dev/vda`.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -22,6 +25,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+
+pub mod debian;
 
 /// The ISO9660 volume id of `guest-assets.iso`.
 pub const GUEST_LABEL: &str = "OXBOW-GUEST";
@@ -34,6 +39,14 @@ pub const GUEST_MODULES: &[&str] = &[
     // the ACPI power button and the event device guest-init reads it from
     "button",
     "evdev",
+    // the Debian guest's root file system (`oxbow.root=`); ext4 checksums
+    // its metadata with crc32c, which it asks the crypto API for by name,
+    // so the implementation is loaded explicitly
+    "crc32c_generic",
+    "ext4",
+    // systemd's automount points (it loads autofs4 itself only from the
+    // root file system's module tree, which the Debian guest lacks)
+    "autofs4",
 ];
 /// The module list inside the initramfs, read by `guest-init`.
 pub const MODULE_LIST: &str = "etc/oxbow/modules.list";
@@ -505,6 +518,9 @@ pub struct GuestRun {
     pub console: String,
     /// From QEMU's start to its exit.
     pub elapsed: Duration,
+    /// From QEMU's start to the console showing the marker of
+    /// [`boot_direct_press_power`], if one was given and seen.
+    pub marker_at: Option<Duration>,
 }
 
 impl GuestRun {
@@ -535,13 +551,52 @@ pub fn boot_direct(
     extra: &[String],
     timeout: Duration,
 ) -> Result<GuestRun> {
+    run_direct(kernel, initrd, append, extra, None, timeout)
+}
+
+/// Like [`boot_direct`] with 512 MiB, but once the console shows
+/// `marker` it presses the ACPI power button (QMP `system_powerdown`) and
+/// waits for QEMU to exit. An error if the marker never shows.
+pub fn boot_direct_press_power(
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+    extra: &[String],
+    marker: &str,
+    timeout: Duration,
+) -> Result<GuestRun> {
+    let run = run_direct(kernel, initrd, append, extra, Some(marker), timeout)?;
+    if run.marker_at.is_none() {
+        bail!(
+            "QEMU exited ({}) before the console showed {marker:?}; console:\n{}",
+            run.status,
+            run.console
+        );
+    }
+    Ok(run)
+}
+
+fn run_direct(
+    kernel: &Path,
+    initrd: &Path,
+    append: &str,
+    extra: &[String],
+    press_power_at: Option<&str>,
+    timeout: Duration,
+) -> Result<GuestRun> {
     let dir = tempfile::Builder::new().prefix("oxbow-guest-").tempdir()?;
     let serial = dir.path().join("serial.log");
+    let qmp = dir.path().join("qmp.sock");
+    let memory = if press_power_at.is_some() {
+        "512"
+    } else {
+        "256"
+    };
     let mut child = Command::new("qemu-system-x86_64")
         .args(crate::accel_args())
         .args([
             "-m",
-            "256",
+            memory,
             "-smp",
             "2",
             "-display",
@@ -551,6 +606,8 @@ pub fn boot_direct(
         ])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", qmp.display()))
         .arg("-kernel")
         .arg(kernel)
         .arg("-initrd")
@@ -565,6 +622,7 @@ pub fn boot_direct(
         .context("starting qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
     let start = Instant::now();
     let console = || String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
+    let mut marker_at = None;
     loop {
         if let Some(status) = child.try_wait()? {
             let mut err = String::new();
@@ -578,7 +636,19 @@ pub fn boot_direct(
                 status,
                 console: console(),
                 elapsed: start.elapsed(),
+                marker_at,
             });
+        }
+        if let (Some(marker), None) = (press_power_at, marker_at) {
+            if console().contains(marker) {
+                marker_at = Some(start.elapsed());
+                if let Err(e) = crate::qmp_execute(&qmp, "system_powerdown", serde_json::json!({}))
+                {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    bail!("pressing the power button: {e:#}; console:\n{}", console());
+                }
+            }
         }
         if start.elapsed() > timeout {
             let _ = child.kill();

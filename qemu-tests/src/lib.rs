@@ -68,6 +68,10 @@ pub struct BootOptions {
     /// ports after the boot CD (`ide.0`) and the seed (`ide.1`): `ide.2`
     /// to `ide.5`.
     pub extra_cds: Vec<PathBuf>,
+    /// Raw disk images attached as virtio block devices with
+    /// `snapshot=on`: the appliance may write to them, but its writes go
+    /// to a temporary overlay and the files never change.
+    pub extra_disks: Vec<PathBuf>,
 }
 
 impl BootOptions {
@@ -81,6 +85,7 @@ impl BootOptions {
             cpus: 2,
             initrd_override: None,
             extra_cds: Vec::new(),
+            extra_disks: Vec::new(),
         }
     }
 }
@@ -340,6 +345,19 @@ impl Appliance {
             ])
             .args(["-device", &format!("ide-cd,drive=xcd{i},bus=ide.{}", i + 2)]);
         }
+        for (i, img) in opts.extra_disks.iter().enumerate() {
+            if !img.is_file() {
+                bail!("{} does not exist", img.display());
+            }
+            cmd.args([
+                "-drive",
+                &format!(
+                    "file={},format=raw,if=none,id=xdisk{i},snapshot=on",
+                    img.display()
+                ),
+            ])
+            .args(["-device", &format!("virtio-blk-pci,drive=xdisk{i}")]);
+        }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -412,17 +430,7 @@ impl Appliance {
 
     /// Runs one QMP command and returns its `return` value.
     pub fn qmp(&self, command: &str, arguments: Value) -> Result<Value> {
-        let s =
-            UnixStream::connect(self.dir.path().join("qmp.sock")).context("connecting to QMP")?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut w = s.try_clone()?;
-        let mut r = BufReader::new(s);
-        let mut line = String::new();
-        r.read_line(&mut line)?; // greeting
-        writeln!(w, "{}", json!({"execute": "qmp_capabilities"}))?;
-        read_qmp_return(&mut r)?;
-        writeln!(w, "{}", json!({"execute": command, "arguments": arguments}))?;
-        read_qmp_return(&mut r)
+        qmp_execute(&self.dir.path().join("qmp.sock"), command, arguments)
     }
 
     /// Presses the ACPI power button.
@@ -540,6 +548,21 @@ pub struct UnitExit {
     pub code: Option<i64>,
     /// The full status object.
     pub status: Value,
+}
+
+/// Connects to the QMP socket `sock`, runs one command and returns its
+/// `return` value.
+pub fn qmp_execute(sock: &Path, command: &str, arguments: Value) -> Result<Value> {
+    let s = UnixStream::connect(sock).context("connecting to QMP")?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = s.try_clone()?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line)?; // greeting
+    writeln!(w, "{}", json!({"execute": "qmp_capabilities"}))?;
+    read_qmp_return(&mut r)?;
+    writeln!(w, "{}", json!({"execute": command, "arguments": arguments}))?;
+    read_qmp_return(&mut r)
 }
 
 fn read_qmp_return(r: &mut impl BufRead) -> Result<Value> {

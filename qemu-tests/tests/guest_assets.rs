@@ -1,13 +1,14 @@
 //! The guest test assets (`make guest`) booted under the host's QEMU,
 //! without Oxbow's VMM: they prove the kernel, the extracted PVH `vmlinux`,
 //! the initramfs and `guest-init`, so that when a nested VMM test fails
-//! (`tests/vmm_nested.rs`), the VMM is to blame.
+//! (`tests/vmm_nested.rs`), the VMM is to blame. The same goes for the
+//! Debian guest image (`make guest-debian`), booted to its `login:` prompt.
 
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use qemu_tests::guest::{self, GuestAssets, GuestRun, GUEST_LABEL, MODULE_LIST};
+use qemu_tests::guest::{self, debian, GuestAssets, GuestRun, GUEST_LABEL, MODULE_LIST};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -209,4 +210,88 @@ fn pvh_vmlinux_guest_without_devices_reboots() {
         "oxbow.reboot did not restart: {}",
         run.console
     );
+}
+
+#[test]
+fn debian_image_is_consistent() {
+    let raw = debian::locate().unwrap();
+    let head = debian::read_superblock(&raw).unwrap();
+    assert_eq!(
+        debian::ext4_label(&head).as_deref(),
+        Some(debian::ROOT_LABEL)
+    );
+    assert_eq!(fs::metadata(&raw).unwrap().len(), debian::IMAGE_MIB << 20);
+    // Read back without mounting anything.
+    for (path, _, contents) in debian::config_files() {
+        assert_eq!(
+            debian::debugfs_cat(&raw, &format!("/{path}")).unwrap(),
+            contents,
+            "/{path} in the image"
+        );
+    }
+    let shadow = debian::debugfs_cat(&raw, "/etc/shadow").unwrap();
+    let root = shadow.lines().find(|l| l.starts_with("root:")).unwrap();
+    let hash = root.split(':').nth(1).unwrap();
+    assert!(
+        hash.starts_with('*') || hash.starts_with('!'),
+        "root must have no usable password: {root}"
+    );
+    for unit in [
+        "/lib/systemd/system/systemd-logind.service",
+        "/lib/systemd/system/serial-getty@.service",
+        "/lib/systemd/system/systemd-udevd.service",
+        "/lib/systemd/system/dbus.service",
+    ] {
+        debian::debugfs_cat(&raw, unit)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| panic!("{unit} missing in the image"));
+    }
+}
+
+/// The Debian image boots on the assets' initramfs (`oxbow.root=`) under
+/// the host's QEMU to the serial getty's prompt; the ACPI power button
+/// (QMP `system_powerdown`) makes logind power it off. The image file is
+/// attached with `snapshot=on` and stays unchanged.
+#[test]
+fn debian_guest_boots_to_login_and_powers_off_on_the_button() {
+    let a = assets();
+    let raw = debian::locate().unwrap();
+    let mtime = || fs::metadata(&raw).unwrap().modified().unwrap();
+    let before = mtime();
+    let extra: Vec<String> = [
+        "-drive",
+        &format!("file={},format=raw,if=virtio,snapshot=on", raw.display()),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let marker = format!("{} login:", debian::HOSTNAME);
+    let run = guest::boot_direct_press_power(
+        &a.vmlinux,
+        &a.initrd,
+        "console=ttyS0 quiet panic=-1 oxbow.root=/dev/vda",
+        &extra,
+        &marker,
+        TIMEOUT,
+    )
+    .unwrap();
+    let lines = run.lines();
+    assert!(
+        lines.contains(&"switching to /dev/vda") && !lines.iter().any(|l| l.starts_with("root=")),
+        "console:\n{}",
+        run.console
+    );
+    assert!(
+        run.status.success() && run.console.contains("reboot: Power down"),
+        "the guest did not power off on the button ({}); console:\n{}",
+        run.status,
+        run.console
+    );
+    eprintln!(
+        "Debian guest: login prompt after {:.1} s, powered off after {:.1} s",
+        run.marker_at.unwrap().as_secs_f64(),
+        run.elapsed.as_secs_f64()
+    );
+    assert_eq!(mtime(), before, "the image was written to");
 }

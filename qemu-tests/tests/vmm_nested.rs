@@ -8,13 +8,16 @@
 //! The same assets boot under QEMU on the host in `tests/guest_assets.rs`:
 //! if those pass and these fail, the VMM is at fault.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use qemu_tests::guest::{guest_lines, GuestAssets, GUEST_LABEL};
+use qemu_tests::guest::{debian, guest_lines, GuestAssets, GUEST_LABEL};
 use qemu_tests::{Appliance, BootOptions, Firmware, UnitExit};
 
 const BOOT: Duration = Duration::from_secs(600);
 const GUEST: Duration = Duration::from_secs(300);
+/// How long the Debian guest may take to reach its `login:` prompt.
+const DEBIAN_BOOT: Duration = Duration::from_secs(900);
 /// Where the unit mounts the assets CD inside the appliance.
 const MEDIA: &str = "/run/g";
 const VMM: &str = "/usr/lib/oxbow/vmm";
@@ -22,12 +25,18 @@ const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
 /// Boots the appliance with the assets CD and mounts it on [`MEDIA`].
 fn appliance_with_assets() -> Appliance {
+    appliance_with_assets_and_disks(Vec::new())
+}
+
+/// The same, with raw `disks` attached as virtio disks (`snapshot=on`).
+fn appliance_with_assets_and_disks(disks: Vec<PathBuf>) -> Appliance {
     let assets = GuestAssets::locate().unwrap();
     let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
     opts.test_channel = true;
     opts.cpus = 2;
     opts.memory_mib = 2048;
     opts.extra_cds = vec![assets.iso];
+    opts.extra_disks = disks;
     let mut vm = Appliance::boot(opts).unwrap();
     vm.wait_for_serial("test control channel on", BOOT).unwrap();
     let script = format!(
@@ -264,4 +273,102 @@ fn vmm_control_socket_and_acpi_power_button_nested() {
     .unwrap();
     let gone = vm.wait_unit_stopped("socket-gone", GUEST).unwrap();
     assert_eq!(gone.code, Some(0), "the VMM left {sock} behind");
+}
+
+/// A full Debian 12 guest (`make guest-debian`: systemd, udev, logind, a
+/// getty on the serial console) boots nested to its `login:` prompt: the
+/// appliance gets `debian.raw` as a virtio disk (`snapshot=on`), finds it
+/// by its label with `blkid -L` and hands the block device to the VMM with
+/// `--disk`; the assets' initramfs mounts it (`oxbow.root=/dev/vda`) and
+/// executes systemd. `vmm ctl shutdown` presses the ACPI power button,
+/// logind powers the guest off and the VMM exits 0.
+#[test]
+fn vmm_boots_debian_to_login_nested() {
+    let raw = debian::locate().unwrap();
+    let mut vm = appliance_with_assets_and_disks(vec![raw]);
+    let sock = "/run/debian.sock";
+    let cmdline = format!("{CMDLINE} oxbow.root=/dev/vda");
+    let before = vm.serial().len();
+    let script = format!(
+        "dev=$(blkid -L {label}) || {{ echo 'no file system labelled {label}' >&2; exit 1; }}; \
+         echo \"DEBIAN-ROOT $dev\" >/dev/console; \
+         exec {VMM} --kernel {MEDIA}/vmlinux --initrd {MEDIA}/initrd.img \
+         --cmdline '{cmdline}' --cpus 2 --memory 512 --disk \"$dev\" \
+         --serial file=/dev/console --api-socket {sock}",
+        label = debian::ROOT_LABEL,
+    );
+    let started = Instant::now();
+    vm.run_unit("debian", &["/bin/sh", "-c", &script]).unwrap();
+    let since = |vm: &Appliance| {
+        let c = vm.serial();
+        c.get(before..).unwrap_or(&c).to_string()
+    };
+    let login = format!("{} login:", debian::HOSTNAME);
+    let mut switched = None;
+    let mut prompt = None;
+    let end = Instant::now() + DEBIAN_BOOT;
+    while prompt.is_none() && Instant::now() < end {
+        let console = since(&vm);
+        if switched.is_none() && console.contains("OXBOW-GUEST switching to /dev/vda") {
+            switched = Some(started.elapsed());
+        }
+        if console.contains(&login) {
+            prompt = Some(started.elapsed());
+        }
+        let st = vm
+            .testctl(serde_json::json!({"cmd":"status","unit":"debian"}))
+            .unwrap();
+        if prompt.is_none() && st["pid"].is_null() && !st["last_exit"].is_null() {
+            vm.show_unit_log("debian");
+            panic!("the VMM ended before the login prompt: {st}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let Some(prompt) = prompt else {
+        vm.show_unit_log("debian");
+        panic!("no {login:?} within {DEBIAN_BOOT:?} (initramfs switched after {switched:?})");
+    };
+    let console = since(&vm);
+    let dev = console
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("DEBIAN-ROOT "))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!(
+        "debian: root {dev}; initramfs switched after {:.1} s, login prompt after {:.1} s \
+         (from the unit's start)",
+        switched.map_or(f64::NAN, |d| d.as_secs_f64()),
+        prompt.as_secs_f64()
+    );
+    let lines = guest_lines(&console);
+    assert!(
+        lines.contains(&"switching to /dev/vda") && !lines.iter().any(|l| l.starts_with("root=")),
+        "guest lines {lines:?}"
+    );
+
+    // A clean shutdown: the power button, then logind.
+    let pressed = Instant::now();
+    let ctl = format!("exec >/var/log/oxbow/debian-ctl.out 2>&1; {VMM} ctl {sock} shutdown");
+    vm.run_unit("debian-ctl", &["/bin/sh", "-c", &ctl]).unwrap();
+    let ctl = vm.wait_unit_stopped("debian-ctl", GUEST).unwrap();
+    assert_eq!(ctl.code, Some(0), "vmm ctl shutdown: {}", ctl.how);
+    let exit = match vm.wait_unit_stopped("debian", GUEST) {
+        Ok(e) => e,
+        Err(e) => {
+            vm.show_unit_log("debian");
+            panic!("the guest did not power off after the power button: {e:#}");
+        }
+    };
+    let console = since(&vm);
+    if exit.code != Some(0) || !console.contains("reboot: Power down") {
+        vm.show_unit_log("debian");
+        panic!(
+            "after the power button the VMM {} (expected status 0)",
+            exit.how
+        );
+    }
+    eprintln!(
+        "debian: powered off {:.1} s after the power button",
+        pressed.elapsed().as_secs_f64()
+    );
 }

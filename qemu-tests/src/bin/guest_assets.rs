@@ -1,19 +1,27 @@
 //! Builds the guest test assets (see `qemu_tests::guest`): the Debian
 //! kernel as bzImage and as uncompressed ELF, an initramfs whose `/init` is
-//! `guest-init`, and an ISO labelled `OXBOW-GUEST` with the three.
+//! `guest-init`, and an ISO labelled `OXBOW-GUEST` with the three; or, with
+//! `--debian`, the Debian guest's root file system image `debian.raw`
+//! (`qemu_tests::guest::debian`; runs debootstrap, so it needs root).
 //!
-//! Usage: `guest-assets --init PATH [--out DIR] [--cache DIR]`
+//! Usage: `guest-assets --init PATH [--out DIR] [--cache DIR]` or
+//! `guest-assets --debian [--out DIR] [--cache DIR]`
 //! (defaults: `target/guest`, `target/cache`). `make guest` builds the
-//! static `guest-init` first and runs this.
+//! static `guest-init` first and runs the first; `make guest-debian` the
+//! second.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use qemu_tests::guest::{self, BuildOptions, GuestAssets};
+use qemu_tests::guest::{self, debian, BuildOptions, GuestAssets};
+
+const USAGE: &str = "usage: guest-assets --init PATH [--out DIR] [--cache DIR]\n       \
+                     guest-assets --debian [--out DIR] [--cache DIR]";
 
 fn main() -> Result<()> {
     let mut init = None;
+    let mut debian = false;
     let mut out = GuestAssets::default_dir();
     let mut cache = qemu_tests::target_dir().join("cache");
     let mut args = std::env::args().skip(1);
@@ -23,13 +31,41 @@ fn main() -> Result<()> {
             "--init" => init = Some(PathBuf::from(value()?)),
             "--out" => out = PathBuf::from(value()?),
             "--cache" => cache = PathBuf::from(value()?),
-            other => bail!("unknown argument {other}; usage: guest-assets --init PATH [--out DIR] [--cache DIR]"),
+            "--debian" => debian = true,
+            other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
-    let init = init.context("usage: guest-assets --init PATH [--out DIR] [--cache DIR]")?;
     let start = Instant::now();
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if debian {
+        if init.is_some() {
+            bail!("--debian and --init build different things\n{USAGE}");
+        }
+        let r = debian::build(&debian::DebianOptions { out, cache })?;
+        println!(
+            "Debian guest image {} ({}, {:.1} s)",
+            r.image.display(),
+            if r.up_to_date { "up to date" } else { "built" },
+            start.elapsed().as_secs_f64()
+        );
+        println!(
+            "  {} packages, {}: ext4 labelled {}, {:.0} MiB, {:.1} MiB allocated{}",
+            r.packages,
+            debian::PACKAGES.join(" "),
+            debian::ROOT_LABEL,
+            mib(r.image_bytes),
+            mib(r.allocated_bytes),
+            if r.tree_bytes > 0 {
+                format!(", {:.1} MiB of files", mib(r.tree_bytes))
+            } else {
+                String::new()
+            }
+        );
+        return Ok(());
+    }
+    let init = init.context(USAGE)?;
     let r = guest::build(&BuildOptions { init, out, cache })?;
-    let size = |p: &PathBuf| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / (1 << 20) as f64;
+    let size = |p: &PathBuf| mib(std::fs::metadata(p).map_or(0, |m| m.len()));
     println!(
         "guest assets in {} ({}, {:.1} s)",
         r.assets.dir.display(),

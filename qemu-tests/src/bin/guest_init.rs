@@ -36,6 +36,16 @@
 //! Then it syncs and calls `reboot(2)`: power off, or restart when the
 //! command line has `oxbow.reboot`. Nothing here panics; a failed step is
 //! reported and the next one runs.
+//!
+//! With `oxbow.root=DEV` it is an initramfs for a full system instead:
+//! after the modules, CPU and memory lines it prints
+//! `OXBOW-GUEST switching to DEV`, waits for `DEV`, mounts it (ext4, or
+//! `rootfstype=`; read-write, or read-only with `ro`) on `/newroot`, moves
+//! `/dev`, `/proc` and `/sys` there, deletes the initramfs's own files to
+//! free their memory, makes the new root `/` and executes `/sbin/init`
+//! (`oxbow.init=PATH` for another). The device, disk, RNG and network
+//! checks are skipped. If a step of the switch fails it prints
+//! `OXBOW-GUEST root=fail <why>`, then `done`, and powers off.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -79,6 +89,13 @@ fn main() {
     say(&format!("cpus={}", count_cpus(&online)));
     say(&format!("mem_kib={}", mem_total_kib()));
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(dev) = param(&cmdline, "oxbow.root") {
+        say(&format!("switching to {dev}"));
+        // Returns only if the switch failed.
+        let why = switch_root(dev, &cmdline);
+        say(&format!("root=fail {why}"));
+        finish(&cmdline);
+    }
     say(&format!("disk={}", check_disk()));
     say(&format!("rng={}", check_rng()));
     say(&format!("net={}", check_net(&cmdline)));
@@ -87,6 +104,11 @@ fn main() {
         wait_power_button();
         say("power-button");
     }
+    finish(&cmdline);
+}
+
+/// Prints `done`, syncs and powers off (or restarts with `oxbow.reboot`).
+fn finish(cmdline: &str) -> ! {
     say("done");
     nix::unistd::sync();
     let how = if cmdline.split_whitespace().any(|w| w == "oxbow.reboot") {
@@ -99,6 +121,115 @@ fn main() {
     // PID 1 must not exit: the kernel would panic.
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Where the new root is mounted before it becomes `/`.
+const NEW_ROOT: &str = "/newroot";
+
+/// Mounts `dev` as the new root and executes its init in it. Returns only
+/// on failure, with the reason.
+fn switch_root(dev: &str, cmdline: &str) -> String {
+    let fstype = param(cmdline, "rootfstype").unwrap_or("ext4");
+    let init = param(cmdline, "oxbow.init").unwrap_or("/sbin/init");
+    let mut flags = MsFlags::empty();
+    if cmdline.split_whitespace().any(|w| w == "ro") {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    if wait_for(|| Path::new(dev).exists().then_some(())).is_none() {
+        return format!("{dev} did not appear within {DEVICE_WAIT:?}");
+    }
+    if let Err(e) = std::fs::create_dir_all(NEW_ROOT) {
+        return format!("mkdir {NEW_ROOT}: {e}");
+    }
+    if let Err(e) = mount(Some(dev), NEW_ROOT, Some(fstype), flags, None::<&str>) {
+        return format!("mount {dev} ({fstype}) on {NEW_ROOT}: {e}");
+    }
+    // The init must exist in the new root (it may be an absolute symlink,
+    // so look it up from inside).
+    if !init_exists(Path::new(NEW_ROOT), init) {
+        let _ = nix::mount::umount(NEW_ROOT);
+        return format!("{dev} has no {init}");
+    }
+    for dir in ["/dev", "/proc", "/sys"] {
+        let to = format!("{NEW_ROOT}{dir}");
+        let _ = std::fs::create_dir_all(&to);
+        if let Err(e) = mount(
+            Some(dir),
+            to.as_str(),
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        ) {
+            return format!("moving {dir} to {to}: {e}");
+        }
+    }
+    free_initramfs();
+    if let Err(e) = nix::unistd::chdir(NEW_ROOT) {
+        return format!("chdir {NEW_ROOT}: {e}");
+    }
+    if let Err(e) = mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>) {
+        return format!("moving {NEW_ROOT} to /: {e}");
+    }
+    if let Err(e) = nix::unistd::chroot(".") {
+        return format!("chroot: {e}");
+    }
+    if let Err(e) = nix::unistd::chdir("/") {
+        return format!("chdir /: {e}");
+    }
+    let Ok(path) = CString::new(init) else {
+        return format!("bad init path {init:?}");
+    };
+    let err = nix::unistd::execv(&path, &[&path]).unwrap_err();
+    format!("exec {init}: {err}")
+}
+
+/// Whether `init` names an executable file inside `root`, following
+/// symlinks (absolute ones relative to `root`) up to a depth of 8.
+fn init_exists(root: &Path, init: &str) -> bool {
+    let mut path = std::path::PathBuf::from(init);
+    for _ in 0..8 {
+        let inside = root.join(path.strip_prefix("/").unwrap_or(&path));
+        match std::fs::read_link(&inside) {
+            Ok(target) => {
+                path = if target.is_absolute() {
+                    target
+                } else {
+                    path.parent().unwrap_or(Path::new("/")).join(target)
+                };
+            }
+            Err(_) => return inside.is_file(),
+        }
+    }
+    false
+}
+
+/// Deletes the initramfs's files (the root file system is a tmpfs or
+/// ramfs whose memory is freed only this way), leaving the new root and
+/// anything else mounted alone: only top-level entries on the same
+/// device as `/` go, and nothing is mounted below them any more.
+fn free_initramfs() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root_dev) = std::fs::metadata("/").map(|m| m.dev()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir("/") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path == Path::new(NEW_ROOT) {
+            continue;
+        }
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.dev() == root_dev && m.is_dir() => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+            Ok(m) if m.dev() == root_dev => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -535,6 +666,24 @@ mod tests {
         );
         assert_eq!(parse_cidr("10.0.0.2/33"), None);
         assert_eq!(parse_cidr("10.0.0.2"), None);
+    }
+
+    #[test]
+    fn init_lookup_follows_symlinks_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+        std::fs::create_dir_all(r.join("usr/sbin")).unwrap();
+        std::fs::write(r.join("usr/lib/systemd/systemd"), b"\x7fELF").unwrap();
+        // Debian: /sbin -> usr/sbin, /usr/sbin/init -> ../lib/systemd/systemd
+        std::os::unix::fs::symlink("usr/sbin", r.join("sbin")).unwrap();
+        std::os::unix::fs::symlink("../lib/systemd/systemd", r.join("usr/sbin/init")).unwrap();
+        std::os::unix::fs::symlink("/usr/lib/systemd/systemd", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        assert!(init_exists(r, "/usr/sbin/init"));
+        assert!(init_exists(r, "/abs"));
+        assert!(!init_exists(r, "/missing"));
+        assert!(!init_exists(r, "/loop"));
     }
 
     #[test]

@@ -1,0 +1,324 @@
+//! The Debian guest image: a full Debian 12 system (systemd, udev, D-Bus,
+//! a getty on the serial console) on an ext4 file system in a raw image,
+//! `debian.raw`, which the guest initramfs mounts with
+//! `oxbow.root=/dev/vda` before it hands over to systemd.
+//!
+//! [`build`] makes it without mounting anything:
+//!
+//! 1. `debootstrap --variant=minbase --include=`[`PACKAGES`] `bookworm`,
+//!    cached in the same directory as the ISO's system image base
+//!    (`target/cache/rootfs-<key>`, keyed by suite, variant, mirror and
+//!    package set; see `image::rootfs::debootstrap_packages`);
+//! 2. a copy of it, stripped like the system image (documentation,
+//!    manuals, locales, apt's lists and downloaded packages), with the
+//!    files of [`config_files`]: host name [`HOSTNAME`], `/etc/hosts`,
+//!    `/etc/fstab` mounting `/dev/vda` on `/`, and an empty
+//!    `/etc/machine-id` (each boot gets a fresh one, and it is not a
+//!    first boot);
+//! 3. `mkfs.ext4 -d` of that tree into a sparse raw file of
+//!    [`IMAGE_MIB`] MiB labelled [`ROOT_LABEL`], read back with `debugfs`.
+//!
+//! root keeps debootstrap's locked password: nobody can log in, which the
+//! tests do not need (they wait for the `login:` prompt). A stamp beside
+//! the image records its inputs; when they are unchanged nothing is done.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+
+/// The file system label of the root file system.
+pub const ROOT_LABEL: &str = "oxbow-root";
+/// The guest's host name.
+pub const HOSTNAME: &str = "oxbow-guest";
+/// Packages added to debootstrap's minimal base: systemd as init (with
+/// logind, which powers off on the ACPI power button), udev (which tags
+/// the serial port for its getty and the button for logind) and the D-Bus
+/// system bus logind needs. `login` and `agetty` are in the base already.
+pub const PACKAGES: &[&str] = &["systemd-sysv", "udev", "dbus"];
+/// Size of the raw image (sparse: only what the files use is allocated).
+pub const IMAGE_MIB: u64 = 1024;
+/// The image's file name in the guest asset directory.
+pub const IMAGE_NAME: &str = "debian.raw";
+/// Removed besides what `image::rootfs::strip` removes: apt's package
+/// caches (rebuilt by apt when needed), state that must differ between
+/// machines, and two units' enablement: the reaper of e2scrub's LVM
+/// snapshots (there is no LVM; it costs 10 s of a nested boot) and the
+/// getty on `tty1` (the VMM has no display or keyboard).
+const STRIP: &[&str] = &[
+    "var/cache/apt/pkgcache.bin",
+    "var/cache/apt/srcpkgcache.bin",
+    "var/lib/systemd/random-seed",
+    "etc/systemd/system/multi-user.target.wants/e2scrub_reap.service",
+    "etc/systemd/system/getty.target.wants/getty@tty1.service",
+];
+/// Bump when the way the image is made changes, to force a rebuild.
+const FORMAT: u32 = 1;
+
+/// The files written over the debootstrap result: path inside the root,
+/// permission bits, contents.
+pub fn config_files() -> Vec<(&'static str, u32, String)> {
+    vec![
+        ("etc/hostname", 0o644, format!("{HOSTNAME}\n")),
+        (
+            "etc/hosts",
+            0o644,
+            format!(
+                "127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n\
+                 ::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+            ),
+        ),
+        // The initramfs mounts the root read-write; a fresh image needs no
+        // fsck at every boot (pass 0).
+        (
+            "etc/fstab",
+            0o644,
+            "# <file system> <mount point> <type> <options> <dump> <pass>\n\
+             /dev/vda / ext4 rw,errors=remount-ro 0 0\n"
+                .to_string(),
+        ),
+        ("etc/machine-id", 0o444, String::new()),
+        // logind handles the ACPI power button; it starts in parallel with
+        // the gettys and, nested, may come up many seconds after the
+        // prompt. Showing the prompt only once logind runs makes
+        // `login:` mean "the button works now".
+        (
+            "etc/systemd/system/serial-getty@.service.d/after-logind.conf",
+            0o644,
+            "[Unit]\nAfter=systemd-logind.service\n".to_string(),
+        ),
+        // The journal in memory: the disk is a throw-away snapshot in the
+        // tests, and every write is slow when nested.
+        (
+            "etc/systemd/journald.conf.d/volatile.conf",
+            0o644,
+            "[Journal]\nStorage=volatile\n".to_string(),
+        ),
+    ]
+}
+
+/// The image path in `dir`.
+pub fn image_in(dir: &Path) -> PathBuf {
+    dir.join(IMAGE_NAME)
+}
+
+/// The built image in the default guest asset directory; an error naming
+/// `make guest-debian` if it is missing.
+pub fn locate() -> Result<PathBuf> {
+    let p = image_in(&super::GuestAssets::default_dir());
+    if !p.is_file() {
+        bail!(
+            "{} is missing: build it with `make guest-debian` (needs root)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+/// What [`build`] needs.
+#[derive(Debug, Clone)]
+pub struct DebianOptions {
+    /// The output directory (`target/guest`).
+    pub out: PathBuf,
+    /// The debootstrap cache shared with `oxbow-image` (`target/cache`).
+    pub cache: PathBuf,
+}
+
+/// What [`build`] did.
+#[derive(Debug, Clone)]
+pub struct DebianReport {
+    /// The raw image.
+    pub image: PathBuf,
+    /// True if the stamp matched and nothing was rebuilt.
+    pub up_to_date: bool,
+    /// Debian packages installed in the image.
+    pub packages: usize,
+    /// Bytes of the regular files in the root (0 when up to date).
+    pub tree_bytes: u64,
+    /// The image's size.
+    pub image_bytes: u64,
+    /// Bytes the sparse image occupies on disk.
+    pub allocated_bytes: u64,
+}
+
+/// Builds the image, or leaves it if the stamp says it is current.
+pub fn build(opts: &DebianOptions) -> Result<DebianReport> {
+    let image = image_in(&opts.out);
+    let base = image::rootfs::debootstrap_packages(&opts.cache, PACKAGES)
+        .context("debootstrap of the Debian guest (needs root)")?;
+    let status = fs::read(base.join("var/lib/dpkg/status"))
+        .with_context(|| format!("reading {}/var/lib/dpkg/status", base.display()))?;
+    let packages = count_installed(&String::from_utf8_lossy(&status));
+    let mut config: String = config_files()
+        .iter()
+        .map(|(p, m, c)| format!("{p} {m:o} {c:?}\n"))
+        .collect();
+    config.push_str(&STRIP.join(" "));
+    let stamp = format!(
+        "format {FORMAT}\nsuite {}\nbase {}\ndpkg-status {:016x}\npackages {}\n\
+         label {ROOT_LABEL}\nsize-mib {IMAGE_MIB}\nconfig {:016x}\n",
+        image::rootfs::SUITE,
+        base.file_name().unwrap_or_default().to_string_lossy(),
+        super::fnv1a(&status),
+        PACKAGES.join(" "),
+        super::fnv1a(config.as_bytes()),
+    );
+    let stamp_path = opts.out.join("debian.stamp");
+    if fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && image.is_file() {
+        let m = fs::metadata(&image)?;
+        return Ok(DebianReport {
+            image,
+            up_to_date: true,
+            packages,
+            tree_bytes: 0,
+            image_bytes: m.len(),
+            allocated_bytes: m.blocks() * 512,
+        });
+    }
+    fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let _ = fs::remove_file(&stamp_path);
+
+    let staging = opts.out.join(".debian-root.partial");
+    image::rootfs::stage(&base, &staging)?;
+    image::rootfs::strip(&staging)?;
+    for rel in STRIP {
+        image::fsutil::remove(&image::fsutil::entry_in_root(&staging, rel)?)?;
+    }
+    for (path, mode, contents) in config_files() {
+        image::fsutil::write_in_root(&staging, path, contents.as_bytes(), mode)?;
+    }
+    let tree_bytes = image::fsutil::tree_size(&staging)?;
+    ensure!(
+        tree_bytes < IMAGE_MIB * (1 << 20) * 3 / 4,
+        "the guest root holds {} MiB, too much for a {IMAGE_MIB} MiB image",
+        tree_bytes >> 20
+    );
+
+    let tmp = image.with_extension("partial");
+    let _ = fs::remove_file(&tmp);
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", ROOT_LABEL, "-d"])
+        .arg(&staging)
+        .arg(&tmp)
+        .arg(format!("{IMAGE_MIB}M"))
+        .output()
+        .context("running mkfs.ext4 (apt-get install e2fsprogs)")?;
+    if !out.status.success() {
+        bail!(
+            "mkfs.ext4 -d {} failed: {}",
+            staging.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let label = ext4_label(&read_superblock(&tmp)?);
+    ensure!(
+        label.as_deref() == Some(ROOT_LABEL),
+        "{} has ext4 label {label:?}, expected {ROOT_LABEL}",
+        tmp.display()
+    );
+    let hostname = debugfs_cat(&tmp, "/etc/hostname")?;
+    ensure!(
+        hostname.trim() == HOSTNAME,
+        "/etc/hostname in {} reads {hostname:?}",
+        tmp.display()
+    );
+    fs::rename(&tmp, &image).with_context(|| format!("renaming to {}", image.display()))?;
+    image::rootfs::clear_scratch(&staging)?;
+    super::write_atomic(&stamp_path, stamp.as_bytes())?;
+    let m = fs::metadata(&image)?;
+    Ok(DebianReport {
+        image,
+        up_to_date: false,
+        packages,
+        tree_bytes,
+        image_bytes: m.len(),
+        allocated_bytes: m.blocks() * 512,
+    })
+}
+
+/// The number of installed packages in a dpkg status file.
+pub fn count_installed(status: &str) -> usize {
+    status
+        .lines()
+        .filter(|l| *l == "Status: install ok installed")
+        .count()
+}
+
+/// The first 2 KiB of a file: enough for the ext4 superblock.
+pub fn read_superblock(path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(2048).read_to_end(&mut buf))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(buf)
+}
+
+/// The volume label of an ext2/3/4 file system from its first 2 KiB
+/// (the superblock is at 1024: magic `0xEF53` at +0x38, the 16-byte
+/// `s_volume_name` at +0x78); `None` if it is not one.
+pub fn ext4_label(head: &[u8]) -> Option<String> {
+    let sb = head.get(1024..2048)?;
+    if sb[0x38..0x3a] != 0xef53u16.to_le_bytes() {
+        return None;
+    }
+    let name = &sb[0x78..0x88];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Some(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// A file's contents inside an ext4 image, read with `debugfs` (nothing
+/// is mounted).
+pub fn debugfs_cat(image: &Path, path: &str) -> Result<String> {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {path}"))
+        .arg(image)
+        .output()
+        .context("running debugfs (apt-get install e2fsprogs)")?;
+    ensure!(
+        out.status.success(),
+        "debugfs cat {path}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_from_superblock() {
+        let mut head = vec![0u8; 2048];
+        assert_eq!(ext4_label(&head), None);
+        head[1024 + 0x38..1024 + 0x3a].copy_from_slice(&0xef53u16.to_le_bytes());
+        head[1024 + 0x78..1024 + 0x78 + 10].copy_from_slice(b"oxbow-root");
+        assert_eq!(ext4_label(&head).as_deref(), Some("oxbow-root"));
+        head[1024 + 0x78..1024 + 0x88].copy_from_slice(b"0123456789abcdef");
+        assert_eq!(ext4_label(&head).as_deref(), Some("0123456789abcdef"));
+        assert_eq!(ext4_label(&head[..1500]), None);
+    }
+
+    #[test]
+    fn config_mounts_vda_and_names_the_host() {
+        let files = config_files();
+        let get = |p: &str| &files.iter().find(|(q, _, _)| *q == p).unwrap().2;
+        assert!(get("etc/fstab")
+            .lines()
+            .any(|l| l.split_whitespace().take(3).eq(["/dev/vda", "/", "ext4"])));
+        assert_eq!(get("etc/hostname"), "oxbow-guest\n");
+        assert!(get("etc/hosts").contains("oxbow-guest"));
+        assert_eq!(get("etc/machine-id"), "");
+    }
+
+    #[test]
+    fn installed_packages_are_counted() {
+        let status = "Package: a\nStatus: install ok installed\n\n\
+                      Package: b\nStatus: deinstall ok config-files\n\n\
+                      Package: c\nStatus: install ok installed\n";
+        assert_eq!(count_installed(status), 2);
+    }
+}

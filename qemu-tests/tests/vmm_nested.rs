@@ -57,6 +57,31 @@ fn appliance_with_assets_and_disks(disks: Vec<PathBuf>) -> Appliance {
     vm
 }
 
+/// The VMM's command line for `kernel` on the assets CD with the test
+/// initramfs, 2 vCPUs, 256 MiB, the console on the appliance's, and `extra`.
+fn vmm_argv(kernel: &str, cmdline: &str, extra: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        VMM,
+        "--kernel",
+        &format!("{MEDIA}/{kernel}"),
+        "--initrd",
+        &format!("{MEDIA}/initrd.img"),
+        "--cmdline",
+        cmdline,
+        "--cpus",
+        "2",
+        "--memory",
+        "256",
+        "--serial",
+        "file=/dev/console",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    argv.extend(extra.iter().map(|a| a.to_string()));
+    argv
+}
+
 /// Runs the VMM on `kernel` (a path on the assets CD) as unit `unit` and
 /// returns how it ended and the console it produced.
 fn run_vmm(
@@ -67,24 +92,8 @@ fn run_vmm(
     extra: &[&str],
 ) -> (UnitExit, String) {
     let before = vm.serial().len();
-    let kernel = format!("{MEDIA}/{kernel}");
-    let initrd = format!("{MEDIA}/initrd.img");
-    let mut argv = vec![
-        VMM,
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--cmdline",
-        cmdline,
-        "--cpus",
-        "2",
-        "--memory",
-        "256",
-        "--serial",
-        "file=/dev/console",
-    ];
-    argv.extend_from_slice(extra);
+    let argv = vmm_argv(kernel, cmdline, extra);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     vm.run_unit(unit, &argv).unwrap();
     let exit = vm.wait_unit_stopped(unit, GUEST);
     let console = vm.serial();
@@ -199,27 +208,10 @@ fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
 fn vmm_control_socket_and_acpi_power_button_nested() {
     let mut vm = appliance_with_assets();
     let sock = "/run/guest-acpi.sock";
-    let kernel = format!("{MEDIA}/vmlinux");
-    let initrd = format!("{MEDIA}/initrd.img");
     let cmdline = format!("{CMDLINE} oxbow.wait-power");
     let before = vm.serial().len();
-    let argv = [
-        VMM,
-        "--kernel",
-        &kernel,
-        "--initrd",
-        &initrd,
-        "--cmdline",
-        &cmdline,
-        "--cpus",
-        "2",
-        "--memory",
-        "256",
-        "--serial",
-        "file=/dev/console",
-        "--api-socket",
-        sock,
-    ];
+    let argv = vmm_argv("vmlinux", &cmdline, &["--api-socket", sock]);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     vm.run_unit("guest-acpi", &argv).unwrap();
     if let Err(e) = vm.wait_for_serial("OXBOW-GUEST waiting for the power button", GUEST) {
         vm.show_unit_log("guest-acpi");

@@ -397,11 +397,9 @@ impl VirtioDevice for Blk {
                 readonly,
                 id: &id,
             };
-            let mut s = stats.lock().map(|s| *s).unwrap_or_default();
+            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
             let used = process(&mut aq.queue, &mem, &disk, &mut s);
-            if let Ok(mut g) = stats.lock() {
-                *g = s;
-            }
+            drop(s);
             signal_used(&mut aq, &mem, irq.as_ref(), used);
             true
         })?);

@@ -2,8 +2,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
+use crate::access::AccessStore;
 use crate::login_throttle::LoginThrottle;
 use crate::state_dir::StateDir;
+use crate::tasks::TaskStore;
 use crate::ticket::TicketSigner;
 
 /// The shared state of a running apid.
@@ -11,6 +15,10 @@ use crate::ticket::TicketSigner;
 pub struct AppState {
     /// The node name.
     pub node: String,
+    /// Users, tokens, groups, pools, roles and ACLs.
+    pub access: AccessStore,
+    /// Running and finished tasks.
+    pub tasks: Arc<TaskStore>,
     /// The node's state directory.
     pub state_dir: StateDir,
     /// Signs and checks tickets and CSRF tokens.

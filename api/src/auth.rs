@@ -1,14 +1,21 @@
-//! Authentication of API requests by ticket and CSRF prevention token.
+//! Authentication of API requests by ticket and CSRF prevention token, or
+//! by API token.
 //!
 //! A client presents its ticket in the cookie `PVEAuthCookie` (percent-encoded
 //! by most clients) or in the header `Authorization: PVEAuthCookie=<ticket>`.
 //! Requests that may change state (anything but GET and HEAD) must also carry
 //! the ticket's CSRF prevention token in the header `CSRFPreventionToken`.
+//!
+//! An API token comes as `Authorization: PVEAPIToken=user@realm!name=secret`
+//! and needs no CSRF token. Either way the user must exist, be enabled and
+//! not have expired, and so must the token.
 
 use hyper::header::{AUTHORIZATION, COOKIE};
 use hyper::{HeaderMap, Method};
 use percent_encoding::percent_decode_str;
 
+use crate::access::permissions::user_is_active;
+use crate::access::AccessStore;
 use crate::response::ApiError;
 use crate::ticket::TicketSigner;
 
@@ -18,11 +25,33 @@ pub const TICKET_COOKIE: &str = "PVEAuthCookie";
 /// The header that carries the CSRF prevention token.
 pub const CSRF_HEADER: &str = "CSRFPreventionToken";
 
+/// The scheme of the `Authorization` header that carries an API token.
+pub const API_TOKEN_SCHEME: &str = "PVEAPIToken";
+
 /// Who made an authenticated request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthenticatedUser {
-    /// The user id, such as `root@pam`.
+pub struct Caller {
+    /// Whose privileges apply: a user id (`alice@pve`) or a token id
+    /// (`alice@pve!ci`).
+    pub auth_id: String,
+    /// The user: the same as `auth_id`, or the token's owner.
     pub user: String,
+}
+
+impl Caller {
+    /// A caller logged in as `user`.
+    pub fn user(user: impl Into<String>) -> Caller {
+        let user = user.into();
+        Caller {
+            auth_id: user.clone(),
+            user,
+        }
+    }
+
+    /// Whether the caller is an API token.
+    pub fn is_token(&self) -> bool {
+        self.auth_id != self.user
+    }
 }
 
 /// Why a request was not authenticated; the display text is the reason
@@ -38,6 +67,12 @@ pub enum AuthError {
     /// A state-changing request lacks a valid CSRF prevention token.
     #[error("invalid CSRF prevention token")]
     InvalidCsrfToken,
+    /// The API token is unknown, expired, or its secret is wrong.
+    #[error("invalid token value")]
+    InvalidApiToken,
+    /// The user does not exist any more, is disabled or has expired.
+    #[error("user account is disabled or expired")]
+    InactiveUser,
 }
 
 impl From<AuthError> for ApiError {
@@ -89,18 +124,67 @@ pub fn ticket_from_headers(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// The token id and secret of an `Authorization: PVEAPIToken=…` header.
+pub fn api_token_from_headers(headers: &HeaderMap) -> Option<(String, String)> {
+    headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(|value| {
+            let rest = value.trim().strip_prefix(API_TOKEN_SCHEME)?;
+            let rest = rest.trim_start().strip_prefix('=')?.trim();
+            // user@realm!name=secret (some clients use ':' before the secret)
+            let bang = rest.find('!')?;
+            let split = bang + rest[bang..].find(['=', ':'])?;
+            let (id, secret) = (&rest[..split], rest[split + 1..].trim());
+            (!secret.is_empty()).then(|| (id.trim().to_owned(), secret.to_owned()))
+        })
+}
+
+/// Authenticates a request by API token or ticket at unix time `now`,
+/// against the current users and tokens.
+pub fn authenticate_request(
+    signer: &TicketSigner,
+    access: &AccessStore,
+    method: &Method,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<Caller, AuthError> {
+    let cfg = access.config();
+    if let Some((token_id, secret)) = api_token_from_headers(headers) {
+        let (user, _) = token_id.split_once('!').ok_or(AuthError::InvalidApiToken)?;
+        let token = cfg.token(&token_id).ok_or(AuthError::InvalidApiToken)?;
+        if (token.expire != 0 && token.expire <= now) || !access.verify_token(&token_id, &secret) {
+            return Err(AuthError::InvalidApiToken);
+        }
+        if !user_is_active(&cfg, user, now) {
+            return Err(AuthError::InactiveUser);
+        }
+        return Ok(Caller {
+            auth_id: token_id.clone(),
+            user: user.to_owned(),
+        });
+    }
+    let user = authenticate(signer, method, headers, now)?;
+    if !user_is_active(&cfg, &user, now) {
+        return Err(AuthError::InactiveUser);
+    }
+    Ok(Caller::user(user))
+}
+
 /// Whether requests with `method` need a CSRF prevention token.
 pub fn needs_csrf_token(method: &Method) -> bool {
     !(method == Method::GET || method == Method::HEAD)
 }
 
-/// Authenticates a request by its headers at unix time `now`.
+/// Authenticates a request by its ticket (and CSRF token) at unix time
+/// `now`; returns the ticket's user id.
 pub fn authenticate(
     signer: &TicketSigner,
     method: &Method,
     headers: &HeaderMap,
     now: i64,
-) -> Result<AuthenticatedUser, AuthError> {
+) -> Result<String, AuthError> {
     let ticket = ticket_from_headers(headers).ok_or(AuthError::NoTicket)?;
     let user = signer
         .verify_ticket(&ticket, now)
@@ -114,7 +198,7 @@ pub fn authenticate(
             .verify_csrf_token(token.trim(), &user, now)
             .map_err(|_| AuthError::InvalidCsrfToken)?;
     }
-    Ok(AuthenticatedUser { user })
+    Ok(user)
 }
 
 #[cfg(test)]
@@ -182,7 +266,7 @@ mod tests {
         let ticket = signer.issue_ticket("root@pam", NOW);
         let h = headers(&[("cookie", &format!("PVEAuthCookie={ticket}"))]);
         assert_eq!(
-            authenticate(&signer, &Method::GET, &h, NOW).unwrap().user,
+            authenticate(&signer, &Method::GET, &h, NOW).unwrap(),
             "root@pam"
         );
         assert_eq!(
@@ -219,6 +303,91 @@ mod tests {
         let token = signer.issue_csrf_token("root@pam", NOW);
         let h = headers(&[("cookie", &cookie), (CSRF_HEADER, &token)]);
         assert!(authenticate(&signer, &Method::DELETE, &h, NOW).is_ok());
+    }
+
+    #[test]
+    fn api_token_headers() {
+        let h = headers(&[("authorization", "PVEAPIToken=alice@pve!ci=0f3c-11")]);
+        assert_eq!(
+            api_token_from_headers(&h),
+            Some(("alice@pve!ci".into(), "0f3c-11".into()))
+        );
+        let h = headers(&[("authorization", "PVEAPIToken = a@pve!t:s3cret")]);
+        assert_eq!(
+            api_token_from_headers(&h),
+            Some(("a@pve!t".into(), "s3cret".into()))
+        );
+        for bad in [
+            "PVEAPIToken=a@pve!t=",
+            "PVEAPIToken=a@pve=x",
+            "Bearer x",
+            "PVEAPIToken",
+        ] {
+            let h = headers(&[("authorization", bad)]);
+            assert_eq!(api_token_from_headers(&h), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_and_tickets_against_the_access_store() {
+        use crate::access::user_cfg::{Token, User};
+        let dir = tempfile::tempdir().unwrap();
+        let state = crate::state_dir::StateDir::new(dir.path());
+        state.prepare().unwrap();
+        let access = AccessStore::load(&state).unwrap();
+        access
+            .update(|cfg| {
+                let mut alice = User {
+                    enable: true,
+                    ..User::default()
+                };
+                alice.tokens.insert(
+                    "old".into(),
+                    Token {
+                        expire: NOW - 1,
+                        ..Token::default()
+                    },
+                );
+                cfg.users.insert("alice@pve".into(), alice);
+                cfg.users.insert("off@pve".into(), User::default());
+                Ok(())
+            })
+            .unwrap();
+        let secret = access
+            .create_token(
+                |cfg| {
+                    let alice = cfg.users.get_mut("alice@pve").ok_or("x")?;
+                    alice.tokens.insert("ci".into(), Token::default());
+                    Ok(())
+                },
+                "alice@pve!ci",
+            )
+            .unwrap();
+        let signer = TicketSigner::new(&KEY);
+        let auth = |h: &HeaderMap, m: &Method| authenticate_request(&signer, &access, m, h, NOW);
+
+        let h = headers(&[(
+            "authorization",
+            &format!("PVEAPIToken=alice@pve!ci={secret}"),
+        )]);
+        let caller = auth(&h, &Method::POST).unwrap();
+        assert_eq!(caller.auth_id, "alice@pve!ci");
+        assert_eq!(caller.user, "alice@pve");
+        assert!(caller.is_token());
+        let h = headers(&[("authorization", "PVEAPIToken=alice@pve!ci=wrong")]);
+        assert_eq!(auth(&h, &Method::GET), Err(AuthError::InvalidApiToken));
+        let h = headers(&[(
+            "authorization",
+            &format!("PVEAPIToken=alice@pve!old={secret}"),
+        )]);
+        assert_eq!(auth(&h, &Method::GET), Err(AuthError::InvalidApiToken));
+
+        let ticket = signer.issue_ticket("off@pve", NOW);
+        let h = headers(&[("cookie", &format!("PVEAuthCookie={ticket}"))]);
+        assert_eq!(auth(&h, &Method::GET), Err(AuthError::InactiveUser));
+        let ticket = signer.issue_ticket("alice@pve", NOW);
+        let h = headers(&[("cookie", &format!("PVEAuthCookie={ticket}"))]);
+        assert_eq!(auth(&h, &Method::GET).unwrap(), Caller::user("alice@pve"));
     }
 
     #[test]

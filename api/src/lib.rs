@@ -2,8 +2,8 @@
 //!
 //! apid speaks Proxmox VE's `/api2/json` wire format over HTTPS (port 8006
 //! by default), so that Proxmox clients can manage an Oxbow node. This
-//! first slice serves logging in (`POST /access/ticket`) and
-//! `GET /version`; every endpoint is declared in [`router::ENDPOINTS`].
+//! Every endpoint is declared once, with its parameters and the privilege it
+//! needs, in the tables of [`endpoints`], gathered in [`router::ENDPOINTS`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), api::ServerError> {
@@ -14,6 +14,7 @@
 //! # }
 //! ```
 
+pub mod access;
 pub mod app_state;
 pub mod auth;
 pub mod config;
@@ -23,8 +24,10 @@ pub mod login_throttle;
 pub mod params;
 pub mod response;
 pub mod router;
+pub mod schema;
 pub mod server;
 pub mod state_dir;
+pub mod tasks;
 pub mod ticket;
 pub mod tls;
 

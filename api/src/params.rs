@@ -48,6 +48,27 @@ impl Params {
         self.values.insert(name.into(), value.into());
     }
 
+    /// The parameters in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Removes parameter `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        self.values.remove(name)
+    }
+
+    /// The value of `name` as a number, if given and numeric (validated
+    /// parameters are).
+    pub fn number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        self.get(name).and_then(|v| v.parse().ok())
+    }
+
+    /// Whether boolean parameter `name` is given as `1`.
+    pub fn flag(&self, name: &str) -> bool {
+        self.get(name) == Some("1")
+    }
+
     /// Whether there are no parameters.
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()

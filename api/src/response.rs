@@ -58,6 +58,22 @@ impl ApiError {
         }
     }
 
+    /// 403 for a caller without the privileges.
+    pub fn forbidden() -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, "Permission check failed")
+    }
+
+    /// 404-like failure for something that does not exist; Proxmox answers
+    /// these with 500 and the message, which clients show.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// 500 with the message, for a request that was understood but failed.
+    pub fn failed(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
     /// 501 for a method and path that no endpoint serves.
     pub fn not_implemented(method: &str, path: &str) -> Self {
         ApiError::new(
@@ -67,8 +83,33 @@ impl ApiError {
     }
 }
 
+/// A successful answer: the `data`, and for paged lists the `total`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// What goes under `data`.
+    pub data: serde_json::Value,
+    /// The number of items in the whole list, for paged lists.
+    pub total: Option<usize>,
+}
+
+impl From<serde_json::Value> for Reply {
+    fn from(data: serde_json::Value) -> Self {
+        Reply { data, total: None }
+    }
+}
+
+impl Reply {
+    /// A page of a longer list.
+    pub fn page(data: serde_json::Value, total: usize) -> Self {
+        Reply {
+            data,
+            total: Some(total),
+        }
+    }
+}
+
 /// What an endpoint answers: the `data` of a successful call or an error.
-pub type ApiResult = Result<serde_json::Value, ApiError>;
+pub type ApiResult = Result<Reply, ApiError>;
 
 /// The HTTP response type apid writes.
 pub type HttpResponse = hyper::Response<Full<Bytes>>;
@@ -76,7 +117,17 @@ pub type HttpResponse = hyper::Response<Full<Bytes>>;
 /// Turns an endpoint's result into an HTTP response in Proxmox's envelope.
 pub fn to_http_response(result: ApiResult) -> HttpResponse {
     match result {
-        Ok(data) => json_response(StatusCode::OK, None, &json!({ "data": data })),
+        Ok(Reply { data, total: None }) => {
+            json_response(StatusCode::OK, None, &json!({ "data": data }))
+        }
+        Ok(Reply {
+            data,
+            total: Some(total),
+        }) => json_response(
+            StatusCode::OK,
+            None,
+            &json!({ "data": data, "total": total }),
+        ),
         Err(error) => {
             let body = if error.param_errors.is_empty() {
                 json!({ "data": null })
@@ -139,7 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn success_is_wrapped_in_data() {
-        let response = to_http_response(Ok(json!({"version": "8.2.0"})));
+        let response = to_http_response(Ok(json!({"version": "8.2.0"}).into()));
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response
             .extensions()

@@ -1,48 +1,169 @@
-//! The table of API endpoints and how requests find theirs.
+//! The table of API endpoints, how requests find theirs, and who may call
+//! them.
 //!
-//! Every endpoint is declared once in [`ENDPOINTS`] with its method, its
-//! path below `/api2/json` (segments in braces, like `{node}`, match any
-//! one segment and are handed to the handler), whether it needs a ticket,
-//! and its handler.
+//! Every endpoint is declared once in [`ENDPOINTS`] (built from the
+//! `ENDPOINTS` lists of the modules in [`crate::endpoints`]) with its
+//! method, its path below `/api2/json` (segments in braces, like `{node}`,
+//! match one segment and become parameters), its parameters, the privilege
+//! it needs, and its handler. Routing, validation, the permission check and
+//! the published description ([`describe`]) all come from that.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use hyper::Method;
+use serde_json::{json, Value};
 
+use crate::access::permissions::has_privileges;
+use crate::access::UserConfig;
 use crate::app_state::AppState;
-use crate::auth::AuthenticatedUser;
+use crate::auth::Caller;
 use crate::endpoints;
 use crate::params::Params;
 use crate::response::ApiResult;
+use crate::schema::{ExtraCheck, Param};
 
 /// The path prefix of the JSON API.
 pub const API_PREFIX: &str = "/api2/json";
 
-/// Whether an endpoint can be called without a ticket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthRequirement {
-    /// Anyone may call it (logging in, for instance).
-    Public,
-    /// The caller needs a valid ticket, and a CSRF prevention token for
-    /// methods other than GET and HEAD.
-    Ticket,
+/// Who may call an endpoint.
+#[derive(Debug)]
+pub enum Permission {
+    /// Anyone, without a ticket (logging in).
+    World,
+    /// Any authenticated caller; the text says what the handler restricts
+    /// (lists show only what the caller may see).
+    Anyone(&'static str),
+    /// `privs` (all of them, or any one with `any`) on the ACL path
+    /// `path`, whose `{name}` parts are filled in from the parameters.
+    Privs {
+        /// ACL path template.
+        path: &'static str,
+        /// Privileges needed.
+        privs: &'static [&'static str],
+        /// Whether one of them is enough.
+        any: bool,
+    },
+    /// The caller's own user (named by parameter `param`), or `or`.
+    SelfOr {
+        /// The parameter holding a user id.
+        param: &'static str,
+        /// What anybody else needs.
+        or: &'static Permission,
+    },
+    /// The owner of the task in parameter `upid`, or `or`.
+    TaskOwnerOr(&'static Permission),
+    /// Every one of the listed checks.
+    All(&'static [Permission]),
+}
+
+/// Every listed privilege on `path`.
+pub const fn privs(path: &'static str, privs: &'static [&'static str]) -> Permission {
+    Permission::Privs {
+        path,
+        privs,
+        any: false,
+    }
+}
+
+/// Any one of the listed privileges on `path`.
+pub const fn any_priv(path: &'static str, privs: &'static [&'static str]) -> Permission {
+    Permission::Privs {
+        path,
+        privs,
+        any: true,
+    }
+}
+
+/// `template` with each `{name}` replaced by parameter `name`.
+pub fn fill_path(template: &str, params: &Params) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find('}') else {
+            break;
+        };
+        let name = &rest[open + 1..open + close];
+        out.push_str(params.get(name).unwrap_or(""));
+        rest = &rest[open + close + 1..];
+    }
+    out.push_str(rest);
+    crate::access::ids::normalize_acl_path(&out).unwrap_or(out)
+}
+
+impl Permission {
+    /// Whether `caller` passes this check for a call with `params`.
+    pub fn allows(&self, cfg: &UserConfig, caller: &Caller, params: &Params) -> bool {
+        match self {
+            Permission::World | Permission::Anyone(_) => true,
+            Permission::Privs { path, privs, any } => {
+                has_privileges(cfg, &caller.auth_id, &fill_path(path, params), privs, *any)
+            }
+            Permission::SelfOr { param, or } => {
+                params.get(param) == Some(caller.auth_id.as_str()) || or.allows(cfg, caller, params)
+            }
+            Permission::TaskOwnerOr(or) => {
+                let owner = params
+                    .get("upid")
+                    .and_then(crate::tasks::Upid::parse)
+                    .map(|upid| upid.user);
+                owner.as_deref() == Some(caller.auth_id.as_str())
+                    || owner.as_deref() == Some(caller.user.as_str())
+                    || or.allows(cfg, caller, params)
+            }
+            Permission::All(checks) => checks.iter().all(|c| c.allows(cfg, caller, params)),
+        }
+    }
+
+    /// The check in the published API description.
+    pub fn describe(&self) -> Value {
+        match self {
+            Permission::World => json!({"user": "world"}),
+            Permission::Anyone(note) => json!({"user": "all", "description": note}),
+            Permission::Privs { path, privs, any } => {
+                json!({"check": ["perm", path, privs, if *any { "any" } else { "all" }]})
+            }
+            Permission::SelfOr { param, or } => {
+                json!({"check": ["or", ["userid-param", "self", param], or.describe()]})
+            }
+            Permission::TaskOwnerOr(or) => {
+                json!({"check": ["or", ["task-owner"], or.describe()]})
+            }
+            Permission::All(checks) => {
+                let all: Vec<Value> = checks.iter().map(Permission::describe).collect();
+                json!({"check": ["and", all]})
+            }
+        }
+    }
 }
 
 /// What a handler gets to work with.
 #[derive(Debug)]
 pub struct Call {
-    /// The request's parameters (query string and body).
+    /// The request's parameters (path, query string and body), validated.
     pub params: Params,
-    /// The values of the path's brace segments, by name.
-    pub path_params: BTreeMap<String, String>,
     /// The authenticated caller; `None` for public endpoints.
-    pub user: Option<AuthenticatedUser>,
+    pub caller: Option<Caller>,
     /// The address the request came from.
     pub source: IpAddr,
+}
+
+impl Call {
+    /// The caller of an endpoint that needs one.
+    pub fn caller(&self) -> Result<&Caller, crate::response::ApiError> {
+        self.caller
+            .as_ref()
+            .ok_or_else(|| crate::response::ApiError::unauthorized("No ticket"))
+    }
+
+    /// Parameter `name`, which validation guaranteed is present.
+    pub fn param(&self, name: &str) -> &str {
+        self.params.get(name).unwrap_or("")
+    }
 }
 
 /// The future a handler returns.
@@ -58,32 +179,31 @@ pub struct Endpoint {
     pub method: Method,
     /// The path below [`API_PREFIX`], starting with `/`.
     pub path: &'static str,
-    /// Whether a ticket is needed.
-    pub auth: AuthRequirement,
+    /// One line for the API description.
+    pub description: &'static str,
+    /// The parameters, path parameters included.
+    pub params: &'static [Param],
+    /// Checks for parameters known only by pattern.
+    pub extra: Option<ExtraCheck>,
+    /// Who may call it.
+    pub permission: Permission,
     /// The implementation.
     pub handler: Handler,
 }
 
 /// All endpoints apid serves.
-pub static ENDPOINTS: &[Endpoint] = &[
-    Endpoint {
-        method: Method::POST,
-        path: "/access/ticket",
-        auth: AuthRequirement::Public,
-        handler: endpoints::access::create_ticket,
-    },
-    Endpoint {
-        method: Method::GET,
-        path: "/version",
-        auth: AuthRequirement::Ticket,
-        handler: endpoints::version::get_version,
-    },
-];
+pub static ENDPOINTS: LazyLock<Vec<&'static Endpoint>> = LazyLock::new(|| {
+    let mut all: Vec<&'static Endpoint> = Vec::new();
+    for table in endpoints::TABLES {
+        all.extend(table.iter());
+    }
+    all
+});
 
 /// The endpoint for `method` and `path` (below [`API_PREFIX`]) in `table`,
 /// with the values of its brace segments.
 pub fn find_endpoint<'t>(
-    table: &'t [Endpoint],
+    table: &[&'t Endpoint],
     method: &Method,
     path: &str,
 ) -> Option<(&'t Endpoint, BTreeMap<String, String>)> {
@@ -95,7 +215,12 @@ pub fn find_endpoint<'t>(
     table
         .iter()
         .filter(|endpoint| endpoint.method == *method)
-        .find_map(|endpoint| match_path(endpoint.path, path).map(|params| (endpoint, params)))
+        .find_map(|endpoint| match_path(endpoint.path, path).map(|params| (*endpoint, params)))
+}
+
+/// Whether any endpoint serves `path` with some method.
+pub fn path_exists(table: &[&Endpoint], path: &str) -> bool {
+    table.iter().any(|e| match_path(e.path, path).is_some())
 }
 
 /// The part of a request path below [`API_PREFIX`], without a trailing
@@ -136,34 +261,74 @@ fn match_path(template: &str, path: &str) -> Option<BTreeMap<String, String>> {
     }
 }
 
+/// The published description of the API: every endpoint with its
+/// parameters and permission check, sorted by path and method.
+pub fn describe() -> Value {
+    let mut endpoints: Vec<&&Endpoint> = ENDPOINTS.iter().collect();
+    endpoints.sort_by_key(|e| (e.path, e.method.as_str()));
+    let list: Vec<Value> = endpoints
+        .iter()
+        .map(|e| {
+            let params: serde_json::Map<String, Value> = e
+                .params
+                .iter()
+                .map(|p| (p.name.to_owned(), p.describe()))
+                .collect();
+            let mut item = json!({
+                "method": e.method.as_str(),
+                "path": e.path,
+                "description": e.description,
+                "parameters": params,
+                "permissions": e.permission.describe(),
+            });
+            if e.extra.is_some() {
+                item["additionalProperties"] = json!("checked by pattern (see docs/api.md)");
+            }
+            item
+        })
+        .collect();
+    json!(list)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn dummy(_: Arc<AppState>, _: Call) -> HandlerFuture {
-        Box::pin(async { Ok(serde_json::Value::Null) })
+        Box::pin(async { Ok(serde_json::Value::Null.into()) })
     }
 
-    static TABLE: &[Endpoint] = &[
-        Endpoint {
-            method: Method::GET,
-            path: "/nodes/{node}/status",
-            auth: AuthRequirement::Ticket,
-            handler: dummy,
-        },
-        Endpoint {
-            method: Method::POST,
-            path: "/nodes/{node}/status",
-            auth: AuthRequirement::Ticket,
-            handler: dummy,
-        },
-        Endpoint {
-            method: Method::GET,
-            path: "/version",
-            auth: AuthRequirement::Ticket,
-            handler: dummy,
-        },
-    ];
+    static A: Endpoint = Endpoint {
+        method: Method::GET,
+        path: "/nodes/{node}/status",
+        description: "",
+        params: &[],
+        extra: None,
+        permission: Permission::Anyone(""),
+        handler: dummy,
+    };
+    static B: Endpoint = Endpoint {
+        method: Method::POST,
+        path: "/nodes/{node}/status",
+        description: "",
+        params: &[],
+        extra: None,
+        permission: Permission::Anyone(""),
+        handler: dummy,
+    };
+    static C: Endpoint = Endpoint {
+        method: Method::GET,
+        path: "/version",
+        description: "",
+        params: &[],
+        extra: None,
+        permission: Permission::Anyone(""),
+        handler: dummy,
+    };
+
+    fn table() -> Vec<&'static Endpoint> {
+        vec![&A, &B, &C]
+    }
 
     #[test]
     fn api_paths() {
@@ -178,31 +343,42 @@ mod tests {
 
     #[test]
     fn endpoints_are_found_by_method_and_path() {
-        let (endpoint, params) = find_endpoint(TABLE, &Method::GET, "/nodes/pve1/status").unwrap();
+        let table = table();
+        let (endpoint, params) = find_endpoint(&table, &Method::GET, "/nodes/pve1/status").unwrap();
         assert_eq!(endpoint.method, Method::GET);
         assert_eq!(params.get("node").map(String::as_str), Some("pve1"));
-        let (endpoint, _) = find_endpoint(TABLE, &Method::POST, "/nodes/pve1/status").unwrap();
+        let (endpoint, _) = find_endpoint(&table, &Method::POST, "/nodes/pve1/status").unwrap();
         assert_eq!(endpoint.method, Method::POST);
-        let (endpoint, _) = find_endpoint(TABLE, &Method::HEAD, "/version").unwrap();
+        let (endpoint, _) = find_endpoint(&table, &Method::HEAD, "/version").unwrap();
         assert_eq!(endpoint.path, "/version");
-        assert!(find_endpoint(TABLE, &Method::PUT, "/version").is_none());
-        assert!(find_endpoint(TABLE, &Method::GET, "/nodes//status").is_none());
-        assert!(find_endpoint(TABLE, &Method::GET, "/nodes/pve1").is_none());
-        assert!(find_endpoint(TABLE, &Method::GET, "/nodes/pve1/status/x").is_none());
+        assert!(find_endpoint(&table, &Method::PUT, "/version").is_none());
+        assert!(find_endpoint(&table, &Method::GET, "/nodes//status").is_none());
+        assert!(find_endpoint(&table, &Method::GET, "/nodes/pve1").is_none());
+        assert!(find_endpoint(&table, &Method::GET, "/nodes/pve1/status/x").is_none());
+        assert!(path_exists(&table, "/version"));
+        assert!(!path_exists(&table, "/versions"));
     }
 
     #[test]
     fn path_parameters_are_percent_decoded() {
-        let (_, params) = find_endpoint(TABLE, &Method::GET, "/nodes/a%2Db/status").unwrap();
+        let (_, params) = find_endpoint(&table(), &Method::GET, "/nodes/a%2Db/status").unwrap();
         assert_eq!(params.get("node").map(String::as_str), Some("a-b"));
     }
 
     #[test]
-    fn the_real_table_has_login_public_and_the_rest_behind_tickets() {
-        let (login, _) = find_endpoint(ENDPOINTS, &Method::POST, "/access/ticket").unwrap();
-        assert_eq!(login.auth, AuthRequirement::Public);
-        let (version, _) = find_endpoint(ENDPOINTS, &Method::GET, "/version").unwrap();
-        assert_eq!(version.auth, AuthRequirement::Ticket);
+    fn acl_path_templates_are_filled() {
+        let mut params = Params::new();
+        params.insert("vmid", "100");
+        params.insert("path", "/storage/local/");
+        assert_eq!(fill_path("/vms/{vmid}", &params), "/vms/100");
+        assert_eq!(fill_path("{path}", &params), "/storage/local");
+        assert_eq!(fill_path("/", &params), "/");
+    }
+
+    #[test]
+    fn the_real_table_is_consistent() {
+        let (login, _) = find_endpoint(&ENDPOINTS, &Method::POST, "/access/ticket").unwrap();
+        assert!(matches!(login.permission, Permission::World));
         for (i, a) in ENDPOINTS.iter().enumerate() {
             for b in &ENDPOINTS[i + 1..] {
                 assert!(
@@ -211,6 +387,21 @@ mod tests {
                     a.method,
                     a.path
                 );
+            }
+            // Every brace segment is a declared parameter.
+            for segment in a.path.split('/') {
+                if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    assert!(
+                        a.params.iter().any(|p| p.name == name && !p.optional),
+                        "{} {}: path parameter {name} is not declared",
+                        a.method,
+                        a.path
+                    );
+                }
+            }
+            // Only login is open to the world.
+            if matches!(a.permission, Permission::World) {
+                assert_eq!(a.path, "/access/ticket");
             }
         }
     }

@@ -18,16 +18,18 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use crate::access::AccessStore;
 use crate::app_state::{unix_now, AppState};
-use crate::auth::{authenticate, AuthenticatedUser};
+use crate::auth::{authenticate_request, Caller};
 use crate::config::{validate_node_name, Config};
 use crate::endpoints::access::NO_ROOT_PASSWORD_WARNING;
 use crate::error::ServerError;
 use crate::login_throttle::LoginThrottle;
 use crate::params::{BodyError, Params};
 use crate::response::{to_http_response, ApiError, HttpResponse};
-use crate::router::{api_path, find_endpoint, AuthRequirement, Call, ENDPOINTS};
+use crate::router::{api_path, find_endpoint, Call, Permission, ENDPOINTS};
 use crate::state_dir::{RootPassword, StateDir};
+use crate::tasks::TaskStore;
 use crate::ticket::TicketSigner;
 
 /// The largest request body apid reads.
@@ -74,8 +76,15 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         addr: config.listen,
         source,
     })?;
+    let access = AccessStore::load(&state_dir)?;
+    let tasks = Arc::new(TaskStore::open(
+        state_dir.root().join("tasks"),
+        &config.node,
+    )?);
     let state = Arc::new(AppState {
         node: config.node,
+        access,
+        tasks,
         state_dir,
         signer: TicketSigner::new(&signing_key),
         login_throttle: LoginThrottle::new(config.login_failure_limit),
@@ -252,22 +261,23 @@ async fn dispatch(
 ) -> crate::response::ApiResult {
     let method = &parts.method;
     let path = api_path(parts.uri.path());
-    let endpoint = path.and_then(|p| find_endpoint(ENDPOINTS, method, p));
+    let endpoint = path.and_then(|p| find_endpoint(&ENDPOINTS, method, p));
 
-    // Everything but public endpoints, unknown paths included, needs a
-    // ticket first, so probing without one learns nothing.
-    let needs_ticket = endpoint
+    // Everything but logging in, unknown paths included, needs a ticket or
+    // token first, so probing without one learns nothing.
+    let public = endpoint
         .as_ref()
-        .is_none_or(|(endpoint, _)| endpoint.auth == AuthRequirement::Ticket);
-    let user: Option<AuthenticatedUser> = if needs_ticket {
-        Some(authenticate(
+        .is_some_and(|(endpoint, _)| matches!(endpoint.permission, Permission::World));
+    let caller: Option<Caller> = if public {
+        None
+    } else {
+        Some(authenticate_request(
             &state.signer,
+            &state.access,
             method,
             &parts.headers,
             unix_now(),
         )?)
-    } else {
-        None
     };
 
     let Some((endpoint, path_params)) = endpoint else {
@@ -288,10 +298,22 @@ async fn dispatch(
             .add_body(content_type, &bytes)
             .map_err(body_error_to_api_error)?;
     }
+    for (name, value) in path_params {
+        params.insert(name, value);
+    }
+    let params = crate::schema::validate(endpoint.params, endpoint.extra, &params)
+        .map_err(ApiError::parameters)?;
+    if let Some(caller) = &caller {
+        if !endpoint
+            .permission
+            .allows(&state.access.config(), caller, &params)
+        {
+            return Err(ApiError::forbidden());
+        }
+    }
     let call = Call {
         params,
-        path_params,
-        user,
+        caller,
         source,
     };
     (endpoint.handler)(Arc::clone(state), call).await

@@ -315,10 +315,13 @@ async fn login_ticket_and_csrf_flow() {
     assert_eq!(status, "HTTP/1.1 401 No ticket");
     assert_eq!(body, r#"{"data":null}"#);
     let request = format!(
-        "GET /api2/json/nodes HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        "GET /api2/json/frobnicate HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
     );
     let (status, _) = raw_request(addr, state.path(), &request).await;
-    assert_eq!(status, "HTTP/1.1 501 Method 'GET /nodes' not implemented");
+    assert_eq!(
+        status,
+        "HTTP/1.1 501 Method 'GET /frobnicate' not implemented"
+    );
     let request = format!(
         "POST /api2/json/nodes HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );

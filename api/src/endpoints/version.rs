@@ -5,7 +5,48 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::app_state::AppState;
-use crate::router::{Call, HandlerFuture};
+use crate::router::{Call, Endpoint, HandlerFuture, Permission};
+
+/// `GET /version` and the API's own description.
+pub static ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: hyper::Method::GET,
+        path: "/version",
+        description: "The API version.",
+        params: &[],
+        extra: None,
+        permission: Permission::Anyone("everybody"),
+        handler: get_version,
+    },
+    Endpoint {
+        method: hyper::Method::GET,
+        path: "/",
+        description: "Directory index.",
+        params: &[],
+        extra: None,
+        permission: Permission::Anyone("everybody"),
+        handler: |_, _| {
+            Box::pin(async {
+                Ok(json!([
+                    {"subdir": "access"}, {"subdir": "cluster"}, {"subdir": "nodes"},
+                    {"subdir": "pools"}, {"subdir": "storage"}, {"subdir": "version"},
+                    {"subdir": "api-schema"},
+                ])
+                .into())
+            })
+        },
+    },
+    Endpoint {
+        method: hyper::Method::GET,
+        path: "/api-schema",
+        description: "This API's own description: every endpoint, its parameters and \
+                      permission check (an Oxbow extension).",
+        params: &[],
+        extra: None,
+        permission: Permission::Anyone("everybody"),
+        handler: |_, _| Box::pin(async { Ok(crate::router::describe().into()) }),
+    },
+];
 
 /// The Proxmox VE release whose API apid follows; clients compare it.
 pub const PROXMOX_API_VERSION: &str = "8.2.0";
@@ -27,7 +68,8 @@ pub fn get_version(_state: Arc<AppState>, _call: Call) -> HandlerFuture {
             "release": PROXMOX_API_RELEASE,
             "repoid": short_revision(SOURCE_REVISION),
             "oxbow": env!("CARGO_PKG_VERSION"),
-        }))
+        })
+        .into())
     })
 }
 

@@ -1,23 +1,67 @@
 //! `POST /access/ticket`: logging in and renewing tickets.
 //!
-//! Only `root@pam` exists for now. Its password hash is in `root.shadow`,
-//! written by the seed step at boot; without that file every login fails,
-//! since Oxbow has no default password. Posting a still-valid ticket as the
-//! password renews it.
+//! Two realms: `pam`, where only `root@pam` exists, its password hash in
+//! `root.shadow` written by the seed step at boot (without that file root
+//! cannot log in, since Oxbow has no default password); and `pve`, Oxbow's
+//! own users, with argon2id hashes in `priv/shadow.cfg`. Posting a
+//! still-valid ticket as the password renews it.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::json;
 
+use crate::access::ids::realm_of;
+use crate::access::permissions::user_is_active;
+use crate::access::ROOT_USER;
 use crate::app_state::{unix_now, AppState};
 use crate::response::{ApiError, ApiResult};
-use crate::router::{Call, HandlerFuture};
+use crate::router::{Call, Endpoint, HandlerFuture, Permission};
+use crate::schema::{formats, string};
 use crate::state_dir::RootPassword;
 use crate::ticket::looks_like_ticket;
 
-/// The one user that exists for now.
-pub const ROOT_USER: &str = "root@pam";
+/// `POST /access/ticket`.
+pub static ENDPOINTS: &[Endpoint] = &[Endpoint {
+    method: hyper::Method::POST,
+    path: "/access/ticket",
+    description: "Log in: create or renew a ticket.",
+    params: &[
+        string("username", None, "User name, with or without @realm.").max_length(64),
+        string(
+            "password",
+            None,
+            "The password, or a valid ticket to renew.",
+        )
+        .max_length(4096),
+        string("realm", None, "The realm, if the user name has none.")
+            .optional()
+            .max_length(32),
+        string("otp", None, "One-time password (not supported).").optional(),
+        string(
+            "tfa-challenge",
+            None,
+            "Second-factor challenge (not supported).",
+        )
+        .optional(),
+        string(
+            "path",
+            Some(&formats::ACL_PATH),
+            "Only check privileges on this path.",
+        )
+        .optional(),
+        string(
+            "privs",
+            Some(&formats::PRIVILEGE_LIST),
+            "Privileges to check.",
+        )
+        .optional(),
+        crate::schema::boolean("new-format", "Accepted for compatibility.").optional(),
+    ],
+    extra: None,
+    permission: Permission::World,
+    handler: create_ticket,
+}];
 
 /// Logged when a login fails because no root password is set.
 pub const NO_ROOT_PASSWORD_WARNING: &str = "no root password is set: attach a seed volume \
@@ -34,7 +78,7 @@ pub fn create_ticket(state: Arc<AppState>, call: Call) -> HandlerFuture {
     Box::pin(async move { login(&state, &call).await })
 }
 
-async fn login(state: &AppState, call: &Call) -> ApiResult {
+async fn login(state: &Arc<AppState>, call: &Call) -> ApiResult {
     let username = call.params.get("username");
     let password = call.params.get("password");
     let (Some(username), Some(password)) = (username, password) else {
@@ -63,7 +107,8 @@ async fn login(state: &AppState, call: &Call) -> ApiResult {
                 "username": user,
                 "cap": {},
                 "clustername": null,
-            }))
+            })
+            .into())
         }
         Err(reason) => {
             attempt.failed(Instant::now());
@@ -88,11 +133,14 @@ fn user_id(username: &str, realm: Option<&str>) -> String {
 /// Checks a password or ticket for `user`; the error says why it failed,
 /// for the log only.
 async fn check_credentials(
-    state: &AppState,
+    state: &Arc<AppState>,
     user: &str,
     password: &str,
     now: i64,
 ) -> Result<(), &'static str> {
+    if !user_is_active(&state.access.config(), user, now) {
+        return Err("no such user, or disabled or expired");
+    }
     if looks_like_ticket(password) {
         return match state.signer.verify_ticket(password, now) {
             Ok(ticket_user) if ticket_user == user => Ok(()),
@@ -100,8 +148,22 @@ async fn check_credentials(
             Err(_) => Err("invalid ticket"),
         };
     }
+    if realm_of(user) == "pve" {
+        let password = password.to_owned();
+        let user = user.to_owned();
+        let state = Arc::clone(state);
+        let matches =
+            tokio::task::spawn_blocking(move || state.access.verify_password(&user, &password))
+                .await
+                .unwrap_or(false);
+        return if matches {
+            Ok(())
+        } else {
+            Err("wrong password")
+        };
+    }
     if user != ROOT_USER {
-        return Err("no such user");
+        return Err("no such user in realm pam");
     }
     let hash = match state.state_dir.root_password() {
         RootPassword::Hash(hash) => hash,

@@ -406,10 +406,13 @@ impl StoragePlugin for DirStorage {
         }
         tracing::info!(%volid, "deleted volume");
         let parent = path.parent().map(Path::to_owned).unwrap_or_default();
+        // The directory whose entry changed, to make the removal durable.
+        let mut changed_dir = parent.clone();
         match &volume {
             // Drop the per-VM directory once its last image is gone.
             DirVolume::Image { .. } if fs::remove_dir(&parent).is_ok() => {
                 tracing::debug!(dir = %parent.display(), "removed empty image directory");
+                changed_dir = parent.parent().map(Path::to_owned).unwrap_or_default();
             }
             DirVolume::Backup { name, .. } => {
                 remove_if_present(&sidecar(&path, ".notes"));
@@ -419,7 +422,7 @@ impl StoragePlugin for DirStorage {
             }
             _ => {}
         }
-        crate::sys::fsync_dir(&parent).map_err(|e| PluginError::io("fsync", &parent, e))
+        crate::sys::fsync_dir(&changed_dir).map_err(|e| PluginError::io("fsync", &changed_dir, e))
     }
 
     fn free_image(&self, volid: &VolumeId) -> Result<(), PluginError> {
@@ -616,5 +619,478 @@ fn remove_if_present(path: &Path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove file"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::ChecksumAlgorithm;
+    use crate::upload::UploadWriter;
+    use std::io::Write;
+
+    const ABC_SHA256: &str = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    fn all_content() -> ContentSet {
+        ContentType::ALL.into_iter().collect()
+    }
+
+    fn storage(root: &Path) -> DirStorage {
+        DirStorage::new(StorageId::new("local").unwrap(), root, all_content())
+    }
+
+    fn vmid(n: u32) -> Vmid {
+        Vmid::new(n).unwrap()
+    }
+
+    fn volid(s: &str) -> VolumeId {
+        s.parse().unwrap()
+    }
+
+    fn touch(path: &Path, bytes: &[u8]) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, bytes).unwrap();
+    }
+
+    /// A file in the upload temp dir holding `bytes`.
+    fn upload(dir: &DirStorage, bytes: &[u8]) -> PathBuf {
+        let mut writer = UploadWriter::create(&dir.upload_temp_dir().unwrap(), None).unwrap();
+        writer.write_all(bytes).unwrap();
+        writer.finish().unwrap().path
+    }
+
+    #[test]
+    fn alloc_picks_the_next_free_disk_number() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let names: Vec<String> = (0..3)
+            .map(|_| {
+                dir.alloc_image(vmid(100), None, ImageFormat::Raw, 1 << 20)
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "local:100/vm-100-disk-0.raw",
+                "local:100/vm-100-disk-1.raw",
+                "local:100/vm-100-disk-2.raw"
+            ]
+        );
+        // Another VM starts at 0; a freed number is reused.
+        let other = dir
+            .alloc_image(vmid(101), None, ImageFormat::Raw, 512)
+            .unwrap();
+        assert_eq!(other.to_string(), "local:101/vm-101-disk-0.raw");
+        dir.free_image(&volid("local:100/vm-100-disk-1.raw"))
+            .unwrap();
+        let reused = dir
+            .alloc_image(vmid(100), None, ImageFormat::Raw, 512)
+            .unwrap();
+        assert_eq!(reused.to_string(), "local:100/vm-100-disk-1.raw");
+        // Numbers taken by other formats or custom names count too.
+        touch(&root.path().join("images/100/vm-100-disk-3.qcow2"), b"");
+        let next = dir
+            .alloc_image(vmid(100), None, ImageFormat::Raw, 512)
+            .unwrap();
+        assert_eq!(next.to_string(), "local:100/vm-100-disk-4.raw");
+    }
+
+    #[test]
+    fn alloc_creates_a_sparse_file_of_the_size() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let id = dir
+            .alloc_image(vmid(100), None, ImageFormat::Raw, 8 << 30)
+            .unwrap();
+        let path = dir.path(&id).unwrap();
+        assert_eq!(path, root.path().join("images/100/vm-100-disk-0.raw"));
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 8 << 30);
+        assert!(meta.blocks() * 512 < 1 << 20, "not sparse");
+        let size = dir.volume_size(&id).unwrap();
+        assert_eq!((size.size, size.format.as_str()), (8 << 30, "raw"));
+    }
+
+    #[test]
+    fn alloc_refuses_overwrite_bad_names_sizes_and_formats() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let named = dir
+            .alloc_image(vmid(100), Some("vm-100-data.raw"), ImageFormat::Raw, 4096)
+            .unwrap();
+        assert_eq!(named.to_string(), "local:100/vm-100-data.raw");
+        let path = dir.path(&named).unwrap();
+        fs::write(&path, b"keep me").unwrap();
+        assert!(matches!(
+            dir.alloc_image(vmid(100), Some("vm-100-data.raw"), ImageFormat::Raw, 4096),
+            Err(PluginError::AlreadyExists { .. })
+        ));
+        assert_eq!(fs::read(&path).unwrap(), b"keep me");
+
+        for (name, format) in [
+            ("vm-101-data.raw", ImageFormat::Raw),
+            ("vm-100-data.qcow2", ImageFormat::Raw),
+            ("../vm-100-x.raw", ImageFormat::Raw),
+            ("vm-100-a b.raw", ImageFormat::Raw),
+        ] {
+            assert!(
+                matches!(
+                    dir.alloc_image(vmid(100), Some(name), format, 4096),
+                    Err(PluginError::VolumeId(_))
+                ),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            dir.alloc_image(vmid(100), None, ImageFormat::Qcow2, 4096),
+            Err(PluginError::UnsupportedFormat { .. })
+        ));
+        for size in [0, 1000] {
+            assert!(matches!(
+                dir.alloc_image(vmid(100), None, ImageFormat::Raw, size),
+                Err(PluginError::BadSize { .. })
+            ));
+        }
+        let iso_only = DirStorage::new(
+            StorageId::new("isos").unwrap(),
+            root.path(),
+            [ContentType::Iso].into_iter().collect(),
+        );
+        assert!(matches!(
+            iso_only.alloc_image(vmid(100), None, ImageFormat::Raw, 4096),
+            Err(PluginError::ContentNotAllowed { .. })
+        ));
+    }
+
+    /// A qcow2 header claiming `size` bytes.
+    fn qcow2_header(size: u64) -> Vec<u8> {
+        let mut header = b"QFI\xfb\0\0\0\x03".to_vec();
+        header.resize(24, 0);
+        header.extend_from_slice(&size.to_be_bytes());
+        header.resize(104, 0);
+        header
+    }
+
+    fn populate(root: &Path) {
+        touch(&root.join("template/iso/debian.iso"), b"iso");
+        touch(&root.join("template/iso/notes.txt"), b"not an iso");
+        touch(&root.join("template/iso/.hidden.iso"), b"hidden");
+        fs::create_dir_all(root.join("template/iso/dir.iso")).unwrap();
+        touch(&root.join("template/cache/debian-12.tar.zst"), b"tmpl");
+        touch(
+            &root.join("dump/vzdump-qemu-100-2024_01_01-00_00_00.vma.zst"),
+            b"b100",
+        );
+        touch(
+            &root.join("dump/vzdump-lxc-101-2024_01_01-00_00_00.tar.gz"),
+            b"b101",
+        );
+        touch(
+            &root.join("dump/vzdump-qemu-100-2024_01_01-00_00_00.log"),
+            b"log",
+        );
+        touch(&root.join("snippets/user.yaml"), b"#cloud-config");
+        touch(&root.join("images/100/vm-100-disk-0.raw"), &[0; 4096]);
+        touch(
+            &root.join("images/100/vm-100-disk-1.qcow2"),
+            &qcow2_header(10 << 30),
+        );
+        touch(&root.join("images/100/stray.raw"), b"");
+        touch(&root.join("images/101/vm-101-disk-0.raw"), &[0; 512]);
+        touch(&root.join("images/lost+found/x.raw"), b"");
+    }
+
+    fn volids(items: &[ContentItem]) -> Vec<String> {
+        items.iter().map(|i| i.volid.to_string()).collect()
+    }
+
+    #[test]
+    fn listing_filters_by_content_and_vmid() {
+        let root = tempfile::tempdir().unwrap();
+        populate(root.path());
+        let dir = storage(root.path());
+
+        let all = dir.list_content(None, None).unwrap();
+        assert_eq!(
+            volids(&all),
+            [
+                "local:100/vm-100-disk-0.raw",
+                "local:100/vm-100-disk-1.qcow2",
+                "local:101/vm-101-disk-0.raw",
+                "local:backup/vzdump-lxc-101-2024_01_01-00_00_00.tar.gz",
+                "local:backup/vzdump-qemu-100-2024_01_01-00_00_00.vma.zst",
+                "local:iso/debian.iso",
+                "local:snippets/user.yaml",
+                "local:vztmpl/debian-12.tar.zst",
+            ]
+        );
+        let qcow = all.iter().find(|i| i.format == "qcow2").unwrap();
+        assert_eq!(qcow.size, 10 << 30);
+        assert_eq!(qcow.vmid, Some(vmid(100)));
+        assert_eq!(qcow.content, ContentType::Images);
+        assert!(qcow.used.is_some() && qcow.ctime > 0);
+        let tmpl = all
+            .iter()
+            .find(|i| i.content == ContentType::Vztmpl)
+            .unwrap();
+        assert_eq!(
+            (tmpl.format.as_str(), tmpl.size, tmpl.used),
+            ("tzst", 4, None)
+        );
+        let backup = all.iter().find(|i| i.format == "vma.zst").unwrap();
+        assert_eq!(backup.vmid, Some(vmid(100)));
+
+        let isos = dir.list_content(Some(ContentType::Iso), None).unwrap();
+        assert_eq!(volids(&isos), ["local:iso/debian.iso"]);
+        assert_eq!(isos[0].format, "iso");
+
+        let for_100 = dir.list_content(None, Some(vmid(100))).unwrap();
+        assert_eq!(
+            volids(&for_100),
+            [
+                "local:100/vm-100-disk-0.raw",
+                "local:100/vm-100-disk-1.qcow2",
+                "local:backup/vzdump-qemu-100-2024_01_01-00_00_00.vma.zst",
+            ]
+        );
+        let images_101 = dir
+            .list_content(Some(ContentType::Images), Some(vmid(101)))
+            .unwrap();
+        assert_eq!(volids(&images_101), ["local:101/vm-101-disk-0.raw"]);
+
+        // Content the storage does not allow is not listed.
+        let iso_only = DirStorage::new(
+            StorageId::new("local").unwrap(),
+            root.path(),
+            [ContentType::Iso].into_iter().collect(),
+        );
+        assert_eq!(
+            volids(&iso_only.list_content(None, None).unwrap()),
+            ["local:iso/debian.iso"]
+        );
+        assert!(iso_only
+            .list_content(Some(ContentType::Images), None)
+            .unwrap()
+            .is_empty());
+        // A fresh storage with no subdirectories lists nothing.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(storage(empty.path())
+            .list_content(None, None)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn paths_follow_the_proxmox_layout_and_content_dirs() {
+        let root = Path::new("/var/lib/vz");
+        let dir = storage(root);
+        for (id, rel) in [
+            (
+                "local:100/vm-100-disk-0.raw",
+                "images/100/vm-100-disk-0.raw",
+            ),
+            ("local:iso/a.iso", "template/iso/a.iso"),
+            ("local:vztmpl/a.tar.xz", "template/cache/a.tar.xz"),
+            (
+                "local:backup/vzdump-qemu-100-x.vma",
+                "dump/vzdump-qemu-100-x.vma",
+            ),
+            ("local:snippets/hook.pl", "snippets/hook.pl"),
+            ("local:import/a.ova", "import/a.ova"),
+            ("local:rootdir/100", "private/100"),
+        ] {
+            assert_eq!(dir.path(&volid(id)).unwrap(), root.join(rel), "{id}");
+        }
+        assert!(matches!(
+            dir.path(&volid("other:iso/a.iso")),
+            Err(PluginError::WrongStorage { .. })
+        ));
+        assert!(matches!(
+            dir.path(&volid("local:iso/../../etc/passwd")),
+            Err(PluginError::VolumeId(_))
+        ));
+
+        let config = crate::config::StorageConfig::parse(
+            "dir: local\n\tpath /srv\n\tcontent iso,backup\n\tcontent-dirs iso=media/isos,backup=/bk\n",
+        )
+        .unwrap();
+        let overridden = DirStorage::from_entry(&config.entries()[0]).unwrap();
+        assert_eq!(
+            overridden.path(&volid("local:iso/a.iso")).unwrap(),
+            Path::new("/srv/media/isos/a.iso")
+        );
+        assert_eq!(
+            overridden.path(&volid("local:backup/x.vma")).unwrap(),
+            Path::new("/srv/bk/x.vma")
+        );
+    }
+
+    #[test]
+    fn delete_removes_volumes_and_refuses_protected_backups() {
+        let root = tempfile::tempdir().unwrap();
+        populate(root.path());
+        let dir = storage(root.path());
+
+        let disk = volid("local:101/vm-101-disk-0.raw");
+        dir.free_image(&disk).unwrap();
+        assert!(
+            !root.path().join("images/101").exists(),
+            "empty VM dir kept"
+        );
+        assert!(matches!(
+            dir.free_image(&disk),
+            Err(PluginError::NotFound { .. })
+        ));
+        assert!(matches!(
+            dir.free_image(&volid("local:iso/debian.iso")),
+            Err(PluginError::Unsupported { .. })
+        ));
+
+        let backup = volid("local:backup/vzdump-qemu-100-2024_01_01-00_00_00.vma.zst");
+        let backup_path = dir.path(&backup).unwrap();
+        touch(&sidecar(&backup_path, ".protected"), b"");
+        assert!(matches!(
+            dir.delete_volume(&backup),
+            Err(PluginError::Protected { .. })
+        ));
+        assert!(backup_path.exists());
+        fs::remove_file(sidecar(&backup_path, ".protected")).unwrap();
+        touch(&sidecar(&backup_path, ".notes"), b"before upgrade");
+        dir.delete_volume(&backup).unwrap();
+        assert!(!backup_path.exists());
+        assert!(!sidecar(&backup_path, ".notes").exists());
+        assert!(!root
+            .path()
+            .join("dump/vzdump-qemu-100-2024_01_01-00_00_00.log")
+            .exists());
+
+        dir.delete_volume(&volid("local:iso/debian.iso")).unwrap();
+        assert!(matches!(
+            dir.volume_size(&volid("local:iso/debian.iso")),
+            Err(PluginError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn import_moves_a_verified_upload_into_place() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let temp = upload(&dir, b"abc");
+        let sha = ExpectedChecksum::new(ChecksumAlgorithm::Sha256, ABC_SHA256).unwrap();
+        let id = dir
+            .import_upload(ContentType::Iso, "debian.iso", &temp, Some(&sha))
+            .unwrap();
+        assert_eq!(id.to_string(), "local:iso/debian.iso");
+        assert_eq!(
+            fs::read(root.path().join("template/iso/debian.iso")).unwrap(),
+            b"abc"
+        );
+        assert!(!temp.exists());
+
+        let temp = upload(&dir, b"tmpl");
+        let id = dir
+            .import_upload(ContentType::Vztmpl, "alpine.tar.xz", &temp, None)
+            .unwrap();
+        assert_eq!(
+            dir.path(&id).unwrap(),
+            root.path().join("template/cache/alpine.tar.xz")
+        );
+        let temp = upload(&dir, b"disk");
+        let id = dir
+            .import_upload(ContentType::Import, "disk.qcow2", &temp, None)
+            .unwrap();
+        assert_eq!(id.to_string(), "local:import/disk.qcow2");
+    }
+
+    #[test]
+    fn a_bad_checksum_leaves_nothing_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let temp = upload(&dir, b"abd");
+        let sha = ExpectedChecksum::new(ChecksumAlgorithm::Sha256, ABC_SHA256).unwrap();
+        let err = dir
+            .import_upload(ContentType::Iso, "debian.iso", &temp, Some(&sha))
+            .unwrap_err();
+        assert!(matches!(err, PluginError::ChecksumMismatch { .. }), "{err}");
+        assert!(err.to_string().contains(ABC_SHA256));
+        assert!(!temp.exists());
+        assert!(!root.path().join("template/iso/debian.iso").exists());
+        assert_eq!(
+            fs::read_dir(dir.upload_temp_dir().unwrap())
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn import_refuses_overwrite_bad_names_and_disallowed_content() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        touch(&root.path().join("template/iso/debian.iso"), b"original");
+        let temp = upload(&dir, b"new");
+        assert!(matches!(
+            dir.import_upload(ContentType::Iso, "debian.iso", &temp, None),
+            Err(PluginError::AlreadyExists { .. })
+        ));
+        assert_eq!(
+            fs::read(root.path().join("template/iso/debian.iso")).unwrap(),
+            b"original"
+        );
+        assert!(!temp.exists(), "temp file kept after a refused import");
+
+        for (content, name) in [
+            (ContentType::Iso, "../escape.iso"),
+            (ContentType::Iso, ".hidden.iso"),
+            (ContentType::Iso, "debian.txt"),
+            (ContentType::Iso, "a b.iso"),
+            (ContentType::Vztmpl, "x.iso"),
+            (ContentType::Import, "vm.ovf"),
+        ] {
+            let temp = upload(&dir, b"x");
+            assert!(
+                matches!(
+                    dir.import_upload(content, name, &temp, None),
+                    Err(PluginError::VolumeId(_))
+                ),
+                "{name}"
+            );
+            assert!(!temp.exists());
+        }
+        assert!(!root.path().join("escape.iso").exists());
+        assert!(!root.path().join("template/escape.iso").exists());
+
+        let temp = upload(&dir, b"x");
+        assert!(matches!(
+            dir.import_upload(ContentType::Backup, "vzdump-qemu-100-x.vma", &temp, None),
+            Err(PluginError::NotUploadable { .. })
+        ));
+        let iso_only = DirStorage::new(
+            StorageId::new("local").unwrap(),
+            root.path(),
+            [ContentType::Iso].into_iter().collect(),
+        );
+        let temp = upload(&dir, b"x");
+        assert!(matches!(
+            iso_only.import_upload(ContentType::Vztmpl, "a.tar.gz", &temp, None),
+            Err(PluginError::ContentNotAllowed { .. })
+        ));
+        assert!(!temp.exists());
+    }
+
+    #[test]
+    fn status_reports_sane_numbers() {
+        let root = tempfile::tempdir().unwrap();
+        let status = storage(root.path()).status().unwrap();
+        assert!(status.active);
+        assert!(status.total > 0);
+        assert!(status.total >= status.avail);
+        assert!(status.total >= status.used);
+
+        let gone = storage(&root.path().join("missing")).status().unwrap();
+        assert!(!gone.active);
+        assert_eq!(gone.total, 0);
     }
 }

@@ -296,3 +296,131 @@ impl Storages {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::new_disk::parse_new_disk;
+    use std::path::Path;
+
+    fn id(s: &str) -> StorageId {
+        StorageId::new(s).unwrap()
+    }
+
+    fn vmid(n: u32) -> Vmid {
+        Vmid::new(n).unwrap()
+    }
+
+    fn storages(a: &Path, b: &Path) -> Storages {
+        let text = format!(
+            "dir: local\n\tpath {}\n\tcontent iso,images,rootdir\n\n\
+             dir: second\n\tpath {}\n\tcontent images\n\n\
+             dir: isos\n\tpath {}\n\tcontent iso\n\n\
+             dir: off\n\tpath {}\n\tdisable\n\n\
+             dir: elsewhere\n\tpath {}\n\tnodes pve2\n\n\
+             lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tcontent rootdir,images\n\n",
+            a.display(),
+            b.display(),
+            a.display(),
+            a.display(),
+            a.display()
+        );
+        Storages::new(StorageConfig::parse(&text).unwrap(), "pve1").unwrap()
+    }
+
+    #[test]
+    fn allocate_size_free_and_purge() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let all = storages(a.path(), b.path());
+
+        let first = all
+            .allocate(&id("local"), vmid(100), 1 << 30, None)
+            .unwrap();
+        assert_eq!(first.to_string(), "local:100/vm-100-disk-0.raw");
+        let request = parse_new_disk("local:0.5").unwrap();
+        let second = all
+            .allocate_new_disk(&request, None, vmid(100), None)
+            .unwrap();
+        assert_eq!(second.to_string(), "local:100/vm-100-disk-1.raw");
+        assert_eq!(all.volume_size(&second).unwrap(), 512 << 20);
+        let on_default = all
+            .allocate_new_disk(
+                &parse_new_disk("2").unwrap(),
+                Some(&id("second")),
+                vmid(100),
+                None,
+            )
+            .unwrap();
+        assert_eq!(on_default.to_string(), "second:100/vm-100-disk-0.raw");
+        all.allocate(&id("second"), vmid(101), 4096, Some(ImageFormat::Raw))
+            .unwrap();
+
+        let owned: Vec<String> = all
+            .vm_volumes(vmid(100))
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            owned,
+            [
+                "local:100/vm-100-disk-0.raw",
+                "local:100/vm-100-disk-1.raw",
+                "second:100/vm-100-disk-0.raw"
+            ]
+        );
+        for volid in all.vm_volumes(vmid(100)).unwrap() {
+            all.free(&volid).unwrap();
+        }
+        assert!(all.vm_volumes(vmid(100)).unwrap().is_empty());
+        assert_eq!(all.vm_volumes(vmid(101)).unwrap().len(), 1);
+        assert!(matches!(
+            all.volume_size(&first),
+            Err(StoragesError::Plugin(PluginError::NotFound { .. }))
+        ));
+    }
+
+    #[test]
+    fn allocation_refusals_name_the_reason() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let all = storages(a.path(), b.path());
+        let err = |storage: &str| {
+            all.allocate(&id(storage), vmid(100), 4096, None)
+                .unwrap_err()
+        };
+        assert!(matches!(err("nope"), StoragesError::UnknownStorage { .. }));
+        assert!(matches!(err("off"), StoragesError::Disabled { .. }));
+        assert!(matches!(err("elsewhere"), StoragesError::NotOnNode { .. }));
+        assert!(matches!(err("local-lvm"), StoragesError::NoPlugin { .. }));
+        assert!(matches!(err("isos"), StoragesError::NoImageContent { .. }));
+        assert!(matches!(
+            all.allocate(&id("local"), vmid(100), 0, None),
+            Err(StoragesError::ZeroSize { .. })
+        ));
+        assert!(matches!(
+            all.allocate_new_disk(&parse_new_disk("8").unwrap(), None, vmid(100), None),
+            Err(StoragesError::NoStorageGiven { .. })
+        ));
+        assert_eq!(
+            err("local-lvm").to_string(),
+            "storage 'local-lvm' has type 'lvmthin', which is not supported yet"
+        );
+    }
+
+    #[test]
+    fn status_has_the_api_fields() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let all = storages(a.path(), b.path());
+        let local = all.status(&id("local")).unwrap();
+        assert!(local.active && local.enabled && !local.shared);
+        assert_eq!(local.kind, "dir");
+        assert_eq!(local.content.to_string(), "images,iso,rootdir");
+        assert!(local.total >= local.avail && local.total > 0);
+
+        let off = all.status(&id("off")).unwrap();
+        assert!(!off.enabled && !off.active);
+        let lvm = all.status(&id("local-lvm")).unwrap();
+        assert!(lvm.enabled && !lvm.active);
+        assert!(all.status(&id("nope")).is_err());
+    }
+}

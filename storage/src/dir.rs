@@ -474,6 +474,7 @@ impl StoragePlugin for DirStorage {
         temp_file: &Path,
         checksum: Option<&ExpectedChecksum>,
     ) -> Result<VolumeId, PluginError> {
+        self.check_is_upload(temp_file)?;
         let result = self.import_upload_inner(content, filename, temp_file, checksum);
         if result.is_err() {
             remove_if_present(temp_file);
@@ -483,6 +484,29 @@ impl StoragePlugin for DirStorage {
 }
 
 impl DirStorage {
+    /// Refuses anything but a regular file directly in the upload dir, so
+    /// a wrong path from a caller is neither published nor deleted.
+    fn check_is_upload(&self, temp_file: &Path) -> Result<(), PluginError> {
+        let not_an_upload = || PluginError::NotAnUpload {
+            path: temp_file.to_owned(),
+            storage: self.id.clone(),
+        };
+        let upload_dir = self.upload_temp_dir()?;
+        let same_dir = match (
+            temp_file.parent().map(fs::canonicalize),
+            fs::canonicalize(&upload_dir),
+        ) {
+            (Some(Ok(parent)), Ok(dir)) => parent == dir,
+            _ => false,
+        };
+        let regular = fs::symlink_metadata(temp_file).is_ok_and(|m| m.file_type().is_file());
+        if same_dir && regular {
+            Ok(())
+        } else {
+            Err(not_an_upload())
+        }
+    }
+
     fn import_upload_inner(
         &self,
         content: ContentType,
@@ -1078,6 +1102,24 @@ mod tests {
             Err(PluginError::ContentNotAllowed { .. })
         ));
         assert!(!temp.exists());
+    }
+
+    #[test]
+    fn import_leaves_files_outside_the_upload_dir_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let elsewhere = root.path().join("precious.iso");
+        fs::write(&elsewhere, b"mine").unwrap();
+        let link = dir.upload_temp_dir().unwrap().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        for path in [elsewhere.as_path(), link.as_path()] {
+            assert!(matches!(
+                dir.import_upload(ContentType::Iso, "x.iso", path, None),
+                Err(PluginError::NotAnUpload { .. })
+            ));
+        }
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"mine");
+        assert!(!root.path().join("template/iso/x.iso").exists());
     }
 
     #[test]

@@ -146,6 +146,14 @@ pub enum PluginError {
         /// What was asked.
         operation: &'static str,
     },
+    /// The temp file is not a regular file directly in `upload_temp_dir`.
+    #[error("'{path}' is not an upload of storage '{storage}' (expected a regular file in its upload directory)")]
+    NotAnUpload {
+        /// The path given.
+        path: PathBuf,
+        /// The storage.
+        storage: StorageId,
+    },
     /// The upload temp file and the target are on different filesystems.
     #[error("upload '{temp}' is not on the same filesystem as '{target}' (write it under the storage's upload_temp_dir)")]
     CrossDevice {
@@ -233,9 +241,11 @@ pub trait StoragePlugin: Send + Sync + std::fmt::Debug {
 
     /// Moves a finished upload into place as `content`/`filename`.
     ///
+    /// `temp_file` must be a regular file directly in
+    /// [`Self::upload_temp_dir`]; anything else is refused and left alone.
     /// Verifies `checksum` first when given. The temp file is consumed:
-    /// moved on success, removed on any failure. Refuses content types the
-    /// storage does not allow and existing targets.
+    /// moved on success, removed on any other failure. Refuses content
+    /// types the storage does not allow and existing targets.
     fn import_upload(
         &self,
         content: ContentType,

@@ -104,9 +104,10 @@ fn write_value(out: &mut String, value: &str, bare: bool) {
     out.push('"');
 }
 
-/// Whether `key` can be written as a property name.
+/// Whether `key` can be written as a property name: anything the parser
+/// reads as a key (non-empty, no `,` or `=`, not starting with `"`).
 fn is_writable_key(key: &str) -> bool {
-    !key.is_empty() && !key.starts_with('"') && !key.contains([',', '=', '\n'])
+    !key.is_empty() && !key.starts_with('"') && !key.contains([',', '='])
 }
 
 /// Reads a quoted value at the start of `data`, returning the value and the
@@ -423,5 +424,15 @@ mod tests {
         );
         assert_eq!(PropertyString::parse(&text).unwrap(), parsed);
         assert!(parsed.set(Some("a=b"), "1").is_err());
+        assert!(parsed.set(Some("\"a"), "1").is_err());
+        assert!(parsed.set(Some(""), "1").is_err());
+    }
+
+    #[test]
+    fn any_parsed_key_can_be_set_again() {
+        let mut parsed = PropertyString::parse("line\nbreak=1, spaced =2").unwrap();
+        parsed.set(Some("line\nbreak"), "3").unwrap();
+        parsed.set(Some(" spaced "), "4").unwrap();
+        assert_eq!(parsed.to_string(), "line\nbreak=3, spaced =4");
     }
 }

@@ -99,21 +99,38 @@ fn check_property_string(text: &str) {
 }
 
 fn check_typed(text: &str) {
-    let _ = NetDevice::parse(text);
-    let _ = DiskDevice::parse("scsi0", text);
-    let _ = DiskDevice::parse("ide2", text);
-    let _ = BootOrder::parse(text);
-    let _ = MountPoint::parse("rootfs", text);
-    let _ = MountPoint::parse("mp0", text);
-    let _ = ContainerNet::parse(text);
-    let _ = ContainerFeatures::parse(text);
-    let _ = guestconf::parse_disk_size(text);
+    // Error messages are built too: formatting must not panic either.
+    let mut messages = Vec::new();
+    messages.push(NetDevice::parse(text).err().map(|e| e.to_string()));
+    messages.push(
+        DiskDevice::parse("scsi0", text)
+            .err()
+            .map(|e| e.to_string()),
+    );
+    messages.push(DiskDevice::parse("ide2", text).err().map(|e| e.to_string()));
+    messages.push(BootOrder::parse(text).err().map(|e| e.to_string()));
+    messages.push(
+        MountPoint::parse("rootfs", text)
+            .err()
+            .map(|e| e.to_string()),
+    );
+    messages.push(MountPoint::parse("mp0", text).err().map(|e| e.to_string()));
+    messages.push(ContainerNet::parse(text).err().map(|e| e.to_string()));
+    messages.push(ContainerFeatures::parse(text).err().map(|e| e.to_string()));
+    messages.push(
+        guestconf::parse_disk_size(text)
+            .err()
+            .map(|e| e.to_string()),
+    );
+    messages.push(GuestConfig::parse(text).err().map(|e| e.to_string()));
+    messages.push(PropertyString::parse(text).err().map(|e| e.to_string()));
     for key in VM_KEYS {
-        let _ = validate_vm_key(key, text);
+        messages.push(validate_vm_key(key, text).err());
     }
     for key in CT_KEYS {
-        let _ = validate_ct_key(key, text);
+        messages.push(validate_ct_key(key, text).err());
     }
+    std::hint::black_box(messages);
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -17,6 +17,8 @@ pub struct AppState {
     pub node: String,
     /// Users, tokens, groups, pools, roles and ACLs.
     pub access: AccessStore,
+    /// The node's storages (`storage.cfg` and their plugins).
+    pub storage: storage::Storages,
     /// Running and finished tasks.
     pub tasks: Arc<TaskStore>,
     /// The node's state directory.

@@ -51,7 +51,18 @@ pub struct Config {
     pub failed_login_delay: Duration,
     /// The per-source limit of failed logins.
     pub login_failure_limit: LoginFailureLimit,
+    /// The directory of storage `local` when `storage.cfg` does not exist.
+    pub local_storage: PathBuf,
+    /// init's control socket, through which guests are started as units.
+    pub init_socket: PathBuf,
+    /// The directory of the guests' runtime files (control sockets).
+    pub run_dir: PathBuf,
+    /// The VMM binary.
+    pub vmm_binary: PathBuf,
 }
+
+/// The default directory of storage `local`, as on Proxmox VE.
+pub const DEFAULT_LOCAL_STORAGE: &str = "/var/lib/vz";
 
 impl Config {
     /// The default configuration for node `node`.
@@ -62,6 +73,10 @@ impl Config {
             node: node.into(),
             failed_login_delay: DEFAULT_FAILED_LOGIN_DELAY,
             login_failure_limit: LoginFailureLimit::default(),
+            local_storage: PathBuf::from(DEFAULT_LOCAL_STORAGE),
+            init_socket: PathBuf::from("/run/oxbow/init.sock"),
+            run_dir: PathBuf::from("/run/oxbow/guests"),
+            vmm_binary: PathBuf::from("/usr/lib/oxbow/vmm"),
         }
     }
 }

@@ -55,6 +55,9 @@ pub enum ServerError {
     /// The system host name could not be read.
     #[error("cannot read the system host name")]
     Hostname(#[source] nix::Error),
+    /// `storage.cfg` could not be read or is invalid.
+    #[error("storage configuration: {0}")]
+    Storage(String),
     /// The listening socket could not be set up.
     #[error("cannot listen on {addr}")]
     Bind {

@@ -77,6 +77,11 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         source,
     })?;
     let access = AccessStore::load(&state_dir)?;
+    let storage_cfg = state_dir.root().join("storage.cfg");
+    let storage_config = storage::StorageConfig::load(&storage_cfg, &config.local_storage)
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
+    let storage = storage::Storages::new(storage_config, &config.node)
+        .map_err(|e| ServerError::Storage(e.to_string()))?;
     let tasks = Arc::new(TaskStore::open(
         state_dir.root().join("tasks"),
         &config.node,
@@ -84,6 +89,7 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
     let state = Arc::new(AppState {
         node: config.node,
         access,
+        storage,
         tasks,
         state_dir,
         signer: TicketSigner::new(&signing_key),

@@ -36,6 +36,7 @@ impl RunningServer {
         let mut config = api::Config::new("testnode");
         config.listen = listen.parse().unwrap();
         config.state_dir = state_dir.to_path_buf();
+        config.local_storage = state_dir.join("vz");
         config.failed_login_delay = FAILED_LOGIN_DELAY;
         config.login_failure_limit = limit;
         let server = api::bind(config).await.expect("apid binds");

@@ -12,7 +12,7 @@
 //! {"cmd":"start","unit":"apid"}     {"cmd":"stop","unit":"apid"}
 //! {"cmd":"restart","unit":"apid"}
 //! {"cmd":"kill","unit":"apid","signal":"KILL"}
-//! {"cmd":"run","unit":{"name":"vmm:100","exec":["/usr/lib/oxbow/vmm",…],"restart":"never"}}
+//! {"cmd":"run","unit":{"name":"vmm:100","exec":["/usr/lib/oxbow/vmm",…],"restart":{"on-status":3}}}
 //! {"cmd":"remove","unit":"vmm:100"}
 //! {"cmd":"poweroff"}                {"cmd":"reboot"}
 //! ```

@@ -36,6 +36,9 @@ pub enum RestartPolicy {
     OnFailure,
     /// Never.
     Never,
+    /// Only after exiting with exactly this status: a VMM exits with 3
+    /// when its guest reboots, and with 0 when it powers off.
+    OnStatus(i32),
 }
 
 /// How the supervisor learns that a started unit is ready.

@@ -743,6 +743,7 @@ impl Supervisor {
                 RestartPolicy::Always => true,
                 RestartPolicy::OnFailure => failed,
                 RestartPolicy::Never => false,
+                RestartPolicy::OnStatus(status) => u.last_code == Some(status),
             };
         if !restart {
             u.state = if failed {

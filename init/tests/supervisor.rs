@@ -213,6 +213,29 @@ fn transient_units() {
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "hello");
     assert_eq!(format!("{:?}", sup.status("vmm:100").state), "Failed");
 
+    // Restarted only after exiting with the given status: a VMM whose guest
+    // reboots (3) once and then powers off (0).
+    let runs = sup.path("runs");
+    let mut vm = UnitSpec::new(
+        "vmm:102",
+        &[
+            "/bin/sh",
+            "-c",
+            &format!(
+                "echo x >> {0}; [ $(wc -l < {0}) -ge 2 ] && exit 0; exit 3",
+                runs.display()
+            ),
+        ],
+    );
+    vm.restart = RestartPolicy::OnStatus(3);
+    sup.call(Request::Run { unit: vm }).unwrap();
+    sup.wait_for("reboot then poweroff", |s| {
+        let st = s.status("vmm:102");
+        st.last_exit_code == Some(0) && format!("{:?}", st.state) == "Stopped"
+    });
+    assert_eq!(sup.status("vmm:102").restarts, 1);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2);
+
     // A long-running transient unit: a second run with the same name is refused.
     let long = UnitSpec::new("ctr:101", &["/bin/sleep", "1000"]);
     sup.call(Request::Run { unit: long.clone() }).unwrap();

@@ -19,6 +19,10 @@ pub struct AppState {
     pub access: AccessStore,
     /// The node's storages (`storage.cfg` and their plugins).
     pub storage: storage::Storages,
+    /// VM configurations.
+    pub vms: crate::guests::VmStore,
+    /// How VMs are started, stopped and asked.
+    pub runtime: crate::guests::VmRuntime,
     /// Running and finished tasks.
     pub tasks: Arc<TaskStore>,
     /// The node's state directory.

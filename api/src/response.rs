@@ -74,6 +74,15 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
+    /// The message with the per-parameter errors, for a task log.
+    pub fn message_with_params(&self) -> String {
+        let mut text = self.message.clone();
+        for (name, why) in &self.param_errors {
+            text.push_str(&format!(" {name}: {why};"));
+        }
+        text
+    }
+
     /// 501 for a method and path that no endpoint serves.
     pub fn not_implemented(method: &str, path: &str) -> Self {
         ApiError::new(

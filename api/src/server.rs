@@ -90,6 +90,12 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         node: config.node,
         access,
         storage,
+        vms: crate::guests::VmStore::open(state_dir.root().join("qemu-server"))?,
+        runtime: crate::guests::VmRuntime {
+            init_socket: config.init_socket.clone(),
+            run_dir: config.run_dir.clone(),
+            vmm_binary: config.vmm_binary.clone(),
+        },
         tasks,
         state_dir,
         signer: TicketSigner::new(&signing_key),
@@ -133,6 +139,10 @@ impl Server {
             node = %self.state.node,
             "apid listening (HTTPS)"
         );
+        tokio::spawn(crate::endpoints::qemu::start_onboot_vms(
+            Arc::clone(&self.state),
+            self.state.runtime.run_dir.join("onboot.done"),
+        ));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {

@@ -3,8 +3,10 @@
 //! [`TABLES`] lists them all.
 
 pub mod access;
+pub mod cluster;
 pub mod nodes;
 pub mod pools;
+pub mod qemu;
 pub mod version;
 
 use crate::router::Endpoint;
@@ -14,7 +16,9 @@ pub static TABLES: &[&[Endpoint]] = &[
     access::ticket::ENDPOINTS,
     access::ENDPOINTS,
     access::users::ENDPOINTS,
+    cluster::ENDPOINTS,
     nodes::ENDPOINTS,
+    qemu::ENDPOINTS,
     pools::ENDPOINTS,
     version::ENDPOINTS,
 ];

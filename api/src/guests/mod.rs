@@ -1,0 +1,7 @@
+//! Virtual machines: their configurations and their running VMMs.
+
+pub mod runtime;
+pub mod store;
+
+pub use runtime::{VmRuntime, VmState};
+pub use store::VmStore;

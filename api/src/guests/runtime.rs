@@ -1,0 +1,437 @@
+//! Running VMs: each is a VMM process started by init as the transient
+//! unit `vmm:<vmid>`, never a child of apid, so restarting apid leaves
+//! every VM running. apid asks init (over its control socket) to start,
+//! stop and report units, and talks to each VMM over its control socket
+//! (`<run>/<vmid>.sock`) for the ACPI power button, pause and resume.
+//!
+//! A guest that powers itself off ends its VMM with status 0 and the unit
+//! stays stopped; a guest reboot ends it with status 3, on which init
+//! starts it again (restart policy `on-status 3`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use guestconf::{DiskBus, DiskDevice, DiskFile, DiskMedia, GuestConfig, NetDevice};
+use init::control::{Client, Request, UnitState, UnitStatus};
+use init::service::{RestartPolicy, UnitSpec};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::store::DEFAULT_MEMORY_MIB;
+
+/// What a VM is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmState {
+    /// No VMM runs.
+    Stopped,
+    /// Its VMM runs.
+    Running {
+        /// The VMM's pid.
+        pid: i32,
+        /// Unix time the VMM (last) started.
+        started_at: u64,
+    },
+}
+
+/// How apid reaches init and the VMMs.
+#[derive(Debug, Clone)]
+pub struct VmRuntime {
+    /// init's control socket.
+    pub init_socket: PathBuf,
+    /// Where the VMMs' control sockets and serial logs go.
+    pub run_dir: PathBuf,
+    /// The VMM binary.
+    pub vmm_binary: PathBuf,
+}
+
+/// The init unit of VM `vmid`.
+pub fn unit_name(vmid: u32) -> String {
+    format!("vmm:{vmid}")
+}
+
+/// The tap of network device `index` of VM `vmid`, named as Proxmox does.
+pub fn tap_name(vmid: u32, index: u32) -> String {
+    format!("tap{vmid}i{index}")
+}
+
+/// What starting a VM takes: the VMM's command line and the taps to
+/// create on which bridges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchPlan {
+    /// The VMM's argv.
+    pub argv: Vec<String>,
+    /// (tap, bridge) pairs.
+    pub taps: Vec<(String, String)>,
+}
+
+fn number(config: &GuestConfig, key: &str, default: u64) -> u64 {
+    config
+        .get(key)
+        .map(|v| v.strip_prefix("current=").unwrap_or(v))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(default)
+}
+
+impl VmRuntime {
+    /// The VMM control socket of `vmid`.
+    pub fn control_socket(&self, vmid: u32) -> PathBuf {
+        self.run_dir.join(format!("{vmid}.sock"))
+    }
+
+    /// The serial console log of `vmid`.
+    pub fn serial_log(&self, vmid: u32) -> PathBuf {
+        self.run_dir.join(format!("{vmid}.serial.log"))
+    }
+
+    /// Works out how to start `vmid` with `config`; `resolve` maps a volume
+    /// id to its path. Every problem is reported before anything is done.
+    pub fn plan(
+        &self,
+        vmid: u32,
+        config: &GuestConfig,
+        resolve: &dyn Fn(&str) -> Result<PathBuf, String>,
+    ) -> Result<LaunchPlan, String> {
+        let kernel = config.get("kernel").ok_or(
+            "the VM has no 'kernel': firmware boot is not built yet, so a VM boots a kernel \
+             directly (set 'kernel: <volume>', optionally 'initrd' and 'cmdline')",
+        )?;
+        let mut argv = vec![
+            self.vmm_binary.display().to_string(),
+            "--kernel".into(),
+            path_arg(&resolve(kernel)?)?,
+        ];
+        if let Some(initrd) = config.get("initrd") {
+            argv.extend(["--initrd".into(), path_arg(&resolve(initrd)?)?]);
+        }
+        argv.extend([
+            "--cmdline".into(),
+            config.get("cmdline").unwrap_or("console=ttyS0").to_owned(),
+            "--memory".into(),
+            number(config, "memory", DEFAULT_MEMORY_MIB).to_string(),
+            "--cpus".into(),
+            (number(config, "cores", 1) * number(config, "sockets", 1)).to_string(),
+            "--serial".into(),
+            format!("file={}", path_arg(&self.serial_log(vmid))?),
+            "--api-socket".into(),
+            path_arg(&self.control_socket(vmid))?,
+        ]);
+        // Every drive becomes a virtio-blk disk, in bus order (virtio,
+        // scsi, sata, ide) and index order.
+        let mut disks: Vec<(DiskBus, u32, DiskDevice)> = Vec::new();
+        let mut nets: Vec<(u32, NetDevice)> = Vec::new();
+        for entry in config.main().entries() {
+            let key = entry.key();
+            if let Some((bus, index)) = DiskBus::from_key(key) {
+                let disk =
+                    DiskDevice::parse(key, entry.value()).map_err(|e| format!("{key}: {e}"))?;
+                disks.push((bus, index, disk));
+            } else if let Some(index) = key.strip_prefix("net").and_then(|n| n.parse().ok()) {
+                let net = NetDevice::parse(entry.value()).map_err(|e| format!("{key}: {e}"))?;
+                nets.push((index, net));
+            }
+        }
+        disks.sort_by_key(|(bus, index, _)| (bus_order(*bus), *index));
+        for (bus, index, disk) in disks {
+            let key = format!("{}{index}", bus.prefix());
+            let path = match &disk.file {
+                DiskFile::Volume(volume) => resolve(&volume.to_string())?,
+                DiskFile::Path(path) => PathBuf::from(path),
+                DiskFile::None => continue,
+                DiskFile::HostCdrom => {
+                    return Err(format!(
+                        "{key}: the host's CD drive cannot be passed through"
+                    ))
+                }
+                DiskFile::Allocate(_) => {
+                    return Err(format!("{key}: the disk was never allocated"));
+                }
+            };
+            let mut arg = path_arg(&path)?;
+            if disk.media == DiskMedia::Cdrom || disk.readonly == Some(true) {
+                arg.push_str(",readonly");
+            }
+            argv.extend(["--disk".into(), arg]);
+        }
+        nets.sort_by_key(|(index, _)| *index);
+        let mut taps = Vec::new();
+        for (index, net) in nets {
+            if net.link_down == Some(true) {
+                continue;
+            }
+            if net.tag.is_some() {
+                return Err(format!(
+                    "net{index}: VLAN tags need a VLAN-aware bridge, which this node cannot set up yet"
+                ));
+            }
+            if net.model != "virtio" {
+                return Err(format!(
+                    "net{index}: only the virtio NIC model is emulated, not '{}'",
+                    net.model
+                ));
+            }
+            let bridge = net
+                .bridge
+                .clone()
+                .ok_or_else(|| format!("net{index}: no bridge given"))?;
+            let tap = tap_name(vmid, index);
+            let mut arg = format!("tap={tap}");
+            if let Some(mac) = &net.macaddr {
+                arg.push_str(&format!(",mac={mac}"));
+            }
+            argv.extend(["--net".into(), arg]);
+            taps.push((tap, bridge));
+        }
+        Ok(LaunchPlan { argv, taps })
+    }
+
+    async fn init_call(&self, request: Request) -> Result<Value, String> {
+        let socket = self.init_socket.clone();
+        tokio::task::spawn_blocking(move || {
+            Client::connect(&socket)
+                .and_then(|mut client| client.call(&request))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("init call failed: {e}"))?
+    }
+
+    /// The VM's state, as init reports its unit.
+    pub async fn state(&self, vmid: u32) -> Result<VmState, String> {
+        let answer = self
+            .init_call(Request::Status {
+                unit: unit_name(vmid),
+            })
+            .await;
+        let status: UnitStatus = match answer {
+            Ok(value) => serde_json::from_value(value).map_err(|e| e.to_string())?,
+            Err(e) if e.contains("no such unit") => return Ok(VmState::Stopped),
+            Err(e) => return Err(e),
+        };
+        Ok(match (status.state, status.pid) {
+            (UnitState::Stopped | UnitState::Failed, _) => VmState::Stopped,
+            (_, Some(pid)) => VmState::Running {
+                pid,
+                started_at: status.started_at.unwrap_or(0),
+            },
+            // Waiting for the module gate or in restart back-off: about to
+            // run again.
+            (_, None) => VmState::Running {
+                pid: 0,
+                started_at: status.started_at.unwrap_or(0),
+            },
+        })
+    }
+
+    /// Starts the VMM of `vmid` as an init unit, after creating its taps.
+    pub async fn start(&self, vmid: u32, plan: &LaunchPlan) -> Result<(), String> {
+        std::fs::create_dir_all(&self.run_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.run_dir.display()))?;
+        for (tap, bridge) in &plan.taps {
+            attach_tap(tap, bridge).await?;
+        }
+        // A unit left from an earlier run (stopped or failed) is replaced.
+        let _ = self
+            .init_call(Request::Remove {
+                unit: unit_name(vmid),
+            })
+            .await;
+        let _ = std::fs::remove_file(self.control_socket(vmid));
+        let mut unit = UnitSpec::new(
+            &unit_name(vmid),
+            &plan.argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        unit.restart = RestartPolicy::OnStatus(3);
+        unit.stop_timeout = 5;
+        // Reboots come at most every few seconds; a crash loop still hits
+        // the start limit.
+        unit.start_limit = 10;
+        self.init_call(Request::Run { unit }).await?;
+        Ok(())
+    }
+
+    /// Ends the VM at once.
+    pub async fn stop(&self, vmid: u32) -> Result<(), String> {
+        if self.vmm_call(vmid, "stop").await.is_err() {
+            self.init_call(Request::Stop {
+                unit: unit_name(vmid),
+            })
+            .await?;
+        }
+        self.wait_stopped(vmid, Duration::from_secs(15)).await?;
+        Ok(())
+    }
+
+    /// Waits until the VM is stopped; false if `timeout` passed first.
+    pub async fn wait_stopped(&self, vmid: u32, timeout: Duration) -> Result<bool, String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.state(vmid).await? == VmState::Stopped {
+                return Ok(true);
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Forgets the stopped unit of `vmid` and removes its taps.
+    pub async fn cleanup(&self, vmid: u32, config: Option<&GuestConfig>) {
+        let _ = self
+            .init_call(Request::Remove {
+                unit: unit_name(vmid),
+            })
+            .await;
+        if let Some(config) = config {
+            for entry in config.main().entries() {
+                if let Some(index) = entry.key().strip_prefix("net").and_then(|n| n.parse().ok()) {
+                    let _ = crate::sys::delete_persistent_tap(&tap_name(vmid, index));
+                }
+            }
+        }
+    }
+
+    /// Sends `cmd` to the VM's control socket and returns the answer's data.
+    pub async fn vmm_call(&self, vmid: u32, cmd: &str) -> Result<Value, String> {
+        let socket = self.control_socket(vmid);
+        let call = async {
+            let stream = tokio::net::UnixStream::connect(&socket)
+                .await
+                .map_err(|e| format!("cannot reach the VMM of VM {vmid}: {e}"))?;
+            let (read, mut write) = stream.into_split();
+            let line = format!("{}\n", serde_json::json!({ "cmd": cmd }));
+            write
+                .write_all(line.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            BufReader::new(read)
+                .read_line(&mut answer)
+                .await
+                .map_err(|e| e.to_string())?;
+            let answer: Value = serde_json::from_str(&answer).map_err(|e| e.to_string())?;
+            if answer["ok"] == true {
+                Ok(answer["data"].clone())
+            } else {
+                Err(answer["error"].as_str().unwrap_or("refused").to_owned())
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .map_err(|_| format!("the VMM of VM {vmid} did not answer"))?
+    }
+}
+
+fn bus_order(bus: DiskBus) -> u8 {
+    match bus {
+        DiskBus::Virtio => 0,
+        DiskBus::Scsi => 1,
+        DiskBus::Sata => 2,
+        DiskBus::Ide => 3,
+    }
+}
+
+fn path_arg(path: &Path) -> Result<String, String> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| format!("{} is not valid UTF-8", path.display()))?;
+    if text.contains(',') {
+        return Err(format!(
+            "{text}: paths with commas cannot be passed to the VMM"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+async fn attach_tap(tap: &str, bridge: &str) -> Result<(), String> {
+    crate::sys::create_persistent_tap(tap).map_err(|e| format!("cannot create tap {tap}: {e}"))?;
+    let nl = netd::rtnl::Rtnl::connect().map_err(|e| format!("netlink: {e}"))?;
+    let bridge_link = nl
+        .link(bridge)
+        .await
+        .map_err(|e| format!("netlink: {e}"))?
+        .ok_or_else(|| format!("bridge '{bridge}' does not exist"))?;
+    let tap_link = nl
+        .require_link(tap)
+        .await
+        .map_err(|e| format!("tap {tap}: {e}"))?;
+    nl.set_controller(&tap_link, &bridge_link)
+        .await
+        .map_err(|e| format!("cannot add {tap} to {bridge}: {e}"))?;
+    nl.set_up(&tap_link)
+        .await
+        .map_err(|e| format!("cannot bring {tap} up: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime() -> VmRuntime {
+        VmRuntime {
+            init_socket: "/run/init.sock".into(),
+            run_dir: "/run/guests".into(),
+            vmm_binary: "/usr/lib/oxbow/vmm".into(),
+        }
+    }
+
+    fn resolve(volume: &str) -> Result<PathBuf, String> {
+        let (storage, name) = volume.split_once(':').ok_or("no storage")?;
+        if storage != "local" {
+            return Err(format!("storage '{storage}' does not exist"));
+        }
+        Ok(PathBuf::from("/vz").join(name))
+    }
+
+    #[test]
+    fn a_config_becomes_a_vmm_command_line() {
+        let config = GuestConfig::parse(
+            "cmdline: console=ttyS0 quiet\ncores: 2\ninitrd: local:iso/initrd.img\n\
+             kernel: local:iso/vmlinuz.img\nmemory: 256\n\
+             net0: virtio=02:00:00:00:00:01,bridge=vmbr0\n\
+             ide2: local:iso/tools.iso,media=cdrom\nvirtio1: local:100/vm-100-disk-1.raw,size=1G\n\
+             virtio0: local:100/vm-100-disk-0.raw,size=1G\nsockets: 1\n",
+        )
+        .unwrap();
+        let plan = runtime().plan(100, &config, &resolve).unwrap();
+        assert_eq!(
+            plan.argv.join(" "),
+            "/usr/lib/oxbow/vmm --kernel /vz/iso/vmlinuz.img --initrd /vz/iso/initrd.img \
+             --cmdline console=ttyS0 quiet --memory 256 --cpus 2 \
+             --serial file=/run/guests/100.serial.log --api-socket /run/guests/100.sock \
+             --disk /vz/100/vm-100-disk-0.raw --disk /vz/100/vm-100-disk-1.raw \
+             --disk /vz/iso/tools.iso,readonly --net tap=tap100i0,mac=02:00:00:00:00:01"
+        );
+        assert_eq!(plan.taps, [("tap100i0".to_owned(), "vmbr0".to_owned())]);
+    }
+
+    #[test]
+    fn what_cannot_run_is_refused_with_the_reason() {
+        let rt = runtime();
+        let no_kernel = GuestConfig::parse("memory: 256\n").unwrap();
+        assert!(rt
+            .plan(100, &no_kernel, &resolve)
+            .unwrap_err()
+            .contains("firmware"));
+        let tagged = GuestConfig::parse(
+            "kernel: local:iso/k.img\nnet0: virtio=02:00:00:00:00:01,bridge=vmbr0,tag=5\n",
+        )
+        .unwrap();
+        assert!(rt
+            .plan(100, &tagged, &resolve)
+            .unwrap_err()
+            .contains("VLAN"));
+        let e1000 =
+            GuestConfig::parse("kernel: local:iso/k.img\nnet0: e1000,bridge=vmbr0\n").unwrap();
+        assert!(rt
+            .plan(100, &e1000, &resolve)
+            .unwrap_err()
+            .contains("virtio"));
+        let elsewhere = GuestConfig::parse("kernel: nfs:iso/k.img\n").unwrap();
+        assert!(rt
+            .plan(100, &elsewhere, &resolve)
+            .unwrap_err()
+            .contains("nfs"));
+    }
+}

@@ -1,0 +1,231 @@
+//! VM configurations: `<state>/qemu-server/<vmid>.conf` in Proxmox's
+//! format, kept in memory as an index that every write updates, so lists
+//! never re-read the files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use guestconf::GuestConfig;
+
+use crate::error::ServerError;
+use crate::state_dir::write_atomically;
+
+/// What lists show of a VM without parsing its configuration again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmSummary {
+    /// `name:`, or `VM <vmid>`.
+    pub name: String,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Cores times sockets.
+    pub cpus: u64,
+    /// Whether it starts with the node.
+    pub onboot: bool,
+    /// The sum of the disks' `size=`, in bytes.
+    pub maxdisk: u64,
+    /// The configuration's digest.
+    pub digest: String,
+}
+
+/// The default memory of a VM, in MiB, as Proxmox's.
+pub const DEFAULT_MEMORY_MIB: u64 = 512;
+
+impl VmSummary {
+    fn of(vmid: u32, config: &GuestConfig) -> VmSummary {
+        let number = |key: &str, default: u64| {
+            config
+                .get(key)
+                .map(|v| v.strip_prefix("current=").unwrap_or(v))
+                .and_then(|v| v.split(',').next()?.parse().ok())
+                .unwrap_or(default)
+        };
+        let maxdisk = config
+            .main()
+            .entries()
+            .filter(|e| guestconf::DiskBus::from_key(e.key()).is_some())
+            .filter_map(|e| guestconf::DiskDevice::parse(e.key(), e.value()).ok())
+            .filter(|d| d.media != guestconf::DiskMedia::Cdrom)
+            .filter_map(|d| d.size)
+            .sum();
+        VmSummary {
+            name: config
+                .get("name")
+                .map_or_else(|| format!("VM {vmid}"), str::to_owned),
+            memory_mib: number("memory", DEFAULT_MEMORY_MIB),
+            cpus: number("cores", 1) * number("sockets", 1),
+            onboot: config.get("onboot") == Some("1"),
+            maxdisk,
+            digest: config.digest(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    config: GuestConfig,
+    summary: VmSummary,
+}
+
+/// The VM configurations of this node.
+#[derive(Debug)]
+pub struct VmStore {
+    dir: PathBuf,
+    index: RwLock<BTreeMap<u32, Entry>>,
+    locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl VmStore {
+    /// Loads every `<vmid>.conf` under `dir` (created if missing). Files
+    /// that do not parse are skipped with a warning.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<VmStore, ServerError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| ServerError::io("cannot create", &dir, e))?;
+        let mut index = BTreeMap::new();
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| ServerError::io("cannot read", &dir, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(vmid) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".conf"))
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| GuestConfig::parse(&text).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(config) => {
+                    let summary = VmSummary::of(vmid, &config);
+                    index.insert(vmid, Entry { config, summary });
+                }
+                Err(e) => tracing::warn!("skipping {}: {e}", path.display()),
+            }
+        }
+        Ok(VmStore {
+            dir,
+            index: RwLock::new(index),
+            locks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The lock of VM `vmid`: held across read-modify-write of its
+    /// configuration and across lifecycle operations.
+    pub fn lock(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(vmid).or_default())
+    }
+
+    /// The configuration file of `vmid`.
+    pub fn path(&self, vmid: u32) -> PathBuf {
+        self.dir.join(format!("{vmid}.conf"))
+    }
+
+    /// The configuration of `vmid`.
+    pub fn get(&self, vmid: u32) -> Option<GuestConfig> {
+        self.read().get(&vmid).map(|e| e.config.clone())
+    }
+
+    /// Whether `vmid` exists.
+    pub fn exists(&self, vmid: u32) -> bool {
+        self.read().contains_key(&vmid)
+    }
+
+    /// Every VM with its summary, by VMID.
+    pub fn list(&self) -> Vec<(u32, VmSummary)> {
+        self.read()
+            .iter()
+            .map(|(vmid, e)| (*vmid, e.summary.clone()))
+            .collect()
+    }
+
+    /// The summary of `vmid`.
+    pub fn summary(&self, vmid: u32) -> Option<VmSummary> {
+        self.read().get(&vmid).map(|e| e.summary.clone())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u32, Entry>> {
+        self.index.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `config` as `vmid`'s configuration (atomically) and updates
+    /// the index. Call with the VM's lock held.
+    pub fn write(&self, vmid: u32, config: GuestConfig) -> Result<(), ServerError> {
+        write_atomically(&self.path(vmid), config.to_string().as_bytes(), 0o640)?;
+        let summary = VmSummary::of(vmid, &config);
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(vmid, Entry { config, summary });
+        Ok(())
+    }
+
+    /// Removes `vmid`'s configuration. Call with the VM's lock held.
+    pub fn remove(&self, vmid: u32) -> Result<(), ServerError> {
+        let path = self.path(vmid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::io("cannot remove", path, e)),
+        }
+        self.index
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&vmid);
+        Ok(())
+    }
+
+    /// The smallest free VMID from 100 up.
+    pub fn next_free(&self) -> u32 {
+        let index = self.read();
+        (100..).find(|id| !index.contains_key(id)).unwrap_or(100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONF: &str = "# web server\nboot: order=virtio0\ncores: 2\nmemory: 1024\nname: web\n\
+        onboot: 1\nsockets: 2\nvirtio0: local:100/vm-100-disk-0.raw,size=8G\n\
+        ide2: local:iso/x.iso,media=cdrom,size=1G\n";
+
+    #[test]
+    fn configs_are_indexed_written_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("100.conf"), CONF).unwrap();
+        std::fs::write(dir.path().join("101.conf"), "not a config line\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        let store = VmStore::open(dir.path()).unwrap();
+        let list = store.list();
+        assert_eq!(list.len(), 1);
+        let (vmid, summary) = &list[0];
+        assert_eq!(*vmid, 100);
+        assert_eq!(summary.name, "web");
+        assert_eq!(summary.memory_mib, 1024);
+        assert_eq!(summary.cpus, 4);
+        assert!(summary.onboot);
+        assert_eq!(summary.maxdisk, 8 << 30);
+        assert_eq!(summary.digest, guestconf::digest(CONF));
+        assert_eq!(store.next_free(), 101);
+
+        let mut config = GuestConfig::new();
+        config.set("memory", "256").unwrap();
+        store.write(102, config).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("102.conf")).unwrap(),
+            "memory: 256\n"
+        );
+        assert_eq!(store.summary(102).unwrap().name, "VM 102");
+        let again = VmStore::open(dir.path()).unwrap();
+        assert!(again.exists(102));
+        again.remove(102).unwrap();
+        assert!(!again.exists(102));
+        assert!(!dir.path().join("102.conf").exists());
+        // The config text is kept byte for byte.
+        assert_eq!(again.get(100).unwrap().to_string(), CONF);
+    }
+}

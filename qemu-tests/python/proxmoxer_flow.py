@@ -1,0 +1,233 @@
+"""The API of a booted Oxbow appliance, driven by proxmoxer as a Proxmox
+user would drive Proxmox VE.
+
+Run by qemu-tests/tests/api_proxmoxer.rs in two phases around a `kill -9`
+of apid (which the harness does through init's test channel):
+
+  proxmoxer_flow.py before-kill STATE_FILE
+  proxmoxer_flow.py after-kill STATE_FILE
+
+Environment: OXBOW_API_PORT, OXBOW_PASSWORD, OXBOW_KERNEL, OXBOW_INITRD
+(paths of the guest kernel and initramfs to upload). Every check that
+fails raises; the exit status is non-zero and the message says which.
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import requests
+import urllib3
+from proxmoxer import ProxmoxAPI
+from proxmoxer.backends.https import AuthenticationError
+from proxmoxer.core import ResourceException
+from proxmoxer.tools import Tasks
+
+urllib3.disable_warnings()
+
+HOST = "127.0.0.1"
+PORT = int(os.environ["OXBOW_API_PORT"])
+PASSWORD = os.environ["OXBOW_PASSWORD"]
+BASE = f"https://{HOST}:{PORT}/api2/json"
+VMID = 100
+# The test initramfs reports what it sees on the serial console; with
+# oxbow.wait-power it then waits for the ACPI power button, without it
+# it powers the VM off by itself.
+CMDLINE_WAIT = "console=ttyS0 quiet panic=-1 oxbow.wait-power"
+CMDLINE_POWEROFF = "console=ttyS0 quiet panic=-1"
+GUEST_TIMEOUT = 600
+
+
+def step(text):
+    print(f"proxmoxer-flow: {text}", flush=True)
+
+
+def check(condition, text):
+    if not condition:
+        raise AssertionError(text)
+
+
+def api(user="root@pam", password=PASSWORD):
+    return ProxmoxAPI(HOST, port=PORT, user=user, password=password, verify_ssl=False,
+                      timeout=60)
+
+
+def wait_task(prox, upid, what, timeout=GUEST_TIMEOUT):
+    status = Tasks.blocking_status(prox, upid, timeout=timeout, polling_interval=1)
+    check(status is not None, f"{what}: task {upid} still running after {timeout} s")
+    if status.get("exitstatus") != "OK":
+        node = Tasks.decode_upid(upid)["node"]
+        log = prox.nodes(node).tasks(upid).log.get(limit=200)
+        lines = "\n".join(entry["t"] for entry in log)
+        raise AssertionError(f"{what}: task ended with {status.get('exitstatus')!r}:\n{lines}")
+    return status
+
+
+def expect_error(status, what, call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except ResourceException as e:
+        check(e.status_code == status, f"{what}: expected {status}, got {e.status_code} {e}")
+        return e
+    raise AssertionError(f"{what}: expected {status}, but the call succeeded")
+
+
+def wait_status(prox, node, want, timeout=GUEST_TIMEOUT):
+    end = time.monotonic() + timeout
+    while True:
+        current = prox.nodes(node).qemu(VMID).status.current.get()
+        if current["status"] == want:
+            return current
+        check(time.monotonic() < end, f"VM {VMID} not {want} after {timeout} s: {current}")
+        time.sleep(2)
+
+
+def before_kill(state_file):
+    # Wrong passwords get 401.
+    try:
+        api(password="wrong-password")
+        raise AssertionError("a wrong password logged in")
+    except AuthenticationError:
+        pass
+    r = requests.post(f"{BASE}/access/ticket", verify=False,
+                      data={"username": "root@pam", "password": "wrong-password"})
+    check(r.status_code == 401, f"wrong password: {r.status_code}")
+    step("a wrong password gets 401")
+
+    prox = api()
+    node = prox.nodes.get()[0]["node"]
+    check(prox.version.get()["version"].startswith("8."), "version")
+
+    # Upload the guest kernel and initramfs to storage `local` (content
+    # iso, whose names end in .img or .iso, as on Proxmox VE).
+    with tempfile.TemporaryDirectory() as tmp:
+        for source, name in ((os.environ["OXBOW_KERNEL"], "vmlinuz-oxbow.img"),
+                             (os.environ["OXBOW_INITRD"], "initrd-oxbow.img")):
+            path = os.path.join(tmp, name)
+            shutil.copyfile(source, path)
+            with open(path, "rb") as f:
+                upid = prox.nodes(node).storage("local").upload.post(content="iso", filename=f)
+            wait_task(prox, upid, f"upload {name}")
+    isos = [c["volid"] for c in prox.nodes(node).storage("local").content.get(content="iso")]
+    check("local:iso/vmlinuz-oxbow.img" in isos and "local:iso/initrd-oxbow.img" in isos,
+          f"uploaded volumes: {isos}")
+    step("kernel and initramfs uploaded")
+
+    # Bad input: a 400 naming each wrong parameter, and nothing written.
+    e = expect_error(400, "bad create", prox.nodes(node).qemu.post, vmid=99, memory="lots",
+                     net0="virtio=01:00:00:00:00:01,bridge=vmbr0", virtio0="local:abc")
+    for name in ("vmid", "memory", "net0", "virtio0"):
+        check(name in str(e.errors or e.content), f"bad create: no error for {name}: {e}")
+    expect_error(400, "bad bridge", prox.nodes(node).qemu.post, vmid=VMID,
+                 net0="virtio,bridge=br-with-a-far-too-long-name")
+    expect_error(400, "bad tag", prox.nodes(node).qemu.post, vmid=VMID,
+                 net0="virtio,bridge=vmbr0,tag=4095")
+    check(prox.nodes(node).qemu.get() == [], "a refused create left a VM behind")
+    check(str(prox.cluster.nextid.get()) == str(VMID), "nextid after refused creates")
+    step("bad input gets 400 per parameter and writes nothing")
+
+    # Create a VM that boots the uploaded kernel directly, and start it.
+    upid = prox.nodes(node).qemu.post(
+        vmid=VMID, name="proxmoxer-test", memory=256, cores=1, sockets=1, ostype="l26",
+        kernel="local:iso/vmlinuz-oxbow.img", initrd="local:iso/initrd-oxbow.img",
+        cmdline=CMDLINE_WAIT, net0="virtio,bridge=vmbr0", virtio0="local:1",
+        description="made by proxmoxer")
+    wait_task(prox, upid, "create")
+    config = prox.nodes(node).qemu(VMID).config.get()
+    check(config["name"] == "proxmoxer-test", f"config: {config}")
+    check(config["virtio0"].startswith(f"local:{VMID}/vm-{VMID}-disk-0.raw"), f"disk: {config}")
+    check(config["net0"].startswith("virtio="), f"MAC assigned: {config}")
+    expect_error(400, "duplicate vmid", prox.nodes(node).qemu.post, vmid=VMID, memory=256)
+    step(f"VM {VMID} created: {config['virtio0']}, {config['net0']}")
+
+    upid = prox.nodes(node).qemu(VMID).status.start.post()
+    wait_task(prox, upid, "start")
+    first = wait_status(prox, node, "running", timeout=30)
+    check(first.get("pid", 0) > 0, f"running without a pid: {first}")
+    time.sleep(3)
+    second = prox.nodes(node).qemu(VMID).status.current.get()
+    check(second["uptime"] > first["uptime"], f"uptime does not grow: {first} {second}")
+    resources = prox.cluster.resources.get(type="vm")
+    check(any(r["vmid"] == VMID and r["status"] == "running" for r in resources),
+          f"cluster resources: {resources}")
+    step(f"VM {VMID} running, pid {second['pid']}, uptime {second['uptime']} s")
+
+    # A token with privilege separation, allowed to audit: reads, cannot delete.
+    token = prox.access.users("root@pam").token("audit").post(privsep=1)
+    prox.access.acl.put(path="/", roles="PVEAuditor", tokens="root@pam!audit")
+    reader = ProxmoxAPI(HOST, port=PORT, user="root@pam", token_name="audit",
+                        token_value=token["value"], verify_ssl=False)
+    check(reader.nodes(node).qemu(VMID).status.current.get()["status"] == "running",
+          "token read")
+    expect_error(403, "token delete", reader.nodes(node).qemu(VMID).delete)
+    expect_error(403, "token stop", reader.nodes(node).qemu(VMID).status.stop.post)
+    step("a privilege-separated token reads and cannot delete (403)")
+
+    # A user without privileges gets 403.
+    prox.access.users.post(userid="alice@pve", password="alice-password-1")
+    alice = api(user="alice@pve", password="alice-password-1")
+    expect_error(403, "unprivileged status", alice.nodes(node).qemu(VMID).status.current.get)
+    expect_error(403, "unprivileged stop", alice.nodes(node).qemu(VMID).status.stop.post)
+    check(alice.nodes(node).qemu.get() == [], "an unprivileged user sees VMs")
+    step("an unprivileged user gets 403")
+
+    # A POST without the CSRF prevention token gets 401.
+    ticket = requests.post(f"{BASE}/access/ticket", verify=False,
+                           data={"username": "root@pam", "password": PASSWORD}).json()["data"]
+    r = requests.post(f"{BASE}/nodes/{node}/qemu/{VMID}/status/stop", verify=False,
+                      cookies={"PVEAuthCookie": ticket["ticket"]})
+    check(r.status_code == 401, f"missing CSRF: {r.status_code}")
+    check(prox.nodes(node).qemu(VMID).status.current.get()["status"] == "running",
+          "a refused stop stopped the VM")
+    step("a missing CSRF token gets 401")
+
+    with open(state_file, "w") as f:
+        json.dump({"node": node, "pid": second["pid"]}, f)
+
+
+def after_kill(state_file):
+    with open(state_file) as f:
+        state = json.load(f)
+    node = state["node"]
+    prox = api()
+    current = prox.nodes(node).qemu(VMID).status.current.get()
+    check(current["status"] == "running" and current["pid"] == state["pid"],
+          f"after apid was killed: {current}, before: pid {state['pid']}")
+    step("the VM kept running while apid was killed and restarted")
+
+    # The ACPI power button: the guest shuts down, the VM is stopped.
+    upid = prox.nodes(node).qemu(VMID).status.shutdown.post(timeout=GUEST_TIMEOUT)
+    wait_task(prox, upid, "shutdown")
+    wait_status(prox, node, "stopped", timeout=30)
+    step("shutdown through ACPI: stopped")
+
+    # Without oxbow.wait-power the guest powers itself off.
+    digest = prox.nodes(node).qemu(VMID).config.get()["digest"]
+    prox.nodes(node).qemu(VMID).config.put(cmdline=CMDLINE_POWEROFF, digest=digest)
+    e = expect_error(500, "stale digest", prox.nodes(node).qemu(VMID).config.put,
+                     memory=300, digest=digest)
+    check("modified" in str(e), f"stale digest: {e}")
+    upid = prox.nodes(node).qemu(VMID).status.start.post()
+    wait_task(prox, upid, "second start")
+    wait_status(prox, node, "stopped")
+    step("the guest powered itself off: stopped")
+
+    upid = prox.nodes(node).qemu(VMID).delete(purge=1)
+    wait_task(prox, upid, "destroy")
+    check(prox.nodes(node).qemu.get() == [], "VM still listed after destroy")
+    images = prox.nodes(node).storage("local").content.get(content="images")
+    check(images == [], f"disks left after destroy: {images}")
+    step("destroyed with its disk")
+
+
+def main():
+    phase, state_file = sys.argv[1], sys.argv[2]
+    {"before-kill": before_kill, "after-kill": after_kill}[phase](state_file)
+    step(f"{phase}: all checks passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+//! The API end to end: a booted appliance driven from the host through
+//! the forwarded port by proxmoxer (PyPI), the client Proxmox users script
+//! with. The flow itself is `qemu-tests/python/proxmoxer_flow.py`: log in,
+//! upload a kernel and an initramfs, create a VM that boots them directly,
+//! start it and see it run, check tokens, privileges and CSRF, then (after
+//! this test `kill -9`s apid) see the VM still running, shut it down
+//! through ACPI, let it power itself off, and destroy it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use qemu_tests::guest::GuestAssets;
+use qemu_tests::{Appliance, BootOptions, Firmware, SeedKind};
+use serde_json::json;
+
+const BOOT: Duration = Duration::from_secs(600);
+const PASSWORD: &str = "proxmoxer-test-password";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The Python environment with proxmoxer (made by `scripts/pyenv.sh`).
+fn python() -> PathBuf {
+    let out = Command::new(repo().join("scripts/pyenv.sh"))
+        .output()
+        .expect("scripts/pyenv.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/pyenv.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    repo().join(env).join("bin/python3")
+}
+
+/// Prints what helps to understand a failure: apid's log and the guest's
+/// serial console.
+fn show_logs(vm: &mut Appliance) {
+    vm.show_unit_log("apid");
+    let script = "exec >/dev/console 2>&1; for f in /run/oxbow/guests/*.serial.log; do \
+                  echo \"----- $f -----\"; cat \"$f\"; done; echo '----- end -----'";
+    if vm.run_unit("show-guest-logs", &["/bin/sh", "-c", script]).is_ok() {
+        let _ = vm.wait_unit_stopped("show-guest-logs", Duration::from_secs(60));
+    }
+}
+
+fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) {
+    let assets = GuestAssets::locate().unwrap();
+    let out = Command::new(python)
+        .arg(repo().join("qemu-tests/python/proxmoxer_flow.py"))
+        .arg(phase)
+        .arg(state)
+        .env("OXBOW_API_PORT", vm.api_port.to_string())
+        .env("OXBOW_PASSWORD", PASSWORD)
+        .env("OXBOW_KERNEL", &assets.vmlinuz)
+        .env("OXBOW_INITRD", &assets.initrd)
+        .output()
+        .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}");
+    if !out.status.success() {
+        show_logs(vm);
+        panic!(
+            "proxmoxer flow, phase {phase}, failed:\n{stderr}\n----- appliance console -----\n{}",
+            vm.serial()
+        );
+    }
+}
+
+#[test]
+fn proxmoxer_drives_a_vm_through_its_life() {
+    let python = python();
+    let answer = format!(
+        "[global]\nfqdn = \"pve-api.example.org\"\nroot-password = \"{PASSWORD}\"\n\n\
+         [network]\nsource = \"from-dhcp\"\n"
+    );
+    let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
+    opts.test_channel = true;
+    opts.seed = Some((answer, SeedKind::Iso));
+    let mut vm = Appliance::boot(opts).unwrap();
+    vm.wait_for_api(BOOT).expect("API answers");
+    vm.wait_for_serial("test control channel on", BOOT).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    run_phase(&mut vm, &python, "before-kill", &state);
+
+    // kill -9 of apid: init starts it again; the VM, a unit of init, runs on.
+    let before = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
+    vm.testctl(json!({"cmd":"kill","unit":"apid","signal":"KILL"}))
+        .unwrap();
+    let mut restarted = false;
+    for _ in 0..120 {
+        let now = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
+        if now["pid"].is_number() && now["pid"] != before["pid"] && now["state"] == "running" {
+            restarted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(restarted, "apid was not restarted after kill -9");
+    let vmm = vm.testctl(json!({"cmd":"status","unit":"vmm:100"})).unwrap();
+    assert_eq!(vmm["state"], "running", "the VMM after apid was killed: {vmm}");
+    vm.wait_for_api(BOOT).expect("API answers again");
+
+    run_phase(&mut vm, &python, "after-kill", &state);
+}

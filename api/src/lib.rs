@@ -30,6 +30,7 @@ pub mod state_dir;
 pub mod tasks;
 pub mod ticket;
 pub mod tls;
+pub mod upload;
 
 pub use config::{system_node_name, Config, LoginFailureLimit};
 pub use error::ServerError;

@@ -1,5 +1,6 @@
 //! The HTTPS listener, connections and request dispatch.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -27,10 +28,11 @@ use crate::error::ServerError;
 use crate::login_throttle::LoginThrottle;
 use crate::params::{BodyError, Params};
 use crate::response::{to_http_response, ApiError, HttpResponse};
-use crate::router::{api_path, find_endpoint, Call, Permission, ENDPOINTS};
+use crate::router::{api_path, find_endpoint, takes_upload, Call, Permission, ENDPOINTS};
 use crate::state_dir::{RootPassword, StateDir};
 use crate::tasks::TaskStore;
 use crate::ticket::TicketSigner;
+use crate::upload::UploadBody;
 
 /// The largest request body apid reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -294,12 +296,20 @@ async fn dispatch(
     };
 
     let mut params = Params::from_query(parts.uri.query().unwrap_or(""));
-    if !(method == Method::GET || method == Method::HEAD) {
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let mut upload = None;
+    // Whether parts of the upload (a file and maybe text after it) are
+    // still unread, so missing parameters may yet come.
+    let mut upload_pending = false;
+    if takes_upload(endpoint) {
+        let mut body = UploadBody::new(content_type, body)?;
+        upload_pending = body.read_fields(&mut params).await?.is_some();
+        upload = Some(body);
+    } else if !(method == Method::GET || method == Method::HEAD) {
         let bytes = read_body(body).await?;
-        let content_type = parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok());
         params
             .add_body(content_type, &bytes)
             .map_err(body_error_to_api_error)?;
@@ -307,8 +317,22 @@ async fn dispatch(
     for (name, value) in path_params {
         params.insert(name, value);
     }
-    let params = crate::schema::validate(endpoint.params, endpoint.extra, &params)
-        .map_err(ApiError::parameters)?;
+    let params = match crate::schema::validate(endpoint.params, endpoint.extra, &params) {
+        Ok(params) => params,
+        Err(errors) if upload_pending => {
+            // The handler validates again once the whole body is read;
+            // what is here already must be right.
+            let wrong: BTreeMap<String, String> = errors
+                .into_iter()
+                .filter(|(_, why)| why != crate::schema::MISSING)
+                .collect();
+            if !wrong.is_empty() {
+                return Err(ApiError::parameters(wrong));
+            }
+            params
+        }
+        Err(errors) => return Err(ApiError::parameters(errors)),
+    };
     if let Some(caller) = &caller {
         if !endpoint
             .permission
@@ -321,6 +345,7 @@ async fn dispatch(
         params,
         caller,
         source,
+        upload,
     };
     (endpoint.handler)(Arc::clone(state), call).await
 }

@@ -5,7 +5,10 @@
 pub mod access;
 pub mod nodes;
 pub mod pools;
+pub mod storage;
 pub mod version;
+
+use hyper::Method;
 
 use crate::router::Endpoint;
 
@@ -16,5 +19,10 @@ pub static TABLES: &[&[Endpoint]] = &[
     access::users::ENDPOINTS,
     nodes::ENDPOINTS,
     pools::ENDPOINTS,
+    storage::ENDPOINTS,
     version::ENDPOINTS,
 ];
+
+/// The endpoints (method and path) whose body is a streamed
+/// `multipart/form-data` upload; see [`crate::upload`].
+pub static UPLOADS: &[(Method, &str)] = &[(Method::POST, storage::UPLOAD_PATH)];

@@ -28,11 +28,11 @@ use crate::error::ServerError;
 use crate::login_throttle::LoginThrottle;
 use crate::params::{BodyError, Params};
 use crate::response::{to_http_response, ApiError, HttpResponse};
-use crate::router::{api_path, find_endpoint, takes_upload, Call, Permission, ENDPOINTS};
+use crate::router::{api_path, find_endpoint, takes_upload, Call, Endpoint, Permission, ENDPOINTS};
 use crate::state_dir::{RootPassword, StateDir};
 use crate::tasks::TaskStore;
 use crate::ticket::TicketSigner;
-use crate::upload::UploadBody;
+use crate::upload::{UploadBody, DISCARD_LIMIT_BYTES};
 
 /// The largest request body apid reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -82,6 +82,7 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
     let storage_cfg = state_dir.root().join("storage.cfg");
     let storage_config = storage::StorageConfig::load(&storage_cfg, &config.local_storage)
         .map_err(|e| ServerError::Storage(e.to_string()))?;
+    create_dir_storage_paths(&storage_config, &config.node);
     let storage = storage::Storages::new(storage_config, &config.node)
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     let tasks = Arc::new(TaskStore::open(
@@ -104,6 +105,26 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         tls: TlsAcceptor::from(tls_config),
         state,
     })
+}
+
+/// Creates the paths of the enabled `dir` storages of this node, as
+/// Proxmox does when it activates them (unless `mkdir 0`). A failure is
+/// logged; the storage then reports itself inactive.
+fn create_dir_storage_paths(config: &storage::StorageConfig, node: &str) {
+    for entry in config.entries() {
+        if entry.kind() != "dir"
+            || entry.is_disabled()
+            || !entry.is_available_on(node)
+            || entry.get("mkdir") == Some("0")
+        {
+            continue;
+        }
+        if let Some(path) = entry.path() {
+            if let Err(e) = std::fs::create_dir_all(path) {
+                tracing::warn!(storage = %entry.id(), path = %path.display(), "cannot create the storage directory: {e}");
+            }
+        }
+    }
 }
 
 /// Binds and serves until `shutdown` completes.
@@ -317,6 +338,36 @@ async fn dispatch(
     for (name, value) in path_params {
         params.insert(name, value);
     }
+    let checked = check_call(state, endpoint, caller.as_ref(), params, upload_pending);
+    let params = match (checked, upload) {
+        (Ok(params), body) => {
+            upload = body;
+            params
+        }
+        (Err(error), Some(body)) => {
+            body.discard_rest(DISCARD_LIMIT_BYTES).await;
+            return Err(error);
+        }
+        (Err(error), None) => return Err(error),
+    };
+    let call = Call {
+        params,
+        caller,
+        source,
+        upload,
+    };
+    (endpoint.handler)(Arc::clone(state), call).await
+}
+
+/// Validates the parameters and checks the permission. With
+/// `upload_pending`, parameters still to come in the body may be missing.
+fn check_call(
+    state: &AppState,
+    endpoint: &Endpoint,
+    caller: Option<&Caller>,
+    params: Params,
+    upload_pending: bool,
+) -> Result<Params, ApiError> {
     let params = match crate::schema::validate(endpoint.params, endpoint.extra, &params) {
         Ok(params) => params,
         Err(errors) if upload_pending => {
@@ -333,7 +384,7 @@ async fn dispatch(
         }
         Err(errors) => return Err(ApiError::parameters(errors)),
     };
-    if let Some(caller) = &caller {
+    if let Some(caller) = caller {
         if !endpoint
             .permission
             .allows(&state.access.config(), caller, &params)
@@ -341,13 +392,7 @@ async fn dispatch(
             return Err(ApiError::forbidden());
         }
     }
-    let call = Call {
-        params,
-        caller,
-        source,
-        upload,
-    };
-    (endpoint.handler)(Arc::clone(state), call).await
+    Ok(params)
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {

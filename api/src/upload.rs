@@ -17,6 +17,10 @@ use crate::response::ApiError;
 /// The most bytes of text parts a request may carry, in total.
 pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 
+/// How much of a refused upload is read and discarded so that the client
+/// gets the answer.
+pub const DISCARD_LIMIT_BYTES: u64 = 16 << 20;
+
 /// The body of an upload request, being read.
 pub struct UploadBody {
     multipart: multer::Multipart<'static>,
@@ -121,6 +125,32 @@ impl UploadBody {
             params.insert(name, value);
         }
         Ok(None)
+    }
+
+    /// Reads and discards the rest of the body, up to `max_bytes`, so that
+    /// an answer sent before the file was read reaches the client instead
+    /// of a reset connection. Larger rests are left unread (the connection
+    /// then closes).
+    pub async fn discard_rest(mut self, max_bytes: u64) {
+        let mut seen = 0u64;
+        loop {
+            let field = match self.file.take() {
+                Some(field) => Some(field),
+                None => match self.multipart.next_field().await {
+                    Ok(field) => field,
+                    Err(_) => return,
+                },
+            };
+            let Some(mut field) = field else {
+                return;
+            };
+            while let Ok(Some(chunk)) = field.chunk().await {
+                seen += chunk.len() as u64;
+                if seen > max_bytes {
+                    return;
+                }
+            }
+        }
     }
 
     /// The next chunk of the file part found by [`Self::read_fields`];

@@ -18,6 +18,7 @@ use crate::app_state::AppState;
 use crate::response::{ApiError, ApiResult};
 use crate::router::{any_priv, privs, Call, Endpoint, Permission};
 use crate::schema::{boolean, formats, integer, one_of, string, Format, Param};
+use crate::upload::UploadBody;
 
 /// The path of the upload endpoint.
 pub const UPLOAD_PATH: &str = "/nodes/{node}/storage/{storage}/upload";
@@ -697,20 +698,15 @@ async fn delete_volume(state: Arc<AppState>, call: Call) -> ApiResult {
     let task_volid = volid.clone();
     let upid = state
         .tasks
-        .spawn(
-            "imgdel",
-            &volid.to_string(),
-            &caller.auth_id,
-            move |log| async move {
-                log.line(format!("removing volume {task_volid}"));
-                tokio::task::spawn_blocking(move || task_state.storage.free(&task_volid))
-                    .await
-                    .map_err(|e| format!("removing the volume failed: {e}"))?
-                    .map_err(|e| e.to_string())?;
-                log.line("volume removed");
-                Ok(())
-            },
-        )
+        .spawn("imgdel", "", &caller.auth_id, move |log| async move {
+            log.line(format!("removing volume {task_volid}"));
+            tokio::task::spawn_blocking(move || task_state.storage.free(&task_volid))
+                .await
+                .map_err(|e| format!("removing the volume failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            log.line("volume removed");
+            Ok(())
+        })
         .map_err(|e| ApiError::failed(e.to_string()))?;
     Ok(json!(upid.to_string()).into())
 }
@@ -781,12 +777,22 @@ impl DiskWriter {
 }
 
 async fn upload(state: Arc<AppState>, mut call: Call) -> ApiResult {
-    let caller = call.caller()?.auth_id.clone();
-    this_node(&state, call.param("node"))?;
-    let id = storage_id(&call)?;
     let Some(mut body) = call.upload.take() else {
         return Err(ApiError::failed("the upload body is missing"));
     };
+    let result = receive_upload(state, call, &mut body).await;
+    if result.is_err() {
+        body.discard_rest(crate::upload::DISCARD_LIMIT_BYTES).await;
+    }
+    result
+}
+
+/// Streams the file to the storage's upload directory and starts the
+/// import task; returns its UPID.
+async fn receive_upload(state: Arc<AppState>, call: Call, body: &mut UploadBody) -> ApiResult {
+    let caller = call.caller()?.auth_id.clone();
+    this_node(&state, call.param("node"))?;
+    let id = storage_id(&call)?;
     let client_name = call.param("filename").to_owned();
     let target_name = upload_target_name(&client_name)?;
     // With the content type known before the file, a wrong name is

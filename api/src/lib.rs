@@ -32,6 +32,7 @@ pub mod sys;
 pub mod tasks;
 pub mod ticket;
 pub mod tls;
+pub mod upload;
 
 pub use config::{system_node_name, Config, LoginFailureLimit};
 pub use error::ServerError;

@@ -150,6 +150,9 @@ pub struct Call {
     pub caller: Option<Caller>,
     /// The address the request came from.
     pub source: IpAddr,
+    /// For upload endpoints ([`takes_upload`]): the multipart body, with
+    /// the text parts before the file already in `params`.
+    pub upload: Option<crate::upload::UploadBody>,
 }
 
 impl Call {
@@ -199,6 +202,15 @@ pub static ENDPOINTS: LazyLock<Vec<&'static Endpoint>> = LazyLock::new(|| {
     }
     all
 });
+
+/// Whether `endpoint` takes a streamed `multipart/form-data` upload
+/// (listed in [`endpoints::UPLOADS`]) instead of a small body of
+/// parameters.
+pub fn takes_upload(endpoint: &Endpoint) -> bool {
+    endpoints::UPLOADS
+        .iter()
+        .any(|(method, path)| *method == endpoint.method && *path == endpoint.path)
+}
 
 /// The endpoint for `method` and `path` (below [`API_PREFIX`]) in `table`,
 /// with the values of its brace segments.
@@ -376,6 +388,18 @@ mod tests {
     }
 
     #[test]
+    fn every_upload_endpoint_exists() {
+        for (method, path) in endpoints::UPLOADS {
+            assert!(
+                ENDPOINTS
+                    .iter()
+                    .any(|e| e.method == *method && e.path == *path),
+                "upload endpoint {method} {path} is not declared"
+            );
+        }
+    }
+
+    #[test]
     fn the_real_table_is_consistent() {
         let (login, _) = find_endpoint(&ENDPOINTS, &Method::POST, "/access/ticket").unwrap();
         assert!(matches!(login.permission, Permission::World));
@@ -398,6 +422,14 @@ mod tests {
                         a.path
                     );
                 }
+            }
+            // Uploads need a caller, so the permission check sees the
+            // storage before any byte is written.
+            if takes_upload(a) {
+                assert!(!matches!(
+                    a.permission,
+                    Permission::World | Permission::Anyone(_)
+                ));
             }
             // Only login is open to the world.
             if matches!(a.permission, Permission::World) {

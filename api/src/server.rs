@@ -1,5 +1,6 @@
 //! The HTTPS listener, connections and request dispatch.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -27,10 +28,11 @@ use crate::error::ServerError;
 use crate::login_throttle::LoginThrottle;
 use crate::params::{BodyError, Params};
 use crate::response::{to_http_response, ApiError, HttpResponse};
-use crate::router::{api_path, find_endpoint, Call, Permission, ENDPOINTS};
+use crate::router::{api_path, find_endpoint, takes_upload, Call, Endpoint, Permission, ENDPOINTS};
 use crate::state_dir::{RootPassword, StateDir};
 use crate::tasks::TaskStore;
 use crate::ticket::TicketSigner;
+use crate::upload::{UploadBody, DISCARD_LIMIT_BYTES};
 
 /// The largest request body apid reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -80,6 +82,7 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
     let storage_cfg = state_dir.root().join("storage.cfg");
     let storage_config = storage::StorageConfig::load(&storage_cfg, &config.local_storage)
         .map_err(|e| ServerError::Storage(e.to_string()))?;
+    create_dir_storage_paths(&storage_config, &config.node);
     let storage = storage::Storages::new(storage_config, &config.node)
         .map_err(|e| ServerError::Storage(e.to_string()))?;
     let tasks = Arc::new(TaskStore::open(
@@ -108,6 +111,26 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         tls: TlsAcceptor::from(tls_config),
         state,
     })
+}
+
+/// Creates the paths of the enabled `dir` storages of this node, as
+/// Proxmox does when it activates them (unless `mkdir 0`). A failure is
+/// logged; the storage then reports itself inactive.
+fn create_dir_storage_paths(config: &storage::StorageConfig, node: &str) {
+    for entry in config.entries() {
+        if entry.kind() != "dir"
+            || entry.is_disabled()
+            || !entry.is_available_on(node)
+            || entry.get("mkdir") == Some("0")
+        {
+            continue;
+        }
+        if let Some(path) = entry.path() {
+            if let Err(e) = std::fs::create_dir_all(path) {
+                tracing::warn!(storage = %entry.id(), path = %path.display(), "cannot create the storage directory: {e}");
+            }
+        }
+    }
 }
 
 /// Binds and serves until `shutdown` completes.
@@ -304,12 +327,20 @@ async fn dispatch(
     };
 
     let mut params = Params::from_query(parts.uri.query().unwrap_or(""));
-    if !(method == Method::GET || method == Method::HEAD) {
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let mut upload = None;
+    // Whether parts of the upload (a file and maybe text after it) are
+    // still unread, so missing parameters may yet come.
+    let mut upload_pending = false;
+    if takes_upload(endpoint) {
+        let mut body = UploadBody::new(content_type, body)?;
+        upload_pending = body.read_fields(&mut params).await?.is_some();
+        upload = Some(body);
+    } else if !(method == Method::GET || method == Method::HEAD) {
         let bytes = read_body(body).await?;
-        let content_type = parts
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok());
         params
             .add_body(content_type, &bytes)
             .map_err(body_error_to_api_error)?;
@@ -317,9 +348,53 @@ async fn dispatch(
     for (name, value) in path_params {
         params.insert(name, value);
     }
-    let params = crate::schema::validate(endpoint.params, endpoint.extra, &params)
-        .map_err(ApiError::parameters)?;
-    if let Some(caller) = &caller {
+    let checked = check_call(state, endpoint, caller.as_ref(), params, upload_pending);
+    let params = match (checked, upload) {
+        (Ok(params), body) => {
+            upload = body;
+            params
+        }
+        (Err(error), Some(body)) => {
+            body.discard_rest(DISCARD_LIMIT_BYTES).await;
+            return Err(error);
+        }
+        (Err(error), None) => return Err(error),
+    };
+    let call = Call {
+        params,
+        caller,
+        source,
+        upload,
+    };
+    (endpoint.handler)(Arc::clone(state), call).await
+}
+
+/// Validates the parameters and checks the permission. With
+/// `upload_pending`, parameters still to come in the body may be missing.
+fn check_call(
+    state: &AppState,
+    endpoint: &Endpoint,
+    caller: Option<&Caller>,
+    params: Params,
+    upload_pending: bool,
+) -> Result<Params, ApiError> {
+    let params = match crate::schema::validate(endpoint.params, endpoint.extra, &params) {
+        Ok(params) => params,
+        Err(errors) if upload_pending => {
+            // The handler validates again once the whole body is read;
+            // what is here already must be right.
+            let wrong: BTreeMap<String, String> = errors
+                .into_iter()
+                .filter(|(_, why)| why != crate::schema::MISSING)
+                .collect();
+            if !wrong.is_empty() {
+                return Err(ApiError::parameters(wrong));
+            }
+            params
+        }
+        Err(errors) => return Err(ApiError::parameters(errors)),
+    };
+    if let Some(caller) = caller {
         if !endpoint
             .permission
             .allows(&state.access.config(), caller, &params)
@@ -327,12 +402,7 @@ async fn dispatch(
             return Err(ApiError::forbidden());
         }
     }
-    let call = Call {
-        params,
-        caller,
-        source,
-    };
-    (endpoint.handler)(Arc::clone(state), call).await
+    Ok(params)
 }
 
 async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {

@@ -9,89 +9,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const PASSWORD: &str = "correct horse battery staple";
-const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(1600);
+mod common;
 
-/// A running apid on 127.0.0.1 with an ephemeral port.
-struct RunningServer {
-    addr: SocketAddr,
-    base: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), api::ServerError>>,
-}
-
-impl RunningServer {
-    async fn start(state_dir: &Path) -> RunningServer {
-        RunningServer::start_with(state_dir, "127.0.0.1:0", api::LoginFailureLimit::default()).await
-    }
-
-    async fn start_with(
-        state_dir: &Path,
-        listen: &str,
-        limit: api::LoginFailureLimit,
-    ) -> RunningServer {
-        let mut config = api::Config::new("testnode");
-        config.listen = listen.parse().unwrap();
-        config.state_dir = state_dir.to_path_buf();
-        config.local_storage = state_dir.join("vz");
-        config.failed_login_delay = FAILED_LOGIN_DELAY;
-        config.login_failure_limit = limit;
-        let server = api::bind(config).await.expect("apid binds");
-        let addr = server.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(async move {
-            let _ = stopped.await;
-        }));
-        RunningServer {
-            addr,
-            base: format!("https://127.0.0.1:{}/api2/json", addr.port()),
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn stop(mut self) -> Duration {
-        let started = Instant::now();
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(5), &mut self.task)
-            .await
-            .expect("serve returns after shutdown")
-            .unwrap()
-            .unwrap();
-        started.elapsed()
-    }
-}
-
-fn write_root_password(state_dir: &Path, password: &str) {
-    let private = state_dir.join("priv");
-    std::fs::create_dir_all(&private).unwrap();
-    let hash = installer::hash_password(password).unwrap();
-    std::fs::write(private.join("root.shadow"), format!("{hash}\n")).unwrap();
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-async fn login(server: &RunningServer, username: &str, password: &str) -> reqwest::Response {
-    client()
-        .post(server.url("/access/ticket"))
-        .form(&[("username", username), ("password", password)])
-        .send()
-        .await
-        .unwrap()
-}
+use common::{client, login, write_root_password, RunningServer, PASSWORD};
 
 fn percent_encode_ticket(ticket: &str) -> String {
     ticket

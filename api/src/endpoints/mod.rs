@@ -7,7 +7,10 @@ pub mod cluster;
 pub mod nodes;
 pub mod pools;
 pub mod qemu;
+pub mod storage;
 pub mod version;
+
+use hyper::Method;
 
 use crate::router::Endpoint;
 
@@ -20,5 +23,10 @@ pub static TABLES: &[&[Endpoint]] = &[
     nodes::ENDPOINTS,
     qemu::ENDPOINTS,
     pools::ENDPOINTS,
+    storage::ENDPOINTS,
     version::ENDPOINTS,
 ];
+
+/// The endpoints (method and path) whose body is a streamed
+/// `multipart/form-data` upload; see [`crate::upload`].
+pub static UPLOADS: &[(Method, &str)] = &[(Method::POST, storage::UPLOAD_PATH)];

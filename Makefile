@@ -9,7 +9,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest guest-debian run test lint unit appliance bench-boot clean
+.PHONY: all deps bins iso guest guest-debian run test lint unit fuzz appliance bench-boot bench-api clean
 
 all: iso
 
@@ -44,10 +44,15 @@ lint:
 unit:
 	cargo test --workspace --exclude qemu-tests
 
+# The config and property-string parsers under libFuzzer, built with the
+# stable toolchain, for a bounded time (docs/guestconf.md).
+fuzz:
+	scripts/fuzz-guestconf.sh $(or $(FUZZ_SECONDS),60)
+
 appliance: iso guest guest-debian
 	cargo test -p qemu-tests -- --test-threads=1
 
-test: deps lint unit appliance
+test: deps lint unit fuzz appliance
 
 bench-boot: iso
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin floor-init

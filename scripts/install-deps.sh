@@ -16,7 +16,9 @@ packages=(
     # building crates with C parts
     build-essential pkg-config
     # tools the tests and scripts call
-    openssl curl ca-certificates python3
+    openssl curl ca-certificates python3 python3-venv
+    # the API benchmark's load generator
+    wrk
     # the VMM's ACPI tables are checked with an independent disassembler
     acpica-tools
 )

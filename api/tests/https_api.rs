@@ -341,3 +341,64 @@ async fn ipv6_wildcard_listener_takes_ipv4_connections() {
     assert_eq!(response.status(), StatusCode::OK);
     server.stop().await;
 }
+
+/// Every endpoint but logging in refuses a caller without a ticket or
+/// token, before looking at anything else.
+#[tokio::test]
+async fn every_endpoint_but_login_needs_authentication() {
+    let state = tempfile::tempdir().unwrap();
+    let server = RunningServer::start(state.path()).await;
+    let http = client();
+    for endpoint in api::router::ENDPOINTS.iter() {
+        let path: String = endpoint
+            .path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "x1"
+                } else {
+                    segment
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        let method = reqwest::Method::from_bytes(endpoint.method.as_str().as_bytes()).unwrap();
+        let response = http
+            .request(method, server.url(&path))
+            .send()
+            .await
+            .unwrap();
+        let expected = if endpoint.path == "/access/ticket" {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(
+            response.status(),
+            expected,
+            "{} {} without a ticket",
+            endpoint.method,
+            endpoint.path
+        );
+    }
+    server.stop().await;
+}
+
+/// The published description of the API is the one in docs/, so the docs
+/// cannot drift from the declarations. `OXBOW_BLESS=1` rewrites it.
+#[test]
+fn the_published_api_description_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api-schema.json");
+    let current = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&api::router::describe()).unwrap()
+    );
+    if std::env::var_os("OXBOW_BLESS").is_some() {
+        std::fs::write(&path, &current).unwrap();
+    }
+    let published = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        published == current,
+        "docs/api-schema.json is out of date: run OXBOW_BLESS=1 cargo test -p api --test https_api"
+    );
+}

@@ -118,9 +118,15 @@ def before_kill(state_file):
 
     # Bad input: a 400 naming each wrong parameter, and nothing written.
     e = expect_error(400, "bad create", prox.nodes(node).qemu.post, vmid=99, memory="lots",
-                     net0="virtio=01:00:00:00:00:01,bridge=vmbr0", virtio0="local:abc")
-    for name in ("vmid", "memory", "net0", "virtio0"):
+                     net0="virtio=01:00:00:00:00:01,bridge=vmbr0")
+    for name in ("vmid", "memory", "net0"):
         check(name in str(e.errors or e.content), f"bad create: no error for {name}: {e}")
+    e = expect_error(400, "missing volumes", prox.nodes(node).qemu.post, vmid=VMID,
+                     virtio0=f"local:{VMID}/vm-{VMID}-disk-7.raw",
+                     kernel="local:iso/missing.img")
+    for name in ("virtio0", "kernel"):
+        check(name in str(e.errors or e.content), f"missing volume: no error for {name}: {e}")
+    expect_error(400, "bad size", prox.nodes(node).qemu.post, vmid=VMID, virtio0="local:abc")
     expect_error(400, "bad bridge", prox.nodes(node).qemu.post, vmid=VMID,
                  net0="virtio,bridge=br-with-a-far-too-long-name")
     expect_error(400, "bad tag", prox.nodes(node).qemu.post, vmid=VMID,

@@ -44,7 +44,10 @@ fn show_logs(vm: &mut Appliance) {
     vm.show_unit_log("apid");
     let script = "exec >/dev/console 2>&1; for f in /run/oxbow/guests/*.serial.log; do \
                   echo \"----- $f -----\"; cat \"$f\"; done; echo '----- end -----'";
-    if vm.run_unit("show-guest-logs", &["/bin/sh", "-c", script]).is_ok() {
+    if vm
+        .run_unit("show-guest-logs", &["/bin/sh", "-c", script])
+        .is_ok()
+    {
         let _ = vm.wait_unit_stopped("show-guest-logs", Duration::from_secs(60));
     }
 }
@@ -91,6 +94,21 @@ fn proxmoxer_drives_a_vm_through_its_life() {
     let state = dir.path().join("state.json");
     run_phase(&mut vm, &python, "before-kill", &state);
 
+    // The guest is up when its test init waits for the power button (a
+    // button pressed earlier would be lost, as on any machine whose ACPI
+    // driver has not loaded yet). Its console is the VM's serial log.
+    let wait = "for i in $(seq 600); do grep -q 'waiting for the power button' \
+                /run/oxbow/guests/100.serial.log 2>/dev/null && exit 0; sleep 1; done; exit 1";
+    vm.run_unit("wait-guest", &["/bin/sh", "-c", wait]).unwrap();
+    let waited = vm.wait_unit_stopped("wait-guest", BOOT).unwrap();
+    if waited.code != Some(0) {
+        show_logs(&mut vm);
+        panic!(
+            "the guest never waited for the power button: {}",
+            waited.how
+        );
+    }
+
     // kill -9 of apid: init starts it again; the VM, a unit of init, runs on.
     let before = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
     vm.testctl(json!({"cmd":"kill","unit":"apid","signal":"KILL"}))
@@ -105,8 +123,13 @@ fn proxmoxer_drives_a_vm_through_its_life() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(restarted, "apid was not restarted after kill -9");
-    let vmm = vm.testctl(json!({"cmd":"status","unit":"vmm:100"})).unwrap();
-    assert_eq!(vmm["state"], "running", "the VMM after apid was killed: {vmm}");
+    let vmm = vm
+        .testctl(json!({"cmd":"status","unit":"vmm:100"}))
+        .unwrap();
+    assert_eq!(
+        vmm["state"], "running",
+        "the VMM after apid was killed: {vmm}"
+    );
     vm.wait_for_api(BOOT).expect("API answers again");
 
     run_phase(&mut vm, &python, "after-kill", &state);

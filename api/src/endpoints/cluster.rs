@@ -68,14 +68,17 @@ async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
         }));
     }
     if wants("vm") {
+        // One question to init for all VMs; without an answer, states are
+        // unknown rather than guessed.
+        let states = state.runtime.states().await.ok();
         for (vmid, summary) in state.vms.list() {
             if !can(&format!("/vms/{vmid}"), &["VM.Audit"]) {
                 continue;
             }
-            let status = match state.runtime.state(vmid).await {
-                Ok(crate::guests::VmState::Running { .. }) => "running",
-                Ok(crate::guests::VmState::Stopped) => "stopped",
-                Err(_) => "unknown",
+            let status = match states.as_ref().map(|s| s.get(&vmid)) {
+                Some(Some(crate::guests::VmState::Running { .. })) => "running",
+                Some(_) => "stopped",
+                None => "unknown",
             };
             let mut item = json!({
                 "id": format!("qemu/{vmid}"), "type": "qemu", "vmid": vmid, "node": node,

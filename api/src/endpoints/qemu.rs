@@ -477,11 +477,23 @@ fn check_changes(
             return Err(ApiError::forbidden());
         }
     }
+    let mut missing = std::collections::BTreeMap::new();
     for (key, value) in keys {
+        if key == "kernel" || key == "initrd" {
+            if let Err(e) = resolve_existing(state, value) {
+                missing.insert(key.clone(), e);
+            }
+            continue;
+        }
         if DiskBus::from_key(key).is_none() {
             continue;
         }
         let file = value.split(',').next().unwrap_or("");
+        if let Ok(DiskFile::Volume(volume)) = DiskFile::parse(file) {
+            if let Err(e) = resolve_existing(state, &volume.to_string()) {
+                missing.insert(key.clone(), e);
+            }
+        }
         if let Ok(DiskFile::Allocate(allocation)) = DiskFile::parse(file) {
             let storage = storage::StorageId::new(&allocation.storage)
                 .map_err(|e| ApiError::parameter(key.clone(), e.to_string()))?;
@@ -500,7 +512,20 @@ fn check_changes(
             }
         }
     }
+    if !missing.is_empty() {
+        return Err(ApiError::parameters(missing));
+    }
     Ok(())
+}
+
+/// The path of an existing volume, or why there is none.
+fn resolve_existing(state: &AppState, volume: &str) -> Result<PathBuf, String> {
+    let path = resolve_volume(state, volume)?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("volume '{volume}' does not exist"))
+    }
 }
 
 /// Allocates the `STORAGE:SIZE` disks among `keys`, replacing their file

@@ -207,19 +207,21 @@ impl VmRuntime {
             Err(e) if e.contains("no such unit") => return Ok(VmState::Stopped),
             Err(e) => return Err(e),
         };
-        Ok(match (status.state, status.pid) {
-            (UnitState::Stopped | UnitState::Failed, _) => VmState::Stopped,
-            (_, Some(pid)) => VmState::Running {
-                pid,
-                started_at: status.started_at.unwrap_or(0),
-            },
-            // Waiting for the module gate or in restart back-off: about to
-            // run again.
-            (_, None) => VmState::Running {
-                pid: 0,
-                started_at: status.started_at.unwrap_or(0),
-            },
-        })
+        Ok(state_of(&status))
+    }
+
+    /// The state of every VM that has a unit, from one question to init;
+    /// VMs without a unit are stopped.
+    pub async fn states(&self) -> Result<std::collections::HashMap<u32, VmState>, String> {
+        let answer = self.init_call(Request::List).await?;
+        let units: Vec<UnitStatus> = serde_json::from_value(answer).map_err(|e| e.to_string())?;
+        Ok(units
+            .iter()
+            .filter_map(|unit| {
+                let vmid = unit.name.strip_prefix("vmm:")?.parse().ok()?;
+                Some((vmid, state_of(unit)))
+            })
+            .collect())
     }
 
     /// Starts the VMM of `vmid` as an init unit, after creating its taps.
@@ -319,6 +321,22 @@ impl VmRuntime {
         tokio::time::timeout(Duration::from_secs(10), call)
             .await
             .map_err(|_| format!("the VMM of VM {vmid} did not answer"))?
+    }
+}
+
+fn state_of(status: &UnitStatus) -> VmState {
+    match (status.state, status.pid) {
+        (UnitState::Stopped | UnitState::Failed, _) => VmState::Stopped,
+        (_, Some(pid)) => VmState::Running {
+            pid,
+            started_at: status.started_at.unwrap_or(0),
+        },
+        // Waiting for the module gate or in restart back-off: about to
+        // run again.
+        (_, None) => VmState::Running {
+            pid: 0,
+            started_at: status.started_at.unwrap_or(0),
+        },
     }
 }
 

@@ -66,5 +66,10 @@ bench-vmm: bins guest
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin bench-run
 	cargo run --release -p qemu-tests --bin bench-vmm -- --runs $(or $(RUNS),3) --iso $(BENCH_ISO)
 
+# apid against a bare hyper + rustls floor under wrk (docs/perf.md).
+bench-api: deps
+	cargo build --release -p init -p api
+	cargo run --release -p qemu-tests --bin bench-api -- --vms $(or $(VMS),1000)
+
 clean:
 	cargo clean

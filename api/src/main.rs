@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, SignalKind};
 
-const USAGE: &str = "usage: apid [--listen ADDR:PORT] [--state-dir DIR] [--node NAME]";
+const USAGE: &str = "usage: apid [--listen ADDR:PORT] [--state-dir DIR] [--node NAME] \
+[--local-storage DIR] [--init-socket PATH] [--run-dir DIR]";
 
 /// Command-line options; anything not given takes the library's default.
 #[derive(Debug, Default)]
@@ -17,6 +18,9 @@ struct Options {
     listen: Option<SocketAddr>,
     state_dir: Option<PathBuf>,
     node: Option<String>,
+    local_storage: Option<PathBuf>,
+    init_socket: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,15 @@ fn run(options: Options) -> anyhow::Result<()> {
     if let Some(state_dir) = options.state_dir {
         config.state_dir = state_dir;
     }
+    if let Some(path) = options.local_storage {
+        config.local_storage = path;
+    }
+    if let Some(path) = options.init_socket {
+        config.init_socket = path;
+    }
+    if let Some(path) = options.run_dir {
+        config.run_dir = path;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -101,6 +114,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
             }
             "--state-dir" => options.state_dir = Some(PathBuf::from(value()?)),
             "--node" => options.node = Some(value()?),
+            "--local-storage" => options.local_storage = Some(PathBuf::from(value()?)),
+            "--init-socket" => options.init_socket = Some(PathBuf::from(value()?)),
+            "--run-dir" => options.run_dir = Some(PathBuf::from(value()?)),
             other => bail!("unknown argument `{other}`"),
         }
     }

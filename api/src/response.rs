@@ -99,11 +99,21 @@ pub struct Reply {
     pub data: serde_json::Value,
     /// The number of items in the whole list, for paged lists.
     pub total: Option<usize>,
+    /// `data` already serialized, for large answers built from typed
+    /// values without a `serde_json::Value` tree; replaces `data`.
+    pub raw: Option<String>,
+    /// The whole body, `{"data":…}`, already written; replaces the rest.
+    pub body: Option<String>,
 }
 
 impl From<serde_json::Value> for Reply {
     fn from(data: serde_json::Value) -> Self {
-        Reply { data, total: None }
+        Reply {
+            data,
+            total: None,
+            raw: None,
+            body: None,
+        }
     }
 }
 
@@ -113,6 +123,30 @@ impl Reply {
         Reply {
             data,
             total: Some(total),
+            raw: None,
+            body: None,
+        }
+    }
+
+    /// An answer whose `data` is `value` serialized as it is.
+    pub fn serialized(value: &impl serde::Serialize) -> Result<Self, ApiError> {
+        let raw = serde_json::to_string(value)
+            .map_err(|e| ApiError::failed(format!("cannot serialize the answer: {e}")))?;
+        Ok(Reply {
+            data: serde_json::Value::Null,
+            total: None,
+            raw: Some(raw),
+            body: None,
+        })
+    }
+
+    /// An answer whose whole body, envelope included, is `body`.
+    pub fn body(body: String) -> Self {
+        Reply {
+            data: serde_json::Value::Null,
+            total: None,
+            raw: None,
+            body: Some(body),
         }
     }
 }
@@ -126,34 +160,37 @@ pub type HttpResponse = hyper::Response<Full<Bytes>>;
 /// Turns an endpoint's result into an HTTP response in Proxmox's envelope.
 pub fn to_http_response(result: ApiResult) -> HttpResponse {
     match result {
-        Ok(Reply { data, total: None }) => {
-            json_response(StatusCode::OK, None, &json!({ "data": data }))
-        }
         Ok(Reply {
-            data,
-            total: Some(total),
-        }) => json_response(
-            StatusCode::OK,
-            None,
-            &json!({ "data": data, "total": total }),
-        ),
+            body: Some(body), ..
+        }) => json_response(StatusCode::OK, None, body),
+        Ok(reply) => {
+            let data = match reply.raw {
+                Some(raw) => raw,
+                None => reply.data.to_string(),
+            };
+            let mut body = String::with_capacity(data.len() + 32);
+            body.push_str("{\"data\":");
+            body.push_str(&data);
+            if let Some(total) = reply.total {
+                body.push_str(",\"total\":");
+                body.push_str(&total.to_string());
+            }
+            body.push('}');
+            json_response(StatusCode::OK, None, body)
+        }
         Err(error) => {
             let body = if error.param_errors.is_empty() {
                 json!({ "data": null })
             } else {
                 json!({ "data": null, "errors": error.param_errors })
             };
-            json_response(error.status, Some(&error.message), &body)
+            json_response(error.status, Some(&error.message), body.to_string())
         }
     }
 }
 
-fn json_response(
-    status: StatusCode,
-    reason: Option<&str>,
-    body: &serde_json::Value,
-) -> HttpResponse {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+fn json_response(status: StatusCode, reason: Option<&str>, body: String) -> HttpResponse {
+    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

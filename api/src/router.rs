@@ -212,27 +212,100 @@ pub fn takes_upload(endpoint: &Endpoint) -> bool {
         .any(|(method, path)| *method == endpoint.method && *path == endpoint.path)
 }
 
+/// One segment of a path template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Segment {
+    /// Must be exactly this.
+    Literal(&'static str),
+    /// Any non-empty segment, handed over as parameter `name`.
+    Param(&'static str),
+}
+
+/// Endpoints with their path templates split once, for matching requests
+/// without re-parsing the templates each time.
+#[derive(Debug)]
+pub struct Routes {
+    routes: Vec<(&'static Endpoint, Vec<Segment>)>,
+}
+
+impl Routes {
+    /// Compiles `table`.
+    pub fn new(table: &[&'static Endpoint]) -> Routes {
+        let routes = table
+            .iter()
+            .map(|endpoint| {
+                let segments = endpoint
+                    .path
+                    .split('/')
+                    .map(|t| match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                        Some(name) => Segment::Param(name),
+                        None => Segment::Literal(t),
+                    })
+                    .collect();
+                (*endpoint, segments)
+            })
+            .collect();
+        Routes { routes }
+    }
+
+    /// The endpoint for `method` and `path` (below [`API_PREFIX`]), with
+    /// the values of its brace segments.
+    pub fn find(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Option<(&'static Endpoint, BTreeMap<String, String>)> {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        let (endpoint, segments) = self.routes.iter().find(|(endpoint, segments)| {
+            endpoint.method == *method
+                && segments.len() == parts.len()
+                && segments.iter().zip(&parts).all(|(segment, part)| match segment {
+                    Segment::Literal(text) => text == part,
+                    Segment::Param(_) => !part.is_empty(),
+                })
+        })?;
+        let mut params = BTreeMap::new();
+        for (segment, part) in segments.iter().zip(&parts) {
+            if let Segment::Param(name) = segment {
+                let value = percent_encoding::percent_decode_str(part)
+                    .decode_utf8()
+                    .ok()?
+                    .into_owned();
+                params.insert((*name).to_owned(), value);
+            }
+        }
+        Some((*endpoint, params))
+    }
+
+    /// Whether any endpoint serves `path` with some method.
+    pub fn path_exists(&self, path: &str) -> bool {
+        [Method::GET, Method::POST, Method::PUT, Method::DELETE]
+            .iter()
+            .any(|m| self.find(m, path).is_some())
+    }
+}
+
+/// [`ENDPOINTS`], compiled for matching.
+pub static ROUTES: LazyLock<Routes> = LazyLock::new(|| Routes::new(&ENDPOINTS));
+
 /// The endpoint for `method` and `path` (below [`API_PREFIX`]) in `table`,
 /// with the values of its brace segments.
-pub fn find_endpoint<'t>(
-    table: &[&'t Endpoint],
+pub fn find_endpoint(
+    table: &[&'static Endpoint],
     method: &Method,
     path: &str,
-) -> Option<(&'t Endpoint, BTreeMap<String, String>)> {
-    let method = if method == Method::HEAD {
-        &Method::GET
-    } else {
-        method
-    };
-    table
-        .iter()
-        .filter(|endpoint| endpoint.method == *method)
-        .find_map(|endpoint| match_path(endpoint.path, path).map(|params| (*endpoint, params)))
+) -> Option<(&'static Endpoint, BTreeMap<String, String>)> {
+    Routes::new(table).find(method, path)
 }
 
 /// Whether any endpoint serves `path` with some method.
-pub fn path_exists(table: &[&Endpoint], path: &str) -> bool {
-    table.iter().any(|e| match_path(e.path, path).is_some())
+pub fn path_exists(table: &[&'static Endpoint], path: &str) -> bool {
+    Routes::new(table).path_exists(path)
 }
 
 /// The part of a request path below [`API_PREFIX`], without a trailing
@@ -244,33 +317,6 @@ pub fn api_path(path: &str) -> Option<&str> {
     }
     let trimmed = rest.trim_end_matches('/');
     Some(if trimmed.is_empty() { "/" } else { trimmed })
-}
-
-/// Matches `path` against a template such as `/nodes/{node}/status`.
-fn match_path(template: &str, path: &str) -> Option<BTreeMap<String, String>> {
-    let mut template_segments = template.split('/');
-    let mut path_segments = path.split('/');
-    let mut params = BTreeMap::new();
-    loop {
-        match (template_segments.next(), path_segments.next()) {
-            (None, None) => return Some(params),
-            (Some(t), Some(p)) => {
-                if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                    if p.is_empty() {
-                        return None;
-                    }
-                    let value = percent_encoding::percent_decode_str(p)
-                        .decode_utf8()
-                        .ok()?
-                        .into_owned();
-                    params.insert(name.to_owned(), value);
-                } else if t != p {
-                    return None;
-                }
-            }
-            _ => return None,
-        }
-    }
 }
 
 /// The published description of the API: every endpoint with its

@@ -28,7 +28,7 @@ use crate::error::ServerError;
 use crate::login_throttle::LoginThrottle;
 use crate::params::{BodyError, Params};
 use crate::response::{to_http_response, ApiError, HttpResponse};
-use crate::router::{api_path, find_endpoint, takes_upload, Call, Endpoint, Permission, ENDPOINTS};
+use crate::router::{api_path, takes_upload, Call, Endpoint, Permission};
 use crate::state_dir::{RootPassword, StateDir};
 use crate::tasks::TaskStore;
 use crate::ticket::TicketSigner;
@@ -89,16 +89,17 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         state_dir.root().join("tasks"),
         &config.node,
     )?);
+    let vms = crate::guests::VmStore::open(state_dir.root().join("qemu-server"), &config.node)?;
     let state = Arc::new(AppState {
         node: config.node,
         access,
         storage,
-        vms: crate::guests::VmStore::open(state_dir.root().join("qemu-server"))?,
-        runtime: crate::guests::VmRuntime {
-            init_socket: config.init_socket.clone(),
-            run_dir: config.run_dir.clone(),
-            vmm_binary: config.vmm_binary.clone(),
-        },
+        vms: vms,
+        runtime: crate::guests::VmRuntime::new(
+            config.init_socket.clone(),
+            config.run_dir.clone(),
+            config.vmm_binary.clone(),
+        ),
         tasks,
         state_dir,
         signer: TicketSigner::new(&signing_key),
@@ -300,7 +301,7 @@ async fn dispatch(
 ) -> crate::response::ApiResult {
     let method = &parts.method;
     let path = api_path(parts.uri.path());
-    let endpoint = path.and_then(|p| find_endpoint(&ENDPOINTS, method, p));
+    let endpoint = path.and_then(|p| crate::router::ROUTES.find(method, p));
 
     // Everything but logging in, unknown paths included, needs a ticket or
     // token first, so probing without one learns nothing.

@@ -402,3 +402,58 @@ fn the_published_api_description_is_current() {
         "docs/api-schema.json is out of date: run OXBOW_BLESS=1 cargo test -p api --test https_api"
     );
 }
+
+/// `/cluster/resources` and the VM list come from the in-memory index of
+/// the configuration files present at start and written since.
+#[tokio::test]
+async fn cluster_resources_list_nodes_vms_and_storage() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(state.path().join("qemu-server")).unwrap();
+    std::fs::write(
+        state.path().join("qemu-server/100.conf"),
+        "cores: 2\nmemory: 1024\nname: web \"one\"\nsockets: 2\nscsi0: local:100/vm-100-disk-0.raw,size=8G\n",
+    )
+    .unwrap();
+    std::fs::write(state.path().join("qemu-server/101.conf"), "memory: 256\n").unwrap();
+    write_root_password(state.path(), PASSWORD);
+    let server = RunningServer::start(state.path()).await;
+    let response = login(&server, "root@pam", PASSWORD).await;
+    let body: Value = response.json().await.unwrap();
+    let cookie = format!(
+        "PVEAuthCookie={}",
+        percent_encode_ticket(body["data"]["ticket"].as_str().unwrap())
+    );
+    let get = |path: &'static str| {
+        let request = client()
+            .get(server.url(path))
+            .header("Cookie", &cookie)
+            .send();
+        async move {
+            let response = request.await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let all = get("/cluster/resources").await;
+    let items = all["data"].as_array().unwrap();
+    let kinds: Vec<&str> = items.iter().map(|i| i["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["node", "storage", "qemu", "qemu"], "{all}");
+    let vm = items.iter().find(|i| i["vmid"] == 100).unwrap();
+    assert_eq!(vm["id"], "qemu/100");
+    assert_eq!(vm["name"], "web \"one\"");
+    assert_eq!(vm["maxcpu"], 4);
+    assert_eq!(vm["maxmem"], 1024u64 << 20);
+    assert_eq!(vm["maxdisk"], 8u64 << 30);
+    // No init to ask in this test: the state is unknown, not guessed.
+    assert_eq!(vm["status"], "unknown");
+    let other = items.iter().find(|i| i["vmid"] == 101).unwrap();
+    assert_eq!(other["name"], "VM 101");
+    let vms = get("/cluster/resources?type=vm").await;
+    assert_eq!(vms["data"].as_array().unwrap().len(), 2);
+    let storage = get("/cluster/resources?type=storage").await;
+    assert_eq!(storage["data"][0]["storage"], "local");
+    assert_eq!(get("/cluster/nextid").await["data"], "102");
+    let empty = get("/cluster/resources?type=pool").await;
+    assert_eq!(empty["data"], serde_json::json!([]));
+    server.stop().await;
+}

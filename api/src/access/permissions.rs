@@ -149,6 +149,9 @@ pub fn has_privileges(
     privs: &[&str],
     any: bool,
 ) -> bool {
+    if auth_id == ROOT_USER {
+        return true;
+    }
     let held = privileges(cfg, auth_id, path);
     if any {
         privs.iter().any(|p| held.contains(p))

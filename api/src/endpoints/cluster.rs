@@ -3,11 +3,13 @@
 use std::sync::Arc;
 
 use hyper::Method;
+use std::fmt::Write as _;
+
 use serde_json::{json, Value};
 
 use crate::access::permissions::has_privileges;
 use crate::app_state::AppState;
-use crate::response::{ApiError, ApiResult};
+use crate::response::{ApiError, ApiResult, Reply};
 use crate::router::{Call, Endpoint, Permission};
 use crate::schema::{integer, one_of};
 
@@ -49,80 +51,168 @@ pub static ENDPOINTS: &[Endpoint] = &[
     },
 ];
 
+/// One entry of `/cluster/resources`; fields a type does not have are
+/// left out, as in Proxmox.
+#[derive(Debug, Default, serde::Serialize)]
+struct Resource<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vmid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugintype: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maxcpu: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mem: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maxmem: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    disk: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maxdisk: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netin: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netout: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diskread: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diskwrite: Option<u64>,
+}
+
 async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
     let caller = call.caller()?;
     let cfg = state.access.config();
     let kind = call.params.get("type");
     let wants = |k: &str| kind.is_none_or(|t| t == k);
     let can = |path: &str, privs: &[&str]| has_privileges(&cfg, &caller.auth_id, path, privs, true);
-    let node = &state.node;
-    let mut out = Vec::new();
+    let node = state.node.as_str();
+    let mut out: Vec<Resource<'_>> = Vec::new();
     if wants("node") && can(&format!("/nodes/{node}"), &["Sys.Audit"]) {
         let (total, available) = super::nodes::memory();
         let (disk_total, disk_used, _) = super::nodes::disk_usage(state.state_dir.root());
-        out.push(json!({
-            "id": format!("node/{node}"), "type": "node", "node": node, "status": "online",
-            "uptime": super::nodes::uptime(), "cpu": super::nodes::cpu_usage(),
-            "maxcpu": super::nodes::cpu_count(), "mem": total.saturating_sub(available),
-            "maxmem": total, "disk": disk_used, "maxdisk": disk_total, "level": "",
-        }));
-    }
-    if wants("vm") {
-        // One question to init for all VMs; without an answer, states are
-        // unknown rather than guessed.
-        let states = state.runtime.states().await.ok();
-        for (vmid, summary) in state.vms.list() {
-            if !can(&format!("/vms/{vmid}"), &["VM.Audit"]) {
-                continue;
-            }
-            let status = match states.as_ref().map(|s| s.get(&vmid)) {
-                Some(Some(crate::guests::VmState::Running { .. })) => "running",
-                Some(_) => "stopped",
-                None => "unknown",
-            };
-            let mut item = json!({
-                "id": format!("qemu/{vmid}"), "type": "qemu", "vmid": vmid, "node": node,
-                "name": summary.name, "status": status, "template": 0,
-                "maxmem": summary.memory_mib * 1024 * 1024, "mem": 0, "maxcpu": summary.cpus,
-                "cpu": 0, "maxdisk": summary.maxdisk, "disk": 0, "uptime": 0,
-                "netin": 0, "netout": 0, "diskread": 0, "diskwrite": 0,
-            });
-            if let Some(pool) = cfg.pool_of_vm(vmid) {
-                item["pool"] = json!(pool);
-            }
-            out.push(item);
-        }
+        out.push(Resource {
+            id: format!("node/{node}"),
+            kind: "node",
+            node: Some(node),
+            status: Some("online"),
+            level: Some(""),
+            uptime: Some(super::nodes::uptime()),
+            cpu: Some(super::nodes::cpu_usage()),
+            maxcpu: Some(super::nodes::cpu_count() as u64),
+            mem: Some(total.saturating_sub(available)),
+            maxmem: Some(total),
+            disk: Some(disk_used),
+            maxdisk: Some(disk_total),
+            ..Resource::default()
+        });
     }
     if wants("storage") {
         for entry in state.storage.config().entries() {
             let id = entry.id();
-            if !can(
-                &format!("/storage/{id}"),
-                &["Datastore.Audit", "Datastore.AllocateSpace"],
-            ) {
+            if !can(&format!("/storage/{id}"), &["Datastore.Audit", "Datastore.AllocateSpace"]) {
                 continue;
             }
             let Ok(status) = state.storage.status(id) else {
                 continue;
             };
-            out.push(json!({
-                "id": format!("storage/{node}/{id}"), "type": "storage", "storage": id.to_string(),
-                "node": node, "plugintype": entry.kind(),
-                "status": if status.active { "available" } else { "unknown" },
-                "content": status.content.to_string(), "shared": u8::from(status.shared),
-                "disk": status.used, "maxdisk": status.total,
-            }));
+            out.push(Resource {
+                id: format!("storage/{node}/{id}"),
+                kind: "storage",
+                node: Some(node),
+                status: Some(if status.active { "available" } else { "unknown" }),
+                storage: Some(id.to_string()),
+                plugintype: Some(entry.kind().to_owned()),
+                content: Some(status.content.to_string()),
+                shared: Some(u8::from(status.shared)),
+                disk: Some(status.used),
+                maxdisk: Some(status.total),
+                ..Resource::default()
+            });
         }
     }
     if wants("pool") {
         for id in cfg.pools.keys() {
             if can(&format!("/pool/{id}"), &["Pool.Audit"]) {
-                out.push(json!({"id": format!("/pool/{id}"), "type": "pool", "pool": id}));
+                out.push(Resource {
+                    id: format!("/pool/{id}"),
+                    kind: "pool",
+                    pool: Some(id.clone()),
+                    ..Resource::default()
+                });
             }
         }
     }
-    Ok(Value::Array(out).into())
+    // Everything but the VMs is serialized; the VM entries are then
+    // written into the same buffer from each VM's pre-serialized fields.
+    let others = serde_json::to_string(&out)
+        .map_err(|e| ApiError::failed(format!("cannot serialize the answer: {e}")))?;
+    let mut body = String::with_capacity(others.len() + state.vms.len() * 330 + 16);
+    body.push_str("{\"data\":");
+    body.push_str(others.trim_end_matches(']'));
+    let mut first = others.len() <= 2;
+    if wants("vm") {
+        // One question to init for all VMs (cached for a moment); without
+        // an answer, states are unknown rather than guessed.
+        let states = state.runtime.states_cached().await.ok();
+        let root = caller.auth_id == crate::access::ROOT_USER;
+        let now = u64::try_from(crate::app_state::unix_now()).unwrap_or(0);
+        state.vms.for_each(|vmid, summary| {
+            if !root && !can(&format!("/vms/{vmid}"), &["VM.Audit"]) {
+                return;
+            }
+            let (status, uptime) = match states.as_ref().map(|s| s.get(&vmid)) {
+                Some(Some(crate::guests::VmState::Running { started_at, .. })) => {
+                    ("running", now.saturating_sub(*started_at))
+                }
+                Some(_) => ("stopped", 0),
+                None => ("unknown", 0),
+            };
+            if !std::mem::take(&mut first) {
+                body.push(',');
+            }
+            body.push_str(&summary.resource_fields);
+            body.push_str(",\"status\":\"");
+            body.push_str(status);
+            let _ = write!(body, "\",\"uptime\":{uptime}");
+            body.push_str(ZERO_USAGE);
+            if let Some(pool) = cfg.pool_of_vm(vmid) {
+                let _ = write!(body, ",\"pool\":{}", Value::String(pool.to_owned()));
+            }
+            body.push('}');
+        });
+    }
+    body.push_str("]}");
+    Ok(Reply::body(body))
 }
+
+/// The usage fields of a VM entry (per-VM counters are not collected yet).
+const ZERO_USAGE: &str =
+    ",\"cpu\":0,\"mem\":0,\"disk\":0,\"netin\":0,\"netout\":0,\"diskread\":0,\"diskwrite\":0";
 
 async fn next_id(state: Arc<AppState>, call: Call) -> ApiResult {
     match call.params.number::<u32>("vmid") {

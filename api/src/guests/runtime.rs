@@ -34,7 +34,7 @@ pub enum VmState {
 }
 
 /// How apid reaches init and the VMMs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VmRuntime {
     /// init's control socket.
     pub init_socket: PathBuf,
@@ -42,7 +42,15 @@ pub struct VmRuntime {
     pub run_dir: PathBuf,
     /// The VMM binary.
     pub vmm_binary: PathBuf,
+    /// The last answer of [`VmRuntime::states`] and when it came.
+    cache: tokio::sync::Mutex<Option<(Instant, StateMap)>>,
 }
+
+/// VM states by VMID.
+pub type StateMap = std::collections::HashMap<u32, VmState>;
+
+/// How long [`VmRuntime::states_cached`] reuses an answer of init.
+const STATES_MAX_AGE: Duration = Duration::from_millis(500);
 
 /// The init unit of VM `vmid`.
 pub fn unit_name(vmid: u32) -> String {
@@ -73,6 +81,36 @@ fn number(config: &GuestConfig, key: &str, default: u64) -> u64 {
 }
 
 impl VmRuntime {
+    /// A runtime that reaches init at `init_socket`, keeps the VMMs'
+    /// sockets and logs in `run_dir`, and runs `vmm_binary`.
+    pub fn new(init_socket: PathBuf, run_dir: PathBuf, vmm_binary: PathBuf) -> VmRuntime {
+        VmRuntime {
+            init_socket,
+            run_dir,
+            vmm_binary,
+            cache: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// [`VmRuntime::states`], reusing an answer up to half a second old:
+    /// lists over many VMs, asked often, do not each ask init. Starting
+    /// and stopping through apid forgets the cached answer.
+    pub async fn states_cached(&self) -> Result<StateMap, String> {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, states)) = cache.as_ref() {
+            if at.elapsed() < STATES_MAX_AGE {
+                return Ok(states.clone());
+            }
+        }
+        let states = self.states().await?;
+        *cache = Some((Instant::now(), states.clone()));
+        Ok(states)
+    }
+
+    async fn forget_states(&self) {
+        *self.cache.lock().await = None;
+    }
+
     /// The VMM control socket of `vmid`.
     pub fn control_socket(&self, vmid: u32) -> PathBuf {
         self.run_dir.join(format!("{vmid}.sock"))
@@ -212,7 +250,7 @@ impl VmRuntime {
 
     /// The state of every VM that has a unit, from one question to init;
     /// VMs without a unit are stopped.
-    pub async fn states(&self) -> Result<std::collections::HashMap<u32, VmState>, String> {
+    pub async fn states(&self) -> Result<StateMap, String> {
         let answer = self.init_call(Request::List).await?;
         let units: Vec<UnitStatus> = serde_json::from_value(answer).map_err(|e| e.to_string())?;
         Ok(units
@@ -248,6 +286,7 @@ impl VmRuntime {
         // the start limit.
         unit.start_limit = 10;
         self.init_call(Request::Run { unit }).await?;
+        self.forget_states().await;
         Ok(())
     }
 
@@ -260,6 +299,7 @@ impl VmRuntime {
             .await?;
         }
         self.wait_stopped(vmid, Duration::from_secs(15)).await?;
+        self.forget_states().await;
         Ok(())
     }
 
@@ -387,11 +427,11 @@ mod tests {
     use super::*;
 
     fn runtime() -> VmRuntime {
-        VmRuntime {
-            init_socket: "/run/init.sock".into(),
-            run_dir: "/run/guests".into(),
-            vmm_binary: "/usr/lib/oxbow/vmm".into(),
-        }
+        VmRuntime::new(
+            "/run/init.sock".into(),
+            "/run/guests".into(),
+            "/usr/lib/oxbow/vmm".into(),
+        )
     }
 
     fn resolve(volume: &str) -> Result<PathBuf, String> {

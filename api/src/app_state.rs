@@ -23,6 +23,8 @@ pub struct AppState {
     pub vms: crate::guests::VmStore,
     /// How VMs are started, stopped and asked.
     pub runtime: crate::guests::VmRuntime,
+    /// The last answer of `/cluster/resources`.
+    pub resources_cache: crate::endpoints::cluster::ResourcesCache,
     /// Running and finished tasks.
     pub tasks: Arc<TaskStore>,
     /// The node's state directory.

@@ -103,7 +103,7 @@ pub struct Reply {
     /// values without a `serde_json::Value` tree; replaces `data`.
     pub raw: Option<String>,
     /// The whole body, `{"data":…}`, already written; replaces the rest.
-    pub body: Option<String>,
+    pub body: Option<Bytes>,
 }
 
 impl From<serde_json::Value> for Reply {
@@ -141,7 +141,7 @@ impl Reply {
     }
 
     /// An answer whose whole body, envelope included, is `body`.
-    pub fn body(body: String) -> Self {
+    pub fn body(body: Bytes) -> Self {
         Reply {
             data: serde_json::Value::Null,
             total: None,
@@ -176,7 +176,7 @@ pub fn to_http_response(result: ApiResult) -> HttpResponse {
                 body.push_str(&total.to_string());
             }
             body.push('}');
-            json_response(StatusCode::OK, None, body)
+            json_response(StatusCode::OK, None, Bytes::from(body))
         }
         Err(error) => {
             let body = if error.param_errors.is_empty() {
@@ -184,13 +184,17 @@ pub fn to_http_response(result: ApiResult) -> HttpResponse {
             } else {
                 json!({ "data": null, "errors": error.param_errors })
             };
-            json_response(error.status, Some(&error.message), body.to_string())
+            json_response(
+                error.status,
+                Some(&error.message),
+                Bytes::from(body.to_string()),
+            )
         }
     }
 }
 
-fn json_response(status: StatusCode, reason: Option<&str>, body: String) -> HttpResponse {
-    let mut response = hyper::Response::new(Full::new(Bytes::from(body)));
+fn json_response(status: StatusCode, reason: Option<&str>, body: Bytes) -> HttpResponse {
+    let mut response = hyper::Response::new(Full::new(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

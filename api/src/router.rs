@@ -237,10 +237,12 @@ impl Routes {
                 let segments = endpoint
                     .path
                     .split('/')
-                    .map(|t| match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
-                        Some(name) => Segment::Param(name),
-                        None => Segment::Literal(t),
-                    })
+                    .map(
+                        |t| match t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                            Some(name) => Segment::Param(name),
+                            None => Segment::Literal(t),
+                        },
+                    )
                     .collect();
                 (*endpoint, segments)
             })
@@ -264,10 +266,13 @@ impl Routes {
         let (endpoint, segments) = self.routes.iter().find(|(endpoint, segments)| {
             endpoint.method == *method
                 && segments.len() == parts.len()
-                && segments.iter().zip(&parts).all(|(segment, part)| match segment {
-                    Segment::Literal(text) => text == part,
-                    Segment::Param(_) => !part.is_empty(),
-                })
+                && segments
+                    .iter()
+                    .zip(&parts)
+                    .all(|(segment, part)| match segment {
+                        Segment::Literal(text) => text == part,
+                        Segment::Param(_) => !part.is_empty(),
+                    })
         })?;
         let mut params = BTreeMap::new();
         for (segment, part) in segments.iter().zip(&parts) {

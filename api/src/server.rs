@@ -94,7 +94,8 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         node: config.node,
         access,
         storage,
-        vms: vms,
+        vms,
+        resources_cache: Default::default(),
         runtime: crate::guests::VmRuntime::new(
             config.init_socket.clone(),
             config.run_dir.clone(),

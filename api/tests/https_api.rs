@@ -455,5 +455,88 @@ async fn cluster_resources_list_nodes_vms_and_storage() {
     assert_eq!(get("/cluster/nextid").await["data"], "102");
     let empty = get("/cluster/resources?type=pool").await;
     assert_eq!(empty["data"], serde_json::json!([]));
+
+    // A configuration change shows at once, cached answer or not.
+    let csrf = body["data"]["CSRFPreventionToken"].as_str().unwrap();
+    let changed = client()
+        .put(server.url("/nodes/testnode/qemu/101/config"))
+        .header("Cookie", &cookie)
+        .header("CSRFPreventionToken", csrf)
+        .form(&[("name", "renamed")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    let after = get("/cluster/resources?type=vm").await;
+    let renamed = after["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["vmid"] == 101)
+        .unwrap()
+        .clone();
+    assert_eq!(renamed["name"], "renamed");
+    assert!(
+        std::fs::read_to_string(state.path().join("qemu-server/101.conf"))
+            .unwrap()
+            .contains("name: renamed")
+    );
+
+    // Another user sees only the VMs it may audit.
+    for (method, path, form) in [
+        (
+            "POST",
+            "/access/users",
+            vec![("userid", "eve@pve"), ("password", "eve-password")],
+        ),
+        (
+            "PUT",
+            "/access/acl",
+            vec![
+                ("path", "/vms/101"),
+                ("roles", "PVEAuditor"),
+                ("users", "eve@pve"),
+            ],
+        ),
+    ] {
+        let request = if method == "PUT" {
+            client().put(server.url(path))
+        } else {
+            client().post(server.url(path))
+        };
+        let response = request
+            .header("Cookie", &cookie)
+            .header("CSRFPreventionToken", csrf)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let eve: Value = login(&server, "eve@pve", "eve-password")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let eve_cookie = format!(
+        "PVEAuthCookie={}",
+        percent_encode_ticket(eve["data"]["ticket"].as_str().unwrap())
+    );
+    let seen: Value = client()
+        .get(server.url("/cluster/resources"))
+        .header("Cookie", &eve_cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = seen["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["qemu/101"], "{seen}");
     server.stop().await;
 }

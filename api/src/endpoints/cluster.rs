@@ -104,10 +104,68 @@ struct Resource<'a> {
     diskwrite: Option<u64>,
 }
 
+/// The last full answer for `root@pam`, reused for up to a second while
+/// no VM configuration, ACL or pool changed and apid started or stopped no
+/// VM; a guest that stops by itself shows within the second.
+#[derive(Debug, Default)]
+pub struct ResourcesCache {
+    last: std::sync::Mutex<Option<CachedResources>>,
+}
+
+#[derive(Debug)]
+struct CachedResources {
+    at: std::time::Instant,
+    kind: Option<String>,
+    key: (u64, u64, usize),
+    body: bytes::Bytes,
+}
+
+/// How long an answer of `/cluster/resources` is reused.
+const RESOURCES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
     let caller = call.caller()?;
+    let cacheable = caller.auth_id == crate::access::ROOT_USER;
+    let key = (
+        state.vms.generation(),
+        state.runtime.generation(),
+        Arc::as_ptr(&state.access.config()) as usize,
+    );
+    let kind = call.params.get("type").map(str::to_owned);
+    if cacheable {
+        let last = state
+            .resources_cache
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = last.as_ref() {
+            if c.at.elapsed() < RESOURCES_MAX_AGE && c.key == key && c.kind == kind {
+                return Ok(Reply::body(c.body.clone()));
+            }
+        }
+    }
+    let body = build_resources(&state, caller, kind.as_deref()).await?;
+    if cacheable {
+        *state
+            .resources_cache
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(CachedResources {
+            at: std::time::Instant::now(),
+            kind,
+            key,
+            body: body.clone(),
+        });
+    }
+    Ok(Reply::body(body))
+}
+
+async fn build_resources(
+    state: &Arc<AppState>,
+    caller: &crate::auth::Caller,
+    kind: Option<&str>,
+) -> Result<bytes::Bytes, ApiError> {
     let cfg = state.access.config();
-    let kind = call.params.get("type");
     let wants = |k: &str| kind.is_none_or(|t| t == k);
     let can = |path: &str, privs: &[&str]| has_privileges(&cfg, &caller.auth_id, path, privs, true);
     let node = state.node.as_str();
@@ -134,7 +192,10 @@ async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
     if wants("storage") {
         for entry in state.storage.config().entries() {
             let id = entry.id();
-            if !can(&format!("/storage/{id}"), &["Datastore.Audit", "Datastore.AllocateSpace"]) {
+            if !can(
+                &format!("/storage/{id}"),
+                &["Datastore.Audit", "Datastore.AllocateSpace"],
+            ) {
                 continue;
             }
             let Ok(status) = state.storage.status(id) else {
@@ -144,7 +205,11 @@ async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
                 id: format!("storage/{node}/{id}"),
                 kind: "storage",
                 node: Some(node),
-                status: Some(if status.active { "available" } else { "unknown" }),
+                status: Some(if status.active {
+                    "available"
+                } else {
+                    "unknown"
+                }),
                 storage: Some(id.to_string()),
                 plugintype: Some(entry.kind().to_owned()),
                 content: Some(status.content.to_string()),
@@ -180,10 +245,23 @@ async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
         // an answer, states are unknown rather than guessed.
         let states = state.runtime.states_cached().await.ok();
         let root = caller.auth_id == crate::access::ROOT_USER;
+        // What a VM without its own ACL entry or pool inherits from above:
+        // worked out once, on a child path no ACL can name (ACL paths have
+        // no spaces), instead of once per VM.
+        let inherited = can("/vms/ ", &["VM.Audit"]);
         let now = u64::try_from(crate::app_state::unix_now()).unwrap_or(0);
         state.vms.for_each(|vmid, summary| {
-            if !root && !can(&format!("/vms/{vmid}"), &["VM.Audit"]) {
-                return;
+            if !root {
+                let path = format!("/vms/{vmid}");
+                let own = cfg.acl.contains_key(&path) || cfg.pool_of_vm(vmid).is_some();
+                let allowed = if own {
+                    can(&path, &["VM.Audit"])
+                } else {
+                    inherited
+                };
+                if !allowed {
+                    return;
+                }
             }
             let (status, uptime) = match states.as_ref().map(|s| s.get(&vmid)) {
                 Some(Some(crate::guests::VmState::Running { started_at, .. })) => {
@@ -207,7 +285,7 @@ async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
         });
     }
     body.push_str("]}");
-    Ok(Reply::body(body))
+    Ok(bytes::Bytes::from(body))
 }
 
 /// The usage fields of a VM entry (per-VM counters are not collected yet).

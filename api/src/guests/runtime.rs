@@ -44,6 +44,8 @@ pub struct VmRuntime {
     pub vmm_binary: PathBuf,
     /// The last answer of [`VmRuntime::states`] and when it came.
     cache: tokio::sync::Mutex<Option<(Instant, StateMap)>>,
+    /// Bumped whenever apid starts or stops a VM.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// VM states by VMID.
@@ -89,6 +91,7 @@ impl VmRuntime {
             run_dir,
             vmm_binary,
             cache: tokio::sync::Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -109,6 +112,13 @@ impl VmRuntime {
 
     async fn forget_states(&self) {
         *self.cache.lock().await = None;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A number that changes whenever apid starts or stops a VM.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The VMM control socket of `vmid`.

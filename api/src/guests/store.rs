@@ -88,6 +88,7 @@ struct Entry {
 pub struct VmStore {
     dir: PathBuf,
     node: String,
+    generation: std::sync::atomic::AtomicU64,
     index: RwLock<BTreeMap<u32, Entry>>,
     locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -125,6 +126,7 @@ impl VmStore {
         Ok(VmStore {
             dir,
             node: node.to_owned(),
+            generation: std::sync::atomic::AtomicU64::new(0),
             index: RwLock::new(index),
             locks: Mutex::new(HashMap::new()),
         })
@@ -168,6 +170,16 @@ impl VmStore {
         }
     }
 
+    fn bump(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A number that changes with every write or removal.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The number of VMs.
     pub fn len(&self) -> usize {
         self.read().len()
@@ -196,6 +208,7 @@ impl VmStore {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(vmid, Entry { config, summary });
+        self.bump();
         Ok(())
     }
 
@@ -211,6 +224,7 @@ impl VmStore {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&vmid);
+        self.bump();
         Ok(())
     }
 

@@ -6,6 +6,8 @@ of apid (which the harness does through init's test channel):
 
   proxmoxer_flow.py before-kill STATE_FILE
   proxmoxer_flow.py after-kill STATE_FILE
+  proxmoxer_flow.py after-boot STATE_FILE   (after apid was started as on a
+                                            fresh node boot)
 
 Environment: OXBOW_API_PORT, OXBOW_PASSWORD, OXBOW_KERNEL, OXBOW_INITRD
 (paths of the guest kernel and initramfs to upload). Every check that
@@ -38,6 +40,7 @@ VMID = 100
 # it powers the VM off by itself.
 CMDLINE_WAIT = "console=ttyS0 quiet panic=-1 oxbow.wait-power"
 CMDLINE_POWEROFF = "console=ttyS0 quiet panic=-1"
+CMDLINE_REBOOT = "console=ttyS0 quiet panic=-1 oxbow.reboot"
 GUEST_TIMEOUT = 600
 
 
@@ -221,6 +224,39 @@ def after_kill(state_file):
     wait_status(prox, node, "stopped")
     step("the guest powered itself off: stopped")
 
+    # A guest that reboots is started again: the VMM's pid changes and the
+    # VM stays running.
+    prox.nodes(node).qemu(VMID).config.put(cmdline=CMDLINE_REBOOT)
+    upid = prox.nodes(node).qemu(VMID).status.start.post()
+    wait_task(prox, upid, "start for reboot")
+    first = wait_status(prox, node, "running", timeout=30)
+    end = time.monotonic() + GUEST_TIMEOUT
+    while True:
+        current = prox.nodes(node).qemu(VMID).status.current.get()
+        if current["status"] == "running" and current.get("pid") not in (None, 0, first["pid"]):
+            break
+        check(time.monotonic() < end, f"no restart after the guest rebooted: {current}")
+        time.sleep(2)
+    upid = prox.nodes(node).qemu(VMID).status.stop.post()
+    wait_task(prox, upid, "stop after reboot")
+    wait_status(prox, node, "stopped", timeout=30)
+    step(f"the guest rebooted: VMM pid {first['pid']} -> {current['pid']}, then stopped")
+
+    # For the next phase: start with the node.
+    prox.nodes(node).qemu(VMID).config.put(onboot=1, cmdline=CMDLINE_WAIT)
+
+
+def after_boot(state_file):
+    with open(state_file) as f:
+        state = json.load(f)
+    node = state["node"]
+    prox = api()
+    current = wait_status(prox, node, "running", timeout=60)
+    step(f"onboot: the VM was started with the node (pid {current['pid']})")
+    upid = prox.nodes(node).qemu(VMID).status.stop.post()
+    wait_task(prox, upid, "stop")
+    wait_status(prox, node, "stopped", timeout=30)
+
     upid = prox.nodes(node).qemu(VMID).delete(purge=1)
     wait_task(prox, upid, "destroy")
     check(prox.nodes(node).qemu.get() == [], "VM still listed after destroy")
@@ -231,7 +267,8 @@ def after_kill(state_file):
 
 def main():
     phase, state_file = sys.argv[1], sys.argv[2]
-    {"before-kill": before_kill, "after-kill": after_kill}[phase](state_file)
+    {"before-kill": before_kill, "after-kill": after_kill, "after-boot": after_boot}[phase](
+        state_file)
     step(f"{phase}: all checks passed")
 
 

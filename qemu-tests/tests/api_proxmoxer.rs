@@ -4,7 +4,9 @@
 //! upload a kernel and an initramfs, create a VM that boots them directly,
 //! start it and see it run, check tokens, privileges and CSRF, then (after
 //! this test `kill -9`s apid) see the VM still running, shut it down
-//! through ACPI, let it power itself off, and destroy it.
+//! through ACPI, let it power itself off, see a guest reboot restart it,
+//! and (after apid starts again as on a node boot) see the `onboot` VM
+//! started, then destroy it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,6 +112,35 @@ fn proxmoxer_drives_a_vm_through_its_life() {
     }
 
     // kill -9 of apid: init starts it again; the VM, a unit of init, runs on.
+    restart_apid(&mut vm);
+    let vmm = vm
+        .testctl(json!({"cmd":"status","unit":"vmm:100"}))
+        .unwrap();
+    assert_eq!(
+        vmm["state"], "running",
+        "the VMM after apid was killed: {vmm}"
+    );
+
+    run_phase(&mut vm, &python, "after-kill", &state);
+
+    // As on a node boot: apid starts for the first time since boot (the
+    // marker under /run is gone) and starts the VMs with onboot: 1.
+    vm.run_unit(
+        "forget-boot",
+        &["/bin/rm", "-f", "/run/oxbow/guests/onboot.done"],
+    )
+    .unwrap();
+    assert_eq!(
+        vm.wait_unit_stopped("forget-boot", BOOT).unwrap().code,
+        Some(0)
+    );
+    restart_apid(&mut vm);
+    run_phase(&mut vm, &python, "after-boot", &state);
+}
+
+/// `kill -9` of apid, then waits until init has started it again and it
+/// answers.
+fn restart_apid(vm: &mut Appliance) {
     let before = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
     vm.testctl(json!({"cmd":"kill","unit":"apid","signal":"KILL"}))
         .unwrap();
@@ -123,14 +154,5 @@ fn proxmoxer_drives_a_vm_through_its_life() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(restarted, "apid was not restarted after kill -9");
-    let vmm = vm
-        .testctl(json!({"cmd":"status","unit":"vmm:100"}))
-        .unwrap();
-    assert_eq!(
-        vmm["state"], "running",
-        "the VMM after apid was killed: {vmm}"
-    );
     vm.wait_for_api(BOOT).expect("API answers again");
-
-    run_phase(&mut vm, &python, "after-kill", &state);
 }

@@ -14,7 +14,7 @@ use crate::auth::Caller;
 use crate::endpoints::nodes::this_node;
 use crate::guests::runtime::unit_name;
 use crate::guests::VmState;
-use crate::response::{ApiError, ApiResult, Reply};
+use crate::response::{ApiError, ApiResult};
 use crate::router::{any_priv, privs, Call, Endpoint, Permission};
 use crate::schema::{boolean, formats, integer, string, Param};
 use crate::tasks::TaskLog;
@@ -480,6 +480,9 @@ fn check_changes(
     let mut missing = std::collections::BTreeMap::new();
     for (key, value) in keys {
         if key == "kernel" || key == "initrd" {
+            if !may_use_volume(&cfg, &caller.auth_id, vmid, value) {
+                return Err(ApiError::forbidden());
+            }
             if let Err(e) = resolve_existing(state, value) {
                 missing.insert(key.clone(), e);
             }
@@ -489,10 +492,24 @@ fn check_changes(
             continue;
         }
         let file = value.split(',').next().unwrap_or("");
-        if let Ok(DiskFile::Volume(volume)) = DiskFile::parse(file) {
-            if let Err(e) = resolve_existing(state, &volume.to_string()) {
-                missing.insert(key.clone(), e);
+        match DiskFile::parse(file) {
+            Ok(DiskFile::Volume(volume)) => {
+                let volume = volume.to_string();
+                if !may_use_volume(&cfg, &caller.auth_id, vmid, &volume) {
+                    return Err(ApiError::forbidden());
+                }
+                if let Err(e) = resolve_existing(state, &volume) {
+                    missing.insert(key.clone(), e);
+                }
             }
+            // Host paths and the host's CD drive: root@pam only, as in
+            // Proxmox.
+            Ok(DiskFile::Path(_) | DiskFile::HostCdrom)
+                if caller.auth_id != crate::access::ROOT_USER =>
+            {
+                return Err(ApiError::forbidden());
+            }
+            _ => {}
         }
         if let Ok(DiskFile::Allocate(allocation)) = DiskFile::parse(file) {
             let storage = storage::StorageId::new(&allocation.storage)
@@ -516,6 +533,36 @@ fn check_changes(
         return Err(ApiError::parameters(missing));
     }
     Ok(())
+}
+
+/// Whether `auth_id` may put volume `volume` into VM `vmid`'s
+/// configuration, by Proxmox's rule: ISO images and templates need
+/// `Datastore.AllocateSpace` or `Datastore.Audit` on the storage; the VM's
+/// own images are the VM's; anything else (another guest's disk) needs
+/// `Datastore.Allocate` on the storage.
+fn may_use_volume(cfg: &crate::access::UserConfig, auth_id: &str, vmid: u32, volume: &str) -> bool {
+    if auth_id == crate::access::ROOT_USER {
+        return true;
+    }
+    let Ok(id) = volume.parse::<storage::VolumeId>() else {
+        // A malformed id is refused when it is resolved.
+        return true;
+    };
+    let storage_path = format!("/storage/{}", id.storage());
+    match storage::DirVolume::parse(id.volname()) {
+        Ok(parsed) => match (parsed.content(), parsed.vmid()) {
+            (storage::ContentType::Iso | storage::ContentType::Vztmpl, _) => has_privileges(
+                cfg,
+                auth_id,
+                &storage_path,
+                &["Datastore.AllocateSpace", "Datastore.Audit"],
+                true,
+            ),
+            (_, Some(owner)) if owner.get() == vmid => true,
+            _ => has_privileges(cfg, auth_id, &storage_path, &["Datastore.Allocate"], false),
+        },
+        Err(_) => true,
+    }
 }
 
 /// The path of an existing volume, or why there is none.
@@ -652,51 +699,46 @@ async fn create_vm(state: Arc<AppState>, call: Call) -> ApiResult {
     let mut probe = GuestConfig::new();
     apply(&mut probe, &keys).map_err(|e| ApiError::parameter("vmid", e))?;
     let start = call.params.flag("start");
-    let task_state = Arc::clone(&state);
-    let upid = state
-        .tasks
-        .spawn(
-            "qmcreate",
-            &vmid.to_string(),
-            &caller.auth_id,
-            move |log| async move {
-                let state = task_state;
-                let lock = state.vms.lock(vmid);
-                let _guard = lock.lock().await;
-                if state.vms.exists(vmid) {
-                    return Err(format!("VM {vmid} already exists"));
+    vm_task(
+        &state,
+        "qmcreate",
+        vmid,
+        &caller,
+        move |state, log| async move {
+            let lock = state.vms.lock(vmid);
+            let _guard = lock.lock().await;
+            if state.vms.exists(vmid) {
+                return Err(format!("VM {vmid} already exists"));
+            }
+            assign_macs(&mut keys);
+            let allocated = allocate_disks(&state, vmid, &mut keys, Some(&log))?;
+            let mut config = GuestConfig::new();
+            let written = apply(&mut config, &keys)
+                .and_then(|()| state.vms.write(vmid, config).map_err(|e| e.to_string()));
+            if let Err(e) = written {
+                for volume in &allocated {
+                    let _ = state.storage.free(volume);
                 }
-                assign_macs(&mut keys);
-                let allocated = allocate_disks(&state, vmid, &mut keys, Some(&log))?;
-                let mut config = GuestConfig::new();
-                let written = apply(&mut config, &keys)
-                    .and_then(|()| state.vms.write(vmid, config).map_err(|e| e.to_string()));
-                if let Err(e) = written {
-                    for volume in &allocated {
-                        let _ = state.storage.free(volume);
-                    }
-                    return Err(e);
+                return Err(e);
+            }
+            log.line(format!("created VM {vmid}"));
+            if let Some(pool) = pool {
+                let added = state.access.update(|cfg| {
+                    let entry = cfg.pools.get_mut(&pool).ok_or("pool vanished")?;
+                    entry.vms.insert(vmid);
+                    Ok(())
+                });
+                if let Err(e) = added {
+                    log.line(format!("cannot add VM {vmid} to pool {pool}: {e}"));
                 }
-                log.line(format!("created VM {vmid}"));
-                if let Some(pool) = pool {
-                    let added = state.access.update(|cfg| {
-                        let entry = cfg.pools.get_mut(&pool).ok_or("pool vanished")?;
-                        entry.vms.insert(vmid);
-                        Ok(())
-                    });
-                    if let Err(e) = added {
-                        log.line(format!("cannot add VM {vmid} to pool {pool}: {e}"));
-                    }
-                }
-                if start {
-                    drop(_guard);
-                    start_vm(&state, vmid, &log).await?;
-                }
-                Ok(())
-            },
-        )
-        .map_err(|e| ApiError::failed(e.to_string()))?;
-    Ok(json!(upid.to_string()).into())
+            }
+            if start {
+                drop(_guard);
+                start_vm(&state, vmid, &log).await?;
+            }
+            Ok(())
+        },
+    )
 }
 
 async fn update_config(
@@ -781,21 +823,17 @@ async fn update_config_async(state: Arc<AppState>, call: Call) -> ApiResult {
     let caller = call.caller()?.clone();
     let vmid = vmid_of(&call);
     config_of(&state, vmid)?;
-    let task_state = Arc::clone(&state);
-    let upid = state
-        .tasks
-        .spawn(
-            "qmconfig",
-            &vmid.to_string(),
-            &caller.auth_id,
-            move |log| async move {
-                update_config(&task_state, &call, Some(&log))
-                    .await
-                    .map_err(|e| e.message_with_params())
-            },
-        )
-        .map_err(|e| ApiError::failed(e.to_string()))?;
-    Ok(json!(upid.to_string()).into())
+    vm_task(
+        &state,
+        "qmconfig",
+        vmid,
+        &caller,
+        move |state, log| async move {
+            update_config(&state, &call, Some(&log))
+                .await
+                .map_err(|e| e.message_with_params())
+        },
+    )
 }
 
 fn resolve_volume(state: &AppState, volume: &str) -> Result<PathBuf, String> {
@@ -806,6 +844,29 @@ fn resolve_volume(state: &AppState, volume: &str) -> Result<PathBuf, String> {
         .storage
         .path(&id)
         .map_err(|e| format!("volume '{volume}': {e}"))
+}
+
+/// Starts task `kind` on VM `vmid` for `caller`, running `work` with the
+/// state and the task's log, and answers its UPID.
+fn vm_task<F, Fut>(
+    state: &Arc<AppState>,
+    kind: &str,
+    vmid: u32,
+    caller: &Caller,
+    work: F,
+) -> ApiResult
+where
+    F: FnOnce(Arc<AppState>, TaskLog) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    let task_state = Arc::clone(state);
+    let upid = state
+        .tasks
+        .spawn(kind, &vmid.to_string(), &caller.auth_id, move |log| {
+            work(task_state, log)
+        })
+        .map_err(|e| ApiError::failed(e.to_string()))?;
+    Ok(json!(upid.to_string()).into())
 }
 
 /// Starts VM `vmid`; fails if it runs.
@@ -892,36 +953,25 @@ async fn power_task(state: Arc<AppState>, call: Call, action: Power) -> ApiResul
         .number("timeout")
         .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
     let force = call.params.flag("forceStop");
-    let task_state = Arc::clone(&state);
-    let upid = state
-        .tasks
-        .spawn(
-            kind,
-            &vmid.to_string(),
-            &caller.auth_id,
-            move |log| async move {
-                let state = task_state;
-                match action {
-                    Power::Start => start_vm(&state, vmid, &log).await,
-                    Power::Stop => {
-                        if state.runtime.state(vmid).await? == VmState::Stopped {
-                            log.line(format!("VM {vmid} is not running"));
-                            return Ok(());
-                        }
-                        state.runtime.stop(vmid).await
-                    }
-                    Power::Shutdown => shutdown_vm(&state, vmid, timeout, force, &log).await,
-                    Power::Reboot => {
-                        shutdown_vm(&state, vmid, timeout, false, &log).await?;
-                        start_vm(&state, vmid, &log).await
-                    }
-                    Power::Suspend => state.runtime.vmm_call(vmid, "pause").await.map(|_| ()),
-                    Power::Resume => state.runtime.vmm_call(vmid, "resume").await.map(|_| ()),
+    vm_task(&state, kind, vmid, &caller, move |state, log| async move {
+        match action {
+            Power::Start => start_vm(&state, vmid, &log).await,
+            Power::Stop => {
+                if state.runtime.state(vmid).await? == VmState::Stopped {
+                    log.line(format!("VM {vmid} is not running"));
+                    return Ok(());
                 }
-            },
-        )
-        .map_err(|e| ApiError::failed(e.to_string()))?;
-    Ok(json!(upid.to_string()).into())
+                state.runtime.stop(vmid).await
+            }
+            Power::Shutdown => shutdown_vm(&state, vmid, timeout, force, &log).await,
+            Power::Reboot => {
+                shutdown_vm(&state, vmid, timeout, false, &log).await?;
+                start_vm(&state, vmid, &log).await
+            }
+            Power::Suspend => state.runtime.vmm_call(vmid, "pause").await.map(|_| ()),
+            Power::Resume => state.runtime.vmm_call(vmid, "resume").await.map(|_| ()),
+        }
+    })
 }
 
 async fn destroy_vm(state: Arc<AppState>, call: Call) -> ApiResult {
@@ -936,70 +986,65 @@ async fn destroy_vm(state: Arc<AppState>, call: Call) -> ApiResult {
     }
     let purge = call.params.flag("purge");
     let unreferenced = call.params.get("destroy-unreferenced-disks") != Some("0");
-    let task_state = Arc::clone(&state);
-    let upid = state
-        .tasks
-        .spawn(
-            "qmdestroy",
-            &vmid.to_string(),
-            &caller.auth_id,
-            move |log| async move {
-                let state = task_state;
-                let lock = state.vms.lock(vmid);
-                let _guard = lock.lock().await;
-                let config = state
-                    .vms
-                    .get(vmid)
-                    .ok_or_else(|| format!("VM {vmid} does not exist"))?;
-                if state.runtime.state(vmid).await? != VmState::Stopped {
-                    return Err(format!("VM {vmid} is running - destroy failed"));
-                }
-                let mut volumes: Vec<storage::VolumeId> = config
-                    .main()
-                    .entries()
-                    .filter(|e| DiskBus::from_key(e.key()).is_some())
-                    .filter_map(|e| guestconf::DiskDevice::parse(e.key(), e.value()).ok())
-                    .filter(|d| d.media != guestconf::DiskMedia::Cdrom)
-                    .filter_map(|d| match d.file {
-                        DiskFile::Volume(v) => v.to_string().parse().ok(),
-                        _ => None,
-                    })
-                    .collect();
-                if unreferenced {
-                    if let Ok(vmid_typed) = storage::Vmid::new(vmid) {
-                        for volume in state.storage.vm_volumes(vmid_typed).unwrap_or_default() {
-                            if !volumes.contains(&volume) {
-                                volumes.push(volume);
-                            }
+    vm_task(
+        &state,
+        "qmdestroy",
+        vmid,
+        &caller,
+        move |state, log| async move {
+            let lock = state.vms.lock(vmid);
+            let _guard = lock.lock().await;
+            let config = state
+                .vms
+                .get(vmid)
+                .ok_or_else(|| format!("VM {vmid} does not exist"))?;
+            if state.runtime.state(vmid).await? != VmState::Stopped {
+                return Err(format!("VM {vmid} is running - destroy failed"));
+            }
+            let mut volumes: Vec<storage::VolumeId> = config
+                .main()
+                .entries()
+                .filter(|e| DiskBus::from_key(e.key()).is_some())
+                .filter_map(|e| guestconf::DiskDevice::parse(e.key(), e.value()).ok())
+                .filter(|d| d.media != guestconf::DiskMedia::Cdrom)
+                .filter_map(|d| match d.file {
+                    DiskFile::Volume(v) => v.to_string().parse().ok(),
+                    _ => None,
+                })
+                .collect();
+            if unreferenced {
+                if let Ok(vmid_typed) = storage::Vmid::new(vmid) {
+                    for volume in state.storage.vm_volumes(vmid_typed).unwrap_or_default() {
+                        if !volumes.contains(&volume) {
+                            volumes.push(volume);
                         }
                     }
                 }
-                for volume in &volumes {
-                    match state.storage.free(volume) {
-                        Ok(()) => log.line(format!("removed {volume}")),
-                        Err(e) => log.line(format!("cannot remove {volume}: {e}")),
-                    }
+            }
+            for volume in &volumes {
+                match state.storage.free(volume) {
+                    Ok(()) => log.line(format!("removed {volume}")),
+                    Err(e) => log.line(format!("cannot remove {volume}: {e}")),
                 }
-                state.runtime.cleanup(vmid, Some(&config)).await;
-                state.vms.remove(vmid).map_err(|e| e.to_string())?;
-                if purge {
-                    let removed = state.access.update(|cfg| {
-                        for pool in cfg.pools.values_mut() {
-                            pool.vms.remove(&vmid);
-                        }
-                        cfg.acl.remove(&format!("/vms/{vmid}"));
-                        Ok(())
-                    });
-                    if let Err(e) = removed {
-                        log.line(format!("cannot purge VM {vmid} from pools and ACLs: {e}"));
+            }
+            state.runtime.cleanup(vmid, Some(&config)).await;
+            state.vms.remove(vmid).map_err(|e| e.to_string())?;
+            if purge {
+                let removed = state.access.update(|cfg| {
+                    for pool in cfg.pools.values_mut() {
+                        pool.vms.remove(&vmid);
                     }
+                    cfg.acl.remove(&format!("/vms/{vmid}"));
+                    Ok(())
+                });
+                if let Err(e) = removed {
+                    log.line(format!("cannot purge VM {vmid} from pools and ACLs: {e}"));
                 }
-                log.line(format!("destroyed VM {vmid}"));
-                Ok(())
-            },
-        )
-        .map_err(|e| ApiError::failed(e.to_string()))?;
-    Ok(Reply::from(json!(upid.to_string())))
+            }
+            log.line(format!("destroyed VM {vmid}"));
+            Ok(())
+        },
+    )
 }
 
 /// Starts the VMs with `onboot: 1` once per boot of the node; `marker`
@@ -1026,5 +1071,63 @@ pub async fn start_onboot_vms(state: Arc<AppState>, marker: PathBuf) {
         if let Err(e) = spawned {
             tracing::warn!("cannot start VM {vmid} on boot: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(acl: &str) -> crate::access::UserConfig {
+        let (cfg, skipped) =
+            crate::access::UserConfig::parse(&format!("user:u@pve:1:0::::::\n{acl}"));
+        assert!(skipped.is_empty(), "{skipped:?}");
+        cfg
+    }
+
+    #[test]
+    fn volumes_a_vm_may_use() {
+        let may = |cfg: &crate::access::UserConfig, who: &str, volume: &str| {
+            may_use_volume(cfg, who, 100, volume)
+        };
+        let (own, other, iso) = (
+            "local:100/vm-100-disk-0.raw",
+            "local:101/vm-101-disk-0.raw",
+            "local:iso/vmlinuz.img",
+        );
+        let none = cfg("");
+        // Its own disks, yes; another VM's disk or an ISO, no.
+        assert!(may(&none, "u@pve", own));
+        assert!(!may(&none, "u@pve", other));
+        assert!(!may(&none, "u@pve", iso));
+        let auditor = cfg("acl:1:/storage/local:u@pve:PVEAuditor:\n");
+        assert!(may(&auditor, "u@pve", iso));
+        assert!(!may(&auditor, "u@pve", other));
+        let admin = cfg("acl:1:/storage/local:u@pve:PVEDatastoreAdmin:\n");
+        assert!(may(&admin, "u@pve", other));
+        assert!(may(&none, "root@pam", other));
+    }
+
+    #[test]
+    fn keys_and_their_privileges() {
+        assert_eq!(key_privilege("scsi0"), "VM.Config.Disk");
+        assert_eq!(key_privilege("net3"), "VM.Config.Network");
+        assert_eq!(key_privilege("memory"), "VM.Config.Memory");
+        assert_eq!(key_privilege("cores"), "VM.Config.CPU");
+        assert_eq!(key_privilege("kernel"), "VM.Config.Options");
+    }
+
+    #[test]
+    fn missing_macs_are_assigned_and_locally_administered() {
+        let mut keys = vec![
+            ("net0".to_owned(), "virtio,bridge=vmbr0".to_owned()),
+            ("net1".to_owned(), "virtio=02:00:00:00:00:09".to_owned()),
+        ];
+        assign_macs(&mut keys);
+        let net0 = guestconf::NetDevice::parse(&keys[0].1).unwrap();
+        let mac = net0.macaddr.unwrap().0;
+        assert_eq!(mac[0] & 0x03, 0x02, "locally administered unicast");
+        assert_eq!(net0.bridge.as_deref(), Some("vmbr0"));
+        assert_eq!(keys[1].1, "virtio=02:00:00:00:00:09");
     }
 }

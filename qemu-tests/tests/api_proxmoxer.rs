@@ -54,7 +54,22 @@ fn show_logs(vm: &mut Appliance) {
     }
 }
 
-fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) {
+/// What the appliance's own kernel printed when it failed under the nested
+/// guest (see `the_appliance_kernel_failed`).
+const KERNEL_FAILURES: &[&str] = &["Kernel panic", "soft lockup", "BUG: unable to handle"];
+
+/// Whether the appliance's kernel panicked or locked up: nested KVM under
+/// QEMU's emulated SVM occasionally does (a kernel-level failure below
+/// Oxbow's processes, still being investigated; see docs/api.md).
+fn the_appliance_kernel_failed(vm: &Appliance) -> bool {
+    let console = vm.serial();
+    KERNEL_FAILURES.iter().any(|f| console.contains(f))
+}
+
+/// Runs one phase of the flow. A failure panics, unless the appliance's
+/// kernel itself failed, which is returned for a retry on a fresh
+/// appliance.
+fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) -> Result<(), String> {
     let assets = GuestAssets::locate().unwrap();
     let out = Command::new(python)
         .arg(repo().join("qemu-tests/python/proxmoxer_flow.py"))
@@ -70,17 +85,40 @@ fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
     if !out.status.success() {
+        if the_appliance_kernel_failed(vm) {
+            return Err(format!(
+                "phase {phase}: the appliance's kernel failed:\n{}",
+                vm.serial()
+            ));
+        }
         show_logs(vm);
         panic!(
             "proxmoxer flow, phase {phase}, failed:\n{stderr}\n----- appliance console -----\n{}",
             vm.serial()
         );
     }
+    Ok(())
 }
 
 #[test]
 fn proxmoxer_drives_a_vm_through_its_life() {
     let python = python();
+    // A fresh appliance is booted again only when its own kernel failed
+    // (panic, soft lockup); any failure of the API or a VM fails at once.
+    const ATTEMPTS: u32 = 3;
+    for attempt in 1..=ATTEMPTS {
+        match drive_a_vm(&python) {
+            Ok(()) => return,
+            Err(why) => eprintln!(
+                "attempt {attempt} of {ATTEMPTS}: {why}\n\
+                 ----- booting a fresh appliance -----"
+            ),
+        }
+    }
+    panic!("the appliance's kernel failed in all {ATTEMPTS} attempts");
+}
+
+fn drive_a_vm(python: &Path) -> Result<(), String> {
     let answer = format!(
         "[global]\nfqdn = \"pve-api.example.org\"\nroot-password = \"{PASSWORD}\"\n\n\
          [network]\nsource = \"from-dhcp\"\n"
@@ -94,7 +132,7 @@ fn proxmoxer_drives_a_vm_through_its_life() {
 
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    run_phase(&mut vm, &python, "before-kill", &state);
+    run_phase(&mut vm, python, "before-kill", &state)?;
 
     // The guest is up when its test init waits for the power button (a
     // button pressed earlier would be lost, as on any machine whose ACPI
@@ -102,7 +140,18 @@ fn proxmoxer_drives_a_vm_through_its_life() {
     let wait = "for i in $(seq 600); do grep -q 'waiting for the power button' \
                 /run/oxbow/guests/100.serial.log 2>/dev/null && exit 0; sleep 1; done; exit 1";
     vm.run_unit("wait-guest", &["/bin/sh", "-c", wait]).unwrap();
-    let waited = vm.wait_unit_stopped("wait-guest", BOOT).unwrap();
+    let waited = match vm.wait_unit_stopped("wait-guest", BOOT) {
+        Err(e) if the_appliance_kernel_failed(&vm) => {
+            return Err(format!(
+                "the appliance's kernel failed ({e:#}):\n{}",
+                vm.serial()
+            ))
+        }
+        other => other.unwrap(),
+    };
+    if waited.code != Some(0) && the_appliance_kernel_failed(&vm) {
+        return Err(format!("the appliance's kernel failed:\n{}", vm.serial()));
+    }
     if waited.code != Some(0) {
         show_logs(&mut vm);
         panic!(
@@ -112,7 +161,7 @@ fn proxmoxer_drives_a_vm_through_its_life() {
     }
 
     // kill -9 of apid: init starts it again; the VM, a unit of init, runs on.
-    restart_apid(&mut vm);
+    restart_apid(&mut vm)?;
     let vmm = vm
         .testctl(json!({"cmd":"status","unit":"vmm:100"}))
         .unwrap();
@@ -121,7 +170,7 @@ fn proxmoxer_drives_a_vm_through_its_life() {
         "the VMM after apid was killed: {vmm}"
     );
 
-    run_phase(&mut vm, &python, "after-kill", &state);
+    run_phase(&mut vm, python, "after-kill", &state)?;
 
     // As on a node boot: apid starts for the first time since boot (the
     // marker under /run is gone) and starts the VMs with onboot: 1.
@@ -134,13 +183,14 @@ fn proxmoxer_drives_a_vm_through_its_life() {
         vm.wait_unit_stopped("forget-boot", BOOT).unwrap().code,
         Some(0)
     );
-    restart_apid(&mut vm);
-    run_phase(&mut vm, &python, "after-boot", &state);
+    restart_apid(&mut vm)?;
+    run_phase(&mut vm, python, "after-boot", &state)?;
+    Ok(())
 }
 
 /// `kill -9` of apid, then waits until init has started it again and it
 /// answers.
-fn restart_apid(vm: &mut Appliance) {
+fn restart_apid(vm: &mut Appliance) -> Result<(), String> {
     let before = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
     vm.testctl(json!({"cmd":"kill","unit":"apid","signal":"KILL"}))
         .unwrap();
@@ -153,6 +203,10 @@ fn restart_apid(vm: &mut Appliance) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    if !restarted && the_appliance_kernel_failed(vm) {
+        return Err(format!("the appliance's kernel failed:\n{}", vm.serial()));
+    }
     assert!(restarted, "apid was not restarted after kill -9");
     vm.wait_for_api(BOOT).expect("API answers again");
+    Ok(())
 }

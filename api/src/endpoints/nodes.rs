@@ -118,8 +118,8 @@ pub fn this_node(state: &AppState, node: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Memory in bytes from /proc/meminfo: (total, available).
-pub fn memory() -> (u64, u64) {
+/// Two fields of /proc/meminfo, in bytes (0 when missing).
+fn meminfo(first: &str, second: &str) -> (u64, u64) {
     let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let field = |name: &str| -> u64 {
         text.lines()
@@ -128,19 +128,16 @@ pub fn memory() -> (u64, u64) {
             .and_then(|n| n.parse::<u64>().ok())
             .map_or(0, |kib| kib * 1024)
     };
-    (field("MemTotal:"), field("MemAvailable:"))
+    (field(first), field(second))
+}
+
+/// Memory in bytes from /proc/meminfo: (total, available).
+pub fn memory() -> (u64, u64) {
+    meminfo("MemTotal:", "MemAvailable:")
 }
 
 fn swap() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
-    };
-    (field("SwapTotal:"), field("SwapFree:"))
+    meminfo("SwapTotal:", "SwapFree:")
 }
 
 /// Seconds since boot.

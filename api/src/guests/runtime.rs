@@ -17,7 +17,7 @@ use init::service::{RestartPolicy, UnitSpec};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::store::DEFAULT_MEMORY_MIB;
+use super::store::{config_number as number, DEFAULT_MEMORY_MIB};
 
 /// What a VM is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,14 +72,6 @@ pub struct LaunchPlan {
     pub argv: Vec<String>,
     /// (tap, bridge) pairs.
     pub taps: Vec<(String, String)>,
-}
-
-fn number(config: &GuestConfig, key: &str, default: u64) -> u64 {
-    config
-        .get(key)
-        .map(|v| v.strip_prefix("current=").unwrap_or(v))
-        .and_then(|v| v.split(',').next()?.parse().ok())
-        .unwrap_or(default)
 }
 
 impl VmRuntime {

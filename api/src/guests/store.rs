@@ -34,18 +34,22 @@ pub struct VmSummary {
     pub resource_fields: String,
 }
 
+/// The number a key such as `memory` (also in its `current=N,…` form),
+/// `cores` or `sockets` holds, or `default`.
+pub fn config_number(config: &GuestConfig, key: &str, default: u64) -> u64 {
+    config
+        .get(key)
+        .map(|v| v.strip_prefix("current=").unwrap_or(v))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The default memory of a VM, in MiB, as Proxmox's.
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
 
 impl VmSummary {
     fn of(vmid: u32, node: &str, config: &GuestConfig) -> VmSummary {
-        let number = |key: &str, default: u64| {
-            config
-                .get(key)
-                .map(|v| v.strip_prefix("current=").unwrap_or(v))
-                .and_then(|v| v.split(',').next()?.parse().ok())
-                .unwrap_or(default)
-        };
+        let number = |key: &str, default: u64| config_number(config, key, default);
         let maxdisk = config
             .main()
             .entries()

@@ -56,7 +56,7 @@ test: deps lint unit fuzz appliance
 
 bench-boot: iso
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin floor-init
-	cargo run --release -p qemu-tests --bin bench-boot -- --runs $(or $(RUNS),3)
+	cargo run --release -p qemu-tests --bin bench-boot -- --runs $(or $(RUNS),3) --iso-bus $(or $(ISO_BUS),ahci)
 
 # The VMM against QEMU, nested in the appliance. The benchmark ISO is the
 # product image plus Debian's qemu-system-x86 (the peer).

@@ -12,6 +12,11 @@
 //!
 //! When a test fails, dropping the [`Appliance`] prints its serial console.
 //!
+//! [`with_appliance`] runs a test on a fresh appliance again (at most
+//! [`ATTEMPTS`] times in all) when the appliance's *own* kernel failed under
+//! emulation (panic, soft lockup, RCU stall) and the appliance stopped
+//! answering; any other failure fails the test at once.
+//!
 //! [`guest`] builds and boots the guest test assets (a kernel and an
 //! initramfs whose init reports what it sees), which a VMM under test runs.
 
@@ -48,9 +53,21 @@ pub enum SeedKind {
     Fat,
 }
 
+/// How the ISO is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsoBus {
+    /// A CD drive on q35's AHCI controller (`ide.0`), as a server's DVD
+    /// drive or a virtual CD in a hypervisor.
+    Ahci,
+    /// A read-only virtio disk, as a disk an image was written to.
+    Virtio,
+}
+
 /// How to boot.
 #[derive(Debug, Clone)]
 pub struct BootOptions {
+    /// Where the ISO is attached.
+    pub iso_bus: IsoBus,
     /// Firmware or direct boot.
     pub firmware: Firmware,
     /// An `answer.toml` to put on a seed volume, and its kind.
@@ -78,6 +95,7 @@ impl BootOptions {
     /// Defaults: 2 GiB, 2 vCPUs, no seed, no test channel.
     pub fn new(firmware: Firmware) -> BootOptions {
         BootOptions {
+            iso_bus: IsoBus::Ahci,
             firmware,
             seed: None,
             test_channel: false,
@@ -250,20 +268,27 @@ impl Appliance {
             .args(["-device", "virtio-rng-pci"])
             .args([
                 "-drive",
-                &format!(
-                    "file={},media=cdrom,if=none,id=cd0,readonly=on",
-                    iso.display()
-                ),
-            ])
-            // A direct kernel boot takes boot index 0 itself.
-            .args([
-                "-device",
-                if matches!(opts.firmware, Firmware::Direct(_)) {
-                    "ide-cd,drive=cd0,bus=ide.0"
-                } else {
-                    "ide-cd,drive=cd0,bus=ide.0,bootindex=0"
+                &match opts.iso_bus {
+                    IsoBus::Ahci => format!(
+                        "file={},media=cdrom,if=none,id=cd0,readonly=on",
+                        iso.display()
+                    ),
+                    IsoBus::Virtio => format!(
+                        "file={},format=raw,if=none,id=cd0,readonly=on",
+                        iso.display()
+                    ),
                 },
             ]);
+        let device = match opts.iso_bus {
+            IsoBus::Ahci => "ide-cd,drive=cd0,bus=ide.0",
+            IsoBus::Virtio => "virtio-blk-pci,drive=cd0",
+        };
+        // A direct kernel boot takes boot index 0 itself.
+        if matches!(opts.firmware, Firmware::Direct(_)) {
+            cmd.args(["-device", device]);
+        } else {
+            cmd.args(["-device", &format!("{device},bootindex=0")]);
+        }
         if opts.test_channel {
             let sock = dir.path().join("testctl.sock");
             cmd.args([
@@ -298,13 +323,16 @@ impl Appliance {
                     }
                     None => extract_from_iso(&iso, "/boot/initrd.img", &initrd)?,
                 }
+                // loglevel=5 after quiet: the register dump and stack of a
+                // kernel failure (printed at the default level) reach the
+                // console; routine messages (info, notice) still do not.
                 cmd.arg("-kernel")
                     .arg(&kernel)
                     .arg("-initrd")
                     .arg(&initrd)
                     .arg("-append")
                     .arg(format!(
-                        "console=ttyS0,115200 oxbow.label=OXBOW quiet panic=-1 {extra}"
+                        "console=ttyS0,115200 oxbow.label=OXBOW quiet loglevel=5 panic=-1 {extra}"
                     ));
             }
         }
@@ -384,15 +412,25 @@ impl Appliance {
         String::from_utf8_lossy(&b).into_owned()
     }
 
-    /// Waits until the serial console contains `marker`.
+    /// Waits until the serial console contains `marker`. Gives up early
+    /// when the console has shown a kernel failure for
+    /// [`KERNEL_FAILURE_GRACE`] without reaching `marker`.
     pub fn wait_for_serial(&mut self, marker: &str, timeout: Duration) -> Result<()> {
         let end = Instant::now() + timeout;
+        let mut failure_seen: Option<Instant> = None;
         loop {
-            if self.serial().contains(marker) {
+            let console = self.serial();
+            if console.contains(marker) {
                 return Ok(());
             }
             if let Some(st) = self.try_exit()? {
                 bail!("QEMU exited ({st}) before the console showed {marker:?}");
+            }
+            if let Some(line) = kernel_failure_line(&console) {
+                let since = *failure_seen.get_or_insert_with(Instant::now);
+                if since.elapsed() > KERNEL_FAILURE_GRACE {
+                    bail!("the console did not show {marker:?}; a kernel failed: {line}");
+                }
             }
             if Instant::now() > end {
                 bail!("the console did not show {marker:?} within {timeout:?}");
@@ -441,9 +479,14 @@ impl Appliance {
     /// Sends a request over init's test control channel and returns the
     /// `data` of its answer.
     pub fn testctl(&self, request: Value) -> Result<Value> {
+        self.testctl_within(request, Duration::from_secs(30))
+    }
+
+    /// [`Appliance::testctl`], waiting at most `timeout` for the answer.
+    pub fn testctl_within(&self, request: Value, timeout: Duration) -> Result<Value> {
         let s = UnixStream::connect(self.dir.path().join("testctl.sock"))
             .context("connecting to the test channel")?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.set_read_timeout(Some(timeout))?;
         let mut w = s.try_clone()?;
         writeln!(w, "{request}")?;
         let mut r = BufReader::new(s);
@@ -535,6 +578,84 @@ impl Appliance {
                 bail!("the API did not answer within {timeout:?}");
             }
             std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// What a Linux kernel prints when it panics, locks up or stalls.
+pub const KERNEL_FAILURES: &[&str] = &[
+    "Kernel panic",
+    "soft lockup",
+    "BUG: unable to handle",
+    "rcu_preempt detected stalls",
+    "corrupted stack end",
+];
+
+/// How long [`Appliance::wait_for_serial`] waits on after the console
+/// showed a kernel failure (a stall can end by itself).
+pub const KERNEL_FAILURE_GRACE: Duration = Duration::from_secs(120);
+
+/// How many appliances [`with_appliance`] boots at most for one test.
+pub const ATTEMPTS: u32 = 3;
+
+/// The first console line that shows a kernel failure, if any.
+fn kernel_failure_line(console: &str) -> Option<&str> {
+    console
+        .lines()
+        .find(|l| KERNEL_FAILURES.iter().any(|f| l.contains(f)))
+}
+
+impl Appliance {
+    /// Whether init answers on the test channel within a few seconds.
+    /// Appliances booted without the channel never do.
+    pub fn responsive(&self) -> bool {
+        self.testctl_within(
+            json!({"cmd":"status","unit":"apid"}),
+            Duration::from_secs(15),
+        )
+        .is_ok()
+    }
+
+    /// The console line that shows the appliance's own kernel failed, if it
+    /// did: the console shows a panic, lockup or stall, *and* QEMU has
+    /// exited or init no longer answers. A nested guest writes to the same
+    /// console, so a failure line alone may be the guest's.
+    pub fn kernel_failure(&mut self) -> Option<String> {
+        let console = self.serial();
+        let line = kernel_failure_line(&console)?.to_string();
+        let exited = self.try_exit().ok().flatten().is_some();
+        (exited || !self.responsive()).then_some(line)
+    }
+}
+
+/// Runs `test` on an appliance booted with `opts()`. When the test fails
+/// because the appliance's own kernel failed ([`Appliance::kernel_failure`]:
+/// nested KVM under QEMU's emulated CPU occasionally panics or locks up the
+/// appliance's kernel, below any Oxbow process), the console is printed and
+/// the test runs again on a fresh appliance, [`ATTEMPTS`] times at most.
+/// Any other failure fails the test at once, with the console printed.
+pub fn with_appliance(opts: impl Fn() -> BootOptions, test: impl Fn(&mut Appliance)) {
+    for attempt in 1..=ATTEMPTS {
+        let mut slot: Option<Appliance> = None;
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let vm = slot.insert(Appliance::boot(opts()).expect("QEMU starts"));
+            test(vm);
+        }));
+        let Err(panic) = run else { return };
+        let failure = slot.as_mut().and_then(Appliance::kernel_failure);
+        match failure {
+            Some(line) if attempt < ATTEMPTS => {
+                let vm = slot.take().expect("an appliance that failed");
+                eprintln!(
+                    "----- attempt {attempt} of {ATTEMPTS}: the appliance's kernel failed \
+                     ({line}); its console ({:.1} s): -----\n{}\n\
+                     ----- booting a fresh appliance -----",
+                    vm.elapsed().as_secs_f64(),
+                    vm.serial()
+                );
+            }
+            // Unwinding drops the appliance, which prints its console.
+            _ => std::panic::resume_unwind(panic),
         }
     }
 }
@@ -718,4 +839,23 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel_failure_line;
+
+    #[test]
+    fn kernel_failures_are_found_on_the_console() {
+        let ok = "oxbow: stage 2\n[   1.0] virtio_net virtio0 enp0s2: renamed\n";
+        assert_eq!(kernel_failure_line(ok), None);
+        let lockup = "oxbow: stage 2\n[  32.56] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [init:1]\n";
+        assert_eq!(
+            kernel_failure_line(lockup),
+            Some("[  32.56] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [init:1]")
+        );
+        let panic =
+            "x\n[ 9.1] Kernel panic - not syncing: corrupted stack end detected inside scheduler\n";
+        assert!(kernel_failure_line(panic).is_some_and(|l| l.contains("Kernel panic")));
+    }
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::guest::GuestAssets;
-use qemu_tests::{Appliance, BootOptions, Firmware, SeedKind};
+use qemu_tests::{with_appliance, Appliance, BootOptions, Firmware, SeedKind};
 use serde_json::json;
 
 const BOOT: Duration = Duration::from_secs(600);
@@ -54,22 +54,9 @@ fn show_logs(vm: &mut Appliance) {
     }
 }
 
-/// What the appliance's own kernel printed when it failed under the nested
-/// guest (see `the_appliance_kernel_failed`).
-const KERNEL_FAILURES: &[&str] = &["Kernel panic", "soft lockup", "BUG: unable to handle"];
-
-/// Whether the appliance's kernel panicked or locked up: nested KVM under
-/// QEMU's emulated SVM occasionally does (a kernel-level failure below
-/// Oxbow's processes, still being investigated; see docs/api.md).
-fn the_appliance_kernel_failed(vm: &Appliance) -> bool {
-    let console = vm.serial();
-    KERNEL_FAILURES.iter().any(|f| console.contains(f))
-}
-
-/// Runs one phase of the flow. A failure panics, unless the appliance's
-/// kernel itself failed, which is returned for a retry on a fresh
-/// appliance.
-fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) -> Result<(), String> {
+/// Runs one phase of the flow; a failure panics (and [`with_appliance`]
+/// decides whether the appliance's own kernel was at fault).
+fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) {
     let assets = GuestAssets::locate().unwrap();
     let out = Command::new(python)
         .arg(repo().join("qemu-tests/python/proxmoxer_flow.py"))
@@ -85,54 +72,36 @@ fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) -> Re
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}");
     if !out.status.success() {
-        if the_appliance_kernel_failed(vm) {
-            return Err(format!(
-                "phase {phase}: the appliance's kernel failed:\n{}",
-                vm.serial()
-            ));
+        if vm.responsive() {
+            show_logs(vm);
         }
-        show_logs(vm);
-        panic!(
-            "proxmoxer flow, phase {phase}, failed:\n{stderr}\n----- appliance console -----\n{}",
-            vm.serial()
-        );
+        panic!("proxmoxer flow, phase {phase}, failed:\n{stderr}");
     }
-    Ok(())
 }
 
 #[test]
 fn proxmoxer_drives_a_vm_through_its_life() {
     let python = python();
-    // A fresh appliance is booted again only when its own kernel failed
-    // (panic, soft lockup); any failure of the API or a VM fails at once.
-    const ATTEMPTS: u32 = 3;
-    for attempt in 1..=ATTEMPTS {
-        match drive_a_vm(&python) {
-            Ok(()) => return,
-            Err(why) => eprintln!(
-                "attempt {attempt} of {ATTEMPTS}: {why}\n\
-                 ----- booting a fresh appliance -----"
-            ),
-        }
-    }
-    panic!("the appliance's kernel failed in all {ATTEMPTS} attempts");
+    let opts = || {
+        let answer = format!(
+            "[global]\nfqdn = \"pve-api.example.org\"\nroot-password = \"{PASSWORD}\"\n\n\
+             [network]\nsource = \"from-dhcp\"\n"
+        );
+        let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
+        opts.test_channel = true;
+        opts.seed = Some((answer, SeedKind::Iso));
+        opts
+    };
+    with_appliance(opts, |vm| drive_a_vm(vm, &python));
 }
 
-fn drive_a_vm(python: &Path) -> Result<(), String> {
-    let answer = format!(
-        "[global]\nfqdn = \"pve-api.example.org\"\nroot-password = \"{PASSWORD}\"\n\n\
-         [network]\nsource = \"from-dhcp\"\n"
-    );
-    let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
-    opts.test_channel = true;
-    opts.seed = Some((answer, SeedKind::Iso));
-    let mut vm = Appliance::boot(opts).unwrap();
+fn drive_a_vm(vm: &mut Appliance, python: &Path) {
     vm.wait_for_api(BOOT).expect("API answers");
     vm.wait_for_serial("test control channel on", BOOT).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state.json");
-    run_phase(&mut vm, python, "before-kill", &state)?;
+    run_phase(vm, python, "before-kill", &state);
 
     // The guest is up when its test init waits for the power button (a
     // button pressed earlier would be lost, as on any machine whose ACPI
@@ -140,20 +109,9 @@ fn drive_a_vm(python: &Path) -> Result<(), String> {
     let wait = "for i in $(seq 600); do grep -q 'waiting for the power button' \
                 /run/oxbow/guests/100.serial.log 2>/dev/null && exit 0; sleep 1; done; exit 1";
     vm.run_unit("wait-guest", &["/bin/sh", "-c", wait]).unwrap();
-    let waited = match vm.wait_unit_stopped("wait-guest", BOOT) {
-        Err(e) if the_appliance_kernel_failed(&vm) => {
-            return Err(format!(
-                "the appliance's kernel failed ({e:#}):\n{}",
-                vm.serial()
-            ))
-        }
-        other => other.unwrap(),
-    };
-    if waited.code != Some(0) && the_appliance_kernel_failed(&vm) {
-        return Err(format!("the appliance's kernel failed:\n{}", vm.serial()));
-    }
+    let waited = vm.wait_unit_stopped("wait-guest", BOOT).unwrap();
     if waited.code != Some(0) {
-        show_logs(&mut vm);
+        show_logs(vm);
         panic!(
             "the guest never waited for the power button: {}",
             waited.how
@@ -161,7 +119,7 @@ fn drive_a_vm(python: &Path) -> Result<(), String> {
     }
 
     // kill -9 of apid: init starts it again; the VM, a unit of init, runs on.
-    restart_apid(&mut vm)?;
+    restart_apid(vm);
     let vmm = vm
         .testctl(json!({"cmd":"status","unit":"vmm:100"}))
         .unwrap();
@@ -170,7 +128,7 @@ fn drive_a_vm(python: &Path) -> Result<(), String> {
         "the VMM after apid was killed: {vmm}"
     );
 
-    run_phase(&mut vm, python, "after-kill", &state)?;
+    run_phase(vm, python, "after-kill", &state);
 
     // As on a node boot: apid starts for the first time since boot (the
     // marker under /run is gone) and starts the VMs with onboot: 1.
@@ -183,14 +141,13 @@ fn drive_a_vm(python: &Path) -> Result<(), String> {
         vm.wait_unit_stopped("forget-boot", BOOT).unwrap().code,
         Some(0)
     );
-    restart_apid(&mut vm)?;
-    run_phase(&mut vm, python, "after-boot", &state)?;
-    Ok(())
+    restart_apid(vm);
+    run_phase(vm, python, "after-boot", &state);
 }
 
 /// `kill -9` of apid, then waits until init has started it again and it
 /// answers.
-fn restart_apid(vm: &mut Appliance) -> Result<(), String> {
+fn restart_apid(vm: &mut Appliance) {
     let before = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
     vm.testctl(json!({"cmd":"kill","unit":"apid","signal":"KILL"}))
         .unwrap();
@@ -203,10 +160,6 @@ fn restart_apid(vm: &mut Appliance) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    if !restarted && the_appliance_kernel_failed(vm) {
-        return Err(format!("the appliance's kernel failed:\n{}", vm.serial()));
-    }
     assert!(restarted, "apid was not restarted after kill -9");
     vm.wait_for_api(BOOT).expect("API answers again");
-    Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use qemu_tests::{Appliance, BootOptions, Firmware, SeedKind};
+use qemu_tests::{with_appliance, Appliance, BootOptions, Firmware, SeedKind};
 use serde_json::json;
 
 const BOOT: Duration = Duration::from_secs(600);
@@ -44,98 +44,111 @@ fn login_and_version(vm: &mut Appliance) {
 
 #[test]
 fn bios_boot_with_iso_seed_and_dhcp() {
-    let mut opts = BootOptions::new(Firmware::Bios);
-    opts.seed = Some((dhcp_answer(), SeedKind::Iso));
-    let mut vm = Appliance::boot(opts).unwrap();
-    vm.wait_for_serial("stage 1: initramfs", BOOT).unwrap();
-    login_and_version(&mut vm);
-    let console = vm.serial();
-    assert!(
-        console.contains("seed: answer.toml applied"),
-        "seed not applied"
-    );
-    assert!(
-        console.contains("netd is ready: 10.0.2.15/24 via 10.0.2.2 (dhcp)"),
-        "management address not from DHCP"
-    );
-    assert!(console.contains("[ ok ] apid is ready"));
+    let opts = || {
+        let mut opts = BootOptions::new(Firmware::Bios);
+        opts.seed = Some((dhcp_answer(), SeedKind::Iso));
+        opts
+    };
+    with_appliance(opts, |vm| {
+        vm.wait_for_serial("stage 1: initramfs", BOOT).unwrap();
+        login_and_version(vm);
+        let console = vm.serial();
+        assert!(
+            console.contains("seed: answer.toml applied"),
+            "seed not applied"
+        );
+        assert!(
+            console.contains("netd is ready: 10.0.2.15/24 via 10.0.2.2 (dhcp)"),
+            "management address not from DHCP"
+        );
+        assert!(console.contains("[ ok ] apid is ready"));
+    });
 }
 
 #[test]
 fn uefi_boot_with_fat_seed_and_static_network() {
-    let mut opts = BootOptions::new(Firmware::Uefi);
-    opts.seed = Some((static_answer(), SeedKind::Fat));
-    let mut vm = Appliance::boot(opts).unwrap();
-    login_and_version(&mut vm);
-    let console = vm.serial();
-    assert!(console.contains("seed: answer.toml applied"));
-    assert!(
-        console.contains("netd is ready: 10.0.2.15/24 via 10.0.2.2 (static)"),
-        "static address not applied"
-    );
+    let opts = || {
+        let mut opts = BootOptions::new(Firmware::Uefi);
+        opts.seed = Some((static_answer(), SeedKind::Fat));
+        opts
+    };
+    with_appliance(opts, |vm| {
+        login_and_version(vm);
+        let console = vm.serial();
+        assert!(console.contains("seed: answer.toml applied"));
+        assert!(
+            console.contains("netd is ready: 10.0.2.15/24 via 10.0.2.2 (static)"),
+            "static address not applied"
+        );
+    });
 }
 
 #[test]
 fn kvm_restart_no_seed_and_power_button() {
-    let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
-    opts.test_channel = true;
-    let mut vm = Appliance::boot(opts).unwrap();
-    let mut api = vm.wait_for_api(BOOT).unwrap();
-
-    // No seed: no password exists, every login is refused, and the console says why.
-    assert!(vm.serial().contains("no root password is set"));
-    assert_eq!(api.login("root@pam", "").unwrap().status, 401);
-    assert_eq!(api.login("root@pam", PASSWORD).unwrap().status, 401);
-
-    // /dev/kvm inside the appliance runs a guest.
-    vm.testctl(json!({"cmd":"run","unit":{"name":"kvm-probe","exec":["/usr/lib/oxbow/vmm","probe"],"restart":"never"}}))
-        .unwrap();
-    let mut probe = json!(null);
-    for _ in 0..600 {
-        probe = vm
-            .testctl(json!({"cmd":"status","unit":"kvm-probe"}))
-            .unwrap();
-        if probe["pid"].is_null() && !probe["last_exit"].is_null() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert_eq!(probe["last_exit_code"], json!(0), "KVM probe: {probe}");
-
-    // init restarts apid after it is killed.
-    let before = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
-    let old_pid = before["pid"].as_i64().expect("apid has a pid");
-    vm.testctl(json!({"cmd":"kill","unit":"apid","signal":"KILL"}))
-        .unwrap();
-    let mut after = json!(null);
-    for _ in 0..600 {
-        after = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
-        if after["state"] == json!("running") && after["pid"].as_i64().is_some_and(|p| p != old_pid)
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert_eq!(after["state"], json!("running"), "{after}");
-    assert_eq!(after["restarts"], json!(1), "{after}");
-    assert_eq!(after["last_exit"], json!("killed by SIGKILL"));
-    assert_eq!(
-        api.get_status("/version").unwrap(),
-        401,
-        "the restarted apid answers"
-    );
-
-    // The power button: services stop in reverse order, then QEMU exits by itself.
-    vm.power_button().unwrap();
-    let status = vm.wait_exit(Duration::from_secs(300)).unwrap();
-    assert!(status.success(), "QEMU exit status {status}");
-    let console = vm.serial();
-    let at = |s: &str| {
-        console
-            .find(s)
-            .unwrap_or_else(|| panic!("console lacks {s:?}"))
+    let opts = || {
+        let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
+        opts.test_channel = true;
+        opts
     };
-    assert!(at("power button pressed") < at("stopping apid"));
-    assert!(at("stopped apid") < at("stopping netd"));
-    assert!(at("stopped netd") < at("powering off"));
+    with_appliance(opts, |vm| {
+        let mut api = vm.wait_for_api(BOOT).unwrap();
+
+        // No seed: no password exists, every login is refused, and the console says why.
+        assert!(vm.serial().contains("no root password is set"));
+        assert_eq!(api.login("root@pam", "").unwrap().status, 401);
+        assert_eq!(api.login("root@pam", PASSWORD).unwrap().status, 401);
+
+        // /dev/kvm inside the appliance runs a guest.
+        vm.testctl(json!({"cmd":"run","unit":{"name":"kvm-probe","exec":["/usr/lib/oxbow/vmm","probe"],"restart":"never"}}))
+        .unwrap();
+        let mut probe = json!(null);
+        for _ in 0..600 {
+            probe = vm
+                .testctl(json!({"cmd":"status","unit":"kvm-probe"}))
+                .unwrap();
+            if probe["pid"].is_null() && !probe["last_exit"].is_null() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(probe["last_exit_code"], json!(0), "KVM probe: {probe}");
+
+        // init restarts apid after it is killed.
+        let before = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
+        let old_pid = before["pid"].as_i64().expect("apid has a pid");
+        vm.testctl(json!({"cmd":"kill","unit":"apid","signal":"KILL"}))
+            .unwrap();
+        let mut after = json!(null);
+        for _ in 0..600 {
+            after = vm.testctl(json!({"cmd":"status","unit":"apid"})).unwrap();
+            if after["state"] == json!("running")
+                && after["pid"].as_i64().is_some_and(|p| p != old_pid)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        assert_eq!(after["state"], json!("running"), "{after}");
+        assert_eq!(after["restarts"], json!(1), "{after}");
+        assert_eq!(after["last_exit"], json!("killed by SIGKILL"));
+        assert_eq!(
+            api.get_status("/version").unwrap(),
+            401,
+            "the restarted apid answers"
+        );
+
+        // The power button: services stop in reverse order, then QEMU exits by itself.
+        vm.power_button().unwrap();
+        let status = vm.wait_exit(Duration::from_secs(300)).unwrap();
+        assert!(status.success(), "QEMU exit status {status}");
+        let console = vm.serial();
+        let at = |s: &str| {
+            console
+                .find(s)
+                .unwrap_or_else(|| panic!("console lacks {s:?}"))
+        };
+        assert!(at("power button pressed") < at("stopping apid"));
+        assert!(at("stopped apid") < at("stopping netd"));
+        assert!(at("stopped netd") < at("powering off"));
+    });
 }

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use qemu_tests::guest::{debian, guest_lines, GuestAssets, GUEST_LABEL};
-use qemu_tests::{Appliance, BootOptions, Firmware, UnitExit};
+use qemu_tests::{with_appliance, Appliance, BootOptions, Firmware, UnitExit};
 
 const BOOT: Duration = Duration::from_secs(600);
 const GUEST: Duration = Duration::from_secs(300);
@@ -23,21 +23,28 @@ const MEDIA: &str = "/run/g";
 const VMM: &str = "/usr/lib/oxbow/vmm";
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
-/// Boots the appliance with the assets CD and mounts it on [`MEDIA`].
-fn appliance_with_assets() -> Appliance {
-    appliance_with_assets_and_disks(Vec::new())
+/// Runs `test` on an appliance with the assets CD mounted on [`MEDIA`] and
+/// raw `disks` attached as virtio disks (`snapshot=on`), again on a fresh
+/// one if the appliance's own kernel fails (see [`with_appliance`]).
+fn on_appliance_with_assets(disks: Vec<PathBuf>, test: impl Fn(&mut Appliance)) {
+    let opts = || {
+        let assets = GuestAssets::locate().unwrap();
+        let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
+        opts.test_channel = true;
+        opts.cpus = 2;
+        opts.memory_mib = 2048;
+        opts.extra_cds = vec![assets.iso];
+        opts.extra_disks = disks.clone();
+        opts
+    };
+    with_appliance(opts, |vm| {
+        mount_assets(vm);
+        test(vm);
+    });
 }
 
-/// The same, with raw `disks` attached as virtio disks (`snapshot=on`).
-fn appliance_with_assets_and_disks(disks: Vec<PathBuf>) -> Appliance {
-    let assets = GuestAssets::locate().unwrap();
-    let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
-    opts.test_channel = true;
-    opts.cpus = 2;
-    opts.memory_mib = 2048;
-    opts.extra_cds = vec![assets.iso];
-    opts.extra_disks = disks;
-    let mut vm = Appliance::boot(opts).unwrap();
+/// Waits for init's test channel and mounts the assets CD on [`MEDIA`].
+fn mount_assets(vm: &mut Appliance) {
     vm.wait_for_serial("test control channel on", BOOT).unwrap();
     let script = format!(
         "exec >/dev/console 2>&1; set -e; mkdir -p {MEDIA}; \
@@ -54,7 +61,6 @@ fn appliance_with_assets_and_disks(disks: Vec<PathBuf>) -> Appliance {
         "mounting the {GUEST_LABEL} CD in the appliance failed: {}",
         m.how
     );
-    vm
 }
 
 /// The VMM's command line for `kernel` on the assets CD with the test
@@ -127,78 +133,81 @@ fn check_guest(vm: &mut Appliance, unit: &str, exit: &UnitExit, console: &str, c
 
 #[test]
 fn vmm_boots_bzimage_guest_nested() {
-    let mut vm = appliance_with_assets();
-    // A raw disk in the appliance's tmpfs whose sector 0 carries a token.
-    let disk = "/run/guest-disk.raw";
-    let make = format!("printf OXBOW-DISK-7311 > {disk} && truncate -s 1M {disk}");
-    vm.run_unit("make-disk", &["/bin/sh", "-c", &make]).unwrap();
-    assert_eq!(
-        vm.wait_unit_stopped("make-disk", GUEST).unwrap().code,
-        Some(0)
-    );
-    // A bridge with an address and a tap on it: the guest's NIC pings the
-    // bridge's address through the tap.
-    let net = "exec >/dev/console 2>&1; set -e; \
+    on_appliance_with_assets(Vec::new(), |vm| {
+        // A raw disk in the appliance's tmpfs whose sector 0 carries a token.
+        let disk = "/run/guest-disk.raw";
+        let make = format!("printf OXBOW-DISK-7311 > {disk} && truncate -s 1M {disk}");
+        vm.run_unit("make-disk", &["/bin/sh", "-c", &make]).unwrap();
+        assert_eq!(
+            vm.wait_unit_stopped("make-disk", GUEST).unwrap().code,
+            Some(0)
+        );
+        // A bridge with an address and a tap on it: the guest's NIC pings the
+        // bridge's address through the tap.
+        let net = "exec >/dev/console 2>&1; set -e; \
                ip link add brtest type bridge; ip addr add 10.99.0.1/24 dev brtest; \
                ip link set brtest up; ip tuntap add dev vmtap0 mode tap; \
                ip link set vmtap0 master brtest; ip link set vmtap0 up";
-    vm.run_unit("make-net", &["/bin/sh", "-c", net]).unwrap();
-    assert_eq!(
-        vm.wait_unit_stopped("make-net", GUEST).unwrap().code,
-        Some(0)
-    );
-    let cmdline = format!("{CMDLINE} oxbow.ip=10.99.0.2/24 oxbow.peer=10.99.0.1");
-    let (exit, console) = run_vmm(
-        &mut vm,
-        "guest-bzimage",
-        "vmlinuz",
-        &cmdline,
-        &["--disk", disk, "--net", "tap=vmtap0,mac=02:0b:0b:00:00:02"],
-    );
-    check_guest(&mut vm, "guest-bzimage", &exit, &console, 0);
-    let lines = guest_lines(&console);
-    assert!(
-        lines.contains(&"disk sectors=2048 sector0=OXBOW-DISK-7311") && lines.contains(&"disk=ok"),
-        "virtio-blk: {lines:?}"
-    );
-    assert!(lines.contains(&"rng=ok"), "virtio-rng: {lines:?}");
-    assert!(
-        lines.iter().any(|l| l.starts_with("net=ok ")),
-        "virtio-net over vmtap0 on brtest: {lines:?}"
-    );
-    // The pattern the guest wrote to sector 1, read on the host side.
-    let check = format!(
+        vm.run_unit("make-net", &["/bin/sh", "-c", net]).unwrap();
+        assert_eq!(
+            vm.wait_unit_stopped("make-net", GUEST).unwrap().code,
+            Some(0)
+        );
+        let cmdline = format!("{CMDLINE} oxbow.ip=10.99.0.2/24 oxbow.peer=10.99.0.1");
+        let (exit, console) = run_vmm(
+            vm,
+            "guest-bzimage",
+            "vmlinuz",
+            &cmdline,
+            &["--disk", disk, "--net", "tap=vmtap0,mac=02:0b:0b:00:00:02"],
+        );
+        check_guest(vm, "guest-bzimage", &exit, &console, 0);
+        let lines = guest_lines(&console);
+        assert!(
+            lines.contains(&"disk sectors=2048 sector0=OXBOW-DISK-7311")
+                && lines.contains(&"disk=ok"),
+            "virtio-blk: {lines:?}"
+        );
+        assert!(lines.contains(&"rng=ok"), "virtio-rng: {lines:?}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("net=ok ")),
+            "virtio-net over vmtap0 on brtest: {lines:?}"
+        );
+        // The pattern the guest wrote to sector 1, read on the host side.
+        let check = format!(
         "exec >/dev/console; printf 'SECTOR1 '; dd if={disk} bs=512 skip=1 count=1 2>/dev/null | tr -d '\\000'; echo"
     );
-    let before = vm.serial().len();
-    vm.run_unit("check-disk", &["/bin/sh", "-c", &check])
-        .unwrap();
-    assert_eq!(
-        vm.wait_unit_stopped("check-disk", GUEST).unwrap().code,
-        Some(0)
-    );
-    let out = vm.serial();
-    let out = out.get(before..).unwrap_or_default();
-    assert!(
-        out.lines()
-            .any(|l| l.trim_end() == "SECTOR1 OXBOW-PATTERN-7311"),
-        "sector 1 of the disk after the guest ran: {out:?}"
-    );
+        let before = vm.serial().len();
+        vm.run_unit("check-disk", &["/bin/sh", "-c", &check])
+            .unwrap();
+        assert_eq!(
+            vm.wait_unit_stopped("check-disk", GUEST).unwrap().code,
+            Some(0)
+        );
+        let out = vm.serial();
+        let out = out.get(before..).unwrap_or_default();
+        assert!(
+            out.lines()
+                .any(|l| l.trim_end() == "SECTOR1 OXBOW-PATTERN-7311"),
+            "sector 1 of the disk after the guest ran: {out:?}"
+        );
+    });
 }
 
 #[test]
 fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
-    let mut vm = appliance_with_assets();
-    let (exit, console) = run_vmm(&mut vm, "guest-pvh", "vmlinux", CMDLINE, &["--no-rng"]);
-    check_guest(&mut vm, "guest-pvh", &exit, &console, 0);
-    assert!(
-        guest_lines(&console).contains(&"rng=none"),
-        "--no-rng left an RNG"
-    );
-    // A guest that reboots makes the VMM exit with status 3.
-    let reboot = format!("{CMDLINE} oxbow.reboot");
-    let (exit, console) = run_vmm(&mut vm, "guest-pvh-reboot", "vmlinux", &reboot, &[]);
-    check_guest(&mut vm, "guest-pvh-reboot", &exit, &console, 3);
+    on_appliance_with_assets(Vec::new(), |vm| {
+        let (exit, console) = run_vmm(vm, "guest-pvh", "vmlinux", CMDLINE, &["--no-rng"]);
+        check_guest(vm, "guest-pvh", &exit, &console, 0);
+        assert!(
+            guest_lines(&console).contains(&"rng=none"),
+            "--no-rng left an RNG"
+        );
+        // A guest that reboots makes the VMM exit with status 3.
+        let reboot = format!("{CMDLINE} oxbow.reboot");
+        let (exit, console) = run_vmm(vm, "guest-pvh-reboot", "vmlinux", &reboot, &[]);
+        check_guest(vm, "guest-pvh-reboot", &exit, &console, 3);
+    });
 }
 
 /// The control socket answers `info`, `pause` and `resume` while the guest
@@ -206,65 +215,66 @@ fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
 /// and powers off, the VMM exits 0 and removes its socket.
 #[test]
 fn vmm_control_socket_and_acpi_power_button_nested() {
-    let mut vm = appliance_with_assets();
-    let sock = "/run/guest-acpi.sock";
-    let cmdline = format!("{CMDLINE} oxbow.wait-power");
-    let before = vm.serial().len();
-    let argv = vmm_argv("vmlinux", &cmdline, &["--api-socket", sock]);
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    vm.run_unit("guest-acpi", &argv).unwrap();
-    if let Err(e) = vm.wait_for_serial("OXBOW-GUEST waiting for the power button", GUEST) {
-        vm.show_unit_log("guest-acpi");
-        panic!("{e:#}");
-    }
-    let script = format!(
-        "exec >/dev/console 2>&1; set -e; \
+    on_appliance_with_assets(Vec::new(), |vm| {
+        let sock = "/run/guest-acpi.sock";
+        let cmdline = format!("{CMDLINE} oxbow.wait-power");
+        let before = vm.serial().len();
+        let argv = vmm_argv("vmlinux", &cmdline, &["--api-socket", sock]);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        vm.run_unit("guest-acpi", &argv).unwrap();
+        if let Err(e) = vm.wait_for_serial("OXBOW-GUEST waiting for the power button", GUEST) {
+            vm.show_unit_log("guest-acpi");
+            panic!("{e:#}");
+        }
+        let script = format!(
+            "exec >/dev/console 2>&1; set -e; \
          info=$({VMM} ctl {sock} info); echo \"CTL-INFO $info\"; \
          {VMM} ctl {sock} pause >/dev/null; \
          paused=$({VMM} ctl {sock} info); echo \"CTL-PAUSED $paused\"; \
          {VMM} ctl {sock} resume >/dev/null; \
          if {VMM} ctl {sock} explode >/dev/null; then exit 1; fi; \
          {VMM} ctl {sock} shutdown >/dev/null"
-    );
-    // The reply to `shutdown` is not printed: the guest answers the button
-    // at once on the same console, and the two writers' bytes would mix.
-    vm.run_unit("ctl", &["/bin/sh", "-c", &script]).unwrap();
-    let ctl = vm.wait_unit_stopped("ctl", GUEST).unwrap();
-    let exit = vm.wait_unit_stopped("guest-acpi", GUEST).unwrap();
-    let console = vm.serial();
-    let console = console.get(before..).unwrap_or(&console).to_string();
-    let line = |tag: &str| {
-        console
-            .lines()
-            .find(|l| l.contains(tag))
-            .unwrap_or_default()
-            .to_string()
-    };
-    let (info, paused) = (line("CTL-INFO "), line("CTL-PAUSED "));
-    let lines = guest_lines(&console);
-    let ok = ctl.code == Some(0)
-        && info.contains(r#""state":"running""#)
-        && info.contains(r#""vcpus":2"#)
-        && info.contains(r#""memory_mib":256"#)
-        && paused.contains(r#""state":"paused""#)
-        && lines.contains(&"power-button")
-        && lines.last() == Some(&"done")
-        && exit.code == Some(0);
-    if !ok {
-        vm.show_unit_log("ctl");
-        vm.show_unit_log("guest-acpi");
-        panic!(
-            "ctl {}; info {info:?}; paused {paused:?}; guest lines {lines:?}; VMM {}",
-            ctl.how, exit.how
         );
-    }
-    vm.run_unit(
-        "socket-gone",
-        &["/bin/sh", "-c", &format!("test ! -e {sock}")],
-    )
-    .unwrap();
-    let gone = vm.wait_unit_stopped("socket-gone", GUEST).unwrap();
-    assert_eq!(gone.code, Some(0), "the VMM left {sock} behind");
+        // The reply to `shutdown` is not printed: the guest answers the button
+        // at once on the same console, and the two writers' bytes would mix.
+        vm.run_unit("ctl", &["/bin/sh", "-c", &script]).unwrap();
+        let ctl = vm.wait_unit_stopped("ctl", GUEST).unwrap();
+        let exit = vm.wait_unit_stopped("guest-acpi", GUEST).unwrap();
+        let console = vm.serial();
+        let console = console.get(before..).unwrap_or(&console).to_string();
+        let line = |tag: &str| {
+            console
+                .lines()
+                .find(|l| l.contains(tag))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (info, paused) = (line("CTL-INFO "), line("CTL-PAUSED "));
+        let lines = guest_lines(&console);
+        let ok = ctl.code == Some(0)
+            && info.contains(r#""state":"running""#)
+            && info.contains(r#""vcpus":2"#)
+            && info.contains(r#""memory_mib":256"#)
+            && paused.contains(r#""state":"paused""#)
+            && lines.contains(&"power-button")
+            && lines.last() == Some(&"done")
+            && exit.code == Some(0);
+        if !ok {
+            vm.show_unit_log("ctl");
+            vm.show_unit_log("guest-acpi");
+            panic!(
+                "ctl {}; info {info:?}; paused {paused:?}; guest lines {lines:?}; VMM {}",
+                ctl.how, exit.how
+            );
+        }
+        vm.run_unit(
+            "socket-gone",
+            &["/bin/sh", "-c", &format!("test ! -e {sock}")],
+        )
+        .unwrap();
+        let gone = vm.wait_unit_stopped("socket-gone", GUEST).unwrap();
+        assert_eq!(gone.code, Some(0), "the VMM left {sock} behind");
+    });
 }
 
 /// A full Debian 12 guest (`make guest-debian`: systemd, udev, logind, a
@@ -277,11 +287,11 @@ fn vmm_control_socket_and_acpi_power_button_nested() {
 #[test]
 fn vmm_boots_debian_to_login_nested() {
     let raw = debian::locate().unwrap();
-    let mut vm = appliance_with_assets_and_disks(vec![raw]);
-    let sock = "/run/debian.sock";
-    let cmdline = format!("{CMDLINE} oxbow.root=/dev/vda");
-    let before = vm.serial().len();
-    let script = format!(
+    on_appliance_with_assets(vec![raw], |vm| {
+        let sock = "/run/debian.sock";
+        let cmdline = format!("{CMDLINE} oxbow.root=/dev/vda");
+        let before = vm.serial().len();
+        let script = format!(
         "dev=$(blkid -L {label}) || {{ echo 'no file system labelled {label}' >&2; exit 1; }}; \
          echo \"DEBIAN-ROOT $dev\" >/dev/console; \
          exec {VMM} --kernel {MEDIA}/vmlinux --initrd {MEDIA}/initrd.img \
@@ -289,78 +299,80 @@ fn vmm_boots_debian_to_login_nested() {
          --serial file=/dev/console --api-socket {sock}",
         label = debian::ROOT_LABEL,
     );
-    let started = Instant::now();
-    vm.run_unit("debian", &["/bin/sh", "-c", &script]).unwrap();
-    let since = |vm: &Appliance| {
-        let c = vm.serial();
-        c.get(before..).unwrap_or(&c).to_string()
-    };
-    let login = format!("{} login:", debian::HOSTNAME);
-    let mut switched = None;
-    let mut prompt = None;
-    let end = Instant::now() + DEBIAN_BOOT;
-    while prompt.is_none() && Instant::now() < end {
-        let console = since(&vm);
-        if switched.is_none() && console.contains("OXBOW-GUEST switching to /dev/vda") {
-            switched = Some(started.elapsed());
+        let started = Instant::now();
+        vm.run_unit("debian", &["/bin/sh", "-c", &script]).unwrap();
+        let since = |vm: &Appliance| {
+            let c = vm.serial();
+            c.get(before..).unwrap_or(&c).to_string()
+        };
+        let login = format!("{} login:", debian::HOSTNAME);
+        let mut switched = None;
+        let mut prompt = None;
+        let end = Instant::now() + DEBIAN_BOOT;
+        while prompt.is_none() && Instant::now() < end {
+            let console = since(vm);
+            if switched.is_none() && console.contains("OXBOW-GUEST switching to /dev/vda") {
+                switched = Some(started.elapsed());
+            }
+            if console.contains(&login) {
+                prompt = Some(started.elapsed());
+            }
+            let st = vm
+                .testctl(serde_json::json!({"cmd":"status","unit":"debian"}))
+                .unwrap();
+            if prompt.is_none() && st["pid"].is_null() && !st["last_exit"].is_null() {
+                vm.show_unit_log("debian");
+                panic!("the VMM ended before the login prompt: {st}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        if console.contains(&login) {
-            prompt = Some(started.elapsed());
-        }
-        let st = vm
-            .testctl(serde_json::json!({"cmd":"status","unit":"debian"}))
-            .unwrap();
-        if prompt.is_none() && st["pid"].is_null() && !st["last_exit"].is_null() {
+        let Some(prompt) = prompt else {
             vm.show_unit_log("debian");
-            panic!("the VMM ended before the login prompt: {st}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    let Some(prompt) = prompt else {
-        vm.show_unit_log("debian");
-        panic!("no {login:?} within {DEBIAN_BOOT:?} (initramfs switched after {switched:?})");
-    };
-    let console = since(&vm);
-    let dev = console
-        .lines()
-        .find_map(|l| l.trim_end().strip_prefix("DEBIAN-ROOT "))
-        .unwrap_or_default()
-        .to_string();
-    eprintln!(
-        "debian: root {dev}; initramfs switched after {:.1} s, login prompt after {:.1} s \
+            panic!("no {login:?} within {DEBIAN_BOOT:?} (initramfs switched after {switched:?})");
+        };
+        let console = since(vm);
+        let dev = console
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix("DEBIAN-ROOT "))
+            .unwrap_or_default()
+            .to_string();
+        eprintln!(
+            "debian: root {dev}; initramfs switched after {:.1} s, login prompt after {:.1} s \
          (from the unit's start)",
-        switched.map_or(f64::NAN, |d| d.as_secs_f64()),
-        prompt.as_secs_f64()
-    );
-    let lines = guest_lines(&console);
-    assert!(
-        lines.contains(&"switching to /dev/vda") && !lines.iter().any(|l| l.starts_with("root=")),
-        "guest lines {lines:?}"
-    );
-
-    // A clean shutdown: the power button, then logind.
-    let pressed = Instant::now();
-    let ctl = format!("exec >/var/log/oxbow/debian-ctl.out 2>&1; {VMM} ctl {sock} shutdown");
-    vm.run_unit("debian-ctl", &["/bin/sh", "-c", &ctl]).unwrap();
-    let ctl = vm.wait_unit_stopped("debian-ctl", GUEST).unwrap();
-    assert_eq!(ctl.code, Some(0), "vmm ctl shutdown: {}", ctl.how);
-    let exit = match vm.wait_unit_stopped("debian", GUEST) {
-        Ok(e) => e,
-        Err(e) => {
-            vm.show_unit_log("debian");
-            panic!("the guest did not power off after the power button: {e:#}");
-        }
-    };
-    let console = since(&vm);
-    if exit.code != Some(0) || !console.contains("reboot: Power down") {
-        vm.show_unit_log("debian");
-        panic!(
-            "after the power button the VMM {} (expected status 0)",
-            exit.how
+            switched.map_or(f64::NAN, |d| d.as_secs_f64()),
+            prompt.as_secs_f64()
         );
-    }
-    eprintln!(
-        "debian: powered off {:.1} s after the power button",
-        pressed.elapsed().as_secs_f64()
-    );
+        let lines = guest_lines(&console);
+        assert!(
+            lines.contains(&"switching to /dev/vda")
+                && !lines.iter().any(|l| l.starts_with("root=")),
+            "guest lines {lines:?}"
+        );
+
+        // A clean shutdown: the power button, then logind.
+        let pressed = Instant::now();
+        let ctl = format!("exec >/var/log/oxbow/debian-ctl.out 2>&1; {VMM} ctl {sock} shutdown");
+        vm.run_unit("debian-ctl", &["/bin/sh", "-c", &ctl]).unwrap();
+        let ctl = vm.wait_unit_stopped("debian-ctl", GUEST).unwrap();
+        assert_eq!(ctl.code, Some(0), "vmm ctl shutdown: {}", ctl.how);
+        let exit = match vm.wait_unit_stopped("debian", GUEST) {
+            Ok(e) => e,
+            Err(e) => {
+                vm.show_unit_log("debian");
+                panic!("the guest did not power off after the power button: {e:#}");
+            }
+        };
+        let console = since(vm);
+        if exit.code != Some(0) || !console.contains("reboot: Power down") {
+            vm.show_unit_log("debian");
+            panic!(
+                "after the power button the VMM {} (expected status 0)",
+                exit.how
+            );
+        }
+        eprintln!(
+            "debian: powered off {:.1} s after the power button",
+            pressed.elapsed().as_secs_f64()
+        );
+    });
 }

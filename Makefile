@@ -44,10 +44,12 @@ lint:
 unit:
 	cargo test --workspace --exclude qemu-tests
 
-# The config and property-string parsers under libFuzzer, built with the
-# stable toolchain, for a bounded time (docs/guestconf.md).
+# The config and property-string parsers (docs/guestconf.md) and the
+# container template path sanitizer (docs/ctr.md) under libFuzzer, built
+# with the stable toolchain, for a bounded time.
 fuzz:
 	scripts/fuzz-guestconf.sh $(or $(FUZZ_SECONDS),60)
+	scripts/fuzz-ctr.sh $(or $(FUZZ_CTR_SECONDS),30)
 
 appliance: iso guest guest-debian
 	cargo test -p qemu-tests -- --test-threads=1

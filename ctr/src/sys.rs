@@ -191,3 +191,228 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
     let fd = open_dir(path)?;
     Ok(nix::unistd::fsync(fd.as_raw_fd())?)
 }
+
+/// `clone(2)` used like `fork(2)`: the child gets a copy of the address
+/// space and continues from here. Returns the child's pid in the parent
+/// and `None` in the child. `flags` are `CLONE_NEW*` flags; the child's
+/// exit is reported to the parent with `SIGCHLD`.
+///
+/// The caller must be single-threaded: only the calling thread exists in
+/// the child.
+pub fn clone_process(flags: libc::c_int) -> io::Result<Option<nix::unistd::Pid>> {
+    // SAFETY: without CLONE_VM and with a null stack, clone behaves like
+    // fork: the child runs on a copy of the caller's memory and stack, so
+    // no memory is shared. The monitor calls this while it has one thread
+    // (documented above), so no lock held by another thread can be copied
+    // in a locked state.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_long::from(flags | libc::SIGCHLD),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            0 as libc::c_long,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(nix::unistd::Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of the calling
+/// session leader.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and
+    // touches no memory of ours; a bad descriptor is reported as an error.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the options used here (PR_CAPBSET_DROP, PR_CAP_AMBIENT) take
+    // only integers, no pointers.
+    let ret = unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes capability `cap` from the bounding set.
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap))
+}
+
+/// Empties the ambient capability set.
+pub fn clear_ambient_caps() -> io::Result<()> {
+    // SAFETY: PR_CAP_AMBIENT with PR_CAP_AMBIENT_CLEAR_ALL takes integers
+    // only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Removes the capabilities in `mask` (bit n = capability n) from the
+/// calling thread's effective, permitted and inheritable sets.
+pub fn drop_caps(mask: u64) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two `CapData` records (version 3) into `data`,
+    // which has room for exactly two; `header` is a valid header.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    for (i, d) in data.iter_mut().enumerate() {
+        let keep = !((mask >> (32 * i)) as u32);
+        d.effective &= keep;
+        d.permitted &= keep;
+        d.inheritable &= keep;
+    }
+    // SAFETY: capset reads the header and two records from valid memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Installs a seccomp filter on the calling thread (inherited by its
+/// children and kept across exec). Needs `CAP_SYS_ADMIN` in the current
+/// user namespace or no_new_privs.
+pub fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the
+    // kernel copies the instructions and does not keep the pointer.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` in a forked child and returns its exit status (for tests that
+/// change process-wide state, such as a seccomp filter).
+#[cfg(test)]
+pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `f`, which makes plain system calls and
+    // returns, then leaves with _exit without running destructors or
+    // touching locks another test thread might hold.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => {
+            let code = f();
+            exit_now(code)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            match nix::sys::wait::waitpid(child, None).expect("waitpid") {
+                nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                other => panic!("child ended with {other:?}"),
+            }
+        }
+    }
+}
+
+/// A raw system call with integer arguments, for the seccomp tests.
+#[cfg(test)]
+pub fn raw_syscall(nr: libc::c_long, args: [libc::c_long; 4]) -> Result<libc::c_long, i32> {
+    // SAFETY: only used with null or zero arguments, which the kernel
+    // rejects or ignores without writing to our memory.
+    let ret = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(ret)
+}
+
+/// Restores the default disposition of every signal the Rust runtime or
+/// the monitor may have changed (SIGPIPE is ignored by Rust programs), so
+/// that the container's init starts as if started by the kernel.
+pub fn reset_signal_dispositions() -> io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code; this runs in the
+        // freshly cloned, single-threaded child right before exec.
+        unsafe { signal(sig, SigHandler::SigDfl) }?;
+    }
+    Ok(())
+}
+
+/// Sends signal number `sig` (which may be a real-time signal, which
+/// nix's `Signal` cannot name) to `pid`.
+pub fn kill_raw(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    let ret = unsafe { libc::kill(pid, sig) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ends the process at once, without running exit handlers or destructors
+/// (for the cloned child, which shares none of the monitor's state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit only ends the process; it cannot return or corrupt
+    // anything.
+    unsafe { libc::_exit(code) }
+}

@@ -507,12 +507,14 @@ impl Unpacker<'_> {
                 let tdir = sys::dup(tdir).map_err(io_err("dup", &shown))?;
                 match sys::lstat_at(tdir.as_raw_fd(), &tname) {
                     Ok(Some(st)) if !st.is_dir => {}
-                    Ok(_) => return Err(UnpackError::Refused {
-                        path: shown,
-                        reason: format!(
+                    Ok(_) => {
+                        return Err(UnpackError::Refused {
+                            path: shown,
+                            reason: format!(
                             "hard link to {target}, which is not an earlier file of the template"
                         ),
-                    }),
+                        })
+                    }
                     Err(e) => return Err(io_err("stat", &target)(e)),
                 }
                 let dir = self.dir(&parents)?;

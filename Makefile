@@ -9,7 +9,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest guest-debian run test lint unit fuzz appliance bench-boot bench-api clean
+.PHONY: all deps bins iso guest guest-debian ct-template run test lint unit fuzz appliance bench-boot bench-api clean
 
 all: iso
 
@@ -33,6 +33,12 @@ guest:
 # (cached) and mkfs.ext4 -d into target/guest/debian.raw; needs root.
 guest-debian:
 	cargo run -p qemu-tests --bin guest-assets -- --debian --out $(GUEST)
+
+# The Debian 12 container template (docs/ctr.md):
+# target/guest/debian-12-standard_<version>-1_amd64.tar.zst, from a cached
+# debootstrap; needs root.
+ct-template:
+	cargo run -p qemu-tests --bin guest-assets -- --ct-template --out $(GUEST)
 
 run: deps iso
 	scripts/run.sh

@@ -10,7 +10,8 @@
 //!   from `clone` to the guest's init;
 //! - [`cgroup`], [`net`], [`seccomp`], [`guestfiles`]: the container's
 //!   cgroups, veths, system call filter and the files written into the
-//!   guest.
+//!   guest;
+//! - [`template`]: packing a directory tree as a template.
 //!
 //! See docs/ctr.md for the processes, the namespace order, the id mapping,
 //! the cgroup layout and the trust boundary.
@@ -25,6 +26,7 @@ pub mod path;
 pub mod seccomp;
 pub mod spec;
 mod sys;
+pub mod template;
 pub mod unpack;
 
 use std::path::Path;

@@ -683,3 +683,124 @@ fn bad_starts_fail_cleanly() {
     assert!(!ct.rootfs().exists());
     let _ = std::io::stderr().flush();
 }
+
+#[test]
+fn a_killed_monitor_takes_its_container_along() {
+    require_host!();
+    let tmp = tempfile::tempdir().unwrap();
+    let template = build_template(tmp.path());
+    let net = TestNet::new("kill");
+    let mut ct = Ct::new(
+        941,
+        &template,
+        &conf(
+            "k",
+            "net0: name=eth0,bridge=br0,ip=192.0.2.41/24,type=veth\n",
+        ),
+        "",
+        "",
+    );
+    ct.start(Some(&net), 10);
+    ct.wait_console("OXBOW-CT ready", 30);
+    let info: ctr::Info = serde_json::from_value(ct.ctl(ctr::Request::Info)).unwrap();
+    ct.kill_monitor();
+    let _ = ct.monitor_output();
+    // The parent-death signal ends the guest's init, and its pid
+    // namespace with it; the veth goes with the network namespace.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{}", info.pid)).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the container outlived its monitor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while net.links().contains("veth941i0") {
+        assert!(Instant::now() < deadline, "veth outlived the container");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The cgroup is left (empty) by a killed monitor ...
+    if let Some(root) = ctr::cgroup::Cgroup::v2_root() {
+        assert!(ctr::cgroup::Cgroup::path_of(&root, 941).exists());
+    }
+    // ... and the next start removes it and runs.
+    let _ = fs::remove_file(ct.socket());
+    ct.start(Some(&net), 10);
+    ct.wait_console_n("OXBOW-CT ready", 2, 30);
+    ct.ctl(ctr::Request::Stop);
+    let (status, log) = ct.wait_exit(10);
+    assert_eq!(status.code(), Some(0), "{log}");
+    ct.assert_nothing_left(Some(&net));
+}
+
+/// The Debian template of `make ct-template`, if it was built.
+fn debian_template() -> Option<PathBuf> {
+    let dir = std::env::var_os("OXBOW_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guest"));
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("debian-12-standard_") && n.ends_with(".tar.zst"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+#[test]
+fn debian_template_boots_systemd_and_powers_off() {
+    require_host!();
+    let Some(template) = debian_template() else {
+        eprintln!("skipped: no Debian template; build it with `make ct-template` (needs root)");
+        return;
+    };
+    let net = TestNet::new("deb");
+    let mut ct = Ct::new(
+        951,
+        &template,
+        &conf(
+            "deb951",
+            "net0: name=eth0,bridge=br0,hwaddr=BC:24:11:00:09:51,ip=192.0.2.51/24,gw=192.0.2.1,type=veth\n",
+        ),
+        "",
+        "",
+    );
+    let started = Instant::now();
+    ct.start(Some(&net), 30);
+    // systemd's console getty prints the prompt once the system is up.
+    let console = ct.wait_console("deb951 login:", 120);
+    eprintln!("start to login prompt: {:?}", started.elapsed());
+    assert!(console.contains("systemd"), "{console}");
+    let info: ctr::Info = serde_json::from_value(ct.ctl(ctr::Request::Info)).unwrap();
+    let comm = fs::read_to_string(format!("/proc/{}/comm", info.pid)).unwrap();
+    assert_eq!(comm.trim(), "systemd");
+    // ifupdown brought eth0 up from the interfaces file the runtime wrote.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ping = net.exec(&["ping", "-c", "1", "-W", "1", "192.0.2.51"]);
+        if ping.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Debian container does not answer pings\n{}",
+            ct.console()
+        );
+    }
+    // systemd powers off on SIGRTMIN+3.
+    ct.ctl(ctr::Request::Shutdown { timeout: Some(60) });
+    let (status, log) = ct.wait_exit(90);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        !log.contains("did not end within the timeout"),
+        "{log}\n{}",
+        ct.console()
+    );
+    ct.assert_nothing_left(Some(&net));
+}

@@ -192,6 +192,7 @@ impl Ct {
         ctr::create_from_template(template, &dir.path().join("rootfs"), &Default::default())
             .unwrap();
         let test = dir.path().join("rootfs/etc/oxbow-test");
+        fs::create_dir_all(&test).unwrap();
         fs::write(test.join("action"), action).unwrap();
         if !ping.is_empty() {
             fs::write(test.join("ping"), ping).unwrap();

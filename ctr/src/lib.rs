@@ -54,6 +54,11 @@ pub fn destroy_rootfs(rootfs: &Path) -> std::io::Result<()> {
     unpack::remove_tree(rootfs)
 }
 
+/// Writes a file into a stopped container's root directory from the host
+/// without following the guest's links out of it; see
+/// [`guestfiles::write_in_rootfs`].
+pub use guestfiles::write_in_rootfs;
+
 /// Runs the container's monitor until the container ends (see
 /// [`monitor`]). Call from a single-threaded process: the `ctr start`
 /// binary, run by init as the unit `ctr:<vmid>`.

@@ -416,3 +416,34 @@ pub fn exit_now(code: i32) -> ! {
     // anything.
     unsafe { libc::_exit(code) }
 }
+
+/// Opens the directory `rel` below `root` the way the container would
+/// see it: links resolve inside `root` (`RESOLVE_IN_ROOT`: `..` stops at
+/// `root`, absolute targets start at it), never through `/proc` magic
+/// links, never onto another mount.
+pub fn open_dir_in_root(root: RawFd, rel: &Path) -> io::Result<OwnedFd> {
+    let how = nix::fcntl::OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(root, rel, how)?;
+    Ok(owned(fd))
+}
+
+/// Renames `from` to `to`, both in directory `dir`; a link at `to` is
+/// replaced, not followed.
+pub fn rename_in(dir: RawFd, from: &[u8], to: &[u8]) -> io::Result<()> {
+    Ok(nix::fcntl::renameat(
+        Some(dir),
+        os(from),
+        Some(dir),
+        os(to),
+    )?)
+}
+
+pub fn fsync(fd: RawFd) -> io::Result<()> {
+    Ok(nix::unistd::fsync(fd)?)
+}

@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 const USAGE: &str = "usage:
   ctr start --config FILE [--vmid N] [--rootfs DIR] [--storage-cfg FILE]
             [--storage-default DIR] [--socket PATH] [--console-log FILE]
-            [--shutdown-timeout SECONDS] [--cgroup-root DIR]
+            [--console-socket PATH] [--shutdown-timeout SECONDS]
+            [--cgroup-root DIR]
       run the container's monitor until the container ends; exit status 0
       when it powered off or was stopped, 3 when it rebooted, 1 on errors
   ctr unpack TEMPLATE DIR [--max-bytes N]
@@ -18,7 +19,9 @@ const USAGE: &str = "usage:
   ctr destroy DIR
       remove a container root directory
   ctr ctl SOCKET (ping|info|shutdown [SECONDS]|reboot [SECONDS]|stop|JSON)
-      send one request to a running monitor";
+      send one request to a running monitor
+  ctr console SOCKET
+      attach the terminal to a container's console socket (Ctrl-a q quits)";
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Some("unpack") => unpack(&args[1..]).map(|()| 0),
         Some("destroy") => destroy(&args[1..]).map(|()| 0),
         Some("ctl") => ctl(&args[1..]).map(|()| 0),
+        Some("console") => console(&args[1..]).map(|()| 0),
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -98,6 +102,7 @@ fn start(args: &[String]) -> Result<u8> {
             "storage-default",
             "socket",
             "console-log",
+            "console-socket",
             "shutdown-timeout",
             "cgroup-root",
         ],
@@ -131,6 +136,7 @@ fn start(args: &[String]) -> Result<u8> {
     let mut opts = ctr::MonitorOptions {
         socket: o.get("socket").map(PathBuf::from),
         console_log: o.get("console-log").map(PathBuf::from),
+        console_socket: o.get("console-socket").map(PathBuf::from),
         cgroup_root: o.get("cgroup-root").map(PathBuf::from),
         ..ctr::MonitorOptions::default()
     };
@@ -214,5 +220,63 @@ fn ctl(args: &[String]) -> Result<()> {
     let data = ctr::request(Path::new(socket), &request)
         .with_context(|| format!("control socket {socket}"))?;
     println!("{data}");
+    Ok(())
+}
+
+/// Relays the terminal to a console socket until Ctrl-a q or the
+/// container's end. The terminal is in raw mode meanwhile.
+fn console(args: &[String]) -> Result<()> {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let [socket] = args else {
+        bail!("{USAGE}");
+    };
+    let stream = UnixStream::connect(socket).with_context(|| format!("console socket {socket}"))?;
+    let stdin = std::io::stdin();
+    let saved = nix::sys::termios::tcgetattr(&stdin).ok();
+    if let Some(t) = &saved {
+        let mut raw = t.clone();
+        nix::sys::termios::cfmakeraw(&mut raw);
+        nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, &raw)
+            .context("raw terminal")?;
+        eprint!("[attached to {socket}; Ctrl-a q detaches]\r\n");
+    }
+    let mut to_guest = stream.try_clone()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        let mut prefix = false;
+        loop {
+            let n = match std::io::stdin().read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            for &b in &buf[..n] {
+                if prefix && b == b'q' {
+                    let _ = to_guest.shutdown(std::net::Shutdown::Both);
+                    return;
+                }
+                prefix = b == 0x01;
+                if !prefix && to_guest.write_all(&[b]).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = to_guest.shutdown(std::net::Shutdown::Write);
+    });
+    let mut from_guest = &stream;
+    let mut stdout = std::io::stdout();
+    let mut buf = [0u8; 4096];
+    loop {
+        match from_guest.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                stdout.write_all(&buf[..n])?;
+                stdout.flush()?;
+            }
+        }
+    }
+    if let Some(t) = &saved {
+        let _ = nix::sys::termios::tcsetattr(&stdin, nix::sys::termios::SetArg::TCSANOW, t);
+    }
     Ok(())
 }

@@ -64,6 +64,11 @@ pub struct MonitorOptions {
     /// Where the console's output is appended; none for standard output
     /// (which init sends to the unit's log).
     pub console_log: Option<PathBuf>,
+    /// A socket to attach to the console (`/run/oxbow/ctr/<vmid>.console`):
+    /// the bytes of one connection go to the console, the console's
+    /// output goes to it as well as to the log. A new connection takes
+    /// over from the previous one.
+    pub console_socket: Option<PathBuf>,
     /// How long a shutdown waits for the guest before killing it.
     pub shutdown_timeout: Duration,
     /// The cgroup v2 root; `None` finds it in `/proc/self/mountinfo`.
@@ -75,6 +80,7 @@ impl Default for MonitorOptions {
         MonitorOptions {
             socket: None,
             console_log: None,
+            console_socket: None,
             shutdown_timeout: Duration::from_secs(60),
             cgroup_root: None,
         }
@@ -200,6 +206,10 @@ pub fn run(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Outcome, Monit
         Some(path) => Some(bind_socket(path)?),
         None => None,
     };
+    let console_listener = match &opts.console_socket {
+        Some(path) => Some(bind_socket(path)?),
+        None => None,
+    };
     let mut console_out: Box<dyn Write> = match &opts.console_log {
         Some(path) => Box::new(
             OpenOptions::new()
@@ -218,13 +228,13 @@ pub fn run(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Outcome, Monit
             opts,
             &mut running,
             &signals,
-            listener.as_ref(),
-            &mut console_out,
+            (listener.as_ref(), console_listener.as_ref()),
+            console_out.as_mut(),
         );
         cleanup(spec, &mut running);
         outcome
     });
-    if let Some(path) = &opts.socket {
+    for path in [&opts.socket, &opts.console_socket].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }
     result
@@ -511,23 +521,72 @@ fn serve_client(
     let _ = writeln!(w, "{answer}");
 }
 
-/// Copies whatever the pty has to `out`; false once it is closed.
-fn drain(master: BorrowedFd<'_>, out: &mut dyn Write) -> bool {
+/// Reads whatever the pty master has and hands each chunk to `out`;
+/// false once it is closed.
+fn drain(master: BorrowedFd<'_>, mut out: impl FnMut(&[u8])) -> bool {
     let mut buf = [0u8; 4096];
     loop {
         match nix::unistd::read(master.as_raw_fd(), &mut buf) {
             Ok(0) => return false,
-            Ok(n) => {
-                let _ = out.write_all(&buf[..n]);
-            }
-            Err(nix::errno::Errno::EAGAIN) => {
-                let _ = out.flush();
-                return true;
-            }
+            Ok(n) => out(&buf[..n]),
+            Err(nix::errno::Errno::EAGAIN) => return true,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return false,
         }
     }
+}
+
+/// The console's output: the log, and the attached client if any (a
+/// client that cannot keep up is dropped rather than stalling the guest).
+struct ConsoleOut<'a> {
+    log: &'a mut dyn Write,
+    client: Option<UnixStream>,
+}
+
+impl ConsoleOut<'_> {
+    fn write(&mut self, bytes: &[u8]) {
+        let _ = self.log.write_all(bytes);
+        if let Some(c) = &mut self.client {
+            if c.write_all(bytes).is_err() {
+                self.client = None;
+            }
+        }
+    }
+}
+
+/// Writes a console client's input to the pty; what the guest does not
+/// take at once is dropped.
+fn console_input(master: BorrowedFd<'_>, client: &mut Option<UnixStream>) {
+    let Some(c) = client else {
+        return;
+    };
+    let mut buf = [0u8; 4096];
+    match c.read(&mut buf) {
+        Ok(0) => *client = None,
+        Ok(n) => {
+            let mut rest = &buf[..n];
+            while !rest.is_empty() {
+                match nix::unistd::write(master, rest) {
+                    Ok(w) => rest = &rest[w..],
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(_) => *client = None,
+    }
+}
+
+/// What a poll slot stands for.
+#[derive(Clone, Copy, PartialEq)]
+enum Slot {
+    Signals,
+    Console,
+    Control,
+    ConsoleListener,
+    ConsoleClient,
+    Tty(usize),
 }
 
 fn supervise(
@@ -535,10 +594,11 @@ fn supervise(
     opts: &MonitorOptions,
     running: &mut Running,
     signals: &SignalFd,
-    listener: Option<&UnixListener>,
-    console_out: &mut Box<dyn Write>,
+    listeners: (Option<&UnixListener>, Option<&UnixListener>),
+    log: &mut dyn Write,
 ) -> Result<Outcome, MonitorError> {
-    let mut sink = io::sink();
+    let (control, console_listener) = listeners;
+    let mut console = ConsoleOut { log, client: None };
     loop {
         let timeout = match running
             .stopping
@@ -552,53 +612,81 @@ fn supervise(
             }
             None => PollTimeout::NONE,
         };
+        let mut slots = vec![Slot::Signals, Slot::Console];
         let mut fds = vec![
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(running.console_master.as_fd(), PollFlags::POLLIN),
         ];
-        if let Some(l) = listener {
+        if let Some(l) = control {
+            slots.push(Slot::Control);
             fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
         }
-        for m in &running.tty_masters {
+        if let Some(l) = console_listener {
+            slots.push(Slot::ConsoleListener);
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        if let Some(c) = &console.client {
+            slots.push(Slot::ConsoleClient);
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+        }
+        for (i, m) in running.tty_masters.iter().enumerate() {
+            slots.push(Slot::Tty(i));
             fds.push(PollFd::new(m.as_fd(), PollFlags::POLLIN));
         }
         match poll(&mut fds, timeout) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(nix_err("poll")(e)),
         }
-        let ready: Vec<bool> = fds
+        let ready: Vec<Slot> = fds
             .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .zip(&slots)
+            .filter(|(f, _)| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|(_, s)| *s)
             .collect();
         drop(fds);
-        if ready[1] {
-            drain(running.console_master.as_fd(), console_out.as_mut());
-        }
-        let tty_start = if listener.is_some() { 3 } else { 2 };
-        for (i, m) in running.tty_masters.iter().enumerate() {
-            if ready[tty_start + i] {
-                drain(m.as_fd(), &mut sink);
-            }
-        }
-        if listener.is_some() && ready[2] {
-            if let Some(l) = listener {
-                while let Ok((stream, _)) = l.accept() {
-                    serve_client(spec, opts, running, stream);
+        for slot in ready {
+            match slot {
+                Slot::Console => {
+                    drain(running.console_master.as_fd(), |b| console.write(b));
+                    let _ = console.log.flush();
                 }
-            }
-        }
-        if ready[0] {
-            while let Ok(Some(info)) = signals.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) | Ok(Signal::SIGHUP) => {
-                        tracing::info!(
-                            "container {}: the monitor was asked to stop (signal {})",
-                            spec.vmid,
-                            info.ssi_signo
-                        );
-                        begin_stop(spec, running, opts.shutdown_timeout, false);
+                Slot::Tty(i) => {
+                    drain(running.tty_masters[i].as_fd(), |_| {});
+                }
+                Slot::Control => {
+                    if let Some(l) = control {
+                        while let Ok((stream, _)) = l.accept() {
+                            serve_client(spec, opts, running, stream);
+                        }
                     }
-                    _ => {}
+                }
+                Slot::ConsoleListener => {
+                    if let Some(l) = console_listener {
+                        // The newest client takes the console over.
+                        while let Ok((stream, _)) = l.accept() {
+                            if stream.set_nonblocking(true).is_ok() {
+                                console.client = Some(stream);
+                            }
+                        }
+                    }
+                }
+                Slot::ConsoleClient => {
+                    console_input(running.console_master.as_fd(), &mut console.client);
+                }
+                Slot::Signals => {
+                    while let Ok(Some(info)) = signals.read_signal() {
+                        match Signal::try_from(info.ssi_signo as i32) {
+                            Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) | Ok(Signal::SIGHUP) => {
+                                tracing::info!(
+                                    "container {}: the monitor was asked to stop (signal {})",
+                                    spec.vmid,
+                                    info.ssi_signo
+                                );
+                                begin_stop(spec, running, opts.shutdown_timeout, false);
+                            }
+                            _ => {}
+                        }
+                    }
                 }
             }
         }
@@ -614,8 +702,8 @@ fn supervise(
         match waitpid(running.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {}
             Ok(status) => {
-                drain(running.console_master.as_fd(), console_out.as_mut());
-                let _ = console_out.flush();
+                drain(running.console_master.as_fd(), |b| console.write(b));
+                let _ = console.log.flush();
                 return Ok(outcome(spec, running, status));
             }
             Err(nix::errno::Errno::ECHILD) => return Ok(Outcome::Poweroff),

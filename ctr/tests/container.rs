@@ -49,6 +49,7 @@ case "$(cat /etc/oxbow-test/action 2>/dev/null)" in
   reboot) say rebooting; reboot -f ;;
   poweroff) say powering-off; poweroff -f ;;
   ignore) trap '' PWR; say ignoring-SIGPWR ;;
+  echo) read -r l; say echoed "$l" ;;
 esac
 while :; do sleep 1 & wait $!; done
 "#;
@@ -208,6 +209,10 @@ impl Ct {
         self.dir.path().join("ctl.sock")
     }
 
+    fn console_socket(&self) -> PathBuf {
+        self.dir.path().join("console.sock")
+    }
+
     fn rootfs(&self) -> PathBuf {
         self.dir.path().join("rootfs")
     }
@@ -237,6 +242,8 @@ impl Ct {
             .arg(self.socket())
             .arg("--console-log")
             .arg(self.dir.path().join("console.log"))
+            .arg("--console-socket")
+            .arg(self.console_socket())
             .arg("--shutdown-timeout")
             .arg(shutdown_timeout.to_string())
             .stdin(Stdio::null())
@@ -330,6 +337,10 @@ impl Ct {
             assert!(!cg.exists(), "{} left behind", cg.display());
         }
         assert!(!self.socket().exists(), "control socket left behind");
+        assert!(
+            !self.console_socket().exists(),
+            "console socket left behind"
+        );
         if let Some(n) = net {
             let links = n.links();
             assert!(
@@ -804,4 +815,40 @@ fn debian_template_boots_systemd_and_powers_off() {
         ct.console()
     );
     ct.assert_nothing_left(Some(&net));
+}
+
+#[test]
+fn console_socket_reaches_the_guest_console() {
+    require_host!();
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let template = build_template(tmp.path());
+    let mut ct = Ct::new(961, &template, &conf("c", ""), "echo", "");
+    ct.start(None, 10);
+    ct.wait_console("OXBOW-CT ready", 30);
+    let mut client = std::os::unix::net::UnixStream::connect(ct.console_socket()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // The guest reads a line from /dev/console and says it back.
+    client.write_all(b"hello-console\n").unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&seen).contains("OXBOW-CT echoed hello-console") {
+        assert!(
+            Instant::now() < deadline,
+            "the client saw: {:?}\nconsole:\n{}",
+            String::from_utf8_lossy(&seen),
+            ct.console()
+        );
+        let mut buf = [0u8; 1024];
+        if let Ok(n) = client.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
+    assert!(ct.console().contains("OXBOW-CT echoed hello-console"));
+    ct.ctl(ctr::Request::Stop);
+    let (status, log) = ct.wait_exit(10);
+    assert_eq!(status.code(), Some(0), "{log}");
+    ct.assert_nothing_left(None);
 }

@@ -765,6 +765,39 @@ fn debian_template() -> Option<PathBuf> {
     found.pop()
 }
 
+/// dnsmasq as the DHCP server on the test bridge, stopped when dropped.
+struct Dhcp(Child);
+
+impl Dhcp {
+    fn start(net: &TestNet, dir: &Path, host: &str) -> Dhcp {
+        let leases = dir.join("leases");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.name, "dnsmasq", "--no-daemon"])
+            .args([
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--dhcp-range=192.0.2.100,192.0.2.150,255.255.255.0,2m",
+                "--dhcp-option=3,192.0.2.1",
+            ])
+            .arg(format!("--dhcp-host={host}"))
+            .arg(format!("--dhcp-leasefile={}", leases.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (dnsmasq-base)");
+        Dhcp(child)
+    }
+}
+
+impl Drop for Dhcp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn debian_template_boots_systemd_and_powers_off() {
     require_host!();
@@ -773,12 +806,16 @@ fn debian_template_boots_systemd_and_powers_off() {
         return;
     };
     let net = TestNet::new("deb");
+    let tmp = tempfile::tempdir().unwrap();
+    // The address comes from DHCP (ifupdown's `inet dhcp`, isc-dhcp-client
+    // in the guest), pinned to the container's MAC.
+    let _dhcp = Dhcp::start(&net, tmp.path(), "bc:24:11:00:09:51,192.0.2.51");
     let mut ct = Ct::new(
         951,
         &template,
         &conf(
             "deb951",
-            "net0: name=eth0,bridge=br0,hwaddr=BC:24:11:00:09:51,ip=192.0.2.51/24,gw=192.0.2.1,type=veth\n",
+            "net0: name=eth0,bridge=br0,hwaddr=BC:24:11:00:09:51,ip=dhcp,type=veth\n",
         ),
         "",
         "",
@@ -789,11 +826,13 @@ fn debian_template_boots_systemd_and_powers_off() {
     let console = ct.wait_console("deb951 login:", 120);
     eprintln!("start to login prompt: {:?}", started.elapsed());
     assert!(console.contains("systemd"), "{console}");
+    assert!(!console.contains("FAILED"), "a unit failed:\n{console}");
     let info: ctr::Info = serde_json::from_value(ct.ctl(ctr::Request::Info)).unwrap();
     let comm = fs::read_to_string(format!("/proc/{}/comm", info.pid)).unwrap();
     assert_eq!(comm.trim(), "systemd");
-    // ifupdown brought eth0 up from the interfaces file the runtime wrote.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let interfaces = fs::read_to_string(ct.rootfs().join("etc/network/interfaces")).unwrap();
+    assert!(interfaces.contains("iface eth0 inet dhcp"), "{interfaces}");
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ping = net.exec(&["ping", "-c", "1", "-W", "1", "192.0.2.51"]);
         if ping.status.success() {
@@ -801,11 +840,12 @@ fn debian_template_boots_systemd_and_powers_off() {
         }
         assert!(
             Instant::now() < deadline,
-            "the Debian container does not answer pings\n{}",
+            "the Debian container got no address by DHCP\n{}",
             ct.console()
         );
     }
-    // systemd powers off on SIGRTMIN+3.
+    eprintln!("start to answering pings: {:?}", started.elapsed());
+    // systemd halts on SIGRTMIN+3.
     ct.ctl(ctr::Request::Shutdown { timeout: Some(60) });
     let (status, log) = ct.wait_exit(90);
     assert_eq!(status.code(), Some(0), "{log}");

@@ -243,9 +243,11 @@ fn remove_tree(dir: &Path) -> io::Result<()> {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+            // The kernel releases a cgroup shortly after its last process
+            // is reaped; wait up to 2 s for that.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 1000 => {
                 tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(20));
+                std::thread::sleep(std::time::Duration::from_millis(2));
             }
             Err(e) => return Err(e),
         }

@@ -178,9 +178,13 @@ pub fn hosts(current: &str, hostname: &str) -> String {
 }
 
 /// Writes `contents` to `path` atomically: a temporary file beside it,
-/// fsync, rename.
+/// fsync, rename. A file that already holds `contents` is left alone, so
+/// a restart costs no disk flush.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -33,7 +33,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -65,8 +65,6 @@ pub struct ChildContext<'a> {
     pub go: OwnedFd,
     /// Writable end of the pipe an error message goes to; closed by exec.
     pub report: OwnedFd,
-    /// The console pty's slave.
-    pub console: OwnedFd,
     /// The host paths of the tty ptys' slaves (`/dev/pts/N`).
     pub tty_paths: Vec<PathBuf>,
     /// The console pty slave's host path.
@@ -78,14 +76,12 @@ pub struct ChildContext<'a> {
 /// Runs the child's steps and execs the guest's init. On a failure the
 /// reason goes to the report pipe and the process exits with status 1.
 pub fn run(ctx: ChildContext<'_>) -> ! {
-    let report = ctx.report.as_raw_fd();
     let err = match setup(&ctx) {
         Ok(never) => match never {},
         Err(e) => e,
     };
     let mut f = std::fs::File::from(ctx.report);
     let _ = f.write_all(err.as_bytes());
-    let _ = report;
     drop(f);
     sys::exit_now(1)
 }

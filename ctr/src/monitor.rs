@@ -165,6 +165,10 @@ struct Running {
     cgroup: Option<Cgroup>,
     veths: Vec<String>,
     console_master: OwnedFd,
+    /// The monitor's own descriptor of the console's slave: while it is
+    /// open, the master never reads EIO between two guest processes
+    /// holding the console.
+    console_slave: Option<OwnedFd>,
     tty_masters: Vec<OwnedFd>,
     console_path: PathBuf,
     /// Set once a stop, shutdown or reboot was asked for.
@@ -321,7 +325,6 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                     spec,
                     go: go_r,
                     report: rep_w,
-                    console: console_slave,
                     tty_paths,
                     console_path: console_path.clone(),
                     cgroup: cgroup.is_some(),
@@ -337,6 +340,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             cgroup: None,
             veths: Vec::new(),
             console_master,
+            console_slave: None,
             tty_masters,
             console_path,
             stopping: None,
@@ -372,7 +376,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     let _ = File::from(rep_r).read_to_string(&mut message);
     // The monitor keeps its copy of the console slave open: output is not
     // lost with EIO when the guest closes its last descriptor of it.
-    std::mem::forget(console_slave);
+    running.console_slave = Some(console_slave);
     let checked = match prepared {
         Ok(()) if !message.is_empty() => Err(MonitorError::Child(message)),
         other => other,

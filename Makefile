@@ -18,7 +18,7 @@ deps:
 
 bins:
 	OXBOW_GIT_REV=$(GIT_REV) $(STATIC) cargo build --release --target $(TARGET) \
-		-p init -p netd -p api -p vmm
+		-p init -p netd -p api -p vmm -p ctr
 
 iso: bins
 	cargo run --release -p image -- --bins $(BINS) --out $(ISO)

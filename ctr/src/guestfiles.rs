@@ -205,56 +205,6 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `contents` to the file `path` (as the guest names it, such as
-/// `/etc/shadow`) in the container root directory `root`, from the host,
-/// owned by the container's root (`idmap`). For apid's writes into a
-/// stopped container (a password, SSH keys).
-///
-/// A container's tree is hostile: `/etc` may be a link to the host's
-/// `/etc`. The parent directory is therefore opened with `openat2` and
-/// `RESOLVE_IN_ROOT`, so every link resolves inside `root` as it would in
-/// the running container, and the file is replaced by renaming a new one
-/// over it, which replaces a link rather than following it.
-pub fn write_in_rootfs(
-    root: &Path,
-    path: &str,
-    contents: &[u8],
-    mode: u32,
-    idmap: &crate::idmap::IdMap,
-) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{path}: {why}"));
-    let rel = path.trim_start_matches('/');
-    let (parent, name) = match rel.rsplit_once('/') {
-        Some((p, n)) => (p, n),
-        None => ("", rel),
-    };
-    if name.is_empty() || name == "." || name == ".." || name.contains('\0') {
-        return Err(invalid("not a file name"));
-    }
-    let root_fd = crate::sys::open_dir(root)?;
-    let parent_path = if parent.is_empty() { "." } else { parent };
-    let dir = crate::sys::open_dir_in_root(root_fd.as_raw_fd(), Path::new(parent_path))?;
-    let tmp = format!(".{name}.oxbow-new");
-    let _ = crate::sys::unlink_at(dir.as_raw_fd(), tmp.as_bytes(), false);
-    let file = crate::sys::create_file_at(dir.as_raw_fd(), tmp.as_bytes())?;
-    let written = (|| {
-        let mut f = std::fs::File::from(file);
-        f.write_all(contents)?;
-        let owner = idmap.host_base;
-        crate::sys::fchown(f.as_raw_fd(), owner, owner)?;
-        crate::sys::fchmod(f.as_raw_fd(), mode)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written
-        .and_then(|()| crate::sys::rename_in(dir.as_raw_fd(), tmp.as_bytes(), name.as_bytes()))
-    {
-        let _ = crate::sys::unlink_at(dir.as_raw_fd(), tmp.as_bytes(), false);
-        return Err(e);
-    }
-    crate::sys::fsync(dir.as_raw_fd())
-}
-
 /// Writes the host name and network files into the guest whose root is
 /// `root` (`/` when called inside the container).
 pub fn write_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<()> {
@@ -349,55 +299,6 @@ mod tests {
             "127.0.0.1\tlocalhost\n127.0.1.1\tweb.example.org web\n::1 ip6-localhost\n"
         );
         assert_eq!(hosts("", "web"), "127.0.0.1\tlocalhost\n127.0.1.1\tweb\n");
-    }
-
-    #[test]
-    fn host_writes_stay_inside_a_hostile_root() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: needs root to give the file to the container's root");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("root");
-        let host = dir.path().join("host");
-        std::fs::create_dir_all(root.join("inside")).unwrap();
-        std::fs::create_dir_all(&host).unwrap();
-        std::fs::write(host.join("shadow"), "host\n").unwrap();
-        let idmap = crate::idmap::IdMap::DEFAULT;
-        // /etc is a link to the host's directory (absolute) and /var climbs
-        // out with `..`: both resolve inside the root.
-        std::os::unix::fs::symlink(&host, root.join("etc")).unwrap();
-        std::os::unix::fs::symlink("../../../../..", root.join("var")).unwrap();
-        let err = write_in_rootfs(&root, "/etc/shadow", b"x", 0o640, &idmap).unwrap_err();
-        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
-        // The link's target as the container sees it, created inside.
-        std::fs::create_dir_all(root.join(host.strip_prefix("/").unwrap())).unwrap();
-        write_in_rootfs(&root, "/etc/shadow", b"guest\n", 0o640, &idmap).unwrap();
-        write_in_rootfs(&root, "/var/inside/file", b"v\n", 0o644, &idmap).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(host.join("shadow")).unwrap(),
-            "host\n"
-        );
-        let inside = root.join(host.strip_prefix("/").unwrap()).join("shadow");
-        assert_eq!(std::fs::read_to_string(&inside).unwrap(), "guest\n");
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(&inside).unwrap();
-        assert_eq!((meta.uid(), meta.mode() & 0o777), (100_000, 0o640));
-        assert_eq!(
-            std::fs::read_to_string(root.join("inside/file")).unwrap(),
-            "v\n"
-        );
-        // A link at the file itself is replaced, not followed.
-        std::os::unix::fs::symlink(host.join("shadow"), root.join("inside/passwd")).unwrap();
-        write_in_rootfs(&root, "/inside/passwd", b"p\n", 0o644, &idmap).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(host.join("shadow")).unwrap(),
-            "host\n"
-        );
-        assert!(!std::fs::symlink_metadata(root.join("inside/passwd"))
-            .unwrap()
-            .is_symlink());
-        assert!(write_in_rootfs(&root, "/inside/..", b"", 0o644, &idmap).is_err());
     }
 
     #[test]

@@ -11,7 +11,9 @@
 //! - [`cgroup`], [`net`], [`seccomp`], [`guestfiles`]: the container's
 //!   cgroups, veths, system call filter and the files written into the
 //!   guest;
-//! - [`template`]: packing a directory tree as a template.
+//! - [`template`]: packing a directory tree as a template;
+//! - [`rootfs`]: reading and writing files of a stopped container from the
+//!   host (root password, SSH keys) without leaving its tree.
 //!
 //! See docs/ctr.md for the processes, the namespace order, the id mapping,
 //! the cgroup layout and the trust boundary.
@@ -23,6 +25,7 @@ pub mod idmap;
 pub mod monitor;
 pub mod net;
 pub mod path;
+pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 mod sys;
@@ -53,11 +56,6 @@ pub fn create_from_template(
 pub fn destroy_rootfs(rootfs: &Path) -> std::io::Result<()> {
     unpack::remove_tree(rootfs)
 }
-
-/// Writes a file into a stopped container's root directory from the host
-/// without following the guest's links out of it; see
-/// [`guestfiles::write_in_rootfs`].
-pub use guestfiles::write_in_rootfs;
 
 /// Runs the container's monitor until the container ends (see
 /// [`monitor`]). Call from a single-threaded process: the `ctr start`

@@ -447,3 +447,17 @@ pub fn rename_in(dir: RawFd, from: &[u8], to: &[u8]) -> io::Result<()> {
 pub fn fsync(fd: RawFd) -> io::Result<()> {
     Ok(nix::unistd::fsync(fd)?)
 }
+
+/// Opens the file `rel` below `root` for reading, resolving links inside
+/// the root as [`open_dir_in_root`] does; never blocks on a fifo.
+pub fn open_file_in_root(root: RawFd, rel: &str) -> io::Result<OwnedFd> {
+    let how = nix::fcntl::OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(root, rel, how)?;
+    Ok(owned(fd))
+}

@@ -9,7 +9,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest guest-debian run test lint unit fuzz appliance bench-boot bench-api clean
+.PHONY: all deps bins iso guest guest-debian ct-template run test lint unit fuzz appliance bench-boot bench-api clean
 
 all: iso
 
@@ -18,7 +18,7 @@ deps:
 
 bins:
 	OXBOW_GIT_REV=$(GIT_REV) $(STATIC) cargo build --release --target $(TARGET) \
-		-p init -p netd -p api -p vmm
+		-p init -p netd -p api -p vmm -p ctr
 
 iso: bins
 	cargo run --release -p image -- --bins $(BINS) --out $(ISO)
@@ -34,6 +34,12 @@ guest:
 guest-debian:
 	cargo run -p qemu-tests --bin guest-assets -- --debian --out $(GUEST)
 
+# The Debian 12 container template (docs/ctr.md):
+# target/guest/debian-12-standard_<version>-1_amd64.tar.zst, from a cached
+# debootstrap; needs root.
+ct-template:
+	cargo run -p qemu-tests --bin guest-assets -- --ct-template --out $(GUEST)
+
 run: deps iso
 	scripts/run.sh
 
@@ -44,10 +50,12 @@ lint:
 unit:
 	cargo test --workspace --exclude qemu-tests
 
-# The config and property-string parsers under libFuzzer, built with the
-# stable toolchain, for a bounded time (docs/guestconf.md).
+# The config and property-string parsers (docs/guestconf.md) and the
+# container template path sanitizer (docs/ctr.md) under libFuzzer, built
+# with the stable toolchain, for a bounded time.
 fuzz:
 	scripts/fuzz-guestconf.sh $(or $(FUZZ_SECONDS),60)
+	scripts/fuzz-ctr.sh $(or $(FUZZ_CTR_SECONDS),30)
 
 appliance: iso guest guest-debian
 	cargo test -p qemu-tests -- --test-threads=1

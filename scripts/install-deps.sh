@@ -13,6 +13,9 @@ packages=(
     qemu-system-x86 ovmf
     # host network tests
     iproute2 dnsmasq-base nftables slirp4netns iputils-ping
+    # the container runtime's host tests: busybox is the small template's
+    # userland; GNU tar writes the sparse hostile template
+    busybox-static tar
     # building crates with C parts
     build-essential pkg-config
     # tools the tests and scripts call

@@ -36,7 +36,7 @@ pub const PACKAGES: &[&str] = &[
 /// Where Oxbow's binaries live in the system image.
 pub const BIN_DIR: &str = "usr/lib/oxbow";
 /// The binaries, all fully static.
-pub const BINARIES: &[&str] = &["init", "netd", "apid", "vmm"];
+pub const BINARIES: &[&str] = &["init", "netd", "apid", "vmm", "ctr"];
 /// Symlinks to `init`, which also acts as `oxctl` when called by that name.
 pub const INIT_LINKS: &[&str] = &["sbin/init", "usr/sbin/oxctl"];
 /// The system module list.

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
+pub mod ct_template;
 pub mod debian;
 
 /// The ISO9660 volume id of `guest-assets.iso`.

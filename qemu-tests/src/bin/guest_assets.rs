@@ -2,13 +2,17 @@
 //! kernel as bzImage and as uncompressed ELF, an initramfs whose `/init` is
 //! `guest-init`, and an ISO labelled `OXBOW-GUEST` with the three; or, with
 //! `--debian`, the Debian guest's root file system image `debian.raw`
-//! (`qemu_tests::guest::debian`; runs debootstrap, so it needs root).
+//! (`qemu_tests::guest::debian`; runs debootstrap, so it needs root); or,
+//! with `--ct-template`, the Debian 12 container template
+//! `debian-12-standard_<version>-1_amd64.tar.zst`
+//! (`qemu_tests::guest::ct_template`; debootstrap too).
 //!
-//! Usage: `guest-assets --init PATH [--out DIR] [--cache DIR]` or
-//! `guest-assets --debian [--out DIR] [--cache DIR]`
+//! Usage: `guest-assets --init PATH [--out DIR] [--cache DIR]`,
+//! `guest-assets --debian [--out DIR] [--cache DIR]` or
+//! `guest-assets --ct-template [--out DIR] [--cache DIR]`
 //! (defaults: `target/guest`, `target/cache`). `make guest` builds the
 //! static `guest-init` first and runs the first; `make guest-debian` the
-//! second.
+//! second; `make ct-template` the third.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -17,11 +21,13 @@ use anyhow::{bail, Context, Result};
 use qemu_tests::guest::{self, debian, BuildOptions, GuestAssets};
 
 const USAGE: &str = "usage: guest-assets --init PATH [--out DIR] [--cache DIR]\n       \
-                     guest-assets --debian [--out DIR] [--cache DIR]";
+                     guest-assets --debian [--out DIR] [--cache DIR]\n       \
+                     guest-assets --ct-template [--out DIR] [--cache DIR]";
 
 fn main() -> Result<()> {
     let mut init = None;
     let mut debian = false;
+    let mut ct_template = false;
     let mut out = GuestAssets::default_dir();
     let mut cache = qemu_tests::target_dir().join("cache");
     let mut args = std::env::args().skip(1);
@@ -32,11 +38,29 @@ fn main() -> Result<()> {
             "--out" => out = PathBuf::from(value()?),
             "--cache" => cache = PathBuf::from(value()?),
             "--debian" => debian = true,
+            "--ct-template" => ct_template = true,
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
     let start = Instant::now();
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    if ct_template {
+        if init.is_some() || debian {
+            bail!("--ct-template, --debian and --init build different things\n{USAGE}");
+        }
+        let r = qemu_tests::guest::ct_template::build(
+            &qemu_tests::guest::ct_template::TemplateOptions { out, cache },
+        )?;
+        println!(
+            "container template {} ({}, {:.1} s): {} packages, {:.1} MiB",
+            r.template.display(),
+            if r.up_to_date { "up to date" } else { "built" },
+            start.elapsed().as_secs_f64(),
+            r.packages,
+            mib(r.bytes)
+        );
+        return Ok(());
+    }
     if debian {
         if init.is_some() {
             bail!("--debian and --init build different things\n{USAGE}");

@@ -1,0 +1,282 @@
+//! A container's cgroups (v2): the limits on `oxbow/ct-<vmid>` below the
+//! root of the cgroup v2 hierarchy, and the container's processes in the
+//! inner `oxbow/ct-<vmid>/ns`, which becomes the root of the container's
+//! cgroup namespace and is handed to the container's root user so that a
+//! systemd inside can manage its own sub-tree.
+//!
+//! A limit whose controller the v2 hierarchy lacks (on a host where the
+//! controllers are bound to cgroup v1, say) is not silently dropped: it is
+//! listed in [`Cgroup::unavailable`] with the reason, logged, and reported
+//! by the monitor's `info`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::idmap::IdMap;
+use crate::spec::Limits;
+
+/// The parent of every container's cgroup, below the v2 root.
+pub const PARENT: &str = "oxbow";
+/// The inner, delegated cgroup's name.
+pub const INNER: &str = "ns";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{op} {path}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
+    let path = path.to_path_buf();
+    move |source| CgroupError::Io { op, path, source }
+}
+
+/// The mount point of the cgroup v2 hierarchy in `mountinfo` text, if
+/// any (`/sys/fs/cgroup` on the appliance; `/sys/fs/cgroup/unified` on a
+/// hybrid host).
+pub fn find_v2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        if fstype != "cgroup2" {
+            return None;
+        }
+        let mount_point = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(mount_point.replace("\\040", " ")))
+    })
+}
+
+/// The controller an interface file belongs to (`memory` for
+/// `memory.max`).
+pub fn controller_of(file: &str) -> &str {
+    file.split('.').next().unwrap_or(file)
+}
+
+/// A container's cgroups, created by [`Cgroup::create`].
+#[derive(Debug)]
+pub struct Cgroup {
+    /// `<v2 root>/oxbow/ct-<vmid>`: the limits.
+    pub outer: PathBuf,
+    /// `<outer>/ns`: the container's processes.
+    pub inner: PathBuf,
+    /// Limits that could not be applied, each with the reason.
+    pub unavailable: Vec<String>,
+}
+
+impl Cgroup {
+    /// The cgroup v2 root of this host, if there is one.
+    pub fn v2_root() -> Option<PathBuf> {
+        find_v2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
+    }
+
+    /// The outer cgroup path of container `vmid` below `root`.
+    pub fn path_of(root: &Path, vmid: u32) -> PathBuf {
+        root.join(PARENT).join(format!("ct-{vmid}"))
+    }
+
+    /// Creates the container's cgroups below `root` and applies `limits`.
+    /// A stale cgroup of the same container (from a monitor that was
+    /// killed) is emptied and removed first.
+    pub fn create(
+        root: &Path,
+        vmid: u32,
+        limits: &Limits,
+        idmap: &IdMap,
+    ) -> Result<Cgroup, CgroupError> {
+        let outer = Cgroup::path_of(root, vmid);
+        if outer.exists() {
+            tracing::warn!("removing the stale cgroup {}", outer.display());
+            kill_tree(&outer);
+            remove_tree(&outer).map_err(io_err("removing the stale cgroup", &outer))?;
+        }
+        let parent = root.join(PARENT);
+        match fs::create_dir(&parent) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(io_err("creating", &parent)(e))
+            }
+            _ => {}
+        }
+        let available = read_words(&root.join("cgroup.controllers"));
+        let mut unavailable = Vec::new();
+        let files = limits.cgroup_files();
+        let mut wanted: Vec<&str> = files.iter().map(|(f, _)| controller_of(f)).collect();
+        wanted.dedup();
+        for controller in &wanted {
+            if !available.iter().any(|c| c == controller) {
+                continue;
+            }
+            for dir in [root, parent.as_path()] {
+                let control = dir.join("cgroup.subtree_control");
+                if let Err(e) = fs::write(&control, format!("+{controller}")) {
+                    tracing::warn!("enabling {controller} in {}: {e}", control.display());
+                }
+            }
+        }
+        fs::create_dir(&outer).map_err(io_err("creating", &outer))?;
+        let here = read_words(&outer.join("cgroup.controllers"));
+        for (file, value) in &files {
+            let controller = controller_of(file);
+            if !here.iter().any(|c| c == controller) {
+                let why = if available.iter().any(|c| c == controller) {
+                    "could not be enabled for this cgroup"
+                } else {
+                    "is not available in the cgroup v2 hierarchy (bound to cgroup v1, or not built)"
+                };
+                unavailable.push(format!("{file}={value}: the {controller} controller {why}"));
+                continue;
+            }
+            if let Err(e) = fs::write(outer.join(file), value) {
+                unavailable.push(format!("{file}={value}: {e}"));
+            }
+        }
+        for note in &unavailable {
+            tracing::warn!("container {vmid}: limit not applied: {note}");
+        }
+        // Hand every controller we have on to the inner cgroup.
+        for controller in &here {
+            let _ = fs::write(
+                outer.join("cgroup.subtree_control"),
+                format!("+{controller}"),
+            );
+        }
+        let inner = outer.join(INNER);
+        fs::create_dir(&inner).map_err(io_err("creating", &inner))?;
+        // Delegation: the container's root owns its sub-tree, as the
+        // cgroup v2 documentation asks (the directory and these files).
+        let owner = idmap.host_base;
+        for path in [
+            inner.clone(),
+            inner.join("cgroup.procs"),
+            inner.join("cgroup.threads"),
+            inner.join("cgroup.subtree_control"),
+        ] {
+            if path.exists() {
+                std::os::unix::fs::chown(&path, Some(owner), Some(owner))
+                    .map_err(io_err("chown", &path))?;
+            }
+        }
+        Ok(Cgroup {
+            outer,
+            inner,
+            unavailable,
+        })
+    }
+
+    /// Moves process `pid` into the inner cgroup.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        let procs = self.inner.join("cgroup.procs");
+        fs::write(&procs, pid.to_string()).map_err(io_err("writing", &procs))
+    }
+
+    /// Kills every process in the container's cgroups (`cgroup.kill`, or
+    /// SIGKILL to each listed process on kernels without it).
+    pub fn kill(&self) {
+        kill_tree(&self.outer);
+    }
+
+    /// True while a process is left in the container's cgroups.
+    pub fn is_populated(&self) -> bool {
+        fs::read_to_string(self.outer.join("cgroup.events"))
+            .map(|t| t.lines().any(|l| l == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    /// Removes the cgroups (which must be empty of processes), deepest
+    /// first: a systemd in the container makes its own below `ns`.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        remove_tree(&self.outer).map_err(io_err("removing", &self.outer))
+    }
+}
+
+fn read_words(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn kill_tree(outer: &Path) {
+    if fs::write(outer.join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    // Kernels before 5.14: signal each process, deepest cgroups too.
+    let mut dirs = vec![outer.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for pid in read_words(&dir.join("cgroup.procs")) {
+            if let Ok(pid) = pid.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if let Ok(entries) = fs::read_dir(&dir) {
+            dirs.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+}
+
+/// Removes a cgroup directory and the cgroups below it, deepest first,
+/// retrying briefly while the kernel finishes reaping killed processes.
+fn remove_tree(dir: &Path) -> io::Result<()> {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path())?;
+            }
+        }
+    }
+    let mut tries = 0;
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // The kernel releases a cgroup shortly after its last process
+            // is reaped; wait up to 2 s for that.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 1000 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_v2_mount() {
+        let hybrid = "25 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n\
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,relatime shared:5 - cgroup2 cgroup2 rw\n\
+27 25 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            find_v2_mount(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        let unified =
+            "30 1 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            find_v2_mount(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            find_v2_mount("27 25 0:24 / /x rw - cgroup cgroup rw\n"),
+            None
+        );
+        assert_eq!(controller_of("memory.swap.max"), "memory");
+    }
+}

@@ -1,0 +1,351 @@
+//! The container's first process, between `clone` and `exec` of the
+//! guest's init. It runs in the new user, mount, pid, uts, ipc and net
+//! namespaces (and unshares the cgroup namespace once the monitor has
+//! placed it in its cgroup), builds the container's mounts, moves into
+//! its root with `pivot_root`, drops what an unprivileged container must
+//! not have and becomes the guest's PID 1.
+//!
+//! Order, and why:
+//! 1. wait for the monitor: it writes the id maps, moves this process
+//!    into the inner cgroup and creates the veths in this network
+//!    namespace;
+//! 2. `unshare(CLONE_NEWCGROUP)`: the current cgroup (the inner one)
+//!    becomes the root the guest sees;
+//! 3. a new session (the console pty, opened as `/dev/console` after the
+//!    pivot, becomes its controlling terminal and the standard streams);
+//! 4. all mounts private; bind the root directory onto itself (a mount
+//!    point, as `pivot_root` needs) and `chdir` into it; this is done
+//!    before changing ids, as the host path to the root belongs to host
+//!    root;
+//! 5. become the container's root (`setgroups`, `setresgid`,
+//!    `setresuid` to 0, host ids 100000);
+//! 6. `/dev` (tmpfs with bind mounts of the host's null, zero, full,
+//!    random, urandom and tty, a private devpts with `ptmx`, the console
+//!    and tty ptys of the monitor), `/proc` (with `/proc/sys` and
+//!    `/proc/sysrq-trigger` read-only), `/sys` read-only, `cgroup2` on
+//!    `/sys/fs/cgroup`;
+//! 7. `pivot_root(".", ".")` and detach the old root;
+//! 8. host name; the guest's host name and network files;
+//! 9. drop capabilities, install the seccomp filter, ask for SIGKILL if
+//!    the monitor dies, restore signal dispositions and mask;
+//! 10. exec the guest's init with `container=lxc`.
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+
+use crate::spec::ContainerSpec;
+use crate::sys;
+
+/// Capabilities removed from the container, as LXC's and Proxmox's
+/// defaults do (`lxc.cap.drop`): mac_admin, mac_override, sys_time,
+/// sys_module, sys_rawio.
+pub const DROPPED_CAPS: &[(u32, &str)] = &[
+    (33, "mac_admin"),
+    (32, "mac_override"),
+    (25, "sys_time"),
+    (16, "sys_module"),
+    (17, "sys_rawio"),
+];
+
+/// Host device nodes bound into the container's `/dev`.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What the child needs from the monitor.
+pub struct ChildContext<'a> {
+    pub spec: &'a ContainerSpec,
+    /// Readable end of the pipe the monitor writes one byte to when the
+    /// child may go on.
+    pub go: OwnedFd,
+    /// Writable end of the pipe an error message goes to; closed by exec.
+    pub report: OwnedFd,
+    /// The host paths of the tty ptys' slaves (`/dev/pts/N`).
+    pub tty_paths: Vec<PathBuf>,
+    /// The console pty slave's host path.
+    pub console_path: PathBuf,
+    /// Whether a cgroup v2 hierarchy is there to mount.
+    pub cgroup: bool,
+}
+
+/// Runs the child's steps and execs the guest's init. On a failure the
+/// reason goes to the report pipe and the process exits with status 1.
+pub fn run(ctx: ChildContext<'_>) -> ! {
+    let err = match setup(&ctx) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let mut f = std::fs::File::from(ctx.report);
+    let _ = f.write_all(err.as_bytes());
+    drop(f);
+    sys::exit_now(1)
+}
+
+fn step<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: {e}"))
+}
+
+fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
+    let spec = ctx.spec;
+    // 1. The monitor's go-ahead (EOF means it gave up).
+    let mut byte = [0u8; 1];
+    let mut go = std::fs::File::from(step("dup go pipe", ctx.go.try_clone())?);
+    if !matches!(go.read(&mut byte), Ok(1)) {
+        return Err("the monitor went away before the start".into());
+    }
+    // 2. The cgroup namespace, rooted at the cgroup we were placed in.
+    if ctx.cgroup {
+        step(
+            "unshare(CLONE_NEWCGROUP)",
+            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+        )?;
+    }
+    // 3. A new session; the console becomes its terminal after the pivot.
+    step("setsid", nix::unistd::setsid())?;
+    // 4. Mounts private; the root directory as a mount point.
+    step(
+        "making mounts private",
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ),
+    )?;
+    let rootfs = &spec.rootfs;
+    step(
+        &format!("bind mount of {}", rootfs.display()),
+        mount(
+            Some(rootfs),
+            rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        ),
+    )?;
+    step("chdir into the root", nix::unistd::chdir(rootfs))?;
+    // 5. The container's root user.
+    step("setgroups", nix::unistd::setgroups(&[]))?;
+    step(
+        "setresgid",
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)),
+    )?;
+    step(
+        "setresuid",
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
+    )?;
+    // 6. /dev, /proc, /sys.
+    for dir in ["dev", "proc", "sys"] {
+        ensure_dir(Path::new(dir))?;
+    }
+    mount_dev(ctx)?;
+    mount_proc_sys(ctx.cgroup)?;
+    // 7. Into the root.
+    step("pivot_root", nix::unistd::pivot_root(".", "."))?;
+    step("detaching the old root", umount2(".", MntFlags::MNT_DETACH))?;
+    step("chdir /", nix::unistd::chdir("/"))?;
+    // The console, opened by its name in the container so the guest sees
+    // /dev/console as its standard streams, as the controlling terminal.
+    let console = step(
+        "opening /dev/console",
+        nix::fcntl::open(
+            "/dev/console",
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        ),
+    )?;
+    for fd in 0..3 {
+        step("dup2 console", nix::unistd::dup2(console, fd))?;
+    }
+    step("TIOCSCTTY", sys::set_controlling_tty(0))?;
+    // 8. Names and the guest's own files.
+    step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
+    step(
+        "writing the guest's host name and network files",
+        crate::guestfiles::write_guest_files(spec, Path::new("/")),
+    )?;
+    // 9. Privileges.
+    let mut mask = 0u64;
+    for (cap, name) in DROPPED_CAPS {
+        step(
+            &format!("dropping cap_{name}"),
+            sys::drop_bounding_cap(*cap),
+        )?;
+        mask |= 1 << cap;
+    }
+    step("dropping capabilities", sys::drop_caps(mask))?;
+    step("clearing ambient capabilities", sys::clear_ambient_caps())?;
+    step(
+        "seccomp filter",
+        crate::seccomp::install(spec.features.keyctl),
+    )?;
+    step(
+        "parent-death signal",
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
+    )?;
+    step("signal dispositions", sys::reset_signal_dispositions())?;
+    step(
+        "signal mask",
+        nix::sys::signal::SigSet::empty().thread_set_mask(),
+    )?;
+    // 10. The guest's init.
+    let init = step("init path", CString::new(spec.init.as_str()))?;
+    let ttys: Vec<String> = (1..=spec.ttys).map(|n| format!("tty{n}")).collect();
+    let env = [
+        "container=lxc".to_string(),
+        format!("container_ttys={}", ttys.join(" ")),
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "TERM=linux".to_string(),
+        "HOME=/".to_string(),
+    ];
+    let env: Vec<CString> = env
+        .into_iter()
+        .map(|e| CString::new(e).expect("no NUL in the environment"))
+        .collect();
+    let err = nix::unistd::execve(&init, &[&init], &env).unwrap_err();
+    Err(format!("executing {}: {err}", spec.init))
+}
+
+fn ensure_dir(path: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "/{} in the container is not a directory",
+            path.display()
+        )),
+        Err(_) => step(&format!("mkdir /{}", path.display()), fs::create_dir(path)),
+    }
+}
+
+fn bind(source: &Path, target: &Path) -> Result<(), String> {
+    if fs::symlink_metadata(target).is_err() {
+        step(
+            &format!("creating {}", target.display()),
+            fs::File::create(target),
+        )?;
+    }
+    step(
+        &format!("bind mount of {} on {}", source.display(), target.display()),
+        mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ),
+    )
+}
+
+fn mount_dev(ctx: &ChildContext<'_>) -> Result<(), String> {
+    let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    step(
+        "tmpfs on /dev",
+        mount(
+            Some("none"),
+            "dev",
+            Some("tmpfs"),
+            nosuid_noexec,
+            Some("mode=755,size=65536k"),
+        ),
+    )?;
+    for dev in DEVICES {
+        bind(&Path::new("/dev").join(dev), &Path::new("dev").join(dev))?;
+    }
+    ensure_dir(Path::new("dev/pts"))?;
+    step(
+        "devpts on /dev/pts",
+        mount(
+            Some("devpts"),
+            "dev/pts",
+            Some("devpts"),
+            nosuid_noexec,
+            Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+        ),
+    )?;
+    step(
+        "/dev/ptmx",
+        std::os::unix::fs::symlink("pts/ptmx", "dev/ptmx"),
+    )?;
+    bind(&ctx.console_path, Path::new("dev/console"))?;
+    for (n, path) in ctx.tty_paths.iter().enumerate() {
+        bind(path, &PathBuf::from(format!("dev/tty{}", n + 1)))?;
+    }
+    ensure_dir(Path::new("dev/shm"))?;
+    step(
+        "tmpfs on /dev/shm",
+        mount(
+            Some("shm"),
+            "dev/shm",
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=1777"),
+        ),
+    )?;
+    for (link, target) in [
+        ("dev/fd", "/proc/self/fd"),
+        ("dev/stdin", "/proc/self/fd/0"),
+        ("dev/stdout", "/proc/self/fd/1"),
+        ("dev/stderr", "/proc/self/fd/2"),
+    ] {
+        step(link, std::os::unix::fs::symlink(target, link))?;
+    }
+    Ok(())
+}
+
+fn mount_proc_sys(cgroup: bool) -> Result<(), String> {
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    step(
+        "proc on /proc",
+        mount(Some("proc"), "proc", Some("proc"), hardened, None::<&str>),
+    )?;
+    // Proxmox's "mixed" /proc: the parts that reach the host read-only.
+    for ro in ["proc/sys", "proc/sysrq-trigger"] {
+        // Kernels without magic SysRq have no trigger file.
+        if fs::symlink_metadata(ro).is_err() {
+            continue;
+        }
+        step(
+            &format!("bind {ro}"),
+            mount(Some(ro), ro, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+        )?;
+        step(
+            &format!("{ro} read-only"),
+            mount(
+                None::<&str>,
+                ro,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | hardened,
+                None::<&str>,
+            ),
+        )?;
+    }
+    step(
+        "sysfs on /sys",
+        mount(
+            Some("sysfs"),
+            "sys",
+            Some("sysfs"),
+            hardened | MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
+    )?;
+    if cgroup {
+        step(
+            "cgroup2 on /sys/fs/cgroup",
+            mount(
+                Some("cgroup2"),
+                "sys/fs/cgroup",
+                Some("cgroup2"),
+                hardened,
+                None::<&str>,
+            ),
+        )?;
+    }
+    Ok(())
+}

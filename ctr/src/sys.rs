@@ -1,0 +1,463 @@
+//! The system calls the runtime makes. Every `unsafe` block of the crate
+//! lives here, each with its reason; the rest of the crate is safe Rust.
+//! Errors come back as `std::io::Error`, with the errno.
+
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid};
+
+fn os(name: &[u8]) -> &OsStr {
+    OsStr::from_bytes(name)
+}
+
+fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: every caller passes a descriptor it has just received from a
+    // successful open-like call and does not use or close it otherwise, so
+    // the `OwnedFd` is its only owner.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// Opens a directory by path (following links in `path`, which is the
+/// host's own, trusted path).
+pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(owned(fd))
+}
+
+/// Opens the directory `name` in `dir` without following a symbolic link:
+/// `ELOOP` or `ENOTDIR` if `name` is a link or not a directory.
+pub fn open_dir_at(dir: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(
+        Some(dir),
+        os(name),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(owned(fd))
+}
+
+/// Creates the regular file `name` in `dir` (which must not exist), mode
+/// 0600 until the caller sets the final one.
+pub fn create_file_at(dir: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(
+        Some(dir),
+        os(name),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )?;
+    Ok(owned(fd))
+}
+
+pub fn mkdir_at(dir: RawFd, name: &[u8], mode: u32) -> io::Result<()> {
+    Ok(nix::sys::stat::mkdirat(
+        Some(dir),
+        os(name),
+        Mode::from_bits_truncate(mode),
+    )?)
+}
+
+pub fn mkfifo_at(dir: RawFd, name: &[u8], mode: u32) -> io::Result<()> {
+    nix::sys::stat::mknodat(
+        Some(dir),
+        os(name),
+        SFlag::S_IFIFO,
+        Mode::from_bits_truncate(mode & 0o777),
+        0,
+    )?;
+    Ok(())
+}
+
+pub fn symlink_at(target: &[u8], dir: RawFd, name: &[u8]) -> io::Result<()> {
+    Ok(nix::unistd::symlinkat(os(target), Some(dir), os(name))?)
+}
+
+/// A hard link `new_dir/new_name` to `old_dir/old_name`, not following a
+/// link at the old name.
+pub fn link_at(old_dir: RawFd, old_name: &[u8], new_dir: RawFd, new_name: &[u8]) -> io::Result<()> {
+    Ok(nix::unistd::linkat(
+        Some(old_dir),
+        os(old_name),
+        Some(new_dir),
+        os(new_name),
+        AtFlags::empty(),
+    )?)
+}
+
+pub fn unlink_at(dir: RawFd, name: &[u8], is_dir: bool) -> io::Result<()> {
+    let flag = if is_dir {
+        nix::unistd::UnlinkatFlags::RemoveDir
+    } else {
+        nix::unistd::UnlinkatFlags::NoRemoveDir
+    };
+    Ok(nix::unistd::unlinkat(Some(dir), os(name), flag)?)
+}
+
+/// What [`lstat_at`] reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Stat {
+    pub is_dir: bool,
+}
+
+/// `fstatat(AT_SYMLINK_NOFOLLOW)`: `None` if nothing is there.
+pub fn lstat_at(dir: RawFd, name: &[u8]) -> io::Result<Option<Stat>> {
+    match nix::sys::stat::fstatat(Some(dir), os(name), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(Stat {
+            is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+        })),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn fchown(fd: RawFd, uid: u32, gid: u32) -> io::Result<()> {
+    Ok(nix::unistd::fchown(
+        fd,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+    )?)
+}
+
+/// Changes the owner of `name` in `dir` itself, never a link's target.
+pub fn lchown_at(dir: RawFd, name: &[u8], uid: u32, gid: u32) -> io::Result<()> {
+    Ok(nix::unistd::fchownat(
+        Some(dir),
+        os(name),
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?)
+}
+
+pub fn fchmod(fd: RawFd, mode: u32) -> io::Result<()> {
+    Ok(nix::sys::stat::fchmod(fd, Mode::from_bits_truncate(mode))?)
+}
+
+fn mtime_spec(mtime: u64) -> TimeSpec {
+    TimeSpec::new(i64::try_from(mtime).unwrap_or(i64::MAX), 0)
+}
+
+/// Sets the access and modification times of an open file.
+pub fn set_mtime_fd(fd: RawFd, mtime: u64) -> io::Result<()> {
+    let t = mtime_spec(mtime);
+    Ok(nix::sys::stat::futimens(fd, &t, &t)?)
+}
+
+/// Sets the times of `name` in `dir` itself, never a link's target.
+pub fn set_mtime_at(dir: RawFd, name: &[u8], mtime: u64) -> io::Result<()> {
+    let t = mtime_spec(mtime);
+    Ok(nix::sys::stat::utimensat(
+        Some(dir),
+        os(name),
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )?)
+}
+
+pub fn syncfs(fd: RawFd) -> io::Result<()> {
+    Ok(nix::unistd::syncfs(fd)?)
+}
+
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    let new = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0))?;
+    Ok(owned(new))
+}
+
+/// Renames `from` to `to`, failing with `EEXIST` if `to` exists.
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    Ok(nix::fcntl::renameat2(
+        None,
+        from,
+        None,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )?)
+}
+
+/// Flushes a directory's entries to disk.
+pub fn fsync_dir(path: &Path) -> io::Result<()> {
+    let fd = open_dir(path)?;
+    Ok(nix::unistd::fsync(fd.as_raw_fd())?)
+}
+
+/// `clone(2)` used like `fork(2)`: the child gets a copy of the address
+/// space and continues from here. Returns the child's pid in the parent
+/// and `None` in the child. `flags` are `CLONE_NEW*` flags; the child's
+/// exit is reported to the parent with `SIGCHLD`.
+///
+/// The caller must be single-threaded: only the calling thread exists in
+/// the child.
+pub fn clone_process(flags: libc::c_int) -> io::Result<Option<nix::unistd::Pid>> {
+    // SAFETY: without CLONE_VM and with a null stack, clone behaves like
+    // fork: the child runs on a copy of the caller's memory and stack, so
+    // no memory is shared. The monitor calls this while it has one thread
+    // (documented above), so no lock held by another thread can be copied
+    // in a locked state.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            libc::c_long::from(flags | libc::SIGCHLD),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            0 as libc::c_long,
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(nix::unistd::Pid::from_raw(pid as libc::pid_t))),
+    }
+}
+
+/// Makes `fd` (a terminal) the controlling terminal of the calling
+/// session leader.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and
+    // touches no memory of ours; a bad descriptor is reported as an error.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: the options used here (PR_CAPBSET_DROP, PR_CAP_AMBIENT) take
+    // only integers, no pointers.
+    let ret = unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes capability `cap` from the bounding set.
+pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
+    prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap))
+}
+
+/// Empties the ambient capability set.
+pub fn clear_ambient_caps() -> io::Result<()> {
+    // SAFETY: PR_CAP_AMBIENT with PR_CAP_AMBIENT_CLEAR_ALL takes integers
+    // only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Removes the capabilities in `mask` (bit n = capability n) from the
+/// calling thread's effective, permitted and inheritable sets.
+pub fn drop_caps(mask: u64) -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget writes two `CapData` records (version 3) into `data`,
+    // which has room for exactly two; `header` is a valid header.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    for (i, d) in data.iter_mut().enumerate() {
+        let keep = !((mask >> (32 * i)) as u32);
+        d.effective &= keep;
+        d.permitted &= keep;
+        d.inheritable &= keep;
+    }
+    // SAFETY: capset reads the header and two records from valid memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Installs a seccomp filter on the calling thread (inherited by its
+/// children and kept across exec). Needs `CAP_SYS_ADMIN` in the current
+/// user namespace or no_new_privs.
+pub fn install_seccomp(program: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(program.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the
+    // kernel copies the instructions and does not keep the pointer.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` in a forked child and returns its exit status (for tests that
+/// change process-wide state, such as a seccomp filter).
+#[cfg(test)]
+pub fn in_child(f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `f`, which makes plain system calls and
+    // returns, then leaves with _exit without running destructors or
+    // touching locks another test thread might hold.
+    match unsafe { nix::unistd::fork() }.expect("fork") {
+        nix::unistd::ForkResult::Child => {
+            let code = f();
+            exit_now(code)
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            match nix::sys::wait::waitpid(child, None).expect("waitpid") {
+                nix::sys::wait::WaitStatus::Exited(_, code) => code,
+                other => panic!("child ended with {other:?}"),
+            }
+        }
+    }
+}
+
+/// A raw system call with integer arguments, for the seccomp tests.
+#[cfg(test)]
+pub fn raw_syscall(nr: libc::c_long, args: [libc::c_long; 4]) -> Result<libc::c_long, i32> {
+    // SAFETY: only used with null or zero arguments, which the kernel
+    // rejects or ignores without writing to our memory.
+    let ret = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3]) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    Ok(ret)
+}
+
+/// Restores the default disposition of every signal the Rust runtime or
+/// the monitor may have changed (SIGPIPE is ignored by Rust programs), so
+/// that the container's init starts as if started by the kernel.
+pub fn reset_signal_dispositions() -> io::Result<()> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    for sig in Signal::iterator() {
+        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+            continue;
+        }
+        // SAFETY: SIG_DFL installs no handler code; this runs in the
+        // freshly cloned, single-threaded child right before exec.
+        unsafe { signal(sig, SigHandler::SigDfl) }?;
+    }
+    Ok(())
+}
+
+/// Sends signal number `sig` (which may be a real-time signal, which
+/// nix's `Signal` cannot name) to `pid`.
+pub fn kill_raw(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    let ret = unsafe { libc::kill(pid, sig) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ends the process at once, without running exit handlers or destructors
+/// (for the cloned child, which shares none of the monitor's state).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit only ends the process; it cannot return or corrupt
+    // anything.
+    unsafe { libc::_exit(code) }
+}
+
+/// Opens the directory `rel` below `root` the way the container would
+/// see it: links resolve inside `root` (`RESOLVE_IN_ROOT`: `..` stops at
+/// `root`, absolute targets start at it), never through `/proc` magic
+/// links, never onto another mount.
+pub fn open_dir_in_root(root: RawFd, rel: &Path) -> io::Result<OwnedFd> {
+    let how = nix::fcntl::OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(root, rel, how)?;
+    Ok(owned(fd))
+}
+
+/// Renames `from` to `to`, both in directory `dir`; a link at `to` is
+/// replaced, not followed.
+pub fn rename_in(dir: RawFd, from: &[u8], to: &[u8]) -> io::Result<()> {
+    Ok(nix::fcntl::renameat(
+        Some(dir),
+        os(from),
+        Some(dir),
+        os(to),
+    )?)
+}
+
+pub fn fsync(fd: RawFd) -> io::Result<()> {
+    Ok(nix::unistd::fsync(fd)?)
+}
+
+/// Opens the file `rel` below `root` for reading, resolving links inside
+/// the root as [`open_dir_in_root`] does; never blocks on a fifo.
+pub fn open_file_in_root(root: RawFd, rel: &str) -> io::Result<OwnedFd> {
+    let how = nix::fcntl::OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
+        .resolve(
+            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | nix::fcntl::ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = nix::fcntl::openat2(root, rel, how)?;
+    Ok(owned(fd))
+}

@@ -162,7 +162,9 @@ impl DirStorage {
                 };
                 let path = dir.join(&name);
                 match fs::metadata(&path) {
-                    Ok(meta) if meta.is_file() => items.push(self.item_for(&volume, &path, &meta)?),
+                    Ok(meta) if meta.is_file() || is_subvol(&volume) && meta.is_dir() => {
+                        items.push(self.item_for(&volume, &path, &meta)?)
+                    }
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     Err(e) => return Err(PluginError::io("stat", &path, e)),
@@ -314,7 +316,7 @@ impl StoragePlugin for DirStorage {
                 content: ContentType::Images,
             });
         }
-        if format != ImageFormat::Raw {
+        if !matches!(format, ImageFormat::Raw | ImageFormat::Subvol) {
             return Err(PluginError::UnsupportedFormat {
                 storage: self.id.clone(),
                 format,
@@ -346,7 +348,7 @@ impl StoragePlugin for DirStorage {
                 let taken = self.existing_disk_numbers(vmid, &dir)?;
                 (0..MAX_VOLUMES_PER_GUEST)
                     .filter(|n| !taken.contains(n))
-                    .map(|n| format!("vm-{vmid}-disk-{n}.{format}"))
+                    .map(|n| format!("{}-{vmid}-disk-{n}.{format}", format.name_prefix()))
                     .collect()
             }
         };
@@ -358,7 +360,13 @@ impl StoragePlugin for DirStorage {
             };
             let volid = self.volid(&volume)?;
             let path = self.volume_path(&volume);
-            match Self::create_raw(&path, size_bytes) {
+            // A directory's size is not enforced on a dir storage: it
+            // bounds what a template may unpack into it.
+            let created = match format {
+                ImageFormat::Subvol => fs::create_dir(&path),
+                _ => Self::create_raw(&path, size_bytes),
+            };
+            match created {
                 Ok(()) => {
                     crate::sys::fsync_dir(&dir).map_err(|e| PluginError::io("fsync", &dir, e))?;
                     tracing::info!(%volid, size_bytes, "allocated image");
@@ -395,7 +403,13 @@ impl StoragePlugin for DirStorage {
                 volid: volid.clone(),
             });
         }
-        match fs::remove_file(&path) {
+        let removed = if is_subvol(&volume) {
+            // A container's tree: remove_dir_all never follows its links.
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(PluginError::NotFound {
@@ -590,7 +604,22 @@ fn read_dir_names(dir: &Path) -> Result<Vec<String>, PluginError> {
 
 /// (size, used) of a volume file: an image's virtual size for qcow2, the
 /// file length otherwise; used is the allocated blocks.
+/// Whether `volume` is a container's directory.
+fn is_subvol(volume: &DirVolume) -> bool {
+    matches!(
+        volume,
+        DirVolume::Image {
+            format: ImageFormat::Subvol,
+            ..
+        }
+    )
+}
+
 fn sizes_of(volume: &DirVolume, path: &Path, meta: &fs::Metadata) -> (u64, u64) {
+    if is_subvol(volume) {
+        // No quota on a plain directory: no size to report.
+        return (0, 0);
+    }
     let used = meta.blocks().saturating_mul(512);
     let size = match volume {
         DirVolume::Image {
@@ -681,6 +710,40 @@ mod tests {
         let mut writer = UploadWriter::create(&dir.upload_temp_dir().unwrap(), None).unwrap();
         writer.write_all(bytes).unwrap();
         writer.finish().unwrap().path
+    }
+
+    #[test]
+    fn container_directories_are_allocated_listed_and_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let raw = dir
+            .alloc_image(vmid(101), None, ImageFormat::Raw, 512)
+            .unwrap();
+        assert_eq!(raw.to_string(), "local:101/vm-101-disk-0.raw");
+        // Disk numbers are shared between files and directories.
+        let sub = dir
+            .alloc_image(vmid(101), None, ImageFormat::Subvol, 8 << 30)
+            .unwrap();
+        assert_eq!(sub.to_string(), "local:101/subvol-101-disk-1.subvol");
+        let path = dir.path(&sub).unwrap();
+        assert!(path.is_dir());
+        fs::create_dir_all(path.join("etc")).unwrap();
+        std::os::unix::fs::symlink("/", path.join("etc/escape")).unwrap();
+        let listed: Vec<String> = dir
+            .list_content(Some(ContentType::Images), Some(vmid(101)))
+            .unwrap()
+            .into_iter()
+            .map(|i| i.volid.to_string())
+            .collect();
+        assert_eq!(
+            listed,
+            ["local:101/subvol-101-disk-1.subvol", "local:101/vm-101-disk-0.raw"]
+        );
+        dir.free_image(&sub).unwrap();
+        assert!(!path.exists());
+        // The link inside was removed, not followed.
+        assert!(Path::new("/etc").is_dir());
+        assert!(dir.path(&raw).unwrap().is_file());
     }
 
     #[test]

@@ -80,8 +80,11 @@ pub enum VolumeIdError {
         /// Accepted extensions.
         expected: &'static str,
     },
-    /// An image owned by one VMID but named for another, or not `vm-<vmid>-`.
-    #[error("image name '{name}' must start with 'vm-{vmid}-' for VM {vmid}")]
+    /// An image owned by one VMID but named for another, or not
+    /// `vm-<vmid>-` (`subvol-<vmid>-` for a `.subvol` directory).
+    #[error(
+        "image name '{name}' must start with 'vm-{vmid}-' ('subvol-{vmid}-' for .subvol) for guest {vmid}"
+    )]
     ImageOwner {
         /// The name.
         name: String,
@@ -173,6 +176,9 @@ pub enum ImageFormat {
     Qcow2,
     /// VMware disk.
     Vmdk,
+    /// A directory holding a container's root file system
+    /// (`subvol-<vmid>-disk-<n>.subvol`).
+    Subvol,
 }
 
 impl ImageFormat {
@@ -182,6 +188,16 @@ impl ImageFormat {
             ImageFormat::Raw => "raw",
             ImageFormat::Qcow2 => "qcow2",
             ImageFormat::Vmdk => "vmdk",
+            ImageFormat::Subvol => "subvol",
+        }
+    }
+
+    /// The name prefix of images in this format: `subvol` for
+    /// directories, `vm` for files.
+    pub fn name_prefix(self) -> &'static str {
+        match self {
+            ImageFormat::Subvol => "subvol",
+            _ => "vm",
         }
     }
 }
@@ -194,8 +210,9 @@ impl FromStr for ImageFormat {
             "raw" => Ok(ImageFormat::Raw),
             "qcow2" => Ok(ImageFormat::Qcow2),
             "vmdk" => Ok(ImageFormat::Vmdk),
+            "subvol" => Ok(ImageFormat::Subvol),
             other => Err(format!(
-                "unknown image format '{other}' (expected raw, qcow2 or vmdk)"
+                "unknown image format '{other}' (expected raw, qcow2, vmdk or subvol)"
             )),
         }
     }
@@ -458,8 +475,8 @@ pub fn check_extension(name: &str, content: ContentType) -> Result<(), VolumeIdE
             ".ova, .ovf, .qcow2, .raw or .vmdk",
         ),
         ContentType::Images => (
-            has_stem_and_suffix(name, &[".raw", ".qcow2", ".vmdk"]),
-            ".raw, .qcow2 or .vmdk",
+            has_stem_and_suffix(name, &[".raw", ".qcow2", ".vmdk", ".subvol"]),
+            ".raw, .qcow2, .vmdk or .subvol",
         ),
         ContentType::Snippets => (true, "any"),
         ContentType::Rootdir => (false, "none (rootdirs are directories)"),
@@ -521,27 +538,28 @@ fn vzdump_owner(name: &str) -> Option<Vmid> {
 /// Checks an image file name for `vmid` and returns its format.
 pub fn parse_image_name(name: &str, vmid: Vmid) -> Result<ImageFormat, VolumeIdError> {
     check_extension(name, ContentType::Images)?;
-    let owner_prefix = format!("vm-{vmid}-");
-    match name.strip_prefix(&owner_prefix) {
-        Some(rest) if rest.split('.').next().is_some_and(|stem| !stem.is_empty()) => {}
-        _ => {
-            return Err(VolumeIdError::ImageOwner {
-                name: name.to_owned(),
-                vmid,
-            })
-        }
-    }
     let ext = name.rsplit('.').next().unwrap_or_default();
-    ext.parse().map_err(|_| VolumeIdError::WrongExtension {
+    let format: ImageFormat = ext.parse().map_err(|_| VolumeIdError::WrongExtension {
         name: name.to_owned(),
         content: ContentType::Images,
-        expected: ".raw, .qcow2 or .vmdk",
-    })
+        expected: ".raw, .qcow2, .vmdk or .subvol",
+    })?;
+    // Files are vm-<vmid>-…, container directories subvol-<vmid>-….
+    let owner_prefix = format!("{}-{vmid}-", format.name_prefix());
+    match name.strip_prefix(&owner_prefix) {
+        Some(rest) if rest.split('.').next().is_some_and(|stem| !stem.is_empty()) => Ok(format),
+        _ => Err(VolumeIdError::ImageOwner {
+            name: name.to_owned(),
+            vmid,
+        }),
+    }
 }
 
 /// The disk number of `vm-<vmid>-disk-<n>.<ext>`, if the name has that form.
 pub fn disk_number(name: &str, vmid: Vmid) -> Option<u32> {
-    let rest = name.strip_prefix(&format!("vm-{vmid}-disk-"))?;
+    let rest = name
+        .strip_prefix(&format!("vm-{vmid}-disk-"))
+        .or_else(|| name.strip_prefix(&format!("subvol-{vmid}-disk-")))?;
     let (number, _ext) = rest.split_once('.')?;
     if number.is_empty() || (number.len() > 1 && number.starts_with('0')) {
         return None;
@@ -718,6 +736,17 @@ mod tests {
             DirVolume::parse("100/vm-101-disk-0.raw"),
             Err(VolumeIdError::ImageOwner { .. })
         ));
+        // Container directories are subvol-<vmid>-…, files vm-<vmid>-….
+        let sub = DirVolume::parse("101/subvol-101-disk-0.subvol").unwrap();
+        assert_eq!(sub.format_label(), "subvol");
+        assert_eq!(sub.content(), ContentType::Images);
+        for bad in ["101/vm-101-disk-0.subvol", "101/subvol-101-disk-0.raw", "101/subvol-102-disk-0.subvol"] {
+            assert!(
+                matches!(DirVolume::parse(bad), Err(VolumeIdError::ImageOwner { .. })),
+                "{bad}"
+            );
+        }
+        assert_eq!(disk_number("subvol-101-disk-3.subvol", vmid(101)), Some(3));
     }
 
     #[test]

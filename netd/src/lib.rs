@@ -19,6 +19,7 @@ pub mod apply;
 pub mod daemon;
 pub mod dhcp;
 pub mod fsutil;
+pub mod interfaces;
 pub mod plan;
 pub mod resolv;
 pub mod rtnl;

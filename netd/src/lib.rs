@@ -21,6 +21,7 @@ pub mod dhcp;
 pub mod fsutil;
 pub mod interfaces;
 pub mod plan;
+pub mod reconcile;
 pub mod resolv;
 pub mod rtnl;
 pub mod sysfs;

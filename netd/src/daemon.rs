@@ -53,6 +53,13 @@ async fn serve(cfg: &Config) -> Result<(), NetdError> {
     let mut stop = Stop::new()?;
     let nl = Rtnl::connect()?;
     apply::loopback_up(&nl).await?;
+    // An interfaces change applied but not confirmed (also one left from
+    // before a restart) is rolled back if the management address stops
+    // answering.
+    tokio::spawn(crate::staged::watch_pending(
+        nl.clone(),
+        crate::staged::NetworkFiles::new(cfg.interfaces.clone()),
+    ));
     let plan = plan::plan(cfg);
     let bridge = apply::apply_links(&nl, &plan).await?;
     match plan.addressing {

@@ -23,6 +23,7 @@
 //!   gives no operations.
 
 mod desired;
+pub mod kernel;
 mod observed;
 #[cfg(test)]
 mod tests;

@@ -44,10 +44,12 @@ lint:
 unit:
 	cargo test --workspace --exclude qemu-tests
 
-# The config and property-string parsers under libFuzzer, built with the
-# stable toolchain, for a bounded time (docs/guestconf.md).
+# The config and property-string parsers, and the interfaces-file and
+# firewall-file parsers, under libFuzzer, built with the stable toolchain,
+# for a bounded time (docs/guestconf.md, docs/netd.md).
 fuzz:
 	scripts/fuzz-guestconf.sh $(or $(FUZZ_SECONDS),60)
+	scripts/fuzz-netd.sh $(or $(FUZZ_NETD_SECONDS),30)
 
 appliance: iso guest guest-debian
 	cargo test -p qemu-tests -- --test-threads=1

@@ -1252,8 +1252,8 @@ mod tests {
         assert_eq!(
             from_rules,
             [
-                "ip saddr { 10.0.0.1/32 } accept comment \"host.fw:2\"",
-                "ip6 saddr { 2001:db8::1/128 } accept comment \"host.fw:2\"",
+                "ip saddr 10.0.0.1/32 accept comment \"host.fw:2\"",
+                "ip6 saddr 2001:db8::1/128 accept comment \"host.fw:2\"",
             ]
         );
     }

@@ -180,10 +180,8 @@ impl fmt::Display for Match {
                 )?;
                 match value {
                     AddrValue::Set(s) => write!(f, "@{s}"),
-                    AddrValue::List(l) => {
-                        // Always braces: a single range needs them.
-                        write!(f, "{{ {} }}", l.join(", "))
-                    }
+                    // A single element needs no anonymous set.
+                    AddrValue::List(l) => list(f, l),
                 }
             }
             Match::NfProto { v6 } => {

@@ -25,9 +25,12 @@ pub enum ApplyError {
         #[source]
         source: std::io::Error,
     },
-    /// nft refused the ruleset.
+    /// nft (or the kernel) refused the ruleset.
     #[error("nft refused the ruleset: {0}")]
     Refused(String),
+    /// The netlink conversation failed.
+    #[error("netlink: {0}")]
+    Netlink(String),
 }
 
 /// Something that puts a ruleset in force atomically.

@@ -163,6 +163,20 @@ impl LogLevel {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, l)| *l)
     }
 
+    /// The syslog number of the level (`nolog` counts as debug).
+    pub fn syslog(self) -> u32 {
+        match self {
+            LogLevel::Emerg => 0,
+            LogLevel::Alert => 1,
+            LogLevel::Crit => 2,
+            LogLevel::Err => 3,
+            LogLevel::Warning => 4,
+            LogLevel::Notice => 5,
+            LogLevel::Info => 6,
+            LogLevel::Debug | LogLevel::Nolog => 7,
+        }
+    }
+
     /// The level's name, as nftables spells it (`warn` for warning).
     pub fn nft_name(self) -> &'static str {
         match self {

@@ -17,6 +17,7 @@ pub mod apply;
 pub mod compile;
 pub mod config;
 pub mod macros;
+pub mod netlink;
 pub mod nft;
 
 pub use apply::{Applier, ApplyError, NftApplier};
@@ -25,4 +26,5 @@ pub use compile::{
     MANAGEMENT_PORTS,
 };
 pub use config::{Action, Direction, FwFile, ParseError, ParseErrors};
+pub use netlink::NetlinkApplier;
 pub use nft::{Ruleset, Table, TableFamily};

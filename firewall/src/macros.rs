@@ -391,6 +391,22 @@ pub fn nft_icmp_type(t: &str, v6: bool) -> Option<String> {
     list.contains(&alias).then(|| alias.to_string())
 }
 
+/// The number of ICMP type `t` in nft's spelling (see [`nft_icmp_type`]).
+pub fn icmp_type_number(t: &str, v6: bool) -> Option<u8> {
+    if let Ok(n) = t.parse::<u8>() {
+        return Some(n);
+    }
+    let v4: [u8; 15] = [0, 3, 4, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18];
+    let v6n: [u8; 18] = [
+        1, 2, 3, 4, 128, 129, 130, 131, 132, 133, 134, 135, 136, 137, 138, 141, 142, 143,
+    ];
+    if v6 {
+        ICMPV6_TYPES.iter().position(|n| *n == t).map(|i| v6n[i])
+    } else {
+        ICMP_TYPES.iter().position(|n| *n == t).map(|i| v4[i])
+    }
+}
+
 /// Whether `t` is a known ICMP (or ICMPv6, if `v6`) type.
 pub fn valid_icmp_type(t: &str, v6: bool) -> bool {
     nft_icmp_type(t, v6).is_some()
@@ -420,6 +436,21 @@ mod tests {
                     assert!(valid_icmp_type(t, e.proto == "ipv6-icmp"), "{}", m.name);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn icmp_numbers() {
+        assert_eq!(icmp_type_number("echo-request", false), Some(8));
+        assert_eq!(icmp_type_number("echo-request", true), Some(128));
+        assert_eq!(icmp_type_number("nd-neighbor-solicit", true), Some(135));
+        assert_eq!(icmp_type_number("address-mask-reply", false), Some(18));
+        assert_eq!(icmp_type_number("mld2-listener-report", true), Some(143));
+        for t in ICMP_TYPES {
+            assert!(icmp_type_number(t, false).is_some());
+        }
+        for t in ICMPV6_TYPES {
+            assert!(icmp_type_number(t, true).is_some());
         }
     }
 

@@ -11,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use firewall::{compile, Applier, Features, FwFile, Guest, GuestPort, Input, NftApplier};
+use firewall::{
+    compile, Applier, Features, FwFile, Guest, GuestPort, Input, NetlinkApplier, NftApplier,
+};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -133,9 +135,9 @@ impl Netns {
             .unwrap_or(false)
     }
 
-    fn apply(&self, input: &Input) -> Result<(), String> {
+    fn apply(&self, applier: &(dyn Applier + Sync), input: &Input) -> Result<(), String> {
         let ruleset = compile(input).map_err(|e| e.to_string())?;
-        self.enter(|| NftApplier::default().apply(&ruleset))
+        self.enter(|| applier.apply(&ruleset))
             .map_err(|e| e.to_string())
     }
 
@@ -189,6 +191,14 @@ fn pair(tag: &str) -> (Netns, Netns) {
     (node, client)
 }
 
+/// Both appliers: through the nft program, and one netlink batch.
+fn appliers() -> Vec<(&'static str, Box<dyn Applier + Sync>)> {
+    vec![
+        ("nft", Box::new(NftApplier::default())),
+        ("netlink", Box::new(NetlinkApplier)),
+    ]
+}
+
 fn fw(name: &str, text: &str) -> FwFile {
     FwFile::parse(name, text).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -203,16 +213,23 @@ fn host_input(host_rules: &str) -> Input {
 
 #[test]
 fn host_ruleset_allows_and_denies_tcp_udp_icmp() {
-    let (node, client) = pair("host");
+    for (name, applier) in appliers() {
+        host_traffic(name, applier.as_ref());
+    }
+}
+
+fn host_traffic(tag: &str, applier: &(dyn Applier + Sync)) {
+    let (node, client) = pair(&format!("h{tag}"));
     node.serve(&[22, 80, 5000, 8006], &[5353, 5354]);
     client.serve(&[7000], &[]);
     // Without a firewall everything answers.
     assert_eq!(client.tcp("192.0.2.10", 5000), Reach::Open);
     assert!(client.ping("192.0.2.10"));
 
-    node.apply(&host_input(
-        "IN HTTP(ACCEPT)\nIN ACCEPT -p udp -dport 5353 -source 192.0.2.0/24\n",
-    ))
+    node.apply(
+        applier,
+        &host_input("IN HTTP(ACCEPT)\nIN ACCEPT -p udp -dport 5353 -source 192.0.2.0/24\n"),
+    )
     .unwrap();
     assert_eq!(client.tcp("192.0.2.10", 80), Reach::Open);
     assert_eq!(client.tcp("192.0.2.10", 5000), Reach::Dropped);
@@ -227,9 +244,12 @@ fn host_ruleset_allows_and_denies_tcp_udp_icmp() {
 
     // A new ruleset: ping allowed, 5000 rejected, the API explicitly
     // denied while SSH stays.
-    node.apply(&host_input(
-        "IN Ping(ACCEPT)\nIN REJECT -p tcp -dport 5000\nIN DROP -p tcp -dport 8006\nIN DROP\n",
-    ))
+    node.apply(
+        applier,
+        &host_input(
+            "IN Ping(ACCEPT)\nIN REJECT -p tcp -dport 5000\nIN DROP -p tcp -dport 8006\nIN DROP\n",
+        ),
+    )
     .unwrap();
     assert!(client.ping("192.0.2.10"));
     assert_eq!(client.tcp("192.0.2.10", 5000), Reach::Refused);
@@ -238,32 +258,41 @@ fn host_ruleset_allows_and_denies_tcp_udp_icmp() {
     assert_eq!(client.tcp("192.0.2.10", 80), Reach::Dropped);
 
     // Switching the firewall off removes our tables.
-    node.apply(&Input::default()).unwrap();
+    node.apply(applier, &Input::default()).unwrap();
     assert_eq!(client.tcp("192.0.2.10", 5000), Reach::Open);
     assert!(!node.ruleset().contains("oxbow"));
 }
 
 #[test]
 fn bad_reference_or_refused_ruleset_keeps_the_previous_one() {
-    let (node, client) = pair("keep");
+    for (name, applier) in appliers() {
+        keep_previous(name, applier.as_ref());
+    }
+}
+
+fn keep_previous(tag: &str, applier: &(dyn Applier + Sync)) {
+    let (node, client) = pair(&format!("k{tag}"));
     node.serve(&[80, 5000], &[]);
     // A table of someone else's, which must survive our applies.
     node.enter(|| {
         run(Command::new("nft").args(["add", "table", "inet", "other"]));
     });
-    node.apply(&host_input("IN HTTP(ACCEPT)\n")).unwrap();
+    node.apply(applier, &host_input("IN HTTP(ACCEPT)\n"))
+        .unwrap();
     let before = node.ruleset();
 
     let err = node
-        .apply(&host_input(
-            "IN HTTP(ACCEPT)\nIN ACCEPT -source nosuchalias\n",
-        ))
+        .apply(
+            applier,
+            &host_input("IN HTTP(ACCEPT)\nIN ACCEPT -source nosuchalias\n"),
+        )
         .unwrap_err();
     assert_eq!(err, "host.fw, line 3: unknown alias `nosuchalias`");
     let err = node
-        .apply(&host_input(
-            "IN ACCEPT -source +nosuchset -p tcp -dport 5000\n",
-        ))
+        .apply(
+            applier,
+            &host_input("IN ACCEPT -source +nosuchset -p tcp -dport 5000\n"),
+        )
         .unwrap_err();
     assert_eq!(err, "host.fw, line 2: unknown ipset `nosuchset`");
     assert_eq!(node.ruleset(), before);
@@ -277,10 +306,12 @@ fn bad_reference_or_refused_ruleset_keeps_the_previous_one() {
             vec![],
             firewall::nft::Verdict::Jump("missing".into()),
         ));
-    let err = node
-        .enter(|| NftApplier::default().apply(&ruleset))
-        .unwrap_err();
+    let err = node.enter(|| applier.apply(&ruleset)).unwrap_err();
     assert!(err.to_string().contains("nft refused"), "{err}");
+    assert!(
+        err.to_string().contains("missing") || err.to_string().contains("No such file"),
+        "{err}"
+    );
     assert_eq!(node.ruleset(), before);
     assert_eq!(client.tcp("192.0.2.10", 80), Reach::Open);
     assert_eq!(client.tcp("192.0.2.10", 5000), Reach::Dropped);
@@ -289,10 +320,16 @@ fn bad_reference_or_refused_ruleset_keeps_the_previous_one() {
 
 #[test]
 fn guest_ruleset_filters_bridged_traffic_per_port() {
+    for (name, applier) in appliers() {
+        guest_traffic(name, applier.as_ref());
+    }
+}
+
+fn guest_traffic(tag: &str, applier: &(dyn Applier + Sync)) {
     // node: bridge br0 with ports eth0 (to client) and tap100i0 (to the
     // guest namespace).
-    let (node, client) = pair("guest");
-    let guest = Netns::new("guestvm");
+    let (node, client) = pair(&format!("g{tag}"));
+    let guest = Netns::new(&format!("vm{tag}"));
     node.ip(&["addr", "flush", "dev", "eth0"]);
     node.ip(&["link", "add", "br0", "type", "bridge"]);
     node.ip(&["link", "set", "eth0", "master", "br0"]);
@@ -339,7 +376,7 @@ fn guest_ruleset_filters_bridged_traffic_per_port() {
         }],
         features,
     };
-    node.apply(&input).unwrap();
+    node.apply(applier, &input).unwrap();
     assert_eq!(client.tcp("192.0.2.100", 80), Reach::Open);
     assert_eq!(client.udp("192.0.2.100", 53), Reach::Open);
     let rejected = client.tcp("192.0.2.100", 5000);

@@ -892,7 +892,7 @@ fn compile_guests(input: &Input, errors: &mut Vec<CompileError>) -> Option<Table
         let policy_in = file.policy("policy_in").unwrap_or(Action::Drop);
         let policy_out = file.policy("policy_out").unwrap_or(Action::Accept);
         let dhcp = file.flag("dhcp", false);
-        let ndp = file.flag("ndp", false);
+        let ndp = file.flag("ndp", true);
         let radv = file.flag("radv", false);
         let macfilter = file.flag("macfilter", true);
         let ipfilter = file.flag("ipfilter", false);

@@ -60,6 +60,9 @@ pub struct Config {
     /// The interfaces file, beside which an unconfirmed apply leaves its
     /// rollback state (see [`staged`]).
     pub interfaces: PathBuf,
+    /// The firewall files; with a `cluster.fw` there, the host's part of
+    /// the firewall is applied at start-up.
+    pub firewall_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -73,6 +76,7 @@ impl Default for Config {
             sys_class_net: PathBuf::from(sysfs::SYS_CLASS_NET),
             ready_timeout: Duration::from_secs(20),
             interfaces: PathBuf::from(staged::NetworkFiles::DEFAULT),
+            firewall_dir: PathBuf::from(firewall::FIREWALL_DIR),
         }
     }
 }

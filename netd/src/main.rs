@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 const USAGE: &str = "usage: netd [--answer PATH] [--bridge NAME] [--nic NAME] \
-[--ready-file PATH] [--resolv-conf PATH] [--sys-class-net DIR] [--ready-timeout SECS] [--interfaces PATH]";
+[--ready-file PATH] [--resolv-conf PATH] [--sys-class-net DIR] [--ready-timeout SECS] [--interfaces PATH] [--firewall-dir DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -56,6 +56,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<netd::Config> {
             "--ready-file" => cfg.ready_file = PathBuf::from(value()?),
             "--resolv-conf" => cfg.resolv_conf = PathBuf::from(value()?),
             "--interfaces" => cfg.interfaces = PathBuf::from(value()?),
+            "--firewall-dir" => cfg.firewall_dir = PathBuf::from(value()?),
             "--sys-class-net" => cfg.sys_class_net = PathBuf::from(value()?),
             "--ready-timeout" => {
                 let v = value()?;

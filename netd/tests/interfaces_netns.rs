@@ -417,8 +417,11 @@ fn failed_apply_puts_the_previous_file_back() {
     node.with_rtnl(async |nl| staged::apply_staged(nl, &files, None).await)
         .unwrap();
     // vmbr2 is created and eth1 joins it before the kernel refuses to
-    // put the loopback device into a bridge.
-    let broken = format!("{NODE}\nauto vmbr2\niface vmbr2 inet manual\n\tbridge-ports eth1 lo\n");
+    // put a (hand-made) bridge into a bridge.
+    node.ip(&["link", "add", "handbr", "type", "bridge"]);
+    let links: Vec<String> = ["lo", "eth0", "eth1", "handbr"].map(String::from).to_vec();
+    let broken =
+        format!("{NODE}\nauto vmbr2\niface vmbr2 inet manual\n\tbridge-ports eth1 handbr\n");
     InterfacesFile::parse_valid(&broken, &links).unwrap();
     files.stage(&broken, &links).unwrap();
     let probe = AddressProbe {

@@ -113,6 +113,25 @@ pub enum ErrorKind {
         /// Where.
         first_line: usize,
     },
+    /// A port that cannot be one: the loopback device.
+    #[error("{port} cannot be a port of {iface}")]
+    InvalidPort {
+        /// The interface naming it.
+        iface: String,
+        /// The port.
+        port: String,
+    },
+    /// An address on a bridge port or bond slave, where it is unusable.
+    #[error("{iface} is a port of {controller}; its address belongs on {controller}")]
+    AddressOnPort {
+        /// The port.
+        iface: String,
+        /// Its bridge or bond.
+        controller: String,
+    },
+    /// A forward delay outside what the kernel takes with STP on.
+    #[error("bridge-fd must be 2 to 30 with bridge-stp on")]
+    ForwardDelayWithStp,
     /// Two default gateways of the same family.
     #[error("second {family} gateway (the first is on {first_iface}, line {first_line})")]
     DuplicateGateway {

@@ -329,6 +329,26 @@ fn validation_errors_carry_line_numbers() {
             "interface a cannot be both a bridge and a bond".to_string()
         )]
     );
+    // The loopback device as a port; an address on a port; STP with a
+    // forward delay the kernel refuses.
+    let e = errs("iface vmbr0 inet manual\n\tbridge-ports lo\n");
+    assert_eq!(e, [(2, "lo cannot be a port of vmbr0".to_string())]);
+    let e = errs("iface eth0 inet static\n\taddress 10.0.0.2/24\n\niface vmbr0 inet manual\n\tbridge-ports eth0\n");
+    assert_eq!(
+        e,
+        [(
+            2,
+            "eth0 is a port of vmbr0; its address belongs on vmbr0".to_string()
+        )]
+    );
+    let e = errs("iface vmbr0 inet manual\n\tbridge-ports none\n\tbridge-stp on\n\tbridge-fd 0\n");
+    assert_eq!(
+        e,
+        [(
+            4,
+            "bridge-fd must be 2 to 30 with bridge-stp on".to_string()
+        )]
+    );
     // Errors are all reported, in line order.
     let e = errs("iface vmbr0 inet manual\n\tbridge-ports nic7\n\tmtu 1\n");
     assert_eq!(e.len(), 1, "value errors come before validation: {e:?}");

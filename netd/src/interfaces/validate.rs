@@ -41,6 +41,16 @@ pub fn validate(config: &NetworkConfig, existing: &[String]) -> Result<(), Inter
         };
         let line = iface.line_of(key);
         for port in ports {
+            if port == "lo" {
+                errors.push(InterfacesError::new(
+                    line,
+                    ErrorKind::InvalidPort {
+                        iface: iface.name.clone(),
+                        port: port.clone(),
+                    },
+                ));
+                continue;
+            }
             if !known(port) {
                 errors.push(InterfacesError::new(
                     line,
@@ -51,6 +61,15 @@ pub fn validate(config: &NetworkConfig, existing: &[String]) -> Result<(), Inter
                 ));
             }
             if let Some(lower) = declared.get(port.as_str()) {
+                if let Some((_, at)) = lower.addresses.first() {
+                    errors.push(InterfacesError::new(
+                        *at,
+                        ErrorKind::AddressOnPort {
+                            iface: port.clone(),
+                            controller: iface.name.clone(),
+                        },
+                    ));
+                }
                 if matches!(lower.kind, IfaceKind::Bridge(_)) {
                     errors.push(InterfacesError::new(
                         line,
@@ -69,6 +88,17 @@ pub fn validate(config: &NetworkConfig, existing: &[String]) -> Result<(), Inter
                         first: first.to_string(),
                         second: iface.name.clone(),
                     },
+                ));
+            }
+        }
+    }
+
+    for iface in &config.ifaces {
+        if let IfaceKind::Bridge(b) = &iface.kind {
+            if b.stp && b.fd.is_some_and(|fd| fd < 2) {
+                errors.push(InterfacesError::new(
+                    iface.line_of("bridge-fd"),
+                    ErrorKind::ForwardDelayWithStp,
                 ));
             }
         }

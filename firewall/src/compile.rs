@@ -1153,6 +1153,11 @@ pub fn compile(input: &Input) -> Result<Ruleset, CompileErrors> {
         ruleset.tables.extend(compile_host(input, &mut errors));
         ruleset.tables.extend(compile_guests(input, &mut errors));
     }
+    for t in &mut ruleset.tables {
+        for c in &mut t.chains {
+            crate::optimize::merge_similar_rules(c);
+        }
+    }
     if errors.is_empty() {
         Ok(ruleset)
     } else {

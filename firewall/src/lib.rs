@@ -20,6 +20,7 @@ pub mod load;
 pub mod macros;
 pub mod netlink;
 pub mod nft;
+pub mod optimize;
 
 pub use apply::{Applier, ApplyError, NftApplier};
 pub use compile::{

@@ -19,8 +19,8 @@ use crate::apply::{Applier, ApplyError};
 use crate::config::PortRange;
 use crate::macros::icmp_type_number;
 use crate::nft::{
-    AddrValue, Chain, Hook, Match, Rule, Ruleset, Table, TableFamily, Verdict, GUEST_TABLE,
-    HOST_TABLE,
+    AddrValue, Chain, ConcatField, Hook, Match, Rule, Ruleset, Table, TableFamily, Verdict,
+    GUEST_TABLE, HOST_TABLE,
 };
 
 // netlink
@@ -101,7 +101,11 @@ const NFTA_SET_FLAGS: u16 = 3;
 const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_DESC_CONCAT: u16 = 2;
+const NFTA_SET_FIELD_LEN: u16 = 1;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -131,6 +135,10 @@ const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_CONSTANT: u32 = 0x2;
 const NFT_SET_INTERVAL: u32 = 0x4;
 const NFT_SET_MAP: u32 = 0x8;
+const NFT_SET_CONCAT: u32 = 0x80;
+const NFT_REG32_00: u32 = 8;
+/// Bits per type in nft's encoding of a concatenated key type.
+const TYPE_BITS: u32 = 6;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const NF_DROP: i32 = 0;
@@ -173,6 +181,8 @@ struct Batch {
     next_set_id: u32,
     /// Nested attributes being built (start offsets).
     nests: Vec<usize>,
+    /// An attribute grew past the 16-bit length netlink allows.
+    overflow: bool,
 }
 
 impl Batch {
@@ -183,6 +193,7 @@ impl Batch {
             what: Vec::new(),
             next_set_id: 1,
             nests: Vec::new(),
+            overflow: false,
         };
         b.message(
             NFNL_MSG_BATCH_BEGIN,
@@ -258,7 +269,10 @@ impl Batch {
 
     fn end(&mut self) {
         let start = self.nests.pop().expect("nest open");
-        let len = (self.buf.len() - start) as u16;
+        let len = u16::try_from(self.buf.len() - start).unwrap_or_else(|_| {
+            self.overflow = true;
+            0
+        });
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
@@ -299,8 +313,12 @@ impl Batch {
     }
 
     fn payload(&mut self, base: u32, offset: u32, len: u32) {
+        self.payload_to(base, offset, len, NFT_REG_1);
+    }
+
+    fn payload_to(&mut self, base: u32, offset: u32, len: u32, dreg: u32) {
         self.expr("payload");
-        self.u32(NFTA_PAYLOAD_DREG, NFT_REG_1);
+        self.u32(NFTA_PAYLOAD_DREG, dreg);
         self.u32(NFTA_PAYLOAD_BASE, base);
         self.u32(NFTA_PAYLOAD_OFFSET, offset);
         self.u32(NFTA_PAYLOAD_LEN, len);
@@ -328,12 +346,23 @@ impl Batch {
     }
 
     fn lookup(&mut self, set: &str, id: Option<u32>, negate: bool, verdict_map: bool) {
+        self.lookup_from(set, id, negate, verdict_map, NFT_REG_1);
+    }
+
+    fn lookup_from(
+        &mut self,
+        set: &str,
+        id: Option<u32>,
+        negate: bool,
+        verdict_map: bool,
+        sreg: u32,
+    ) {
         self.expr("lookup");
         self.str(NFTA_LOOKUP_SET, set);
         if let Some(id) = id {
             self.u32(NFTA_LOOKUP_SET_ID, id);
         }
-        self.u32(NFTA_LOOKUP_SREG, NFT_REG_1);
+        self.u32(NFTA_LOOKUP_SREG, sreg);
         if verdict_map {
             self.u32(NFTA_LOOKUP_DREG, NFT_REG_VERDICT);
         }
@@ -435,10 +464,14 @@ fn increment(v: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// Encodes the elements of an interval set: each interval is a start
-/// element and an end element one past its last key.
+/// Elements per NEWSETELEM message, so that the element list stays
+/// within a 16-bit attribute length (about 100 bytes per element at most).
+const ELEMENTS_PER_MESSAGE: usize = 500;
+
+/// Encodes the elements of an interval set into an open element list:
+/// each interval is a start element and an end element one past its last
+/// key.
 fn interval_elements(b: &mut Batch, intervals: &[Interval]) {
-    b.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
     for (from, to) in intervals {
         b.begin(NFTA_LIST_ELEM);
         b.data(NFTA_SET_ELEM_KEY, from);
@@ -450,7 +483,35 @@ fn interval_elements(b: &mut Batch, intervals: &[Interval]) {
             b.end();
         }
     }
-    b.end();
+}
+
+/// Length in bytes of a concatenation field's value.
+fn field_len(f: &ConcatField) -> u32 {
+    match f {
+        ConcatField::Addr { v6: true, .. } => 16,
+        ConcatField::Addr { v6: false, .. } => 4,
+        ConcatField::Port { .. } => 2,
+    }
+}
+
+/// A concatenation field's value as an inclusive interval of big-endian
+/// bytes.
+fn field_interval(f: &ConcatField, v: &str) -> Option<Interval> {
+    match f {
+        ConcatField::Addr { .. } => addr_interval(v),
+        ConcatField::Port { .. } => {
+            let (a, b) = v.split_once('-').unwrap_or((v, v));
+            let a: u16 = a.parse().ok()?;
+            let b: u16 = b.parse().ok()?;
+            Some((a.to_be_bytes().to_vec(), b.to_be_bytes().to_vec()))
+        }
+    }
+}
+
+fn pad4(v: &mut Vec<u8>) {
+    while v.len() % 4 != 0 {
+        v.push(0);
+    }
 }
 
 struct Encoder<'a> {
@@ -487,15 +548,30 @@ impl Encoder<'_> {
         id
     }
 
-    fn set_elements(&self, b: &mut Batch, name: &str, id: Option<u32>, intervals: &[Interval]) {
+    /// Opens a NEWSETELEM message and its element list.
+    fn elements_begin(&self, b: &mut Batch, name: &str, id: Option<u32>) {
         b.nft(NFT_MSG_NEWSETELEM, NLM_F_CREATE, self.family);
         b.str(NFTA_SET_ELEM_LIST_TABLE, &self.table.name);
         b.str(NFTA_SET_ELEM_LIST_SET, name);
         if let Some(id) = id {
             b.u32(NFTA_SET_ELEM_LIST_SET_ID, id);
         }
-        interval_elements(b, intervals);
+        b.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+    }
+
+    fn elements_end(&self, b: &mut Batch, name: &str) {
+        b.end();
         b.finish(format!("elements of set {name}"));
+    }
+
+    fn set_elements(&self, b: &mut Batch, name: &str, id: Option<u32>, intervals: &[Interval]) {
+        // An attribute's length is 16 bits: many elements take several
+        // messages.
+        for chunk in intervals.chunks(ELEMENTS_PER_MESSAGE) {
+            self.elements_begin(b, name, id);
+            interval_elements(b, chunk);
+            self.elements_end(b, name);
+        }
     }
 
     /// An anonymous interval set for a rule, created before the rule's
@@ -546,10 +622,74 @@ impl Encoder<'_> {
                     let t = if *v6 { TYPE_ICMP6_TYPE } else { TYPE_ICMP_TYPE };
                     ids.push(self.anonymous(b, t, 1, iv));
                 }
+                Match::Concat { fields, elements } => {
+                    ids.push(self.concat_set(b, fields, elements)?);
+                }
                 _ => {}
             }
         }
         Ok(ids)
+    }
+
+    /// An anonymous set of boxes for a concatenation.
+    fn concat_set(
+        &self,
+        b: &mut Batch,
+        fields: &[ConcatField],
+        elements: &[Vec<String>],
+    ) -> Result<u32, String> {
+        let key_len: u32 = fields.iter().map(|f| field_len(f).div_ceil(4) * 4).sum();
+        let key_type = fields.iter().fold(0u32, |t, f| {
+            let ty = match f {
+                ConcatField::Addr { v6: true, .. } => TYPE_IP6ADDR,
+                ConcatField::Addr { v6: false, .. } => TYPE_IPADDR,
+                ConcatField::Port { .. } => TYPE_INET_SERVICE,
+            };
+            (t << TYPE_BITS) | ty
+        });
+        let id = b.next_set_id;
+        b.next_set_id += 1;
+        b.nft(NFT_MSG_NEWSET, NLM_F_CREATE, self.family);
+        b.str(NFTA_SET_TABLE, &self.table.name);
+        b.str(NFTA_SET_NAME, "__set%d");
+        b.u32(
+            NFTA_SET_FLAGS,
+            NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL | NFT_SET_CONCAT,
+        );
+        b.u32(NFTA_SET_KEY_TYPE, key_type);
+        b.u32(NFTA_SET_KEY_LEN, key_len);
+        b.u32(NFTA_SET_ID, id);
+        b.begin(NFTA_SET_DESC);
+        b.begin(NFTA_SET_DESC_CONCAT);
+        for f in fields {
+            b.begin(NFTA_LIST_ELEM);
+            b.u32(NFTA_SET_FIELD_LEN, field_len(f));
+            b.end();
+        }
+        b.end();
+        b.end();
+        b.finish(format!("concatenated set of table {}", self.table.name));
+
+        for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+            self.elements_begin(b, "__set%d", Some(id));
+            for e in chunk {
+                let mut start = Vec::new();
+                let mut end = Vec::new();
+                for (f, v) in fields.iter().zip(e) {
+                    let (a, z) = field_interval(f, v).ok_or_else(|| format!("bad value {v}"))?;
+                    start.extend_from_slice(&a);
+                    end.extend_from_slice(&z);
+                    pad4(&mut start);
+                    pad4(&mut end);
+                }
+                b.begin(NFTA_LIST_ELEM);
+                b.data(NFTA_SET_ELEM_KEY, &start);
+                b.data(NFTA_SET_ELEM_KEY_END, &end);
+                b.end();
+            }
+            self.elements_end(b, "a concatenated set");
+        }
+        Ok(id)
     }
 
     /// The layer 3 check an address match depends on.
@@ -696,6 +836,37 @@ impl Encoder<'_> {
                     b.payload(NFT_PAYLOAD_LL_HEADER, 6, 6);
                     b.cmp(NFT_CMP_NEQ, &bytes);
                 }
+                Match::Concat { fields, .. } => {
+                    let mut reg = NFT_REG32_00;
+                    for f in fields {
+                        match f {
+                            ConcatField::Addr { v6, src } => {
+                                if l3_done != Some(*v6) {
+                                    self.l3_dependency(b, *v6);
+                                    l3_done = Some(*v6);
+                                }
+                                let (offset, len) = match (v6, src) {
+                                    (false, true) => (12, 4),
+                                    (false, false) => (16, 4),
+                                    (true, true) => (8, 16),
+                                    (true, false) => (24, 16),
+                                };
+                                b.payload_to(NFT_PAYLOAD_NETWORK_HEADER, offset, len, reg);
+                            }
+                            ConcatField::Port { src } => {
+                                b.payload_to(
+                                    NFT_PAYLOAD_TRANSPORT_HEADER,
+                                    if *src { 0 } else { 2 },
+                                    2,
+                                    reg,
+                                );
+                            }
+                        }
+                        reg += field_len(f).div_ceil(4);
+                    }
+                    let id = ids.next().expect("prepared");
+                    b.lookup_from("__set%d", Some(id), false, false, NFT_REG32_00);
+                }
                 Match::EtherType(t) => {
                     let v: u16 = match *t {
                         "arp" => 0x0806,
@@ -818,18 +989,16 @@ impl Encoder<'_> {
             if m.elements.is_empty() {
                 continue;
             }
-            b.nft(NFT_MSG_NEWSETELEM, NLM_F_CREATE, self.family);
-            b.str(NFTA_SET_ELEM_LIST_TABLE, &t.name);
-            b.str(NFTA_SET_ELEM_LIST_SET, &m.name);
-            b.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
-            for (iface, chain) in &m.elements {
-                b.begin(NFTA_LIST_ELEM);
-                b.data(NFTA_SET_ELEM_KEY, &ifname(iface));
-                b.verdict_data(NFTA_SET_ELEM_DATA, NFT_JUMP, Some(chain));
-                b.end();
+            for chunk in m.elements.chunks(ELEMENTS_PER_MESSAGE) {
+                self.elements_begin(b, &m.name, None);
+                for (iface, chain) in chunk {
+                    b.begin(NFTA_LIST_ELEM);
+                    b.data(NFTA_SET_ELEM_KEY, &ifname(iface));
+                    b.verdict_data(NFTA_SET_ELEM_DATA, NFT_JUMP, Some(chain));
+                    b.end();
+                }
+                self.elements_end(b, &m.name);
             }
-            b.end();
-            b.finish(format!("elements of map {}", m.name));
         }
         for (ci, c) in t.chains.iter().enumerate() {
             for (ri, r) in c.rules.iter().enumerate() {
@@ -870,6 +1039,9 @@ fn encode(ruleset: &Ruleset) -> Result<Batch, String> {
         NFNL_SUBSYS_NFTABLES,
     );
     b.finish("batch end".into());
+    if b.overflow {
+        return Err("an object is too large for one netlink attribute".into());
+    }
     Ok(b)
 }
 
@@ -1000,6 +1172,47 @@ mod tests {
         );
         assert_eq!(increment(&[0, 255]), Some(vec![1, 0]));
         assert_eq!(increment(&[255, 255]), None);
+    }
+
+    #[test]
+    fn large_sets_take_several_messages() {
+        use crate::nft::{Set, Table};
+        let elements: Vec<String> = (0..3000u32)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect();
+        let ruleset = Ruleset {
+            tables: vec![Table {
+                family: TableFamily::Inet,
+                name: "oxbow".into(),
+                sets: vec![Set {
+                    name: "big".into(),
+                    ipv6: false,
+                    elements,
+                }],
+                maps: vec![],
+                chains: vec![],
+            }],
+        };
+        let b = encode(&ruleset).unwrap();
+        let element_messages = b
+            .what
+            .iter()
+            .filter(|(_, w)| matches!(w, What::Text(t) if t == "elements of set big"))
+            .count();
+        // Adjacent /24s merge into few intervals; spread ones would not.
+        assert!(element_messages >= 1);
+        let spread: Vec<String> = (0..3000u32)
+            .map(|i| format!("10.{}.{}.1", i / 256, i % 256))
+            .collect();
+        let mut r2 = ruleset.clone();
+        r2.tables[0].sets[0].elements = spread;
+        let b = encode(&r2).unwrap();
+        let element_messages = b
+            .what
+            .iter()
+            .filter(|(_, w)| matches!(w, What::Text(t) if t == "elements of set big"))
+            .count();
+        assert_eq!(element_messages, 6);
     }
 
     #[test]

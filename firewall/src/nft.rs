@@ -125,6 +125,46 @@ pub enum Match {
     EtherSaddrNot(String),
     /// Ethernet type (`arp`, `ip`, `ip6`).
     EtherType(&'static str),
+    /// Several fields looked up together in a set of boxes
+    /// (`ip saddr . th dport { 10.0.0.0/24 . 22, ... }`).
+    Concat {
+        /// The fields, in order.
+        fields: Vec<ConcatField>,
+        /// One element per box: one value (address, network, range,
+        /// port or port range) per field.
+        elements: Vec<Vec<String>>,
+    },
+}
+
+/// A field of a [`Match::Concat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConcatField {
+    /// An address.
+    Addr {
+        /// IPv6 (else IPv4).
+        v6: bool,
+        /// Source (else destination).
+        src: bool,
+    },
+    /// A transport port.
+    Port {
+        /// Source (else destination).
+        src: bool,
+    },
+}
+
+impl fmt::Display for ConcatField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConcatField::Addr { v6, src } => write!(
+                f,
+                "{} {}",
+                if *v6 { "ip6" } else { "ip" },
+                if *src { "saddr" } else { "daddr" }
+            ),
+            ConcatField::Port { src } => write!(f, "th {}", if *src { "sport" } else { "dport" }),
+        }
+    }
 }
 
 fn list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
@@ -199,6 +239,11 @@ impl fmt::Display for Match {
             Match::CtState(states) => write!(f, "ct state {}", states.join(",")),
             Match::EtherSaddrNot(mac) => write!(f, "ether saddr != {mac}"),
             Match::EtherType(t) => write!(f, "ether type {t}"),
+            Match::Concat { fields, elements } => {
+                let names: Vec<String> = fields.iter().map(|x| x.to_string()).collect();
+                let els: Vec<String> = elements.iter().map(|e| e.join(" . ")).collect();
+                write!(f, "{} {{ {} }}", names.join(" . "), els.join(", "))
+            }
         }
     }
 }

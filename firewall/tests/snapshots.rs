@@ -207,3 +207,24 @@ GROUP webserver
     };
     snapshot("guests-stateless", &stateless);
 }
+
+#[test]
+fn long_runs_of_similar_rules_are_merged() {
+    let mut rules = String::from("[RULES]\n");
+    for i in 0..20 {
+        rules += &format!(
+            "IN ACCEPT -p tcp -dport {} -source 10.0.{i}.0/24\n",
+            1000 + i
+        );
+    }
+    for i in 0..4 {
+        rules += &format!("IN DROP -p udp -dport {}\n", 2000 + 10 * i);
+    }
+    rules += "IN ACCEPT -p tcp -dport 22 -source 10.1.0.0/16 -log info\n";
+    let input = Input {
+        cluster: fw("cluster.fw", "[OPTIONS]\nenable: 1\n"),
+        host: fw("host.fw", &rules),
+        ..Input::default()
+    };
+    snapshot("merged", &input);
+}

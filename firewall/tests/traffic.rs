@@ -115,9 +115,12 @@ impl Netns {
             let u = UdpSocket::bind("0.0.0.0:0").unwrap();
             u.set_read_timeout(Some(Duration::from_millis(700)))
                 .unwrap();
-            u.send_to(b"hi", (to, port)).unwrap();
+            // Connected, so that an ICMP port-unreachable shows as
+            // ECONNREFUSED.
+            u.connect((to, port)).unwrap();
+            u.send(b"hi").unwrap();
             let mut b = [0u8; 8];
-            match u.recv_from(&mut b) {
+            match u.recv(&mut b) {
                 Ok(_) => Reach::Open,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Reach::Refused,
                 Err(_) => Reach::Dropped,
@@ -256,6 +259,57 @@ fn host_traffic(tag: &str, applier: &(dyn Applier + Sync)) {
     assert_eq!(client.tcp("192.0.2.10", 8006), Reach::Dropped);
     assert_eq!(client.tcp("192.0.2.10", 22), Reach::Open);
     assert_eq!(client.tcp("192.0.2.10", 80), Reach::Dropped);
+
+    // Long runs of similar rules are merged into set lookups
+    // (firewall::optimize); they must still mean what they say.
+    let mut rules = String::new();
+    for i in 0..20 {
+        rules += &format!(
+            "IN ACCEPT -p tcp -dport {} -source 192.0.2.{}\n",
+            5000 + i,
+            1 + i
+        );
+    }
+    for i in 0..5 {
+        rules += &format!("IN ACCEPT -p udp -dport {}\n", 5350 + i);
+    }
+    let merged = host_input(&rules);
+    let compiled = compile(&merged).unwrap().to_string();
+    assert!(compiled.contains("ip saddr . th dport {"), "{compiled}");
+    assert!(
+        compiled.contains("th dport { 5350, 5351, 5352, 5353, 5354 }"),
+        "{compiled}"
+    );
+    node.apply(applier, &merged).unwrap();
+    assert_eq!(client.tcp("192.0.2.10", 5000), Reach::Open);
+    assert_eq!(client.tcp("192.0.2.10", 80), Reach::Dropped);
+    assert_eq!(client.udp("192.0.2.10", 5353), Reach::Open);
+    assert_eq!(client.udp("192.0.2.10", 5354), Reach::Open);
+    assert_eq!(client.udp("192.0.2.10", 5352), Reach::Refused);
+    assert_eq!(client.udp("192.0.2.10", 5355), Reach::Dropped);
+    client.ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+    let from_second = client.enter(|| {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&"192.0.2.2:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        // Nothing listens on 5001: reaching it means being refused.
+        s.connect_timeout(
+            &"192.0.2.10:5001".parse::<SocketAddr>().unwrap().into(),
+            Duration::from_millis(700),
+        )
+        .map_err(|e| e.kind())
+    });
+    assert_eq!(
+        from_second.unwrap_err(),
+        std::io::ErrorKind::ConnectionRefused,
+        "192.0.2.2 may reach 5001"
+    );
+    assert_eq!(
+        client.tcp("192.0.2.10", 5001),
+        Reach::Dropped,
+        "192.0.2.1 may not"
+    );
+    client.ip(&["addr", "del", "192.0.2.2/24", "dev", "eth0"]);
 
     // Switching the firewall off removes our tables.
     node.apply(applier, &Input::default()).unwrap();
@@ -427,7 +481,7 @@ fn snapshots_pass_the_kernel_check() {
     let ns = Netns::new("check");
     let features = ns.features();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
-    let mut names = vec!["disabled", "host", "management-deny"];
+    let mut names = vec!["disabled", "host", "management-deny", "merged"];
     names.push(if features.bridge_conntrack && features.bridge_reject {
         "guests"
     } else {

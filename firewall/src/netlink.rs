@@ -20,7 +20,6 @@ use crate::config::PortRange;
 use crate::macros::icmp_type_number;
 use crate::nft::{
     AddrValue, Chain, ConcatField, Hook, Match, Rule, Ruleset, Table, TableFamily, Verdict,
-    GUEST_TABLE, HOST_TABLE,
 };
 
 // netlink
@@ -1013,7 +1012,7 @@ impl Encoder<'_> {
 /// sequence number stands for.
 fn encode(ruleset: &Ruleset) -> Result<Batch, String> {
     let mut b = Batch::new();
-    for (family, name) in [HOST_TABLE, GUEST_TABLE] {
+    for (family, name) in ruleset.replaced_tables() {
         let fam = family_of(family);
         b.nft(NFT_MSG_NEWTABLE, NLM_F_CREATE, fam);
         b.str(NFTA_TABLE_NAME, name);
@@ -1192,6 +1191,7 @@ mod tests {
                 maps: vec![],
                 chains: vec![],
             }],
+            keep_guest_table: false,
         };
         let b = encode(&ruleset).unwrap();
         let element_messages = b

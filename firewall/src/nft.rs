@@ -370,14 +370,35 @@ impl Table {
 }
 
 /// The whole compiled firewall: the tables netd owns that should exist.
-/// Owned tables not listed are removed when it is applied.
+/// Owned tables not listed are removed when it is applied (but see
+/// [`Ruleset::host_only`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ruleset {
     /// Tables.
     pub tables: Vec<Table>,
+    /// Leave the guests' table as it is in the kernel.
+    pub keep_guest_table: bool,
 }
 
 impl Ruleset {
+    /// This ruleset limited to the host's table: applying it leaves the
+    /// guests' table in the kernel alone (netd's start-up apply, which
+    /// knows no guests, must not drop running guests' rules).
+    pub fn host_only(mut self) -> Ruleset {
+        self.tables.retain(|t| t.family == HOST_TABLE.0);
+        self.keep_guest_table = true;
+        self
+    }
+
+    /// The tables netd owns that applying this ruleset replaces.
+    pub fn replaced_tables(&self) -> Vec<(TableFamily, &'static str)> {
+        if self.keep_guest_table {
+            vec![HOST_TABLE]
+        } else {
+            vec![HOST_TABLE, GUEST_TABLE]
+        }
+    }
+
     /// The table of `family`, if present.
     pub fn table(&self, family: TableFamily) -> Option<&Table> {
         self.tables.iter().find(|t| t.family == family)
@@ -437,7 +458,7 @@ impl fmt::Display for Ruleset {
     /// host), then define it anew if it should exist. nft runs the whole
     /// script as one transaction.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (family, name) in [HOST_TABLE, GUEST_TABLE] {
+        for (family, name) in self.replaced_tables() {
             writeln!(f, "add table {family} {name}")?;
             writeln!(f, "delete table {family} {name}")?;
         }

@@ -450,6 +450,20 @@ fn guest_traffic(tag: &str, applier: &(dyn Applier + Sync)) {
         assert!(guest.ping("192.0.2.1"));
     }
 
+    // A host-only apply (netd's start-up) leaves the guests' table alone.
+    let host_only = compile(&Input {
+        guests: vec![],
+        ..input.clone()
+    })
+    .unwrap()
+    .host_only();
+    node.enter(|| applier.apply(&host_only)).unwrap();
+    assert!(
+        !client.ping("192.0.2.100"),
+        "guest rules gone after a host-only apply"
+    );
+    assert_eq!(client.tcp("192.0.2.100", 80), Reach::Open);
+
     // macfilter: a guest that changes its MAC is cut off.
     guest.ip(&["link", "set", "eth0", "address", "bc:24:11:00:01:99"]);
     guest.ip(&["neigh", "flush", "all"]);

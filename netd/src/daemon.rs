@@ -47,8 +47,9 @@ impl Stop {
     }
 }
 
-/// Puts the host's part of the firewall in force at start-up, before any
-/// guest runs (apid applies the whole firewall, guests included, later).
+/// Puts the host's part of the firewall in force at start-up (apid applies
+/// the whole firewall, guests included). The guests' table is left as it
+/// is, so that restarting netd does not drop the rules of running guests.
 /// Problems are logged: the node must come up on the network regardless.
 fn apply_boot_firewall(dir: &Path) {
     use firewall::Applier;
@@ -58,7 +59,9 @@ fn apply_boot_firewall(dir: &Path) {
     }
     let features = firewall::NftApplier::default().detect_features();
     let ruleset = match firewall::load(dir, vec![], features) {
-        Ok(input) => firewall::compile(&input).map_err(|e| e.to_string()),
+        Ok(input) => firewall::compile(&input)
+            .map(firewall::Ruleset::host_only)
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     match ruleset.map(|r| firewall::NetlinkApplier.apply(&r).map(|()| r)) {

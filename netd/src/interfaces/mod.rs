@@ -421,11 +421,18 @@ impl InterfacesFile {
         })?;
         let mut end = start + 1;
         let mut last_content = start + 1;
+        let mut pending_comments = false;
         while end < self.lines.len() {
             match self.lines[end].kind {
                 LineKind::Iface { .. } | LineKind::Auto { .. } | LineKind::Source => break,
-                LineKind::Blank => {}
-                _ => last_content = end + 1,
+                LineKind::Blank => pending_comments = true,
+                // A comment after a blank line belongs to what follows,
+                // unless more options of this stanza come after it.
+                LineKind::Comment if pending_comments => {}
+                _ => {
+                    last_content = end + 1;
+                    pending_comments = false;
+                }
             }
             end += 1;
         }
@@ -664,6 +671,13 @@ impl InterfacesFile {
                         .is_none_or(|l| l.kind == LineKind::Blank)
                 {
                     self.lines.remove(start - 1);
+                } else if start == 0
+                    && self
+                        .lines
+                        .first()
+                        .is_some_and(|l| l.kind == LineKind::Blank)
+                {
+                    self.lines.remove(0);
                 }
                 found = true;
             }

@@ -415,6 +415,14 @@ fn edits_touch_only_their_lines() {
 }
 
 #[test]
+fn a_comment_after_a_blank_line_belongs_to_the_next_stanza() {
+    let text = "iface a inet manual\n\tmtu 1400\n#about a\n\n# about b\nauto b\niface b inet manual\n";
+    let mut f = InterfacesFile::parse(text).unwrap();
+    assert!(f.remove_iface("a"));
+    assert_eq!(f.to_string(), "# about b\nauto b\niface b inet manual\n");
+}
+
+#[test]
 fn add_to_a_file_without_final_newline() {
     let mut f = InterfacesFile::parse("auto lo\niface lo inet loopback").unwrap();
     f.add_iface("eth0", Family::Inet, Method::Dhcp, true, &[])

@@ -416,7 +416,8 @@ fn edits_touch_only_their_lines() {
 
 #[test]
 fn a_comment_after_a_blank_line_belongs_to_the_next_stanza() {
-    let text = "iface a inet manual\n\tmtu 1400\n#about a\n\n# about b\nauto b\niface b inet manual\n";
+    let text =
+        "iface a inet manual\n\tmtu 1400\n#about a\n\n# about b\nauto b\niface b inet manual\n";
     let mut f = InterfacesFile::parse(text).unwrap();
     assert!(f.remove_iface("a"));
     assert_eq!(f.to_string(), "# about b\nauto b\niface b inet manual\n");

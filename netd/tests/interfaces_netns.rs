@@ -439,3 +439,64 @@ fn failed_apply_puts_the_previous_file_back() {
     assert_eq!(std::fs::read_to_string(&files.current).unwrap(), NODE);
     assert!(files.pending_deadline().unwrap().is_none());
 }
+
+#[test]
+fn command_line_checks_plans_and_applies() {
+    let (node, peer) = node_and_peer("cli");
+    let dir = tempfile::tempdir().unwrap();
+    let netd = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &node.name, env!("CARGO_BIN_EXE_netd")])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let bad = dir.path().join("bad");
+    std::fs::write(&bad, NODE.replace("bridge-ports eth0", "bridge-ports eth9")).unwrap();
+    let out = netd(&["interfaces", "check", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 11: vmbr0: unknown interface eth9"),
+        "{err}"
+    );
+
+    let good = dir.path().join("interfaces.new");
+    std::fs::write(&good, NODE).unwrap();
+    let out = netd(&["interfaces", "plan", good.to_str().unwrap()]);
+    assert!(out.status.success());
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.starts_with("create bridge vmbr0\n"), "{plan}");
+    assert!(node.link("vmbr0").is_none(), "plan changed something");
+
+    let live = dir.path().join("interfaces");
+    let out = netd(&[
+        "interfaces",
+        "apply",
+        "--interfaces",
+        live.to_str().unwrap(),
+        "--confirm",
+        "60",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&live).unwrap(), NODE);
+    assert!(peer.ping("192.0.2.10"));
+    let out = netd(&[
+        "interfaces",
+        "confirm",
+        "--interfaces",
+        live.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let out = netd(&[
+        "interfaces",
+        "confirm",
+        "--interfaces",
+        live.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success(), "nothing left to confirm");
+}

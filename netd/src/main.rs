@@ -135,15 +135,15 @@ fn tool(args: &[String]) -> anyhow::Result<()> {
     rt.block_on(async {
         match positional.as_slice() {
             ["interfaces", "check", file] => {
-                let text = std::fs::read_to_string(file).with_context(|| format!("{file}"))?;
+                let text = std::fs::read_to_string(file).with_context(|| file.to_string())?;
                 let nl = netd::rtnl::Rtnl::connect()?;
                 let links = netd::reconcile::kernel::observe(&nl).await?.link_names();
                 netd::interfaces::InterfacesFile::parse_valid(&text, &links)
-                    .with_context(|| format!("{file}"))?;
+                    .with_context(|| file.to_string())?;
                 println!("{file}: valid");
             }
             ["interfaces", "plan", file] => {
-                let text = std::fs::read_to_string(file).with_context(|| format!("{file}"))?;
+                let text = std::fs::read_to_string(file).with_context(|| file.to_string())?;
                 let nl = netd::rtnl::Rtnl::connect()?;
                 for op in netd::staged::plan_text(&nl, &text).await? {
                     println!("{op}");

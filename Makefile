@@ -54,12 +54,14 @@ unit:
 
 test: export OXBOW_NO_SKIP := 1
 
-# The config and property-string parsers (docs/guestconf.md) and the
-# container template path sanitizer (docs/ctr.md) under libFuzzer, built
-# with the stable toolchain, for a bounded time.
+# The config and property-string parsers (docs/guestconf.md), the container
+# template path sanitizer (docs/ctr.md), and the interfaces-file and
+# firewall-file parsers (docs/netd.md) under libFuzzer, built with the
+# stable toolchain, for a bounded time.
 fuzz:
 	scripts/fuzz-guestconf.sh $(or $(FUZZ_SECONDS),60)
 	scripts/fuzz-ctr.sh $(or $(FUZZ_CTR_SECONDS),30)
+	scripts/fuzz-netd.sh $(or $(FUZZ_NETD_SECONDS),30)
 
 appliance: iso guest guest-debian
 	cargo test -p qemu-tests -- --test-threads=1

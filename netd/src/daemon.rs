@@ -47,12 +47,49 @@ impl Stop {
     }
 }
 
+/// Puts the host's part of the firewall in force at start-up (apid applies
+/// the whole firewall, guests included). The guests' table is left as it
+/// is, so that restarting netd does not drop the rules of running guests.
+/// Problems are logged: the node must come up on the network regardless.
+fn apply_boot_firewall(dir: &Path) {
+    use firewall::Applier;
+    if !dir.join("cluster.fw").exists() {
+        tracing::debug!("no {}/cluster.fw: no firewall", dir.display());
+        return;
+    }
+    let features = firewall::NftApplier::default().detect_features();
+    let ruleset = match firewall::load(dir, vec![], features) {
+        Ok(input) => firewall::compile(&input)
+            .map(firewall::Ruleset::host_only)
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match ruleset.map(|r| firewall::NetlinkApplier.apply(&r).map(|()| r)) {
+        Ok(Ok(r)) if r.tables.is_empty() => tracing::info!("firewall disabled in cluster.fw"),
+        Ok(Ok(r)) => tracing::info!(
+            "firewall: host rules from {} in force ({} rules)",
+            dir.display(),
+            r.tables.iter().map(|t| t.rule_count()).sum::<usize>()
+        ),
+        Ok(Err(e)) => tracing::error!("firewall not applied: {e}"),
+        Err(e) => tracing::error!("firewall not applied: {e}"),
+    }
+}
+
 async fn serve(cfg: &Config) -> Result<(), NetdError> {
     // Signals are caught from the start, so that a stop request during
     // set-up ends the process cleanly too.
     let mut stop = Stop::new()?;
     let nl = Rtnl::connect()?;
     apply::loopback_up(&nl).await?;
+    apply_boot_firewall(&cfg.firewall_dir);
+    // An interfaces change applied but not confirmed (also one left from
+    // before a restart) is rolled back if the management address stops
+    // answering.
+    tokio::spawn(crate::staged::watch_pending(
+        nl.clone(),
+        crate::staged::NetworkFiles::new(cfg.interfaces.clone()),
+    ));
     let plan = plan::plan(cfg);
     let bridge = apply::apply_links(&nl, &plan).await?;
     match plan.addressing {

@@ -19,9 +19,14 @@ pub mod apply;
 pub mod daemon;
 pub mod dhcp;
 pub mod fsutil;
+pub mod interfaces;
+pub mod ping;
 pub mod plan;
+pub mod reconcile;
 pub mod resolv;
 pub mod rtnl;
+pub mod staged;
+pub mod sys;
 pub mod sysfs;
 
 use std::path::PathBuf;
@@ -52,6 +57,12 @@ pub struct Config {
     pub sys_class_net: PathBuf,
     /// How long DHCP may fail before the ready file is written anyway.
     pub ready_timeout: Duration,
+    /// The interfaces file, beside which an unconfirmed apply leaves its
+    /// rollback state (see [`staged`]).
+    pub interfaces: PathBuf,
+    /// The firewall files; with a `cluster.fw` there, the host's part of
+    /// the firewall is applied at start-up.
+    pub firewall_dir: PathBuf,
 }
 
 impl Default for Config {
@@ -64,6 +75,8 @@ impl Default for Config {
             nic: None,
             sys_class_net: PathBuf::from(sysfs::SYS_CLASS_NET),
             ready_timeout: Duration::from_secs(20),
+            interfaces: PathBuf::from(staged::NetworkFiles::DEFAULT),
+            firewall_dir: PathBuf::from(firewall::FIREWALL_DIR),
         }
     }
 }

@@ -8,13 +8,39 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 const USAGE: &str = "usage: netd [--answer PATH] [--bridge NAME] [--nic NAME] \
-[--ready-file PATH] [--resolv-conf PATH] [--sys-class-net DIR] [--ready-timeout SECS]";
+[--ready-file PATH] [--resolv-conf PATH] [--sys-class-net DIR] [--ready-timeout SECS] [--interfaces PATH] [--firewall-dir DIR]";
+
+const TOOL_USAGE: &str = "\
+       netd interfaces check FILE
+       netd interfaces plan FILE
+       netd interfaces apply [--interfaces PATH] [--confirm SECS] [--bridge NAME]
+       netd interfaces confirm [--interfaces PATH]
+       netd firewall print|apply [--firewall-dir DIR]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
+        println!("{USAGE}\n{TOOL_USAGE}");
         return ExitCode::SUCCESS;
+    }
+    if matches!(
+        args.first().map(String::as_str),
+        Some("interfaces" | "firewall")
+    ) {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .init();
+        return match tool(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("netd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let cfg = match parse_args(&args) {
         Ok(c) => c,
@@ -55,6 +81,8 @@ fn parse_args(args: &[String]) -> anyhow::Result<netd::Config> {
             "--nic" => cfg.nic = Some(value()?),
             "--ready-file" => cfg.ready_file = PathBuf::from(value()?),
             "--resolv-conf" => cfg.resolv_conf = PathBuf::from(value()?),
+            "--interfaces" => cfg.interfaces = PathBuf::from(value()?),
+            "--firewall-dir" => cfg.firewall_dir = PathBuf::from(value()?),
             "--sys-class-net" => cfg.sys_class_net = PathBuf::from(value()?),
             "--ready-timeout" => {
                 let v = value()?;
@@ -70,4 +98,95 @@ fn parse_args(args: &[String]) -> anyhow::Result<netd::Config> {
         bail!("`{}` is not a valid interface name", cfg.bridge);
     }
     Ok(cfg)
+}
+
+/// The one-shot commands, for operators and tests: the same library
+/// calls apid makes.
+fn tool(args: &[String]) -> anyhow::Result<()> {
+    let mut files = netd::staged::NetworkFiles::new(netd::staged::NetworkFiles::DEFAULT);
+    let mut firewall_dir = PathBuf::from(firewall::FIREWALL_DIR);
+    let mut confirm: Option<Duration> = None;
+    let mut bridge = "vmbr0".to_string();
+    let mut positional = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--interfaces" => files = netd::staged::NetworkFiles::new(value()?),
+            "--firewall-dir" => firewall_dir = PathBuf::from(value()?),
+            "--bridge" => bridge = value()?,
+            "--confirm" => {
+                let v = value()?;
+                let secs: u64 = v
+                    .parse()
+                    .with_context(|| format!("--confirm: `{v}` is not a number of seconds"))?;
+                confirm = Some(Duration::from_secs(secs));
+            }
+            _ => positional.push(a.as_str()),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match positional.as_slice() {
+            ["interfaces", "check", file] => {
+                let text = std::fs::read_to_string(file).with_context(|| file.to_string())?;
+                let nl = netd::rtnl::Rtnl::connect()?;
+                let links = netd::reconcile::kernel::observe(&nl).await?.link_names();
+                netd::interfaces::InterfacesFile::parse_valid(&text, &links)
+                    .with_context(|| file.to_string())?;
+                println!("{file}: valid");
+            }
+            ["interfaces", "plan", file] => {
+                let text = std::fs::read_to_string(file).with_context(|| file.to_string())?;
+                let nl = netd::rtnl::Rtnl::connect()?;
+                for op in netd::staged::plan_text(&nl, &text).await? {
+                    println!("{op}");
+                }
+            }
+            ["interfaces", "apply"] => {
+                let nl = netd::rtnl::Rtnl::connect()?;
+                let probe = match confirm {
+                    Some(t) => {
+                        let text = files.staged()?.context("nothing staged")?;
+                        let config = netd::interfaces::InterfacesFile::parse(&text)?.config()?;
+                        let probe = netd::staged::AddressProbe::from_config(&config, &bridge)
+                            .with_context(|| format!("{bridge} has no static address to probe"))?;
+                        Some((t, probe))
+                    }
+                    None => None,
+                };
+                let applied = netd::staged::apply_staged(&nl, &files, probe).await?;
+                for op in &applied.ops {
+                    println!("{op}");
+                }
+                if applied.deadline.is_some() {
+                    println!("confirm with `netd interfaces confirm` before the deadline");
+                }
+            }
+            ["interfaces", "confirm"] => {
+                if !netd::staged::confirm(&files)? {
+                    bail!("no change waits for confirmation");
+                }
+            }
+            ["firewall", what @ ("print" | "apply")] => {
+                use firewall::Applier;
+                let features = firewall::NftApplier::default().detect_features();
+                let input = firewall::load(&firewall_dir, vec![], features)?;
+                let ruleset = firewall::compile(&input)?.host_only();
+                if *what == "print" {
+                    print!("{ruleset}");
+                } else {
+                    firewall::NetlinkApplier.apply(&ruleset)?;
+                }
+            }
+            _ => bail!("unknown command\n{TOOL_USAGE}"),
+        }
+        Ok(())
+    })
 }

@@ -104,6 +104,8 @@ pub struct Link {
     pub mac: Option<Mac>,
     /// Administratively up.
     pub up: bool,
+    /// Has a carrier (`IFF_LOWER_UP`).
+    pub lower_up: bool,
     /// The index of the link it is enslaved to.
     pub controller: Option<u32>,
     /// The interface alias (`ip link set DEV alias ...`).
@@ -119,6 +121,7 @@ impl Link {
             name: String::new(),
             mac: None,
             up: m.header.flags.contains(LinkFlags::Up),
+            lower_up: m.header.flags.contains(LinkFlags::LowerUp),
             controller: None,
             alias: None,
             is_bridge: false,
@@ -186,6 +189,11 @@ impl Rtnl {
         Ok(Rtnl { handle })
     }
 
+    /// The underlying rtnetlink handle.
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// Looks a link up by name; `None` if there is none.
     pub async fn link(&self, name: &str) -> Result<Option<Link>, RtnlError> {
         let mut s = self.handle.link().get().match_name(name).execute();
@@ -193,6 +201,33 @@ impl Rtnl {
             Ok(m) => Ok(m.as_ref().map(Link::from_message)),
             Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(failed(format!("look up {name}"))(e)),
+        }
+    }
+
+    /// The link that has address `ip`, if any.
+    pub async fn link_carrying(&self, ip: IpAddr) -> Result<Option<Link>, RtnlError> {
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(failed("list addresses"))?;
+        let index = msgs.iter().find_map(|m| {
+            m.attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Local(a) | AddressAttribute::Address(a) if *a == ip))
+                .then_some(m.header.index)
+        });
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let mut s = self.handle.link().get().match_index(index).execute();
+        match s.try_next().await {
+            Ok(m) => Ok(m.as_ref().map(Link::from_message)),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(failed(format!("look up link {index}"))(e)),
         }
     }
 

@@ -229,6 +229,10 @@ impl Lab {
             .arg(self.path("netd.ready"))
             .arg("--resolv-conf")
             .arg(self.path("resolv.conf"))
+            .arg("--interfaces")
+            .arg(self.path("interfaces"))
+            .arg("--firewall-dir")
+            .arg(self.path("firewall"))
             .args(extra);
         Proc::spawn(cmd, self.path(log))
     }
@@ -463,6 +467,45 @@ fn static_answer_address_route_and_resolver() {
     }
     assert_eq!(lab.ipv4("vmbr0"), ["203.0.113.10/24"]);
     assert!(again.terminate().success());
+}
+
+#[test]
+fn boot_firewall_keeps_dhcp_and_management_working() {
+    let lab = Lab::new("fw", "198.51.100.1/24");
+    fs::create_dir_all(lab.path("firewall")).unwrap();
+    fs::write(
+        lab.path("firewall/cluster.fw"),
+        "[OPTIONS]\nenable: 1\npolicy_in: DROP\n",
+    )
+    .unwrap();
+    fs::write(lab.path("firewall/host.fw"), "[RULES]\nIN DROP -p icmp\n").unwrap();
+    let _dnsmasq = lab.dnsmasq(&[
+        "--dhcp-range=198.51.100.100,198.51.100.150,255.255.255.0,2m",
+        "--dhcp-option=3,198.51.100.1",
+    ]);
+    let mut netd = lab.netd("netd.log", &["--nic", "nic0"]);
+    // The DHCP client gets its lease through a DROP policy.
+    let ready = lab.wait_ready(&mut netd, Duration::from_secs(30));
+    assert!(ready.contains("(dhcp)"), "{ready}");
+    let log = netd.log();
+    assert!(log.contains("firewall: host rules from"), "{log}");
+    let table = run(lab
+        .client
+        .exec(tool("nft", "nftables"))
+        .args(["list", "table", "inet", "oxbow"]));
+    assert!(table.contains("dport { 22, 8006 } accept"), "{table}");
+    // The node may still reach out (replies pass conntrack) ...
+    lab.ping("198.51.100.1");
+    // ... but answers no ping from outside.
+    let addr = lab.ipv4("vmbr0")[0].trim_end_matches("/24").to_string();
+    let pinged = lab
+        .server
+        .exec(tool("ping", "iputils-ping"))
+        .args(["-c1", "-W1", &addr])
+        .status()
+        .unwrap();
+    assert!(!pinged.success(), "ping passed the firewall");
+    assert!(netd.terminate().success());
 }
 
 #[test]

@@ -1,0 +1,507 @@
+//! Staged changes to the interfaces file, applied with a safety net.
+//!
+//! As on Proxmox VE, edits go to `interfaces.new` ([`NetworkFiles::stage`])
+//! and an apply reconciles the kernel with it. The files, beside the live
+//! `interfaces`:
+//!
+//! - `interfaces.new`: the staged file;
+//! - `interfaces.rollback`: the file in force before the last apply, kept
+//!   until the change is confirmed;
+//! - `interfaces.pending`: the confirmation deadline (Unix seconds) of an
+//!   apply that is not confirmed yet.
+//!
+//! [`apply_staged`] applies `interfaces.new` and, if asked to, leaves a
+//! deadline. Until [`confirm`] removes it, [`check_pending`] (which the
+//! daemon calls every second) watches: once the deadline has passed and
+//! the [`ManagementProbe`] says the management address no longer answers,
+//! it puts the previous file back and applies it. A failed apply is rolled
+//! back at once. The pending state is on disk, so a restarted daemon
+//! finishes the watch.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::fsutil::write_atomic;
+use crate::interfaces::{InterfacesErrors, InterfacesFile};
+use crate::reconcile::kernel::{self, KernelError};
+use crate::reconcile::{plan, Desired, Op, PlanError};
+use crate::rtnl::Rtnl;
+
+/// Why a network change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The file is invalid; nothing was applied.
+    #[error("invalid interfaces file: {0}")]
+    Invalid(#[source] InterfacesErrors),
+    /// No plan could be made; nothing was applied.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The kernel refused an operation after `done` others succeeded.
+    #[error("applying failed after {done} changes: {source}")]
+    Kernel {
+        /// Operations carried out before the failure.
+        done: usize,
+        /// The failure.
+        #[source]
+        source: KernelError,
+    },
+    /// The kernel state could not be read.
+    #[error("cannot read the network state: {0}")]
+    Observe(#[source] KernelError),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// There is no staged file to apply.
+    #[error("no staged changes ({0} does not exist)")]
+    NothingStaged(PathBuf),
+    /// The apply failed and so did putting the previous file back.
+    #[error("{error}; rolling back failed too: {rollback}")]
+    RollbackFailed {
+        /// The apply's failure.
+        error: Box<NetworkError>,
+        /// The rollback's.
+        rollback: Box<NetworkError>,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> NetworkError + '_ {
+    move |source| NetworkError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The interfaces file and its companions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkFiles {
+    /// The live file.
+    pub current: PathBuf,
+}
+
+impl NetworkFiles {
+    /// The default place on an installed node.
+    pub const DEFAULT: &'static str = "/etc/oxbow/network/interfaces";
+
+    /// Files around `current`.
+    pub fn new(current: impl Into<PathBuf>) -> NetworkFiles {
+        NetworkFiles {
+            current: current.into(),
+        }
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut s = self.current.clone().into_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    /// `interfaces.new`.
+    pub fn staged_path(&self) -> PathBuf {
+        self.sibling(".new")
+    }
+
+    /// `interfaces.rollback`.
+    pub fn rollback_path(&self) -> PathBuf {
+        self.sibling(".rollback")
+    }
+
+    /// `interfaces.pending`.
+    pub fn pending_path(&self) -> PathBuf {
+        self.sibling(".pending")
+    }
+
+    fn read_opt(path: &Path) -> Result<Option<String>, NetworkError> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(path)(e)),
+        }
+    }
+
+    /// The live file's text (empty when there is none).
+    pub fn current(&self) -> Result<String, NetworkError> {
+        Ok(Self::read_opt(&self.current)?.unwrap_or_default())
+    }
+
+    /// The staged file's text, if any.
+    pub fn staged(&self) -> Result<Option<String>, NetworkError> {
+        Self::read_opt(&self.staged_path())
+    }
+
+    /// The text to edit: the staged file if there is one, else the live
+    /// one (Proxmox's API reads the same way).
+    pub fn editable(&self) -> Result<String, NetworkError> {
+        match self.staged()? {
+            Some(s) => Ok(s),
+            None => self.current(),
+        }
+    }
+
+    /// Checks `text` (against itself and the links in `existing`) and
+    /// writes it to `interfaces.new` atomically.
+    pub fn stage(&self, text: &str, existing: &[String]) -> Result<(), NetworkError> {
+        InterfacesFile::parse_valid(text, existing).map_err(NetworkError::Invalid)?;
+        let path = self.staged_path();
+        write_atomic(&path, text.as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Drops the staged file.
+    pub fn discard_staged(&self) -> Result<(), NetworkError> {
+        let path = self.staged_path();
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The deadline of an unconfirmed apply.
+    pub fn pending_deadline(&self) -> Result<Option<SystemTime>, NetworkError> {
+        let path = self.pending_path();
+        let Some(text) = Self::read_opt(&path)? else {
+            return Ok(None);
+        };
+        // An unreadable deadline counts as passed: better to roll back
+        // than to keep an unconfirmed change forever.
+        let secs = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(Some(UNIX_EPOCH + Duration::from_secs(secs)))
+    }
+}
+
+impl NetworkFiles {
+    /// The probe recorded with an unconfirmed apply.
+    pub fn pending_probe(&self) -> Result<Option<AddressProbe>, NetworkError> {
+        let Some(text) = Self::read_opt(&self.pending_path())? else {
+            return Ok(None);
+        };
+        let mut words = text.lines().nth(1).unwrap_or_default().split_whitespace();
+        let Some(address) = words.next().and_then(|w| w.parse().ok()) else {
+            return Ok(None);
+        };
+        let gateway = words.next().and_then(|w| w.parse().ok());
+        Ok(Some(AddressProbe { address, gateway }))
+    }
+}
+
+/// Parses and validates `text` against the kernel, and plans it.
+pub async fn plan_text(nl: &Rtnl, text: &str) -> Result<Vec<Op>, NetworkError> {
+    let observed = kernel::observe(nl).await.map_err(NetworkError::Observe)?;
+    let (_, config) =
+        InterfacesFile::parse_valid(text, &observed.link_names()).map_err(NetworkError::Invalid)?;
+    Ok(plan(&Desired::from_config(&config), &observed)?)
+}
+
+/// Makes the kernel match `text` now. Returns the operations carried out.
+/// An invalid file or an impossible plan changes nothing.
+pub async fn apply_text(nl: &Rtnl, text: &str) -> Result<Vec<Op>, NetworkError> {
+    let ops = plan_text(nl, text).await?;
+    kernel::apply(nl, &ops)
+        .await
+        .map_err(|(done, source)| NetworkError::Kernel { done, source })?;
+    Ok(ops)
+}
+
+/// What [`apply_staged`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The operations carried out.
+    pub ops: Vec<Op>,
+    /// When the change is rolled back unless confirmed (and the
+    /// management address stops answering).
+    pub deadline: Option<SystemTime>,
+}
+
+/// Applies `interfaces.new` and makes it the live file. With `confirm`,
+/// the previous file is kept and a deadline is set for [`confirm`]; see
+/// [`check_pending`]. If the apply fails half-way, the previous file is
+/// applied again at once and the error returned.
+pub async fn apply_staged(
+    nl: &Rtnl,
+    files: &NetworkFiles,
+    confirm: Option<(Duration, AddressProbe)>,
+) -> Result<Applied, NetworkError> {
+    let staged = files
+        .staged()?
+        .ok_or_else(|| NetworkError::NothingStaged(files.staged_path()))?;
+    let previous = files.current()?;
+    let ops = match apply_text(nl, &staged).await {
+        Ok(ops) => ops,
+        Err(e @ NetworkError::Kernel { .. }) => {
+            tracing::error!("{e}; applying the previous interfaces file again");
+            return match apply_text(nl, &previous).await {
+                Ok(_) => Err(e),
+                Err(r) => Err(NetworkError::RollbackFailed {
+                    error: Box::new(e),
+                    rollback: Box::new(r),
+                }),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let deadline = match confirm {
+        Some((t, probe)) => {
+            let rb = files.rollback_path();
+            write_atomic(&rb, previous.as_bytes()).map_err(io_err(&rb))?;
+            let deadline = SystemTime::now() + t;
+            let secs = deadline
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+                .unwrap_or(0);
+            let p = files.pending_path();
+            let mut text = format!("{secs}\n{}", probe.address);
+            if let Some(gw) = probe.gateway {
+                text += &format!(" {gw}");
+            }
+            text.push('\n');
+            write_atomic(&p, text.as_bytes()).map_err(io_err(&p))?;
+            Some(UNIX_EPOCH + Duration::from_secs(secs))
+        }
+        None => None,
+    };
+    let staged_path = files.staged_path();
+    std::fs::rename(&staged_path, &files.current).map_err(io_err(&files.current))?;
+    if let Some(dir) = files.current.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(Applied { ops, deadline })
+}
+
+/// Confirms the last apply: the rollback deadline is dropped. Returns
+/// whether one was pending.
+pub fn confirm(files: &NetworkFiles) -> Result<bool, NetworkError> {
+    let p = files.pending_path();
+    let was = match std::fs::remove_file(&p) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_err(&p)(e)),
+    };
+    let rb = files.rollback_path();
+    match std::fs::remove_file(&rb) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(&rb)(e)),
+        _ => Ok(was),
+    }
+}
+
+/// Puts the previous file back and applies it.
+pub async fn rollback(nl: &Rtnl, files: &NetworkFiles) -> Result<Vec<Op>, NetworkError> {
+    let rb = files.rollback_path();
+    let previous = std::fs::read_to_string(&rb).map_err(io_err(&rb))?;
+    write_atomic(&files.current, previous.as_bytes()).map_err(io_err(&files.current))?;
+    let ops = apply_text(nl, &previous).await?;
+    confirm(files)?;
+    Ok(ops)
+}
+
+/// Tells whether the node's management address still answers.
+pub trait ManagementProbe {
+    /// `true` while the management address is usable.
+    fn answers(&self, nl: &Rtnl) -> impl std::future::Future<Output = bool>;
+}
+
+/// The default probe: the address is configured on a link that is up
+/// and has a carrier, and, when a gateway is given, the gateway answers a
+/// ping sent from the address (three tries, a second each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressProbe {
+    /// The management address.
+    pub address: std::net::IpAddr,
+    /// Its gateway, or another neighbour that should answer.
+    pub gateway: Option<std::net::IpAddr>,
+}
+
+impl AddressProbe {
+    /// The probe for the management bridge `bridge` of a file: its first
+    /// IPv4 address (else its first address) and the gateway of that
+    /// family. `None` if the bridge has no static address.
+    pub fn from_config(config: &crate::interfaces::NetworkConfig, bridge: &str) -> Option<Self> {
+        let iface = config.get(bridge)?;
+        let (net, _) = iface
+            .addresses
+            .iter()
+            .find(|(a, _)| a.addr().is_ipv4())
+            .or_else(|| iface.addresses.first())?;
+        let gateway = if net.addr().is_ipv4() {
+            iface.gateway
+        } else {
+            iface.gateway6
+        };
+        Some(AddressProbe {
+            address: net.addr(),
+            gateway: gateway.map(|(g, _)| g),
+        })
+    }
+}
+
+/// Watches for an unconfirmed apply until the process ends: every second
+/// [`check_pending`] with the probe recorded by [`apply_staged`].
+pub async fn watch_pending(nl: Rtnl, files: NetworkFiles) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let probe = match files.pending_probe() {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        match check_pending(&nl, &files, &probe, SystemTime::now()).await {
+            Ok(PendingState::RolledBack(ops)) => {
+                tracing::warn!("network change rolled back ({} operations)", ops.len())
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!("checking the unconfirmed network change: {e}"),
+        }
+    }
+}
+
+impl ManagementProbe for AddressProbe {
+    async fn answers(&self, nl: &Rtnl) -> bool {
+        match nl.link_carrying(self.address).await {
+            Ok(Some(l)) if l.up && l.lower_up => {}
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!("cannot check the management address: {e}");
+                return false;
+            }
+        }
+        let Some(gw) = self.gateway else {
+            return true;
+        };
+        for _ in 0..3 {
+            match crate::ping::ping(self.address, gw, Duration::from_secs(1)).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!("cannot ping {gw} from {}: {e}", self.address);
+                    return false;
+                }
+            }
+        }
+        false
+    }
+}
+
+/// What [`check_pending`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingState {
+    /// Nothing waits for confirmation.
+    None,
+    /// The deadline has not passed.
+    Waiting,
+    /// The deadline passed but the management address answers: the
+    /// change is kept (and counts as confirmed).
+    Kept,
+    /// The deadline passed and the address did not answer: rolled back.
+    RolledBack(Vec<Op>),
+}
+
+/// One look at an unconfirmed apply at time `now`; see the module docs.
+pub async fn check_pending(
+    nl: &Rtnl,
+    files: &NetworkFiles,
+    probe: &impl ManagementProbe,
+    now: SystemTime,
+) -> Result<PendingState, NetworkError> {
+    let Some(deadline) = files.pending_deadline()? else {
+        return Ok(PendingState::None);
+    };
+    if now < deadline {
+        return Ok(PendingState::Waiting);
+    }
+    if probe.answers(nl).await {
+        tracing::warn!(
+            "network change not confirmed in time, but the management address answers: keeping it"
+        );
+        confirm(files)?;
+        return Ok(PendingState::Kept);
+    }
+    tracing::error!(
+        "network change not confirmed in time and the management address does not answer: rolling back"
+    );
+    let ops = rollback(nl, files).await?;
+    Ok(PendingState::RolledBack(ops))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_validates_and_writes_interfaces_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = NetworkFiles::new(dir.path().join("interfaces"));
+        assert_eq!(files.editable().unwrap(), "");
+        let err = files
+            .stage("iface vmbr0 inet manual\n\tbridge-ports eth9\n", &[])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid interfaces file: line 2: vmbr0: unknown interface eth9"
+        );
+        assert!(files.staged().unwrap().is_none());
+        let text = "auto vmbr0\niface vmbr0 inet manual\n\tbridge-ports eth9\n";
+        files.stage(text, &["eth9".into()]).unwrap();
+        assert_eq!(files.staged().unwrap().as_deref(), Some(text));
+        assert_eq!(files.editable().unwrap(), text);
+        files.discard_staged().unwrap();
+        files.discard_staged().unwrap();
+        assert!(files.staged().unwrap().is_none());
+    }
+
+    #[test]
+    fn pending_file_holds_deadline_and_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = NetworkFiles::new(dir.path().join("interfaces"));
+        assert_eq!(files.pending_deadline().unwrap(), None);
+        std::fs::write(files.pending_path(), "100\n192.0.2.10 192.0.2.1\n").unwrap();
+        assert_eq!(
+            files.pending_deadline().unwrap(),
+            Some(UNIX_EPOCH + Duration::from_secs(100))
+        );
+        assert_eq!(
+            files.pending_probe().unwrap(),
+            Some(AddressProbe {
+                address: "192.0.2.10".parse().unwrap(),
+                gateway: Some("192.0.2.1".parse().unwrap()),
+            })
+        );
+        // A garbled deadline counts as passed.
+        std::fs::write(files.pending_path(), "soon\n").unwrap();
+        assert_eq!(files.pending_deadline().unwrap(), Some(UNIX_EPOCH));
+        assert_eq!(files.pending_probe().unwrap(), None);
+        std::fs::write(files.rollback_path(), "old").unwrap();
+        assert!(confirm(&files).unwrap());
+        assert!(!files.rollback_path().exists());
+        assert!(!confirm(&files).unwrap());
+    }
+
+    #[test]
+    fn probe_from_config_takes_the_bridge_address_and_gateway() {
+        let c = InterfacesFile::parse(
+            "iface vmbr0 inet static\n\taddress 192.0.2.10/24\n\tgateway 192.0.2.1\n\tbridge-ports none\n",
+        )
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!(
+            AddressProbe::from_config(&c, "vmbr0"),
+            Some(AddressProbe {
+                address: "192.0.2.10".parse().unwrap(),
+                gateway: Some("192.0.2.1".parse().unwrap()),
+            })
+        );
+        assert_eq!(AddressProbe::from_config(&c, "vmbr1"), None);
+    }
+}

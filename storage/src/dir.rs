@@ -737,7 +737,10 @@ mod tests {
             .collect();
         assert_eq!(
             listed,
-            ["local:101/subvol-101-disk-1.subvol", "local:101/vm-101-disk-0.raw"]
+            [
+                "local:101/subvol-101-disk-1.subvol",
+                "local:101/vm-101-disk-0.raw"
+            ]
         );
         dir.free_image(&sub).unwrap();
         assert!(!path.exists());

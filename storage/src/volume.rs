@@ -740,7 +740,11 @@ mod tests {
         let sub = DirVolume::parse("101/subvol-101-disk-0.subvol").unwrap();
         assert_eq!(sub.format_label(), "subvol");
         assert_eq!(sub.content(), ContentType::Images);
-        for bad in ["101/vm-101-disk-0.subvol", "101/subvol-101-disk-0.raw", "101/subvol-102-disk-0.subvol"] {
+        for bad in [
+            "101/vm-101-disk-0.subvol",
+            "101/subvol-101-disk-0.raw",
+            "101/subvol-102-disk-0.subvol",
+        ] {
             assert!(
                 matches!(DirVolume::parse(bad), Err(VolumeIdError::ImageOwner { .. })),
                 "{bad}"

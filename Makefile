@@ -59,9 +59,11 @@ test: export OXBOW_NO_SKIP := 1
 # firewall-file parsers (docs/netd.md) under libFuzzer, built with the
 # stable toolchain, for a bounded time.
 fuzz:
-	scripts/fuzz-guestconf.sh $(or $(FUZZ_SECONDS),60)
-	scripts/fuzz-ctr.sh $(or $(FUZZ_CTR_SECONDS),30)
-	scripts/fuzz-netd.sh $(or $(FUZZ_NETD_SECONDS),30)
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60) guestconf/fuzz \
+		guestconf_text=guestconf/tests/examples:guestconf/fuzz/seeds
+	scripts/fuzz.sh $(or $(FUZZ_CTR_SECONDS),30) ctr/fuzz ctr_path=ctr/fuzz/seeds/ctr_path
+	scripts/fuzz.sh $(or $(FUZZ_NETD_SECONDS),30) netd/fuzz \
+		interfaces_text=netd/fuzz/seeds/interfaces firewall_text=netd/fuzz/seeds/firewall
 
 appliance: iso guest guest-debian
 	cargo test -p qemu-tests -- --test-threads=1

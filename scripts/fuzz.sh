@@ -1,24 +1,43 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer targets of netd/fuzz (the interfaces-file and the
-# firewall-file parsers) with the stable toolchain and runs each for a
+# Builds libFuzzer targets with the stable toolchain and runs each for a
 # bounded time.
 #
-#   scripts/fuzz-netd.sh [SECONDS]     (per target, default 30)
+#   scripts/fuzz.sh SECONDS FUZZ_DIR TARGET[=SEEDS[:SEEDS…]] …
 #
-# Exits non-zero if the fuzzer finds a crash, after printing the input.
-# How this works on stable rustc: see scripts/fuzz-guestconf.sh and
-# docs/guestconf.md.
+#   FUZZ_DIR  a fuzz package (guestconf/fuzz, ctr/fuzz, netd/fuzz), relative
+#             to the repository's root; its binaries are the targets
+#   SEEDS     read-only seed directories for TARGET, relative to the root;
+#             new inputs go to FUZZ_DIR/corpus/TARGET
+#
+# Exits non-zero if a fuzzer finds a failing input, after printing it.
+# cargo-fuzz needs nightly only for its -Zsanitizer flags; the coverage
+# instrumentation libFuzzer needs is plain LLVM passes that stable rustc
+# accepts through -C passes / -C llvm-args, so we set those ourselves and
+# run without a sanitizer (safe Rust needs none to find panics).
 set -euo pipefail
 
-seconds="${1:-30}"
+usage() {
+    echo "usage: $0 SECONDS FUZZ_DIR TARGET[=SEEDS[:SEEDS...]]..." >&2
+    exit 2
+}
+[ "$#" -ge 3 ] || usage
+seconds="$1"
 case "$seconds" in
-    '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;;
+    '' | *[!0-9]*) usage ;;
 esac
-
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-fuzz_dir="$root/netd/fuzz"
+fuzz_dir="$root/$2"
+shift 2
+[ -f "$fuzz_dir/Cargo.toml" ] || { echo "$fuzz_dir is not a fuzz package" >&2; exit 2; }
 target_triple="$(rustc -vV | sed -n 's/^host: //p')"
-targets=(interfaces_text firewall_text)
+
+targets=()
+build_args=()
+for spec in "$@"; do
+    t="${spec%%=*}"
+    targets+=("$spec")
+    build_args+=(--bin "$t")
+done
 
 # Naming --target keeps RUSTFLAGS away from build scripts, which must not be
 # instrumented.
@@ -28,19 +47,22 @@ export RUSTFLAGS="-Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
-build_args=()
-for t in "${targets[@]}"; do build_args+=(--bin "$t"); done
 cargo build --release --quiet \
     --manifest-path "$fuzz_dir/Cargo.toml" \
     --target "$target_triple" \
     "${build_args[@]}"
 
 failed=0
-for t in "${targets[@]}"; do
+for spec in "${targets[@]}"; do
+    t="${spec%%=*}"
+    seeds=()
+    if [ "$spec" != "$t" ]; then
+        IFS=: read -r -a dirs <<<"${spec#*=}"
+        for d in "${dirs[@]}"; do seeds+=("$root/$d"); done
+    fi
     binary="$fuzz_dir/target/$target_triple/release/$t"
     corpus="$fuzz_dir/corpus/$t"
     artifacts="$fuzz_dir/artifacts/$t"
-    seeds="$fuzz_dir/seeds/${t%_text}"
     mkdir -p "$corpus" "$artifacts"
     rm -f "$artifacts"/crash-* "$artifacts"/leak-* "$artifacts"/timeout-* "$artifacts"/oom-*
     status=0
@@ -50,7 +72,7 @@ for t in "${targets[@]}"; do
         -timeout=10 \
         -print_final_stats=1 \
         -artifact_prefix="$artifacts/" \
-        "$corpus" "$seeds" || status=$?
+        "$corpus" "${seeds[@]}" || status=$?
     if [ "$status" -ne 0 ]; then
         failed=1
         for input in "$artifacts"/*; do
@@ -61,7 +83,7 @@ for t in "${targets[@]}"; do
             echo "=== reproduce: $binary $input"
         done
     else
-        echo "fuzz-netd: $t: no failures in ${seconds}s"
+        echo "fuzz: $t: no failures in ${seconds}s"
     fi
 done
 exit "$failed"

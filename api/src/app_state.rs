@@ -21,6 +21,8 @@ pub struct AppState {
     pub storage: storage::Storages,
     /// VM configurations.
     pub vms: crate::guests::VmStore,
+    /// Container configurations.
+    pub cts: crate::guests::VmStore,
     /// How VMs are started, stopped and asked.
     pub runtime: crate::guests::VmRuntime,
     /// The last answer of `/cluster/resources`.

@@ -59,6 +59,8 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// The VMM binary.
     pub vmm_binary: PathBuf,
+    /// The container runtime binary.
+    pub ctr_binary: PathBuf,
 }
 
 /// The default directory of storage `local`, as on Proxmox VE.
@@ -77,6 +79,7 @@ impl Config {
             init_socket: PathBuf::from("/run/oxbow/init.sock"),
             run_dir: PathBuf::from("/run/oxbow/guests"),
             vmm_binary: PathBuf::from("/usr/lib/oxbow/vmm"),
+            ctr_binary: PathBuf::from("/usr/lib/oxbow/ctr"),
         }
     }
 }

@@ -89,17 +89,28 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         state_dir.root().join("tasks"),
         &config.node,
     )?);
-    let vms = crate::guests::VmStore::open(state_dir.root().join("qemu-server"), &config.node)?;
+    let vms = crate::guests::VmStore::open(
+        state_dir.root().join("qemu-server"),
+        &config.node,
+        crate::guests::GuestKind::Qemu,
+    )?;
+    let cts = crate::guests::VmStore::open(
+        state_dir.root().join("lxc"),
+        &config.node,
+        crate::guests::GuestKind::Lxc,
+    )?;
     let state = Arc::new(AppState {
         node: config.node,
         access,
         storage,
         vms,
+        cts,
         resources_cache: Default::default(),
         runtime: crate::guests::VmRuntime::new(
             config.init_socket.clone(),
             config.run_dir.clone(),
             config.vmm_binary.clone(),
+            config.ctr_binary.clone(),
         ),
         tasks,
         state_dir,

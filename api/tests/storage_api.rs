@@ -3,92 +3,13 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::Duration;
 
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 
 mod common;
 
-use common::{client, login, write_root_password, RunningServer, PASSWORD};
-
-const NODE: &str = "testnode";
-
-/// A logged-in caller.
-struct Session {
-    http: reqwest::Client,
-    ticket: String,
-    csrf: String,
-}
-
-impl Session {
-    async fn new(server: &RunningServer, user: &str, password: &str) -> Session {
-        let response = login(server, user, password).await;
-        assert_eq!(response.status(), StatusCode::OK, "login of {user}");
-        let body: Value = response.json().await.unwrap();
-        Session {
-            http: client(),
-            ticket: body["data"]["ticket"].as_str().unwrap().to_owned(),
-            csrf: body["data"]["CSRFPreventionToken"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        }
-    }
-
-    fn request(
-        &self,
-        server: &RunningServer,
-        method: Method,
-        path: &str,
-    ) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, server.url(path))
-            .header("Cookie", format!("PVEAuthCookie={}", self.ticket))
-            .header("CSRFPreventionToken", &self.csrf)
-    }
-
-    async fn get(&self, server: &RunningServer, path: &str) -> (StatusCode, Value) {
-        send(self.request(server, Method::GET, path)).await
-    }
-
-    async fn post_form(
-        &self,
-        server: &RunningServer,
-        path: &str,
-        form: &[(&str, &str)],
-    ) -> (StatusCode, Value) {
-        send(self.request(server, Method::POST, path).form(form)).await
-    }
-
-    async fn upload(&self, server: &RunningServer, form: Form) -> (StatusCode, Value) {
-        let path = format!("/nodes/{NODE}/storage/local/upload");
-        send(self.request(server, Method::POST, &path).multipart(form)).await
-    }
-
-    /// Waits for a task to stop and returns its exit status.
-    async fn wait_task(&self, server: &RunningServer, upid: &str) -> String {
-        for _ in 0..200 {
-            let (status, body) = self
-                .get(server, &format!("/nodes/{NODE}/tasks/{upid}/status"))
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            if body["data"]["status"] == "stopped" {
-                return body["data"]["exitstatus"].as_str().unwrap().to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("task {upid} did not stop");
-    }
-}
-
-async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    (status, body)
-}
+use common::{send, write_root_password, RunningServer, Session, NODE, PASSWORD};
 
 async fn start() -> (tempfile::TempDir, RunningServer, Session) {
     let state = tempfile::tempdir().unwrap();

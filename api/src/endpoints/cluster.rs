@@ -116,7 +116,7 @@ pub struct ResourcesCache {
 struct CachedResources {
     at: std::time::Instant,
     kind: Option<String>,
-    key: (u64, u64, usize),
+    key: (u64, u64, u64, usize),
     body: bytes::Bytes,
 }
 
@@ -128,6 +128,7 @@ async fn resources(state: Arc<AppState>, call: Call) -> ApiResult {
     let cacheable = caller.auth_id == crate::access::ROOT_USER;
     let key = (
         state.vms.generation(),
+        state.cts.generation(),
         state.runtime.generation(),
         Arc::as_ptr(&state.access.config()) as usize,
     );
@@ -236,7 +237,8 @@ async fn build_resources(
     // written into the same buffer from each VM's pre-serialized fields.
     let others = serde_json::to_string(&out)
         .map_err(|e| ApiError::failed(format!("cannot serialize the answer: {e}")))?;
-    let mut body = String::with_capacity(others.len() + state.vms.len() * 330 + 16);
+    let mut body =
+        String::with_capacity(others.len() + (state.vms.len() + state.cts.len()) * 330 + 16);
     body.push_str("{\"data\":");
     body.push_str(others.trim_end_matches(']'));
     let mut first = others.len() <= 2;
@@ -250,7 +252,7 @@ async fn build_resources(
         // no spaces), instead of once per VM.
         let inherited = can("/vms/ ", &["VM.Audit"]);
         let now = u64::try_from(crate::app_state::unix_now()).unwrap_or(0);
-        state.vms.for_each(|vmid, summary| {
+        let mut entry = |vmid: u32, summary: &crate::guests::store::VmSummary| {
             if !root {
                 let path = format!("/vms/{vmid}");
                 let own = cfg.acl.contains_key(&path) || cfg.pool_of_vm(vmid).is_some();
@@ -282,7 +284,9 @@ async fn build_resources(
                 let _ = write!(body, ",\"pool\":{}", Value::String(pool.to_owned()));
             }
             body.push('}');
-        });
+        };
+        state.vms.for_each(&mut entry);
+        state.cts.for_each(&mut entry);
     }
     body.push_str("]}");
     Ok(bytes::Bytes::from(body))
@@ -294,11 +298,11 @@ const ZERO_USAGE: &str =
 
 async fn next_id(state: Arc<AppState>, call: Call) -> ApiResult {
     match call.params.number::<u32>("vmid") {
-        Some(vmid) if state.vms.exists(vmid) => Err(ApiError::parameter(
+        Some(vmid) if state.vms.exists(vmid) || state.cts.exists(vmid) => Err(ApiError::parameter(
             "vmid",
             format!("VM {vmid} already exists"),
         )),
         Some(vmid) => Ok(json!(vmid.to_string()).into()),
-        None => Ok(json!(state.vms.next_free().to_string()).into()),
+        None => Ok(json!(state.vms.next_free(&state.cts).to_string()).into()),
     }
 }

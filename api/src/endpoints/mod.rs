@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod cluster;
+pub mod lxc;
 pub mod nodes;
 pub mod pools;
 pub mod qemu;
@@ -22,6 +23,7 @@ pub static TABLES: &[&[Endpoint]] = &[
     cluster::ENDPOINTS,
     nodes::ENDPOINTS,
     qemu::ENDPOINTS,
+    lxc::ENDPOINTS,
     pools::ENDPOINTS,
     storage::ENDPOINTS,
     version::ENDPOINTS,

@@ -678,7 +678,7 @@ async fn create_vm(state: Arc<AppState>, call: Call) -> ApiResult {
     this_node(&state, call.param("node"))?;
     let caller = call.caller()?.clone();
     let vmid = vmid_of(&call);
-    if state.vms.exists(vmid) {
+    if state.vms.exists(vmid) || state.cts.exists(vmid) {
         return Err(ApiError::parameter(
             "vmid",
             format!("VM {vmid} already exists on node '{}'", state.node),
@@ -707,7 +707,7 @@ async fn create_vm(state: Arc<AppState>, call: Call) -> ApiResult {
         move |state, log| async move {
             let lock = state.vms.lock(vmid);
             let _guard = lock.lock().await;
-            if state.vms.exists(vmid) {
+            if state.vms.exists(vmid) || state.cts.exists(vmid) {
                 return Err(format!("VM {vmid} already exists"));
             }
             assign_macs(&mut keys);

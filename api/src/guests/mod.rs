@@ -4,4 +4,4 @@ pub mod runtime;
 pub mod store;
 
 pub use runtime::{VmRuntime, VmState};
-pub use store::VmStore;
+pub use store::{GuestKind, VmStore};

@@ -42,6 +42,8 @@ pub struct VmRuntime {
     pub run_dir: PathBuf,
     /// The VMM binary.
     pub vmm_binary: PathBuf,
+    /// The container runtime binary.
+    pub ctr_binary: PathBuf,
     /// The last answer of [`VmRuntime::states`] and when it came.
     cache: tokio::sync::Mutex<Option<(Instant, StateMap)>>,
     /// Bumped whenever apid starts or stops a VM.
@@ -58,6 +60,14 @@ const STATES_MAX_AGE: Duration = Duration::from_millis(500);
 pub fn unit_name(vmid: u32) -> String {
     format!("vmm:{vmid}")
 }
+
+/// The init unit of container `vmid`.
+pub fn ct_unit_name(vmid: u32) -> String {
+    format!("ctr:{vmid}")
+}
+
+/// How long a container's monitor waits for a clean shutdown by default.
+pub const CT_SHUTDOWN_TIMEOUT: u64 = 60;
 
 /// The tap of network device `index` of VM `vmid`, named as Proxmox does.
 pub fn tap_name(vmid: u32, index: u32) -> String {
@@ -77,11 +87,17 @@ pub struct LaunchPlan {
 impl VmRuntime {
     /// A runtime that reaches init at `init_socket`, keeps the VMMs'
     /// sockets and logs in `run_dir`, and runs `vmm_binary`.
-    pub fn new(init_socket: PathBuf, run_dir: PathBuf, vmm_binary: PathBuf) -> VmRuntime {
+    pub fn new(
+        init_socket: PathBuf,
+        run_dir: PathBuf,
+        vmm_binary: PathBuf,
+        ctr_binary: PathBuf,
+    ) -> VmRuntime {
         VmRuntime {
             init_socket,
             run_dir,
             vmm_binary,
+            ctr_binary,
             cache: tokio::sync::Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
@@ -237,9 +253,14 @@ impl VmRuntime {
 
     /// The VM's state, as init reports its unit.
     pub async fn state(&self, vmid: u32) -> Result<VmState, String> {
+        self.unit_state(&unit_name(vmid)).await
+    }
+
+    /// The state of a guest's init unit `unit`.
+    pub async fn unit_state(&self, unit: &str) -> Result<VmState, String> {
         let answer = self
             .init_call(Request::Status {
-                unit: unit_name(vmid),
+                unit: unit.to_owned(),
             })
             .await;
         let status: UnitStatus = match answer {
@@ -250,15 +271,21 @@ impl VmRuntime {
         Ok(state_of(&status))
     }
 
-    /// The state of every VM that has a unit, from one question to init;
-    /// VMs without a unit are stopped.
+    /// The state of every guest (VM or container: VMIDs are unique across
+    /// both) that has a unit, from one question to init; guests without a
+    /// unit are stopped.
     pub async fn states(&self) -> Result<StateMap, String> {
         let answer = self.init_call(Request::List).await?;
         let units: Vec<UnitStatus> = serde_json::from_value(answer).map_err(|e| e.to_string())?;
         Ok(units
             .iter()
             .filter_map(|unit| {
-                let vmid = unit.name.strip_prefix("vmm:")?.parse().ok()?;
+                let vmid = unit
+                    .name
+                    .strip_prefix("vmm:")
+                    .or_else(|| unit.name.strip_prefix("ctr:"))?
+                    .parse()
+                    .ok()?;
                 Some((vmid, state_of(unit)))
             })
             .collect())
@@ -290,6 +317,93 @@ impl VmRuntime {
         self.init_call(Request::Run { unit }).await?;
         self.forget_states().await;
         Ok(())
+    }
+
+    /// Runs a container's monitor (`argv`) as init unit `ctr:<vmid>`,
+    /// restarted when the guest reboots (exit status 3). init's stop
+    /// timeout is above the monitor's own shutdown timeout, so that init
+    /// never cuts a clean shutdown short.
+    pub async fn start_ct(&self, vmid: u32, argv: &[String]) -> Result<(), String> {
+        std::fs::create_dir_all(&self.run_dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.run_dir.display()))?;
+        let unit_name = ct_unit_name(vmid);
+        let _ = self
+            .init_call(Request::Remove {
+                unit: unit_name.clone(),
+            })
+            .await;
+        let _ = std::fs::remove_file(self.ct_socket(vmid));
+        let mut unit = UnitSpec::new(
+            &unit_name,
+            &argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        unit.restart = RestartPolicy::OnStatus(3);
+        unit.stop_timeout = CT_SHUTDOWN_TIMEOUT + 10;
+        unit.start_limit = 10;
+        self.init_call(Request::Run { unit }).await?;
+        self.forget_states().await;
+        Ok(())
+    }
+
+    /// The control socket of container `vmid`'s monitor.
+    pub fn ct_socket(&self, vmid: u32) -> PathBuf {
+        self.run_dir.join(format!("ct-{vmid}.sock"))
+    }
+
+    /// The console log of container `vmid`.
+    pub fn ct_console_log(&self, vmid: u32) -> PathBuf {
+        self.run_dir.join(format!("ct-{vmid}.console.log"))
+    }
+
+    /// Sends `request` to container `vmid`'s monitor.
+    pub async fn ct_call(&self, vmid: u32, request: ctr::Request) -> Result<Value, String> {
+        let socket = self.ct_socket(vmid);
+        tokio::task::spawn_blocking(move || ctr::request(&socket, &request))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("container {vmid}: {e}"))
+    }
+
+    /// Waits until init's unit `unit` no longer runs; false if `timeout`
+    /// passed first.
+    pub async fn wait_unit_stopped(&self, unit: &str, timeout: Duration) -> Result<bool, String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.unit_state(unit).await? == VmState::Stopped {
+                self.forget_states().await;
+                return Ok(true);
+            }
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Ends container `vmid` at once: its monitor's `stop`, else init's.
+    pub async fn stop_ct(&self, vmid: u32) -> Result<(), String> {
+        if self.ct_call(vmid, ctr::Request::Stop).await.is_err() {
+            self.init_call(Request::Stop {
+                unit: ct_unit_name(vmid),
+            })
+            .await?;
+        }
+        if !self
+            .wait_unit_stopped(&ct_unit_name(vmid), Duration::from_secs(30))
+            .await?
+        {
+            return Err(format!("container {vmid} did not stop"));
+        }
+        Ok(())
+    }
+
+    /// Forgets the stopped unit of container `vmid`.
+    pub async fn cleanup_ct(&self, vmid: u32) {
+        let _ = self
+            .init_call(Request::Remove {
+                unit: ct_unit_name(vmid),
+            })
+            .await;
     }
 
     /// Ends the VM at once.
@@ -433,6 +547,7 @@ mod tests {
             "/run/init.sock".into(),
             "/run/guests".into(),
             "/usr/lib/oxbow/vmm".into(),
+            "/usr/lib/oxbow/ctr".into(),
         )
     }
 

@@ -1,6 +1,7 @@
-//! VM configurations: `<state>/qemu-server/<vmid>.conf` in Proxmox's
-//! format, kept in memory as an index that every write updates, so lists
-//! never re-read the files.
+//! Guest configurations: `<state>/qemu-server/<vmid>.conf` (VMs) and
+//! `<state>/lxc/<vmid>.conf` (containers) in Proxmox's format, kept in
+//! memory as an index that every write updates, so lists never re-read the
+//! files.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -47,24 +48,60 @@ pub fn config_number(config: &GuestConfig, key: &str, default: u64) -> u64 {
 /// The default memory of a VM, in MiB, as Proxmox's.
 pub const DEFAULT_MEMORY_MIB: u64 = 512;
 
+/// What kind of guest a store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestKind {
+    /// Virtual machines (`qemu-server/`).
+    Qemu,
+    /// System containers (`lxc/`).
+    Lxc,
+}
+
+impl GuestKind {
+    /// `qemu` or `lxc`, as in resource ids and API paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::Qemu => "qemu",
+            GuestKind::Lxc => "lxc",
+        }
+    }
+}
+
 impl VmSummary {
-    fn of(vmid: u32, node: &str, config: &GuestConfig) -> VmSummary {
+    fn of(kind: GuestKind, vmid: u32, node: &str, config: &GuestConfig) -> VmSummary {
         let number = |key: &str, default: u64| config_number(config, key, default);
-        let maxdisk = config
-            .main()
-            .entries()
-            .filter(|e| guestconf::DiskBus::from_key(e.key()).is_some())
-            .filter_map(|e| guestconf::DiskDevice::parse(e.key(), e.value()).ok())
-            .filter(|d| d.media != guestconf::DiskMedia::Cdrom)
-            .filter_map(|d| d.size)
-            .sum();
-        let name = config
-            .get("name")
-            .map_or_else(|| format!("VM {vmid}"), str::to_owned);
+        let (maxdisk, name, cpus) = match kind {
+            GuestKind::Qemu => (
+                config
+                    .main()
+                    .entries()
+                    .filter(|e| guestconf::DiskBus::from_key(e.key()).is_some())
+                    .filter_map(|e| guestconf::DiskDevice::parse(e.key(), e.value()).ok())
+                    .filter(|d| d.media != guestconf::DiskMedia::Cdrom)
+                    .filter_map(|d| d.size)
+                    .sum(),
+                config
+                    .get("name")
+                    .map_or_else(|| format!("VM {vmid}"), str::to_owned),
+                number("cores", 1) * number("sockets", 1),
+            ),
+            GuestKind::Lxc => (
+                config
+                    .main()
+                    .entries()
+                    .filter_map(|e| guestconf::MountPoint::parse(e.key(), e.value()).ok())
+                    .filter_map(|m| m.size)
+                    .sum(),
+                config
+                    .get("hostname")
+                    .map_or_else(|| format!("CT{vmid}"), str::to_owned),
+                number("cores", 1),
+            ),
+        };
         let memory_mib = number("memory", DEFAULT_MEMORY_MIB);
-        let cpus = number("cores", 1) * number("sockets", 1);
+        let kind = kind.as_str();
         let resource_fields = format!(
-            "{{\"id\":\"qemu/{vmid}\",\"type\":\"qemu\",\"node\":{},\"vmid\":{vmid},\"name\":{},\"template\":0,\"maxcpu\":{cpus},\"maxmem\":{},\"maxdisk\":{maxdisk}",
+            "{{\"id\":\"{kind}/{vmid}\",\"type\":\"{kind}\",\"node\":{},\"vmid\":{vmid},\"name\":{},\"template\":0,\"maxcpu\":{cpus},\"maxmem\":{},\"maxdisk\":{maxdisk}",
             serde_json::Value::String(node.to_owned()),
             serde_json::Value::String(name.clone()),
             memory_mib * 1024 * 1024
@@ -90,6 +127,7 @@ struct Entry {
 /// The VM configurations of this node.
 #[derive(Debug)]
 pub struct VmStore {
+    kind: GuestKind,
     dir: PathBuf,
     node: String,
     generation: std::sync::atomic::AtomicU64,
@@ -100,7 +138,11 @@ pub struct VmStore {
 impl VmStore {
     /// Loads every `<vmid>.conf` under `dir` (created if missing). Files
     /// that do not parse are skipped with a warning.
-    pub fn open(dir: impl Into<PathBuf>, node: &str) -> Result<VmStore, ServerError> {
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        node: &str,
+        kind: GuestKind,
+    ) -> Result<VmStore, ServerError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| ServerError::io("cannot create", &dir, e))?;
         let mut index = BTreeMap::new();
@@ -121,13 +163,14 @@ impl VmStore {
                 .and_then(|text| GuestConfig::parse(&text).map_err(|e| e.to_string()));
             match parsed {
                 Ok(config) => {
-                    let summary = VmSummary::of(vmid, node, &config);
+                    let summary = VmSummary::of(kind, vmid, node, &config);
                     index.insert(vmid, Entry { config, summary });
                 }
                 Err(e) => tracing::warn!("skipping {}: {e}", path.display()),
             }
         }
         Ok(VmStore {
+            kind,
             dir,
             node: node.to_owned(),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -207,7 +250,7 @@ impl VmStore {
     /// the index. Call with the VM's lock held.
     pub fn write(&self, vmid: u32, config: GuestConfig) -> Result<(), ServerError> {
         write_atomically(&self.path(vmid), config.to_string().as_bytes(), 0o640)?;
-        let summary = VmSummary::of(vmid, &self.node, &config);
+        let summary = VmSummary::of(self.kind, vmid, &self.node, &config);
         self.index
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -232,10 +275,13 @@ impl VmStore {
         Ok(())
     }
 
-    /// The smallest free VMID from 100 up.
-    pub fn next_free(&self) -> u32 {
-        let index = self.read();
-        (100..).find(|id| !index.contains_key(id)).unwrap_or(100)
+    /// The smallest VMID from 100 up that neither this store nor `other`
+    /// (the other kind of guest) uses.
+    pub fn next_free(&self, other: &VmStore) -> u32 {
+        let (index, others) = (self.read(), other.read());
+        (100..)
+            .find(|id| !index.contains_key(id) && !others.contains_key(id))
+            .unwrap_or(100)
     }
 }
 
@@ -253,7 +299,7 @@ mod tests {
         std::fs::write(dir.path().join("100.conf"), CONF).unwrap();
         std::fs::write(dir.path().join("101.conf"), "not a config line\n").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
-        let store = VmStore::open(dir.path(), "pve1").unwrap();
+        let store = VmStore::open(dir.path(), "pve1", GuestKind::Qemu).unwrap();
         let list = store.list();
         assert_eq!(list.len(), 1);
         let (vmid, summary) = &list[0];
@@ -264,7 +310,20 @@ mod tests {
         assert!(summary.onboot);
         assert_eq!(summary.maxdisk, 8 << 30);
         assert_eq!(summary.digest, guestconf::digest(CONF));
-        assert_eq!(store.next_free(), 101);
+        let cts = tempfile::tempdir().unwrap();
+        let cts = VmStore::open(cts.path(), "pve1", GuestKind::Lxc).unwrap();
+        assert_eq!(store.next_free(&cts), 101);
+        let mut ct = GuestConfig::new();
+        ct.set("hostname", "web2").unwrap();
+        ct.set("rootfs", "local:101/subvol-101-disk-0.subvol,size=8G")
+            .unwrap();
+        cts.write(101, ct).unwrap();
+        assert_eq!(store.next_free(&cts), 102);
+        let summary = cts.summary(101).unwrap();
+        assert_eq!((summary.name.as_str(), summary.maxdisk), ("web2", 8 << 30));
+        assert!(summary
+            .resource_fields
+            .starts_with(r#"{"id":"lxc/101","type":"lxc""#));
 
         let mut config = GuestConfig::new();
         config.set("memory", "256").unwrap();
@@ -274,7 +333,7 @@ mod tests {
             "memory: 256\n"
         );
         assert_eq!(store.summary(102).unwrap().name, "VM 102");
-        let again = VmStore::open(dir.path(), "pve1").unwrap();
+        let again = VmStore::open(dir.path(), "pve1", GuestKind::Qemu).unwrap();
         assert!(again.exists(102));
         again.remove(102).unwrap();
         assert!(!again.exists(102));

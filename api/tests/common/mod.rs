@@ -8,10 +8,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use reqwest::multipart::Form;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub const PASSWORD: &str = "correct horse battery staple";
+/// The node name of the test servers.
+pub const NODE: &str = "testnode";
 pub const FAILED_LOGIN_DELAY: Duration = Duration::from_millis(1600);
 
 /// A running apid on 127.0.0.1 with an ephemeral port.
@@ -32,12 +37,24 @@ impl RunningServer {
         listen: &str,
         limit: api::LoginFailureLimit,
     ) -> RunningServer {
-        let mut config = api::Config::new("testnode");
-        config.listen = listen.parse().unwrap();
+        RunningServer::start_configured(state_dir, |config| {
+            config.listen = listen.parse().unwrap();
+            config.login_failure_limit = limit;
+        })
+        .await
+    }
+
+    /// A server on `state_dir` with the tests' defaults, then `adjust`.
+    pub async fn start_configured(
+        state_dir: &Path,
+        adjust: impl FnOnce(&mut api::Config),
+    ) -> RunningServer {
+        let mut config = api::Config::new(NODE);
+        config.listen = "127.0.0.1:0".parse().unwrap();
         config.state_dir = state_dir.to_path_buf();
         config.local_storage = state_dir.join("vz");
         config.failed_login_delay = FAILED_LOGIN_DELAY;
-        config.login_failure_limit = limit;
+        adjust(&mut config);
         let server = api::bind(config).await.expect("apid binds");
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -90,4 +107,79 @@ pub async fn login(server: &RunningServer, username: &str, password: &str) -> re
         .send()
         .await
         .unwrap()
+}
+
+/// A logged-in caller.
+pub struct Session {
+    http: reqwest::Client,
+    ticket: String,
+    csrf: String,
+}
+
+impl Session {
+    pub async fn new(server: &RunningServer, user: &str, password: &str) -> Session {
+        let response = login(server, user, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {user}");
+        let body: Value = response.json().await.unwrap();
+        Session {
+            http: client(),
+            ticket: body["data"]["ticket"].as_str().unwrap().to_owned(),
+            csrf: body["data"]["CSRFPreventionToken"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        }
+    }
+
+    pub fn request(
+        &self,
+        server: &RunningServer,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, server.url(path))
+            .header("Cookie", format!("PVEAuthCookie={}", self.ticket))
+            .header("CSRFPreventionToken", &self.csrf)
+    }
+
+    pub async fn get(&self, server: &RunningServer, path: &str) -> (StatusCode, Value) {
+        send(self.request(server, Method::GET, path)).await
+    }
+
+    pub async fn post_form(
+        &self,
+        server: &RunningServer,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        send(self.request(server, Method::POST, path).form(form)).await
+    }
+
+    pub async fn upload(&self, server: &RunningServer, form: Form) -> (StatusCode, Value) {
+        let path = format!("/nodes/{NODE}/storage/local/upload");
+        send(self.request(server, Method::POST, &path).multipart(form)).await
+    }
+
+    /// Waits for a task to stop and returns its exit status.
+    pub async fn wait_task(&self, server: &RunningServer, upid: &str) -> String {
+        for _ in 0..200 {
+            let (status, body) = self
+                .get(server, &format!("/nodes/{NODE}/tasks/{upid}/status"))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            if body["data"]["status"] == "stopped" {
+                return body["data"]["exitstatus"].as_str().unwrap().to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("task {upid} did not stop");
+    }
+}
+
+pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, body)
 }

@@ -65,7 +65,7 @@ fuzz:
 	scripts/fuzz.sh $(or $(FUZZ_NETD_SECONDS),30) netd/fuzz \
 		interfaces_text=netd/fuzz/seeds/interfaces firewall_text=netd/fuzz/seeds/firewall
 
-appliance: iso guest guest-debian
+appliance: iso guest guest-debian ct-template
 	cargo test -p qemu-tests -- --test-threads=1
 
 test: deps lint ct-template unit fuzz appliance

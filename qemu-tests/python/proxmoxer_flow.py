@@ -8,6 +8,8 @@ of apid (which the harness does through init's test channel):
   proxmoxer_flow.py after-kill STATE_FILE
   proxmoxer_flow.py after-boot STATE_FILE   (after apid was started as on a
                                             fresh node boot)
+  proxmoxer_flow.py containers STATE_FILE   (a Debian 12 container from the
+                                            template OXBOW_CT_TEMPLATE)
 
 Environment: OXBOW_API_PORT, OXBOW_PASSWORD, OXBOW_KERNEL, OXBOW_INITRD
 (paths of the guest kernel and initramfs to upload). Every check that
@@ -265,10 +267,74 @@ def after_boot(state_file):
     step("destroyed with its disk")
 
 
+def wait_ct_status(prox, node, vmid, want, timeout=GUEST_TIMEOUT):
+    end = time.monotonic() + timeout
+    while True:
+        current = prox.nodes(node).lxc(vmid).status.current.get()
+        if current["status"] == want:
+            return current
+        check(time.monotonic() < end, f"CT {vmid} not {want} after {timeout} s: {current}")
+        time.sleep(2)
+
+
+def containers(state_file):
+    prox = api()
+    node = prox.nodes.get()[0]["node"]
+    template = os.environ["OXBOW_CT_TEMPLATE"]
+    name = os.path.basename(template)
+    with open(template, "rb") as f:
+        upid = prox.nodes(node).storage("local").upload.post(content="vztmpl", filename=f)
+    wait_task(prox, upid, f"upload {name}")
+    templates = [c["volid"] for c in prox.nodes(node).storage("local").content.get(content="vztmpl")]
+    check(f"local:vztmpl/{name}" in templates, f"templates: {templates}")
+    step(f"template {name} uploaded")
+
+    vmid = int(prox.cluster.nextid.get())
+    expect_error(400, "a privileged container", prox.nodes(node).lxc.post, vmid=vmid,
+                 ostemplate=f"local:vztmpl/{name}", rootfs="local:4", unprivileged=0)
+    upid = prox.nodes(node).lxc.post(vmid=vmid, ostemplate=f"local:vztmpl/{name}",
+                                     rootfs="local:4", hostname="ct-e2e", memory=256, swap=0,
+                                     cores=1, password="ct-secret-1")
+    wait_task(prox, upid, "create the container")
+    config = prox.nodes(node).lxc(vmid).config.get()
+    check(config["hostname"] == "ct-e2e" and config["unprivileged"] == 1
+          and config["rootfs"].startswith(f"local:{vmid}/subvol-{vmid}-disk-0.subvol"),
+          f"config: {config}")
+    prox.nodes(node).lxc(vmid).config.put(memory=384, digest=config["digest"])
+    check(prox.nodes(node).lxc(vmid).config.get()["memory"] == 384, "memory not changed")
+    step(f"CT {vmid} created: {config['rootfs']}")
+
+    upid = prox.nodes(node).lxc(vmid).status.start.post()
+    wait_task(prox, upid, "start the container")
+    current = wait_ct_status(prox, node, vmid, "running", timeout=60)
+    check(current.get("pid", 0) > 1, f"status: {current}")
+    listed = [c["vmid"] for c in prox.nodes(node).lxc.get() if c["status"] == "running"]
+    check(vmid in listed, f"running containers: {listed}")
+    resources = prox.cluster.resources.get(type="vm")
+    check(any(r["id"] == f"lxc/{vmid}" and r["status"] == "running" for r in resources),
+          f"resources: {resources}")
+    expect_error(500, "destroying a running container", prox.nodes(node).lxc(vmid).delete)
+    step(f"CT {vmid} running (pid {current['pid']})")
+
+    # systemd halts on SIGRTMIN+3 once it is up: give it time to boot.
+    time.sleep(20)
+    upid = prox.nodes(node).lxc(vmid).status.shutdown.post(timeout=120)
+    wait_task(prox, upid, "shut the container down")
+    wait_ct_status(prox, node, vmid, "stopped", timeout=60)
+    step(f"CT {vmid} shut down")
+
+    upid = prox.nodes(node).lxc(vmid).delete()
+    wait_task(prox, upid, "destroy the container")
+    check(prox.nodes(node).lxc.get() == [], "container still listed after destroy")
+    images = prox.nodes(node).storage("local").content.get(content="images")
+    check(images == [], f"volumes left after destroy: {images}")
+    step(f"CT {vmid} destroyed with its root directory")
+
+
 def main():
     phase, state_file = sys.argv[1], sys.argv[2]
-    {"before-kill": before_kill, "after-kill": after_kill, "after-boot": after_boot}[phase](
-        state_file)
+    {"before-kill": before_kill, "after-kill": after_kill, "after-boot": after_boot,
+     "containers": containers}[phase](state_file)
     step(f"{phase}: all checks passed")
 
 

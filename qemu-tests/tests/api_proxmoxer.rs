@@ -6,13 +6,14 @@
 //! this test `kill -9`s apid) see the VM still running, shut it down
 //! through ACPI, let it power itself off, see a guest reboot restart it,
 //! and (after apid starts again as on a node boot) see the `onboot` VM
-//! started, then destroy it.
+//! started, then destroy it; then a Debian 12 container from the uploaded
+//! template: create, config, start, list, shutdown, destroy.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qemu_tests::guest::GuestAssets;
+use qemu_tests::guest::{ct_template, GuestAssets};
 use qemu_tests::{with_appliance, Appliance, BootOptions, Firmware, SeedKind};
 use serde_json::json;
 
@@ -66,6 +67,11 @@ fn run_phase(vm: &mut Appliance, python: &Path, phase: &str, state: &Path) {
         .env("OXBOW_PASSWORD", PASSWORD)
         .env("OXBOW_KERNEL", &assets.vmlinuz)
         .env("OXBOW_INITRD", &assets.initrd)
+        .env(
+            "OXBOW_CT_TEMPLATE",
+            ct_template::locate_in(&GuestAssets::default_dir())
+                .expect("the container template: make ct-template"),
+        )
         .output()
         .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -143,6 +149,7 @@ fn drive_a_vm(vm: &mut Appliance, python: &Path) {
     );
     restart_apid(vm);
     run_phase(vm, python, "after-boot", &state);
+    run_phase(vm, python, "containers", &state);
 }
 
 /// `kill -9` of apid, then waits until init has started it again and it

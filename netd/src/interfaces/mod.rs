@@ -248,7 +248,9 @@ pub fn valid_ifname(name: &str) -> bool {
         && name != ".."
         && name
             .bytes()
-            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':' && b != b'#')
+            // A backslash could end an `auto` line that names it, and
+            // ifupdown reads that as a line continuation.
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b':' | b'#' | b'\\'))
 }
 
 fn words(s: &str) -> impl Iterator<Item = &str> {

@@ -171,6 +171,12 @@ fn syntax_errors_carry_line_numbers() {
     assert_eq!(errs("mapping eth0\n")[0].0, 1);
     assert_eq!(errs("iface a/b inet manual\n")[0].0, 1);
     assert_eq!(errs("iface eth0 inet manual \\\n")[0].0, 1);
+    // A name with a backslash: `auto` naming it would continue the line
+    // (found by the fuzzer: an edit made the file unparseable).
+    assert_eq!(
+        errs("auto bond0\niface Bond0\\ inet manual\n"),
+        [(2, "`Bond0\\` is not a valid interface name".to_string())]
+    );
 }
 
 #[test]

@@ -13,6 +13,7 @@ use crate::access::permissions::has_privileges;
 use crate::app_state::{unix_now, AppState};
 use crate::auth::Caller;
 use crate::endpoints::nodes::this_node;
+use crate::endpoints::qemu::{apply, config_keys, purge_guest, vm_task, vmid_of};
 use crate::guests::runtime::{ct_unit_name, CT_SHUTDOWN_TIMEOUT};
 use crate::guests::VmState;
 use crate::response::{ApiError, ApiResult};
@@ -225,10 +226,6 @@ pub fn key_privilege(key: &str) -> &'static str {
     }
 }
 
-fn vmid_of(call: &Call) -> u32 {
-    call.params.number("vmid").unwrap_or(0)
-}
-
 fn no_such_ct(state: &AppState, vmid: u32) -> ApiError {
     ApiError::failed(format!(
         "Configuration file 'nodes/{}/lxc/{vmid}.conf' does not exist",
@@ -345,26 +342,6 @@ async fn get_config(state: Arc<AppState>, call: Call) -> ApiResult {
     }
     out.insert("digest".into(), json!(config.digest()));
     Ok(Value::Object(out).into())
-}
-
-/// The configuration keys of a call: everything but `own`.
-fn config_keys(call: &Call, own: &[&str]) -> Vec<(String, String)> {
-    call.params
-        .iter()
-        .filter(|(k, _)| !own.contains(k))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
-fn apply(config: &mut GuestConfig, keys: &[(String, String)]) -> Result<(), String> {
-    for (key, value) in keys {
-        if key == "description" {
-            config.set_description(value);
-        } else {
-            config.set(key, value).map_err(|e| format!("{key}: {e}"))?;
-        }
-    }
-    Ok(())
 }
 
 /// The vztmpl volume `ostemplate` names, checked for the caller.
@@ -507,7 +484,7 @@ async fn create_ct(state: Arc<AppState>, call: Call) -> ApiResult {
     };
     let ssh_keys = call.params.get("ssh-public-keys").map(str::to_owned);
     let start = call.params.flag("start");
-    ct_task(
+    vm_task(
         &state,
         "vzcreate",
         vmid,
@@ -712,28 +689,6 @@ async fn update_config(state: Arc<AppState>, call: Call) -> ApiResult {
     Ok(Value::Null.into())
 }
 
-/// Starts task `kind` on container `vmid` for `caller`.
-fn ct_task<F, Fut>(
-    state: &Arc<AppState>,
-    kind: &str,
-    vmid: u32,
-    caller: &Caller,
-    work: F,
-) -> ApiResult
-where
-    F: FnOnce(Arc<AppState>, TaskLog) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
-{
-    let task_state = Arc::clone(state);
-    let upid = state
-        .tasks
-        .spawn(kind, &vmid.to_string(), &caller.auth_id, move |log| {
-            work(task_state, log)
-        })
-        .map_err(|e| ApiError::failed(e.to_string()))?;
-    Ok(json!(upid.to_string()).into())
-}
-
 /// Starts container `vmid` as init unit `ctr:<vmid>`; fails if it runs.
 async fn start_ct(state: &AppState, vmid: u32, log: &TaskLog) -> Result<(), String> {
     let lock = state.cts.lock(vmid);
@@ -839,7 +794,7 @@ async fn power_task(state: Arc<AppState>, call: Call, action: Power) -> ApiResul
     };
     let timeout = call.params.number("timeout").unwrap_or(CT_SHUTDOWN_TIMEOUT);
     let force = call.params.flag("forceStop");
-    ct_task(&state, kind, vmid, &caller, move |state, log| async move {
+    vm_task(&state, kind, vmid, &caller, move |state, log| async move {
         match action {
             Power::Start => start_ct(&state, vmid, &log).await,
             Power::Stop => {
@@ -869,7 +824,7 @@ async fn destroy_ct(state: Arc<AppState>, call: Call) -> ApiResult {
         )));
     }
     let purge = call.params.flag("purge");
-    ct_task(
+    vm_task(
         &state,
         "vzdestroy",
         vmid,
@@ -909,16 +864,7 @@ async fn destroy_ct(state: Arc<AppState>, call: Call) -> ApiResult {
             state.runtime.cleanup_ct(vmid).await;
             state.cts.remove(vmid).map_err(|e| e.to_string())?;
             if purge {
-                let removed = state.access.update(|cfg| {
-                    for pool in cfg.pools.values_mut() {
-                        pool.vms.remove(&vmid);
-                    }
-                    cfg.acl.remove(&format!("/vms/{vmid}"));
-                    Ok(())
-                });
-                if let Err(e) = removed {
-                    log.line(format!("cannot purge CT {vmid} from pools and ACLs: {e}"));
-                }
+                purge_guest(&state, vmid, &log, "CT");
             }
             log.line(format!("destroyed CT {vmid}"));
             Ok(())

@@ -263,7 +263,8 @@ static CONFIG_PARAMS: &[Param] = &[
     boolean("skiplock", "Accepted for compatibility.").optional(),
 ];
 
-fn vmid_of(call: &Call) -> u32 {
+/// The `vmid` parameter (validated by the router).
+pub(crate) fn vmid_of(call: &Call) -> u32 {
     call.params.number("vmid").unwrap_or(0)
 }
 
@@ -453,7 +454,7 @@ async fn get_config(state: Arc<AppState>, call: Call) -> ApiResult {
 
 /// The configuration keys of a call (everything but the endpoint's own
 /// parameters), in name order.
-fn config_keys(call: &Call, own: &[&str]) -> Vec<(String, String)> {
+pub(crate) fn config_keys(call: &Call, own: &[&str]) -> Vec<(String, String)> {
     call.params
         .iter()
         .filter(|(k, _)| !own.contains(k))
@@ -663,7 +664,8 @@ fn assign_macs(keys: &mut [(String, String)]) {
     }
 }
 
-fn apply(config: &mut GuestConfig, keys: &[(String, String)]) -> Result<(), String> {
+/// Sets `keys` in `config` (`description` as the comment block).
+pub(crate) fn apply(config: &mut GuestConfig, keys: &[(String, String)]) -> Result<(), String> {
     for (key, value) in keys {
         if key == "description" {
             config.set_description(value);
@@ -846,9 +848,9 @@ fn resolve_volume(state: &AppState, volume: &str) -> Result<PathBuf, String> {
         .map_err(|e| format!("volume '{volume}': {e}"))
 }
 
-/// Starts task `kind` on VM `vmid` for `caller`, running `work` with the
+/// Starts task `kind` on guest `vmid` for `caller`, running `work` with the
 /// state and the task's log, and answers its UPID.
-fn vm_task<F, Fut>(
+pub(crate) fn vm_task<F, Fut>(
     state: &Arc<AppState>,
     kind: &str,
     vmid: u32,
@@ -1030,21 +1032,29 @@ async fn destroy_vm(state: Arc<AppState>, call: Call) -> ApiResult {
             state.runtime.cleanup(vmid, Some(&config)).await;
             state.vms.remove(vmid).map_err(|e| e.to_string())?;
             if purge {
-                let removed = state.access.update(|cfg| {
-                    for pool in cfg.pools.values_mut() {
-                        pool.vms.remove(&vmid);
-                    }
-                    cfg.acl.remove(&format!("/vms/{vmid}"));
-                    Ok(())
-                });
-                if let Err(e) = removed {
-                    log.line(format!("cannot purge VM {vmid} from pools and ACLs: {e}"));
-                }
+                purge_guest(&state, vmid, &log, "VM");
             }
             log.line(format!("destroyed VM {vmid}"));
             Ok(())
         },
     )
+}
+
+/// Takes guest `vmid` out of every pool and drops its ACL entries
+/// (`purge=1` of a destroy); a failure is logged, the destroy stands.
+pub(crate) fn purge_guest(state: &AppState, vmid: u32, log: &TaskLog, what: &str) {
+    let removed = state.access.update(|cfg| {
+        for pool in cfg.pools.values_mut() {
+            pool.vms.remove(&vmid);
+        }
+        cfg.acl.remove(&format!("/vms/{vmid}"));
+        Ok(())
+    });
+    if let Err(e) = removed {
+        log.line(format!(
+            "cannot purge {what} {vmid} from pools and ACLs: {e}"
+        ));
+    }
 }
 
 /// Starts the VMs with `onboot: 1` once per boot of the node; `marker`

@@ -254,6 +254,7 @@ mod tests {
             ip6: None,
             gw6: None,
             mtu: None,
+            tag: None,
         }
     }
 

@@ -1,5 +1,7 @@
 //! A container's network links: one veth pair per `net[n]`. The host end,
-//! `veth<vmid>i<n>`, joins the configured bridge with the bridge's MTU;
+//! `veth<vmid>i<n>`, joins the configured bridge with the bridge's MTU
+//! and, on a VLAN-aware bridge, the `tag` as its untagged PVID
+//! (`netd::port`, shared with the VMs' taps);
 //! the other end is created directly in the container's network
 //! namespace under its configured name (`eth0`) and MAC address. The
 //! guest's own network configuration brings it up.
@@ -24,6 +26,12 @@ pub enum NetError {
     },
     #[error("{command} failed: {stderr}")]
     Failed { command: String, stderr: String },
+    #[error("net{index}: {source}")]
+    Port {
+        index: u32,
+        #[source]
+        source: netd::port::PortError,
+    },
 }
 
 fn ip(args: &[&str]) -> Result<(), NetError> {
@@ -156,10 +164,20 @@ fn create_veth(vmid: u32, pid: i32, net: &NetSpec) -> Result<String, NetError> {
     args.extend(["netns", pid.as_str()]);
     ip(&args)?;
     let attach = || -> Result<(), NetError> {
-        if let Some(bridge) = &net.bridge {
-            ip(&["link", "set", &host, "master", bridge])?;
+        match &net.bridge {
+            Some(bridge) => {
+                let spec = netd::port::PortSpec {
+                    tag: net.tag,
+                    trunks: Vec::new(),
+                    mtu: net.mtu,
+                };
+                netd::port::attach_blocking(&host, bridge, &spec).map_err(|source| NetError::Port {
+                    index: net.index,
+                    source,
+                })
+            }
+            None => ip(&["link", "set", &host, "up"]),
         }
-        ip(&["link", "set", &host, "up"])
     };
     if let Err(e) = attach() {
         let _ = delete_link(&host);

@@ -37,6 +37,8 @@ pub struct NetSpec {
     pub ip6: Option<Ipv6Config>,
     pub gw6: Option<std::net::Ipv6Addr>,
     pub mtu: Option<u32>,
+    /// `tag=`: the VLAN of the host end on a VLAN-aware bridge.
+    pub tag: Option<u16>,
 }
 
 impl NetSpec {
@@ -202,6 +204,7 @@ impl ContainerSpec {
                 ip6: net.ip6,
                 gw6: net.gw6,
                 mtu: net.mtu,
+                tag: net.tag,
             });
         }
         nets.sort_by_key(|n| n.index);

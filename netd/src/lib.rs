@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod interfaces;
 pub mod ping;
 pub mod plan;
+pub mod port;
 pub mod reconcile;
 pub mod resolv;
 pub mod rtnl;

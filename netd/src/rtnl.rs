@@ -11,7 +11,9 @@ use std::net::IpAddr;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::packet_route::link::{
+    InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol,
 };
@@ -112,6 +114,10 @@ pub struct Link {
     pub alias: Option<String>,
     /// Whether it is a bridge.
     pub is_bridge: bool,
+    /// For a bridge: whether it filters by VLAN (`bridge-vlan-aware`).
+    pub vlan_filtering: bool,
+    /// The MTU.
+    pub mtu: Option<u32>,
 }
 
 impl Link {
@@ -125,6 +131,8 @@ impl Link {
             controller: None,
             alias: None,
             is_bridge: false,
+            vlan_filtering: false,
+            mtu: None,
         };
         for attr in &m.attributes {
             match attr {
@@ -132,10 +140,15 @@ impl Link {
                 LinkAttribute::Address(a) => link.mac = Mac::from_bytes(a),
                 LinkAttribute::Controller(c) if *c != 0 => link.controller = Some(*c),
                 LinkAttribute::IfAlias(a) if !a.is_empty() => link.alias = Some(a.clone()),
+                LinkAttribute::Mtu(mtu) => link.mtu = Some(*mtu),
                 LinkAttribute::LinkInfo(infos) => {
                     link.is_bridge = infos
                         .iter()
                         .any(|i| matches!(i, LinkInfo::Kind(InfoKind::Bridge)));
+                    link.vlan_filtering = infos.iter().any(|i| {
+                        matches!(i, LinkInfo::Data(InfoData::Bridge(attrs))
+                            if attrs.contains(&InfoBridge::VlanFiltering(true)))
+                    });
                 }
                 _ => {}
             }

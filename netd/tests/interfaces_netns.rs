@@ -500,3 +500,66 @@ fn command_line_checks_plans_and_applies() {
     ]);
     assert!(!out.status.success(), "nothing left to confirm");
 }
+
+#[test]
+fn guest_port_joins_its_bridge_with_the_bridge_mtu() {
+    use netd::port::{self, PortError, PortSpec};
+    let node = Netns::new("port");
+    node.apply(
+        "auto vmbr1\niface vmbr1 inet manual\n\tbridge-ports none\n\tbridge-stp off\n\tbridge-fd 0\n\tmtu 1400\n",
+    )
+    .unwrap();
+    node.ip(&[
+        "link",
+        "add",
+        "veth100i0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ct0",
+    ]);
+    node.with_rtnl(async |nl| port::attach(nl, "veth100i0", "vmbr1", &PortSpec::default()).await)
+        .unwrap();
+    let link = node.link("veth100i0").unwrap();
+    assert_eq!(link["master"], "vmbr1");
+    assert_eq!(link["mtu"], 1400);
+    assert!(link["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+    // Again: nothing to change, no error.
+    node.with_rtnl(async |nl| port::attach(nl, "veth100i0", "vmbr1", &PortSpec::default()).await)
+        .unwrap();
+
+    // A tag on a bridge without VLAN filtering is refused, not ignored;
+    // so is an MTU above the bridge's, and a bridge that is not there.
+    node.ip(&[
+        "link",
+        "add",
+        "veth101i0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ct1",
+    ]);
+    let tagged = PortSpec {
+        tag: Some(10),
+        ..PortSpec::default()
+    };
+    let e = node
+        .with_rtnl(async |nl| port::attach(nl, "veth101i0", "vmbr1", &tagged).await)
+        .unwrap_err();
+    assert!(matches!(e, PortError::NotVlanAware(_)), "{e}");
+    let big = PortSpec {
+        mtu: Some(1500),
+        ..PortSpec::default()
+    };
+    let e = node
+        .with_rtnl(async |nl| port::attach(nl, "veth101i0", "vmbr1", &big).await)
+        .unwrap_err();
+    assert!(e.to_string().contains("larger than the MTU 1400"), "{e}");
+    let e = node
+        .with_rtnl(async |nl| port::attach(nl, "veth101i0", "vmbr9", &PortSpec::default()).await)
+        .unwrap_err();
+    assert!(matches!(e, PortError::NoBridge(_)), "{e}");
+    assert!(node.link("veth101i0").unwrap().get("master").is_none());
+}

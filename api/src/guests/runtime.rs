@@ -80,8 +80,17 @@ pub fn tap_name(vmid: u32, index: u32) -> String {
 pub struct LaunchPlan {
     /// The VMM's argv.
     pub argv: Vec<String>,
-    /// (tap, bridge) pairs.
-    pub taps: Vec<(String, String)>,
+    /// The taps, each with its bridge and how it joins it.
+    pub taps: Vec<TapPlan>,
+}
+
+/// A VM's tap: `tap<vmid>i<n>` on the bridge of `net<n>`, with the
+/// NIC's VLAN tag, trunks and MTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapPlan {
+    pub name: String,
+    pub bridge: String,
+    pub port: netd::port::PortSpec,
 }
 
 impl VmRuntime {
@@ -214,11 +223,6 @@ impl VmRuntime {
             if net.link_down == Some(true) {
                 continue;
             }
-            if net.tag.is_some() {
-                return Err(format!(
-                    "net{index}: VLAN tags need a VLAN-aware bridge, which this node cannot set up yet"
-                ));
-            }
             if net.model != "virtio" {
                 return Err(format!(
                     "net{index}: only the virtio NIC model is emulated, not '{}'",
@@ -235,7 +239,21 @@ impl VmRuntime {
                 arg.push_str(&format!(",mac={mac}"));
             }
             argv.extend(["--net".into(), arg]);
-            taps.push((tap, bridge));
+            let trunks = match &net.trunks {
+                Some(t) => netd::port::parse_trunks(t).map_err(|e| format!("net{index}: {e}"))?,
+                None => Vec::new(),
+            };
+            let port = netd::port::PortSpec {
+                tag: net.tag,
+                trunks,
+                // `mtu=1` is Proxmox's way of saying "the bridge's".
+                mtu: net.mtu.filter(|&m| m != 1),
+            };
+            taps.push(TapPlan {
+                name: tap,
+                bridge,
+                port,
+            });
         }
         Ok(LaunchPlan { argv, taps })
     }
@@ -295,8 +313,8 @@ impl VmRuntime {
     pub async fn start(&self, vmid: u32, plan: &LaunchPlan) -> Result<(), String> {
         std::fs::create_dir_all(&self.run_dir)
             .map_err(|e| format!("cannot create {}: {e}", self.run_dir.display()))?;
-        for (tap, bridge) in &plan.taps {
-            attach_tap(tap, bridge).await?;
+        for tap in &plan.taps {
+            attach_tap(tap).await?;
         }
         // A unit left from an earlier run (stopped or failed) is replaced.
         let _ = self
@@ -517,25 +535,14 @@ fn path_arg(path: &Path) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-async fn attach_tap(tap: &str, bridge: &str) -> Result<(), String> {
-    crate::sys::create_persistent_tap(tap).map_err(|e| format!("cannot create tap {tap}: {e}"))?;
+async fn attach_tap(tap: &TapPlan) -> Result<(), String> {
+    let name = &tap.name;
+    crate::sys::create_persistent_tap(name)
+        .map_err(|e| format!("cannot create tap {name}: {e}"))?;
     let nl = netd::rtnl::Rtnl::connect().map_err(|e| format!("netlink: {e}"))?;
-    let bridge_link = nl
-        .link(bridge)
+    netd::port::attach(&nl, name, &tap.bridge, &tap.port)
         .await
-        .map_err(|e| format!("netlink: {e}"))?
-        .ok_or_else(|| format!("bridge '{bridge}' does not exist"))?;
-    let tap_link = nl
-        .require_link(tap)
-        .await
-        .map_err(|e| format!("tap {tap}: {e}"))?;
-    nl.set_controller(&tap_link, &bridge_link)
-        .await
-        .map_err(|e| format!("cannot add {tap} to {bridge}: {e}"))?;
-    nl.set_up(&tap_link)
-        .await
-        .map_err(|e| format!("cannot bring {tap} up: {e}"))?;
-    Ok(())
+        .map_err(|e| format!("cannot add {name} to {}: {e}", tap.bridge))
 }
 
 #[cfg(test)]
@@ -578,7 +585,27 @@ mod tests {
              --disk /vz/100/vm-100-disk-0.raw --disk /vz/100/vm-100-disk-1.raw \
              --disk /vz/iso/tools.iso,readonly --net tap=tap100i0,mac=02:00:00:00:00:01"
         );
-        assert_eq!(plan.taps, [("tap100i0".to_owned(), "vmbr0".to_owned())]);
+        assert_eq!(
+            plan.taps,
+            [TapPlan {
+                name: "tap100i0".to_owned(),
+                bridge: "vmbr0".to_owned(),
+                port: netd::port::PortSpec::default(),
+            }]
+        );
+        let tagged = GuestConfig::parse(
+            "kernel: local:iso/k.img\nnet0: virtio=02:00:00:00:00:01,bridge=vmbr1,tag=5,trunks=7;9-10,mtu=1400\n",
+        )
+        .unwrap();
+        let plan = runtime().plan(100, &tagged, &resolve).unwrap();
+        assert_eq!(
+            plan.taps[0].port,
+            netd::port::PortSpec {
+                tag: Some(5),
+                trunks: vec![(7, 7), (9, 10)],
+                mtu: Some(1400),
+            }
+        );
     }
 
     #[test]
@@ -589,14 +616,14 @@ mod tests {
             .plan(100, &no_kernel, &resolve)
             .unwrap_err()
             .contains("firmware"));
-        let tagged = GuestConfig::parse(
-            "kernel: local:iso/k.img\nnet0: virtio=02:00:00:00:00:01,bridge=vmbr0,tag=5\n",
+        let bad_trunks = GuestConfig::parse(
+            "kernel: local:iso/k.img\nnet0: virtio=02:00:00:00:00:01,bridge=vmbr0,trunks=9-4\n",
         )
         .unwrap();
         assert!(rt
-            .plan(100, &tagged, &resolve)
+            .plan(100, &bad_trunks, &resolve)
             .unwrap_err()
-            .contains("VLAN"));
+            .contains("trunks"));
         let e1000 =
             GuestConfig::parse("kernel: local:iso/k.img\nnet0: e1000,bridge=vmbr0\n").unwrap();
         assert!(rt

@@ -162,7 +162,7 @@ fn kind_of(m: &LinkMessage, names: &HashMap<u32, String>) -> ObservedKind {
     }
 }
 
-fn vid_ranges(m: &LinkMessage) -> Option<Vec<(u16, u16)>> {
+pub(crate) fn vid_ranges(m: &LinkMessage) -> Option<Vec<(u16, u16)>> {
     let mut out = Vec::new();
     let mut start = None;
     let mut any = false;

@@ -1,0 +1,331 @@
+//! Guest ports: the tap of a VM or the host end of a container's veth,
+//! put into a bridge the way a guest's `net[n]` asks.
+//!
+//! - The port takes the bridge's MTU (or the guest's `mtu=` if smaller
+//!   or equal; a port larger than its bridge would drop frames).
+//! - On a VLAN-aware bridge the port's VLAN list is set exactly: with
+//!   `tag=N`, VLAN N is the PVID and leaves untagged and nothing else is
+//!   allowed (the kernel's default VLAN 1 is removed); without a tag, VLAN 1
+//!   is the untagged PVID. `trunks=` adds tagged VLANs on top.
+//! - On a bridge without VLAN filtering a tag or trunks are refused rather
+//!   than ignored: the guest would otherwise land in the untagged network.
+//!
+//! The same call serves `apid` (VM taps) and `ctr` (container veths);
+//! calling it again on an attached port converges to the same state.
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{BridgeVlanInfoFlags, LinkExtentMask};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::{LinkBridgeVlan, LinkUnspec};
+
+use crate::rtnl::{Link, Rtnl, RtnlError};
+
+/// How a guest's `net[n]` wants its port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSpec {
+    /// `tag=`: the access VLAN.
+    pub tag: Option<u16>,
+    /// `trunks=`: VLANs passed tagged, as inclusive ranges.
+    pub trunks: Vec<(u16, u16)>,
+    /// `mtu=`: at most the bridge's MTU; `None` takes the bridge's.
+    pub mtu: Option<u32>,
+}
+
+/// Why a port could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("bridge '{0}' does not exist")]
+    NoBridge(String),
+    #[error("'{0}' is not a bridge")]
+    NotABridge(String),
+    #[error("VLAN {0} is out of range (1-4094)")]
+    BadVlan(u16),
+    #[error("trunks: '{0}' is not a list of VLAN IDs or ranges like 10;20-30")]
+    BadTrunks(String),
+    #[error("VLAN tags and trunks need a VLAN-aware bridge; '{0}' is not one (set bridge-vlan-aware yes)")]
+    NotVlanAware(String),
+    #[error("mtu {mtu} is larger than the MTU {bridge_mtu} of bridge '{bridge}'")]
+    MtuTooLarge {
+        mtu: u32,
+        bridge: String,
+        bridge_mtu: u32,
+    },
+    #[error(transparent)]
+    Netlink(#[from] RtnlError),
+    #[error("{op}: {source}")]
+    Request {
+        op: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("cannot start the netlink runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Parses Proxmox's `trunks=` value: VLAN IDs and ranges separated by
+/// `;` (the API also accepts spaces or commas inside the property value).
+pub fn parse_trunks(text: &str) -> Result<Vec<(u16, u16)>, PortError> {
+    let bad = || PortError::BadTrunks(text.to_string());
+    let mut out = Vec::new();
+    for part in text
+        .split([';', ' ', ','])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let (a, z) = match part.split_once('-') {
+            Some((a, z)) => (a.parse().map_err(|_| bad())?, z.parse().map_err(|_| bad())?),
+            None => {
+                let v = part.parse().map_err(|_| bad())?;
+                (v, v)
+            }
+        };
+        if a > z {
+            return Err(bad());
+        }
+        check_vid(a)?;
+        check_vid(z)?;
+        out.push((a, z));
+    }
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+fn check_vid(v: u16) -> Result<(), PortError> {
+    if (1..=4094).contains(&v) {
+        Ok(())
+    } else {
+        Err(PortError::BadVlan(v))
+    }
+}
+
+/// The VLAN entries a port of a VLAN-aware bridge should carry, as
+/// `(vid, pvid_untagged)`.
+pub fn wanted_vlans(spec: &PortSpec) -> Vec<(u16, bool)> {
+    let access = spec.tag.unwrap_or(1);
+    let mut out = vec![(access, true)];
+    for &(a, z) in &spec.trunks {
+        for v in a..=z {
+            if v != access {
+                out.push((v, false));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Checks a spec against the bridge it is for, without changing anything.
+pub fn check(spec: &PortSpec, bridge: &Link) -> Result<(), PortError> {
+    if !bridge.is_bridge {
+        return Err(PortError::NotABridge(bridge.name.clone()));
+    }
+    if let Some(t) = spec.tag {
+        check_vid(t)?;
+    }
+    for &(a, z) in &spec.trunks {
+        check_vid(a)?;
+        check_vid(z)?;
+    }
+    if (spec.tag.is_some() || !spec.trunks.is_empty()) && !bridge.vlan_filtering {
+        return Err(PortError::NotVlanAware(bridge.name.clone()));
+    }
+    if let (Some(mtu), Some(bridge_mtu)) = (spec.mtu, bridge.mtu) {
+        if mtu > bridge_mtu {
+            return Err(PortError::MtuTooLarge {
+                mtu,
+                bridge: bridge.name.clone(),
+                bridge_mtu,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Puts `port` into `bridge` as `spec` asks, and brings it up.
+pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Result<(), PortError> {
+    let bridge_link = nl
+        .link(bridge)
+        .await?
+        .ok_or_else(|| PortError::NoBridge(bridge.to_string()))?;
+    check(spec, &bridge_link)?;
+    let port_link = nl.require_link(port).await?;
+    let h = nl.handle();
+    let request = |op: String| move |source| PortError::Request { op, source };
+    if let Some(mtu) = spec.mtu.or(bridge_link.mtu) {
+        if port_link.mtu != Some(mtu) {
+            h.link()
+                .change(LinkUnspec::new_with_index(port_link.index).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(request(format!("set the MTU of {port} to {mtu}")))?;
+        }
+    }
+    if port_link.controller != Some(bridge_link.index) {
+        nl.set_controller(&port_link, &bridge_link).await?;
+    }
+    if bridge_link.vlan_filtering {
+        let have = port_vlans(nl, port_link.index).await?;
+        let want = wanted_vlans(spec);
+        let stale: Vec<u16> = have
+            .iter()
+            .map(|&(v, _)| v)
+            .filter(|v| !want.iter().any(|(w, _)| w == v))
+            .collect();
+        for (vid, access) in want.iter().copied() {
+            if have.contains(&(vid, access)) {
+                continue;
+            }
+            let flags = if access {
+                BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
+            } else {
+                BridgeVlanInfoFlags::empty()
+            };
+            h.link()
+                .set(
+                    LinkBridgeVlan::new(port_link.index)
+                        .vlan(vid, flags)
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(request(format!("add VLAN {vid} to {port}")))?;
+        }
+        for vid in stale {
+            h.link()
+                .del_with_message(
+                    LinkBridgeVlan::new(port_link.index)
+                        .vlan(vid, BridgeVlanInfoFlags::empty())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(request(format!("remove VLAN {vid} from {port}")))?;
+        }
+    }
+    nl.set_up(&port_link).await?;
+    Ok(())
+}
+
+/// [`attach`] for callers without an async runtime (the container
+/// monitor): runs it on a runtime of the calling thread.
+pub fn attach_blocking(port: &str, bridge: &str, spec: &PortSpec) -> Result<(), PortError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(PortError::Runtime)?;
+    rt.block_on(async {
+        let nl = Rtnl::connect()?;
+        attach(&nl, port, bridge, spec).await
+    })
+}
+
+/// The VLANs of bridge port `index`, as `(vid, pvid_untagged)`, one entry
+/// per VLAN.
+pub async fn port_vlans(nl: &Rtnl, index: u32) -> Result<Vec<(u16, bool)>, PortError> {
+    let msgs: Vec<_> = nl
+        .handle()
+        .link()
+        .get()
+        .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| PortError::Request {
+            op: "list bridge port VLANs".to_string(),
+            source,
+        })?;
+    let mut out = Vec::new();
+    for m in msgs.iter().filter(|m| m.header.index == index) {
+        for a in &m.attributes {
+            let rtnetlink::packet_route::link::LinkAttribute::AfSpecBridge(specs) = a else {
+                continue;
+            };
+            for s in specs {
+                if let rtnetlink::packet_route::link::AfSpecBridge::VlanInfo(v) = s {
+                    let access = v.flags.contains(BridgeVlanInfoFlags::Pvid)
+                        && v.flags.contains(BridgeVlanInfoFlags::Untagged);
+                    out.push((v.vid, access));
+                }
+            }
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bridge(vlan_filtering: bool) -> Link {
+        Link {
+            index: 3,
+            name: "vmbr1".into(),
+            mac: None,
+            up: true,
+            lower_up: true,
+            controller: None,
+            alias: None,
+            is_bridge: true,
+            vlan_filtering,
+            mtu: Some(1500),
+        }
+    }
+
+    #[test]
+    fn trunks_parse_like_proxmox() {
+        assert_eq!(parse_trunks("10;20-22").unwrap(), vec![(10, 10), (20, 22)]);
+        assert_eq!(parse_trunks(" 7 ").unwrap(), vec![(7, 7)]);
+        for bad in ["", "x", "5-2", "0", "4095", "10;;a", "1-4095"] {
+            assert!(parse_trunks(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn vlans_wanted_for_a_tag_and_trunks() {
+        assert_eq!(wanted_vlans(&PortSpec::default()), vec![(1, true)]);
+        let spec = PortSpec {
+            tag: Some(20),
+            trunks: vec![(19, 21), (30, 30)],
+            mtu: None,
+        };
+        assert_eq!(
+            wanted_vlans(&spec),
+            vec![(19, false), (20, true), (21, false), (30, false)]
+        );
+    }
+
+    #[test]
+    fn tags_need_a_vlan_aware_bridge_and_mtu_fits() {
+        let tagged = PortSpec {
+            tag: Some(5),
+            ..PortSpec::default()
+        };
+        assert!(matches!(
+            check(&tagged, &bridge(false)),
+            Err(PortError::NotVlanAware(_))
+        ));
+        check(&tagged, &bridge(true)).unwrap();
+        check(&PortSpec::default(), &bridge(false)).unwrap();
+        let big = PortSpec {
+            mtu: Some(9000),
+            ..PortSpec::default()
+        };
+        assert!(matches!(
+            check(&big, &bridge(true)),
+            Err(PortError::MtuTooLarge { .. })
+        ));
+        let zero = PortSpec {
+            tag: Some(0),
+            ..PortSpec::default()
+        };
+        assert!(matches!(
+            check(&zero, &bridge(true)),
+            Err(PortError::BadVlan(0))
+        ));
+    }
+}

@@ -84,6 +84,16 @@ pub fn load_list(list: &Path, dir: &Path) -> std::io::Result<LoadReport> {
     Ok(report)
 }
 
+/// The parameters a module is loaded with: `bonding` makes no `bond0` of
+/// its own (which would sit in the network list, in the default mode,
+/// until an interfaces file asked for a bond of that name).
+pub fn params_of(module: &str) -> &'static str {
+    match module {
+        "bonding" => "max_bonds=0",
+        _ => "",
+    }
+}
+
 /// Loads one module file (a path relative to `dir`) and counts the result.
 /// Returns true unless it failed.
 fn load_file(dir: &Path, rel: &str, report: &mut LoadReport) -> bool {
@@ -97,11 +107,11 @@ fn load_file(dir: &Path, rel: &str, report: &mut LoadReport) -> bool {
         report.present += 1;
         return true;
     }
-    let empty = CString::default();
+    let params = CString::new(params_of(&name_of(rel))).unwrap_or_default();
     let result = File::open(dir.join(rel))
         .map_err(|e| e.to_string())
         .and_then(|f| {
-            finit_module(&f, &empty, ModuleInitFlags::empty()).map_err(|e| e.to_string())
+            finit_module(&f, &params, ModuleInitFlags::empty()).map_err(|e| e.to_string())
         });
     match result {
         Ok(()) => {

@@ -260,6 +260,16 @@ impl VidSet {
     }
 }
 
+/// A bond that is down and has no slaves: it carries nothing, so netd may
+/// rebuild it even when it did not make it.
+fn idle_bond(o: &ObservedLink, links: &[ObservedLink]) -> bool {
+    matches!(o.kind, ObservedKind::Bond { .. })
+        && !o.up
+        && !links
+            .iter()
+            .any(|l| l.controller.as_deref() == Some(o.name.as_str()))
+}
+
 /// Plans the operations that turn `observed` into `desired`.
 pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError> {
     let obs: BTreeMap<&str, &ObservedLink> = observed
@@ -290,8 +300,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
             (DesiredKind::Bridge { .. }, ObservedKind::Bridge { .. }) => true,
             (DesiredKind::Bond { mode, .. }, ObservedKind::Bond { mode: m, .. }) => {
                 // A bond's mode changes only when it is empty and down:
-                // an owned one is rebuilt instead.
-                mode == m || !owned(o)
+                // an owned one is rebuilt instead, and so is an empty, down
+                // one made by someone else (the `bond0` the bonding module
+                // creates when it loads), which carries nothing. A busy one
+                // with another mode is a conflict, never silently kept.
+                mode == m
             }
             (
                 DesiredKind::Vlan { raw_device, id },
@@ -306,14 +319,21 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
             if !owned(o) && d.kind != DesiredKind::Existing {
                 mark.push(&d.name);
             }
-        } else if owned(o) {
+        } else if owned(o) || idle_bond(o, &observed.links) {
             delete.push(o);
             create.insert(&d.name);
         } else {
+            let (found, wanted) = match (&o.kind, &d.kind) {
+                (ObservedKind::Bond { mode: m, .. }, DesiredKind::Bond { mode, .. }) => (
+                    format!("bond in mode {m} (up or with slaves)"),
+                    format!("bond in mode {mode}"),
+                ),
+                _ => (o.kind.word().to_string(), d.kind.word().to_string()),
+            };
             return Err(PlanError::Conflict {
                 name: d.name.clone(),
-                found: o.kind.word().to_string(),
-                wanted: d.kind.word().to_string(),
+                found,
+                wanted,
             });
         }
     }

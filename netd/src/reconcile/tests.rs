@@ -490,3 +490,40 @@ fn dhcp_interfaces_keep_their_addresses() {
     };
     assert_eq!(plan(&d, &observed).unwrap(), vec![]);
 }
+
+#[test]
+fn foreign_bond_of_another_mode_is_rebuilt_only_when_idle() {
+    // The bonding module makes an empty, down `bond0` in balance-rr when it
+    // loads: a file asking for active-backup gets it rebuilt.
+    let file =
+        "auto bond0\niface bond0 inet manual\n\tbond-slaves eth0 eth1\n\tbond-mode active-backup\n";
+    let d = desired(file, &["eth0", "eth1"]);
+    let stray = || {
+        with(nic("bond0"), |l| {
+            l.kind = ObservedKind::Bond {
+                mode: BondMode::BalanceRr,
+                miimon: None,
+                xmit_hash_policy: None,
+            }
+        })
+    };
+    let observed = Observed {
+        links: vec![nic("eth0"), nic("eth1"), stray()],
+        ..Default::default()
+    };
+    let ops = ops_text(&plan(&d, &observed).unwrap());
+    assert_eq!(ops[0], "delete bond0");
+    assert_eq!(ops[1], "create bond bond0 (active-backup)");
+    let again = plan(&d, &observed.after(&plan(&d, &observed).unwrap(), &d)).unwrap();
+    assert!(again.is_empty(), "{:?}", ops_text(&again));
+    // One that is up (in use by someone) is a conflict, never kept as is.
+    let observed = Observed {
+        links: vec![nic("eth0"), nic("eth1"), with(stray(), |l| l.up = true)],
+        ..Default::default()
+    };
+    assert_eq!(
+        plan(&d, &observed).unwrap_err().to_string(),
+        "bond0 exists as a bond in mode balance-rr (up or with slaves) that netd does not own; \
+         the file wants a bond in mode active-backup"
+    );
+}

@@ -1,0 +1,354 @@
+//! Host networking inside the appliance, where the kernel has what the CI
+//! host lacks (VLAN filtering, 802.1Q links, bonding; see
+//! ../shared/TESTING.md). Everything goes through `netd interfaces apply`
+//! on the node's own interfaces file, with the netd daemon of the
+//! appliance watching for unconfirmed changes, as apid will drive it:
+//!
+//! - **rollback**: a confirmed-by-reachability change is kept; a change
+//!   that takes the NIC out of `vmbr0` (the management address stops
+//!   reaching its gateway) and is not confirmed is rolled back by the
+//!   daemon on its own;
+//! - **bond**: an active-backup bond keeps its peer reachable when the
+//!   active slave loses its carrier;
+//! - **802.1Q**: a VLAN link carries traffic to a peer that has the
+//!   address only on its own VLAN 50 link;
+//! - **VLAN-aware bridge**: three containers (`ctr`, busybox) on one
+//!   VLAN-aware bridge, two with `tag=10` and one with `tag=20`, all in
+//!   one IPv4 subnet: the same tag pings, the other tag does not.
+//!
+//! The peer side of the bond and VLAN links lives in a network namespace
+//! of the appliance, joined by veth pairs. `busybox` (for `ping` and the
+//! containers' userland) comes from the host on a CD labelled `OXBOW-NET`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use qemu_tests::{with_appliance, Appliance, BootOptions, Firmware};
+
+const BOOT: Duration = Duration::from_secs(600);
+const STEP: Duration = Duration::from_secs(300);
+const LABEL: &str = "OXBOW-NET";
+const BUSYBOX: &str = "/bin/busybox";
+
+/// Shared by the scripts: where things are, and `say` for result lines.
+const COMMON: &str = r#"
+set -u
+M=/run/nt/media
+BB=/run/nt/busybox
+NETD=/usr/lib/oxbow/netd
+CTR=/usr/lib/oxbow/ctr
+IF=/etc/oxbow/network/interfaces
+say() { echo "NET $*" > /dev/console; }
+ping1() { $BB ping -c 1 -W 2 "$@" >/dev/null 2>&1; }
+# ping until one answers (up to $2 tries)
+reach() { i=0; while [ $i -lt $2 ]; do ping1 $1 && return 0; i=$((i+1)); sleep 1; done; return 1; }
+nic() { ls /sys/class/net/vmbr0/brif/ | grep -v '^tap\|^veth' | head -n1; }
+"#;
+
+/// Mounts the CD, finds the NIC and writes the base file: vmbr0 static
+/// on the address DHCP gave it, the NIC as its port.
+const SETUP: &str = r#"
+mkdir -p /run/nt/media /etc/oxbow/network
+mount -t iso9660 -o ro LABEL=OXBOW-NET $M
+cp $M/busybox $BB && chmod 755 $BB
+N=$(nic)
+A=$(ip -o -4 addr show dev vmbr0 scope global | awk '{print $4}' | head -n1)
+G=$(ip -4 route show default | awk '{print $3}' | head -n1)
+[ -n "$N" ] && [ -n "$A" ] && [ -n "$G" ] || { say setup-failed nic=$N addr=$A gw=$G; exit 1; }
+echo "$N $A $G" > /run/nt/mgmt
+base() {
+cat <<EOF
+auto lo
+iface lo inet loopback
+
+iface $N inet manual
+
+auto vmbr0
+iface vmbr0 inet static
+	address $A
+	gateway $G
+	bridge-ports $1
+	bridge-stp off
+	bridge-fd 0
+EOF
+}
+base $N > /run/nt/base
+base none > /run/nt/cut
+cp /run/nt/base $IF.new
+$NETD interfaces apply --interfaces $IF || { say base-apply-failed; exit 1; }
+reach $G 5 && say gateway=reachable || say gateway=unreachable
+say setup nic=$N addr=$A gw=$G
+"#;
+
+/// An unconfirmed apply that keeps the gateway reachable is kept; one
+/// that releases the NIC is rolled back by the daemon.
+const ROLLBACK: &str = r#"
+read N A G < /run/nt/mgmt
+# wait (up to 60 s) until the daemon has settled the pending change
+settle() { i=0; while [ -e $IF.pending ] && [ $i -lt 60 ]; do sleep 1; i=$((i+1)); done; }
+cp /run/nt/base $IF.new
+$NETD interfaces apply --interfaces $IF --confirm 3 --bridge vmbr0 >/dev/null || { say keep-apply-failed; exit 1; }
+settle
+[ -e $IF.pending ] && say keep=still-pending || say keep=settled
+cmp -s $IF /run/nt/base && say keep-file=new || say keep-file=other
+cp /run/nt/cut $IF.new
+$NETD interfaces apply --interfaces $IF --confirm 3 --bridge vmbr0 >/dev/null || { say cut-apply-failed; exit 1; }
+[ -e /sys/class/net/vmbr0/brif/$N ] && say cut-applied=no || say cut-applied=yes
+settle
+[ -e $IF.pending ] && say rollback=still-pending || say rollback=settled
+cmp -s $IF /run/nt/base && say rollback-file=previous || say rollback-file=other
+[ -e /sys/class/net/vmbr0/brif/$N ] && say rollback-port=back || say rollback-port=missing
+reach $G 10 && say rollback-gateway=reachable || say rollback-gateway=unreachable
+"#;
+
+/// The peer namespace, the bond, the VLAN link and the VLAN-aware bridge.
+const LAB: &str = r#"
+ip netns add peer
+ip link add bnd0a type veth peer name pa netns peer
+ip link add bnd0b type veth peer name pb netns peer
+ip link add up1 type veth peer name pq netns peer
+ip -n peer link add pbr type bridge
+ip -n peer link set pa master pbr
+ip -n peer link set pb master pbr
+ip -n peer addr add 10.9.0.2/24 dev pbr
+ip -n peer link add link pq name pq.50 type vlan id 50
+ip -n peer addr add 10.50.0.2/24 dev pq.50
+for l in lo pa pb pq pbr pq.50; do ip -n peer link set $l up; done
+ip link set up1 up
+[ -e /sys/class/net/bond0 ] && say stray-bond0=present || say stray-bond0=absent
+cp /run/nt/base $IF.new
+cat >> $IF.new <<EOF
+
+auto bond0
+iface bond0 inet static
+	address 10.9.0.1/24
+	bond-slaves bnd0a bnd0b
+	bond-mode active-backup
+	bond-miimon 100
+
+auto up1.50
+iface up1.50 inet static
+	address 10.50.0.1/24
+
+auto vmbr1
+iface vmbr1 inet manual
+	bridge-ports none
+	bridge-stp off
+	bridge-fd 0
+	bridge-vlan-aware yes
+	bridge-vids 2-4094
+EOF
+$NETD interfaces apply --interfaces $IF > /run/nt/lab-ops 2>&1 || { say lab-apply-failed; cat /run/nt/lab-ops > /dev/console; exit 1; }
+say lab-ops=$(wc -l < /run/nt/lab-ops)
+say bond-mode=$(cat /sys/class/net/bond0/bonding/mode | cut -d' ' -f1)
+say vmbr1-vlan-filtering=$(cat /sys/class/net/vmbr1/bridge/vlan_filtering)
+say vlan-id=$(ip -d -o link show up1.50 | grep -o 'vlan protocol 802.1Q id [0-9]*' | awk '{print $5}')
+"#;
+
+const BOND: &str = r#"
+reach 10.9.0.2 20 && say bond-before=ok || say bond-before=fail
+ACTIVE=$(cat /sys/class/net/bond0/bonding/active_slave)
+case $ACTIVE in bnd0a) P=pa;; bnd0b) P=pb;; *) say bond-active=none; exit 1;; esac
+ip -n peer link set $P down
+i=0; while [ "$(cat /sys/class/net/bond0/bonding/active_slave)" = "$ACTIVE" ] && [ $i -lt 20 ]; do sleep 1; i=$((i+1)); done
+NOW=$(cat /sys/class/net/bond0/bonding/active_slave)
+say bond-failover=$ACTIVE-to-$NOW
+reach 10.9.0.2 20 && say bond-after=ok || say bond-after=fail
+"#;
+
+const VLAN: &str = r#"
+reach 10.50.0.2 20 && say dot1q=ok || say dot1q=fail
+say dot1q-peer-rx=$(cat /sys/class/net/up1.50/statistics/rx_packets)
+"#;
+
+/// The containers' init: bring eth0 up from the file ctr wrote, then
+/// either wait (a target) or ping the targets and report.
+const CT_INIT: &str = r#"#!/bin/sh
+export PATH=/bin:/sbin
+ifup -a >/dev/null 2>&1
+if [ -f /etc/ping-same ]; then
+  ok=no; i=0
+  while [ $i -lt 30 ]; do ping -c 1 -W 2 $(cat /etc/ping-same) >/dev/null 2>&1 && { ok=yes; break; }; i=$((i+1)); done
+  echo "CT same-tag=$ok"
+  ok=no
+  for i in 1 2 3; do ping -c 1 -W 2 $(cat /etc/ping-other) >/dev/null 2>&1 && ok=yes; done
+  echo "CT other-tag=$ok"
+  exit 0
+fi
+exec sleep 100000
+"#;
+
+const CONTAINERS: &str = r#"
+mkdir -p /run/nt/ct
+R=/run/nt/ct/base
+for d in bin sbin etc/network/if-up.d etc/network/if-pre-up.d etc/network/if-down.d \
+         etc/network/if-post-down.d root tmp run var proc sys dev; do mkdir -p $R/$d; done
+chmod 1777 $R/tmp; chmod 700 $R/root
+cp $BB $R/bin/busybox
+for a in $($BB --list); do [ $a = busybox ] || ln -s busybox $R/bin/$a; done
+ln -s ../run $R/var/run
+cp $M/ct-init $R/sbin/init && chmod 755 $R/sbin/init
+echo 'root:x:0:0:root:/root:/bin/sh' > $R/etc/passwd
+echo 'root:x:0:' > $R/etc/group
+for id in 310 311 312; do
+  cp -a $R /run/nt/ct/root-$id
+  case $id in 310|311) tag=10;; 312) tag=20;; esac
+  printf 'arch: amd64\nhostname: vlan%s\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/%s\nnet0: name=eth0,bridge=vmbr1,tag=%s,ip=10.10.0.%s/24,hwaddr=BC:24:11:00:03:%s\n' \
+    $id $id $tag $((id-300)) $((id-300)) > /run/nt/ct/$id.conf
+done
+echo 10.10.0.11 > /run/nt/ct/root-310/etc/ping-same
+echo 10.10.0.12 > /run/nt/ct/root-310/etc/ping-other
+chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-312
+say containers-ready
+"#;
+
+fn start_ct(vmid: u32) -> String {
+    format!(
+        "exec /usr/lib/oxbow/ctr start --config /run/nt/ct/{vmid}.conf --rootfs /run/nt/ct/root-{vmid} \
+         --socket /run/nt/ct/{vmid}.sock --console-log /run/nt/ct/{vmid}.console --shutdown-timeout 10"
+    )
+}
+
+/// The CD: busybox, the container init.
+fn media(dir: &Path) -> PathBuf {
+    assert!(
+        Path::new(BUSYBOX).is_file(),
+        "needs busybox-static on the host (scripts/install-deps.sh)"
+    );
+    std::fs::write(dir.join("ct-init"), CT_INIT).unwrap();
+    let iso = dir.join("net.iso");
+    let out = Command::new("xorriso")
+        .args([
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-r",
+            "-V",
+            LABEL,
+            "-graft-points",
+            "-o",
+        ])
+        .arg(&iso)
+        .arg(format!("/busybox={BUSYBOX}"))
+        .arg(format!("/ct-init={}", dir.join("ct-init").display()))
+        .output()
+        .expect("xorriso runs");
+    assert!(
+        out.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    iso
+}
+
+/// Runs a script (after [`COMMON`]) as a unit; fails on a non-zero end.
+fn sh(vm: &mut Appliance, unit: &str, script: &str) {
+    let full = format!("{COMMON}\n{script}");
+    vm.run_unit(unit, &["/bin/sh", "-c", &full]).unwrap();
+    let end = vm.wait_unit_stopped(unit, STEP).unwrap();
+    if end.code != Some(0) {
+        vm.show_unit_log(unit);
+        panic!("{unit}: {}", end.how);
+    }
+}
+
+/// The value of result line `NET key=value` (the last one).
+fn result(serial: &str, key: &str) -> String {
+    let prefix = format!("NET {key}=");
+    serial
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(&prefix))
+        .last()
+        .unwrap_or("<missing>")
+        .to_string()
+}
+
+#[test]
+fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = media(dir.path());
+    let opts = || {
+        let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
+        opts.test_channel = true;
+        opts.memory_mib = 2048;
+        opts.extra_cds = vec![iso.clone()];
+        opts
+    };
+    with_appliance(opts, |vm| {
+        vm.wait_for_serial("test control channel on", BOOT).unwrap();
+        sh(vm, "net-setup", SETUP);
+        assert_eq!(result(&vm.serial(), "gateway"), "reachable");
+
+        sh(vm, "net-rollback", ROLLBACK);
+        let s = vm.serial();
+        for (key, want) in [
+            ("keep", "settled"),
+            ("keep-file", "new"),
+            ("cut-applied", "yes"),
+            ("rollback", "settled"),
+            ("rollback-file", "previous"),
+            ("rollback-port", "back"),
+            ("rollback-gateway", "reachable"),
+        ] {
+            assert_eq!(result(&s, key), want, "{key}");
+        }
+
+        sh(vm, "net-lab", LAB);
+        let s = vm.serial();
+        assert_eq!(
+            result(&s, "stray-bond0"),
+            "absent",
+            "bonding loads with max_bonds=0"
+        );
+        assert_eq!(result(&s, "bond-mode"), "active-backup");
+        assert_eq!(result(&s, "vmbr1-vlan-filtering"), "1");
+        assert_eq!(result(&s, "vlan-id"), "50");
+
+        sh(vm, "net-bond", BOND);
+        sh(vm, "net-vlan", VLAN);
+        let s = vm.serial();
+        assert_eq!(result(&s, "bond-before"), "ok");
+        let failover = result(&s, "bond-failover");
+        assert!(
+            failover == "bnd0a-to-bnd0b" || failover == "bnd0b-to-bnd0a",
+            "bond failover: {failover}"
+        );
+        assert_eq!(result(&s, "bond-after"), "ok");
+        assert_eq!(result(&s, "dot1q"), "ok");
+
+        sh(vm, "net-cts", CONTAINERS);
+        vm.run_unit("ct-311", &["/bin/sh", "-c", &start_ct(311)])
+            .unwrap();
+        vm.run_unit("ct-312", &["/bin/sh", "-c", &start_ct(312)])
+            .unwrap();
+        vm.run_unit("ct-310", &["/bin/sh", "-c", &start_ct(310)])
+            .unwrap();
+        let end = vm.wait_unit_stopped("ct-310", STEP).unwrap();
+        sh(
+            vm,
+            "net-cts-show",
+            "exec >/dev/console; sed 's/^/CONSOLE-310 /' /run/nt/ct/310.console; \
+             bridge vlan show | sed 's/^/VLANS /'",
+        );
+        let s = vm.serial();
+        let ct = |key: &str| {
+            s.lines()
+                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-310 CT "))
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or("<missing>")
+                .to_string()
+        };
+        assert_eq!(end.code, Some(0), "ctr start 310: {}", end.how);
+        assert_eq!(
+            ct("same-tag"),
+            "yes",
+            "a container reaches one with its tag"
+        );
+        assert_eq!(
+            ct("other-tag"),
+            "no",
+            "a container reaches one with another tag"
+        );
+    });
+}

@@ -258,8 +258,8 @@ fn result(serial: &str, key: &str) -> String {
     let prefix = format!("NET {key}=");
     serial
         .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(&prefix))
-        .last()
+        .rev()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(&prefix))
         .unwrap_or("<missing>")
         .to_string()
 }

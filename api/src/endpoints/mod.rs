@@ -5,6 +5,7 @@
 pub mod access;
 pub mod cluster;
 pub mod lxc;
+pub mod network;
 pub mod nodes;
 pub mod pools;
 pub mod qemu;
@@ -22,6 +23,7 @@ pub static TABLES: &[&[Endpoint]] = &[
     access::users::ENDPOINTS,
     cluster::ENDPOINTS,
     nodes::ENDPOINTS,
+    network::ENDPOINTS,
     qemu::ENDPOINTS,
     lxc::ENDPOINTS,
     pools::ENDPOINTS,

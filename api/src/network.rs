@@ -81,10 +81,9 @@ pub fn synthesize(observed: &Observed, bridge: &str) -> String {
         .iter()
         .filter(|a| a.link == bridge && a.net.addr().is_ipv4())
         .collect();
-    let route = observed
-        .routes
-        .iter()
-        .find(|r| r.dev.as_deref() == Some(bridge) && r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4());
+    let route = observed.routes.iter().find(|r| {
+        r.dev.as_deref() == Some(bridge) && r.dst.prefix_len() == 0 && r.dst.addr().is_ipv4()
+    });
     let dhcp = route.is_some_and(|r| r.protocol == RTPROT_DHCP);
     let method = if dhcp {
         "dhcp"
@@ -180,12 +179,22 @@ pub fn entries(file: &InterfacesFile, config: &NetworkConfig, observed: &Observe
         if link.is_some_and(|l| l.up) {
             o.insert("active".into(), json!(1));
         }
-        if let Some(net) = iface.addresses.iter().map(|(n, _)| n).find(|n| n.addr().is_ipv4()) {
+        if let Some(net) = iface
+            .addresses
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| n.addr().is_ipv4())
+        {
             o.insert("address".into(), json!(net.addr().to_string()));
             o.insert("netmask".into(), json!(net.netmask().to_string()));
             o.insert("cidr".into(), json!(net.to_string()));
         }
-        if let Some(net) = iface.addresses.iter().map(|(n, _)| n).find(|n| n.addr().is_ipv6()) {
+        if let Some(net) = iface
+            .addresses
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| n.addr().is_ipv6())
+        {
             o.insert("address6".into(), json!(net.addr().to_string()));
             o.insert("netmask6".into(), json!(net.prefix_len().to_string()));
             o.insert("cidr6".into(), json!(net.to_string()));
@@ -326,7 +335,10 @@ fn address_param(
         .parse()
         .map_err(|_| perr(&cidr_key, format!("invalid address '{text}'")))?;
     if net.addr().is_ipv6() != v6 {
-        return Err(perr(&cidr_key, format!("'{text}' is of the wrong address family")));
+        return Err(perr(
+            &cidr_key,
+            format!("'{text}' is of the wrong address family"),
+        ));
     }
     Ok(Some(net.to_string()))
 }
@@ -356,7 +368,10 @@ pub fn edit_iface(
 ) -> Result<(), ParamError> {
     let kind = params.get("type").map(String::as_str).unwrap_or("eth");
     if kind.starts_with("OVS") || kind == "fabric" || kind == "vnet" || kind == "unknown" {
-        return Err(perr("type", format!("interface type '{kind}' is not supported by Oxbow")));
+        return Err(perr(
+            "type",
+            format!("interface type '{kind}' is not supported by Oxbow"),
+        ));
     }
     let exists = file
         .lines()
@@ -429,7 +444,11 @@ pub fn edit_iface(
         };
         let value = match *param {
             "bridge_ports" | "slaves" if value.trim().is_empty() => "none".to_owned(),
-            "bridge_ports" | "slaves" => value.split([',', ';', ' ']).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" "),
+            "bridge_ports" | "slaves" => value
+                .split([',', ';', ' '])
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
             "bridge_vlan_aware" => (if value == "1" { "yes" } else { "no" }).to_owned(),
             _ => value.clone(),
         };
@@ -528,7 +547,9 @@ pub fn unified_diff(old_name: &str, new_name: &str, old: &str, new: &str) -> Str
         let new_len = hunk.iter().filter(|e| e.0 != '-').count();
         let old_start = hunk[0].1 + usize::from(old_len > 0);
         let new_start = hunk[0].2 + usize::from(new_len > 0);
-        out.push_str(&format!("@@ -{old_start},{old_len} +{new_start},{new_len} @@\n"));
+        out.push_str(&format!(
+            "@@ -{old_start},{old_len} +{new_start},{new_len} @@\n"
+        ));
         for (tag, ai, bj) in hunk {
             let text = if *tag == '+' { b[*bj] } else { a[*ai] };
             out.push(*tag);
@@ -600,7 +621,12 @@ mod tests {
         assert!(entries[0].get("bridge_vlan_aware").is_none());
         let err = edit_iface(&mut file, "vmbr1", &params(&[("type", "OVSBridge")]), false);
         assert_eq!(err.unwrap_err().0, "type");
-        let err = edit_iface(&mut file, "vmbr1", &params(&[("address", "10.0.0.1")]), false);
+        let err = edit_iface(
+            &mut file,
+            "vmbr1",
+            &params(&[("address", "10.0.0.1")]),
+            false,
+        );
         assert_eq!(err.unwrap_err().0, "netmask");
     }
 

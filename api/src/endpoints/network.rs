@@ -305,7 +305,12 @@ async fn stage_edit(
         .network
         .files
         .stage(&file.to_string(), &texts.observed.link_names())
-        .map_err(net_err)?;
+        .map_err(|e| match e {
+            // The edit made the file invalid: a parameter error on the
+            // interface, with the file's line.
+            NetworkError::Invalid(_) => ApiError::parameter("iface", e.to_string()),
+            other => net_err(other),
+        })?;
     Ok(Value::Null.into())
 }
 
@@ -368,7 +373,9 @@ async fn delete_iface(state: Arc<AppState>, call: Call) -> ApiResult {
         if file.remove_iface(&name) {
             Ok(())
         } else {
-            Err(ApiError::failed(format!("interface does not exist: {name}")))
+            Err(ApiError::failed(format!(
+                "interface does not exist: {name}"
+            )))
         }
     })
     .await
@@ -393,6 +400,10 @@ async fn apply(state: Arc<AppState>, call: Call) -> ApiResult {
         .map_err(|e| ApiError::failed(e.to_string()))?;
     Ok(json!(upid.to_string()).into())
 }
+
+/// How often the apply task probes the management address before it
+/// leaves the change to netd's deadline.
+const PROBE_TRIES: u32 = 5;
 
 /// The `srvreload` task: applies `interfaces.new` with a rollback
 /// deadline, then confirms the change itself once the management
@@ -439,7 +450,19 @@ async fn apply_task(state: &AppState, log: &crate::tasks::TaskLog) -> Result<(),
         ));
         return Ok(());
     };
-    if probe.answers(&nl).await {
+    // A link that was just changed may take a moment to regain its
+    // carrier: a few tries before the decision is left to netd.
+    let mut answers = false;
+    for attempt in 0..PROBE_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        if probe.answers(&nl).await {
+            answers = true;
+            break;
+        }
+    }
+    if answers {
         staged::confirm(&settings.files).map_err(|e| e.to_string())?;
         log.line(format!(
             "management address {} answers: change confirmed",

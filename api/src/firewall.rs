@@ -176,7 +176,24 @@ async fn apply_locked(state: &AppState) -> Result<(), ApiError> {
 /// refuses puts the previous file back. The caller holds the firewall
 /// lock.
 pub async fn write_validated(state: &AppState, name: &str, text: &str) -> Result<(), ApiError> {
-    let input = input(state, Some((name, text))).await?;
+    let mut input = input(state, Some((name, text))).await?;
+    // Disabled rules (`|IN ...`) and a disabled firewall are checked too,
+    // as Proxmox refuses a bad reference whether or not it is in force.
+    for file in [&mut input.cluster, &mut input.host]
+        .into_iter()
+        .chain(input.guests.iter_mut().map(|g| &mut g.file))
+    {
+        file.rules.iter_mut().for_each(|r| r.enabled = true);
+        file.groups
+            .iter_mut()
+            .flat_map(|g| g.rules.iter_mut())
+            .for_each(|r| r.enabled = true);
+    }
+    input.cluster.options.push(firewall::config::OptionEntry {
+        line: 0,
+        key: "enable".into(),
+        value: "1".into(),
+    });
     compile(&input).map_err(|e| ApiError::parameter("firewall", e.to_string()))?;
     let path = state.firewall.dir.join(name);
     let previous = std::fs::read(&path).ok();

@@ -74,7 +74,6 @@ macro_rules! rule_fields {
             one_of("log", LOG, "Log level for firewall rule.").optional(),
             integer("enable", 0, 1, "Flag to enable/disable a rule.").optional(),
             string("comment", Some(&formats::SINGLE_LINE), "Descriptive comment.").optional(),
-            integer("pos", 0, 1 << 20, "Update rule at position <pos>.").optional(),
             DIGEST,
             $($extra),*
         ]
@@ -99,7 +98,7 @@ macro_rules! rule_endpoints {
                 method: Method::POST,
                 path: $base,
                 description: "Create new rule.",
-                params: rule_fields!($($p),*),
+                params: rule_fields!($($p,)* integer("pos", 0, 1 << 20, "Update rule at position <pos>.").optional()),
                 extra: None,
                 permission: $modify,
                 handler: |s, c| Box::pin(create_rule(s, c, $scope, $group)),
@@ -119,6 +118,7 @@ macro_rules! rule_endpoints {
                 description: "Modify rule data.",
                 params: rule_fields!(
                     $($p,)*
+                    POS,
                     integer("moveto", 0, 1 << 20, "Move rule to new position <moveto>.").optional(),
                     string("delete", Some(&formats::SINGLE_LINE), "A list of settings you want to delete.").optional()
                 ),

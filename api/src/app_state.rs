@@ -37,6 +37,10 @@ pub struct AppState {
     pub login_throttle: LoginThrottle,
     /// How long a failed login waits before it is answered.
     pub failed_login_delay: Duration,
+    /// The node's interfaces file and how applies are made safe.
+    pub network: crate::network::NetworkSettings,
+    /// The firewall files and the lock that orders their changes.
+    pub firewall: crate::firewall::FirewallSettings,
 }
 
 /// The current unix time in seconds.

@@ -61,6 +61,17 @@ pub struct Config {
     pub vmm_binary: PathBuf,
     /// The container runtime binary.
     pub ctr_binary: PathBuf,
+    /// The node's live interfaces file (`interfaces.new` and the rollback
+    /// state live beside it), as netd's `--interfaces`.
+    pub interfaces: PathBuf,
+    /// The management bridge that a network apply must keep reachable.
+    pub management_bridge: String,
+    /// How long netd waits for a network apply to be confirmed before it
+    /// probes the management address and rolls back if it is gone.
+    pub network_confirm_timeout: Duration,
+    /// The directory of `cluster.fw`, `host.fw` and `<vmid>.fw`, as
+    /// netd's `--firewall-dir`.
+    pub firewall_dir: PathBuf,
 }
 
 /// The default directory of storage `local`, as on Proxmox VE.
@@ -80,6 +91,10 @@ impl Config {
             run_dir: PathBuf::from("/run/oxbow/guests"),
             vmm_binary: PathBuf::from("/usr/lib/oxbow/vmm"),
             ctr_binary: PathBuf::from("/usr/lib/oxbow/ctr"),
+            interfaces: PathBuf::from(netd::staged::NetworkFiles::DEFAULT),
+            management_bridge: "vmbr0".to_owned(),
+            network_confirm_timeout: Duration::from_secs(60),
+            firewall_dir: PathBuf::from(firewall::FIREWALL_DIR),
         }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use tokio::signal::unix::{signal, SignalKind};
 
 const USAGE: &str = "usage: apid [--listen ADDR:PORT] [--state-dir DIR] [--node NAME] \
-[--local-storage DIR] [--init-socket PATH] [--run-dir DIR]";
+[--local-storage DIR] [--init-socket PATH] [--run-dir DIR] [--interfaces PATH] [--firewall-dir DIR]";
 
 /// Command-line options; anything not given takes the library's default.
 #[derive(Debug, Default)]
@@ -21,6 +21,8 @@ struct Options {
     local_storage: Option<PathBuf>,
     init_socket: Option<PathBuf>,
     run_dir: Option<PathBuf>,
+    interfaces: Option<PathBuf>,
+    firewall_dir: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +76,12 @@ fn run(options: Options) -> anyhow::Result<()> {
     if let Some(path) = options.run_dir {
         config.run_dir = path;
     }
+    if let Some(path) = options.interfaces {
+        config.interfaces = path;
+    }
+    if let Some(path) = options.firewall_dir {
+        config.firewall_dir = path;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -117,6 +125,8 @@ fn parse_args(args: &[String]) -> anyhow::Result<Options> {
             "--local-storage" => options.local_storage = Some(PathBuf::from(value()?)),
             "--init-socket" => options.init_socket = Some(PathBuf::from(value()?)),
             "--run-dir" => options.run_dir = Some(PathBuf::from(value()?)),
+            "--interfaces" => options.interfaces = Some(PathBuf::from(value()?)),
+            "--firewall-dir" => options.firewall_dir = Some(PathBuf::from(value()?)),
             other => bail!("unknown argument `{other}`"),
         }
     }

@@ -117,6 +117,12 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
         signer: TicketSigner::new(&signing_key),
         login_throttle: LoginThrottle::new(config.login_failure_limit),
         failed_login_delay: config.failed_login_delay,
+        network: crate::network::NetworkSettings::new(
+            &config.interfaces,
+            &config.management_bridge,
+            config.network_confirm_timeout,
+        ),
+        firewall: crate::firewall::FirewallSettings::new(&config.firewall_dir),
     });
     Ok(Server {
         listener,

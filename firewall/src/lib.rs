@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod compile;
 pub mod config;
+pub mod edit;
 pub mod load;
 pub mod macros;
 pub mod netlink;
@@ -28,6 +29,7 @@ pub use compile::{
     MANAGEMENT_PORTS,
 };
 pub use config::{Action, Direction, FwFile, ParseError, ParseErrors};
+pub use edit::{FwDocument, RuleText, SectionId};
 pub use load::{load, LoadError, FIREWALL_DIR};
 pub use netlink::NetlinkApplier;
 pub use nft::{Ruleset, Table, TableFamily};

@@ -4,7 +4,9 @@
 
 pub mod access;
 pub mod cluster;
+pub mod firewall;
 pub mod lxc;
+pub mod network;
 pub mod nodes;
 pub mod pools;
 pub mod qemu;
@@ -17,11 +19,28 @@ use crate::router::Endpoint;
 
 /// Every module's endpoint table.
 pub static TABLES: &[&[Endpoint]] = &[
+    firewall::CLUSTER,
+    firewall::CLUSTER_RULES,
+    firewall::GROUP_RULES,
+    firewall::CLUSTER_OPTIONS,
+    firewall::CLUSTER_ALIASES,
+    firewall::HOST,
+    firewall::HOST_RULES,
+    firewall::HOST_OPTIONS,
+    firewall::QEMU,
+    firewall::QEMU_RULES,
+    firewall::QEMU_OPTIONS,
+    firewall::QEMU_ALIASES,
+    firewall::LXC,
+    firewall::LXC_RULES,
+    firewall::LXC_OPTIONS,
+    firewall::LXC_ALIASES,
     access::ticket::ENDPOINTS,
     access::ENDPOINTS,
     access::users::ENDPOINTS,
     cluster::ENDPOINTS,
     nodes::ENDPOINTS,
+    network::ENDPOINTS,
     qemu::ENDPOINTS,
     lxc::ENDPOINTS,
     pools::ENDPOINTS,

@@ -54,6 +54,8 @@ impl RunningServer {
         config.state_dir = state_dir.to_path_buf();
         config.local_storage = state_dir.join("vz");
         config.failed_login_delay = FAILED_LOGIN_DELAY;
+        config.interfaces = state_dir.join("network/interfaces");
+        config.firewall_dir = state_dir.join("firewall");
         adjust(&mut config);
         let server = api::bind(config).await.expect("apid binds");
         let addr = server.local_addr();
@@ -145,6 +147,17 @@ impl Session {
 
     pub async fn get(&self, server: &RunningServer, path: &str) -> (StatusCode, Value) {
         send(self.request(server, Method::GET, path)).await
+    }
+
+    /// A request with a form-encoded body, as proxmoxer sends it.
+    pub async fn form(
+        &self,
+        server: &RunningServer,
+        method: Method,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        send(self.request(server, method, path).form(form)).await
     }
 
     pub async fn post_form(

@@ -601,6 +601,54 @@ impl InterfacesFile {
         Ok(())
     }
 
+    /// The `#` comment lines inside the stanza `iface NAME FAMILY` (after
+    /// its header, before the next top-level line), without the `#`,
+    /// joined by newlines; `None` when there are none. Proxmox's API keeps
+    /// an interface's `comments` there.
+    pub fn comments(&self, name: &str, family: Family) -> Option<String> {
+        let (start, end) = self.stanza(name, family)?;
+        let text: Vec<&str> = self.lines[start + 1..end]
+            .iter()
+            .filter(|l| l.kind == LineKind::Comment)
+            .map(|l| l.raw.trim_start().trim_start_matches('#'))
+            .collect();
+        (!text.is_empty()).then(|| text.join("\n"))
+    }
+
+    /// Replaces the comment lines of the stanza `iface NAME FAMILY` with
+    /// `text` (one `#` line per line of it, after the stanza's options), or
+    /// removes them. Returns `false` when there is no such stanza.
+    pub fn set_comments(&mut self, name: &str, family: Family, text: Option<&str>) -> bool {
+        let Some((start, end)) = self.stanza(name, family) else {
+            return false;
+        };
+        let mut at = end;
+        for i in (start + 1..end).rev() {
+            if self.lines[i].kind == LineKind::Comment {
+                self.lines.remove(i);
+                at -= 1;
+            }
+        }
+        for (n, line) in text
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+        {
+            self.lines.insert(
+                at + n,
+                Line {
+                    raw: format!("#{line}"),
+                    kind: LineKind::Comment,
+                },
+            );
+        }
+        if at >= self.lines.len().saturating_sub(1) {
+            self.final_newline = true;
+        }
+        true
+    }
+
     /// Whether an `auto` line names `name`.
     pub fn is_auto(&self, name: &str) -> bool {
         self.lines.iter().any(|l| {

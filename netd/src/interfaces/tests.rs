@@ -439,3 +439,22 @@ fn add_to_a_file_without_final_newline() {
         "auto lo\niface lo inet loopback\n\nauto eth0\niface eth0 inet dhcp\n"
     );
 }
+
+#[test]
+fn stanza_comments_are_read_and_replaced() {
+    let text = "auto vmbr0\niface vmbr0 inet static\n\taddress 192.0.2.10/24\n#uplink\n\niface eth0 inet manual\n";
+    let mut f = InterfacesFile::parse(text).unwrap();
+    assert_eq!(f.comments("vmbr0", Family::Inet).as_deref(), Some("uplink"));
+    assert_eq!(f.comments("eth0", Family::Inet), None);
+    assert!(f.set_comments("vmbr0", Family::Inet, Some("first\nsecond")));
+    assert!(f.set_comments("eth0", Family::Inet, Some("nic")));
+    assert_eq!(
+        f.to_string(),
+        "auto vmbr0\niface vmbr0 inet static\n\taddress 192.0.2.10/24\n#first\n#second\n\niface eth0 inet manual\n#nic\n"
+    );
+    assert!(f.set_comments("vmbr0", Family::Inet, None));
+    assert_eq!(f.comments("vmbr0", Family::Inet), None);
+    assert!(!f.set_comments("vmbr9", Family::Inet, None));
+    let again = InterfacesFile::parse(&f.to_string()).unwrap();
+    assert_eq!(again.comments("eth0", Family::Inet).as_deref(), Some("nic"));
+}

@@ -109,7 +109,11 @@ fn parse(name: &str, text: &str) -> Result<FwFile, ApiError> {
 /// its new text) standing in for that file. Every guest with a
 /// configuration is included, so that its `.fw` file is checked; only
 /// running guests get ports.
-async fn input(state: &AppState, replace: Option<(&str, &str)>) -> Result<Input, ApiError> {
+async fn input(
+    state: &AppState,
+    replace: Option<(&str, &str)>,
+    starting: Option<u32>,
+) -> Result<Input, ApiError> {
     let fw = &state.firewall;
     let text = |name: &str| -> Result<String, ApiError> {
         match replace {
@@ -117,13 +121,22 @@ async fn input(state: &AppState, replace: Option<(&str, &str)>) -> Result<Input,
             _ => fw.read(name),
         }
     };
-    let running = match state.runtime.states().await {
+    let mut running = match state.runtime.states().await {
         Ok(states) => states,
         Err(e) => {
             tracing::debug!("guest states unknown ({e}): no guest ports in the firewall");
             Default::default()
         }
     };
+    if let Some(vmid) = starting {
+        running.insert(
+            vmid,
+            VmState::Running {
+                pid: 0,
+                started_at: 0,
+            },
+        );
+    }
     let mut guests = Vec::new();
     for (store, container) in [(&state.vms, false), (&state.cts, true)] {
         for (vmid, _) in store.list() {
@@ -158,11 +171,28 @@ async fn input(state: &AppState, replace: Option<(&str, &str)>) -> Result<Input,
 /// never interleaves with an API change of the files.
 pub async fn apply_firewall(state: &AppState) -> Result<(), ApiError> {
     let _guard = state.firewall.lock.lock().await;
-    apply_locked(state).await
+    apply_locked(state, None).await
 }
 
-async fn apply_locked(state: &AppState) -> Result<(), ApiError> {
-    let input = input(state, None).await?;
+/// Whether a guest's configuration puts any of its ports under the
+/// firewall (`netN: ...,firewall=1`).
+pub fn wants_firewall(config: &guestconf::GuestConfig, vmid: u32, container: bool) -> bool {
+    guest_ports(config, vmid, container)
+        .iter()
+        .any(|p| p.firewall)
+}
+
+/// [`apply_firewall`] with guest `vmid` counted as running: called just
+/// before a guest with `firewall=1` ports starts, so that its ports are
+/// filtered from their first frame (the rules match interface names,
+/// which need not exist yet).
+pub async fn apply_firewall_for_start(state: &AppState, vmid: u32) -> Result<(), ApiError> {
+    let _guard = state.firewall.lock.lock().await;
+    apply_locked(state, Some(vmid)).await
+}
+
+async fn apply_locked(state: &AppState, starting: Option<u32>) -> Result<(), ApiError> {
+    let input = input(state, None, starting).await?;
     let ruleset = compile(&input).map_err(|e| ApiError::failed(e.to_string()))?;
     tokio::task::spawn_blocking(move || NetlinkApplier.apply(&ruleset))
         .await
@@ -176,7 +206,7 @@ async fn apply_locked(state: &AppState) -> Result<(), ApiError> {
 /// refuses puts the previous file back. The caller holds the firewall
 /// lock.
 pub async fn write_validated(state: &AppState, name: &str, text: &str) -> Result<(), ApiError> {
-    let mut input = input(state, Some((name, text))).await?;
+    let mut input = input(state, Some((name, text)), None).await?;
     // Disabled rules (`|IN ...`) and a disabled firewall are checked too,
     // as Proxmox refuses a bad reference whether or not it is in force.
     for file in [&mut input.cluster, &mut input.host]
@@ -205,7 +235,7 @@ pub async fn write_validated(state: &AppState, name: &str, text: &str) -> Result
     })?;
     crate::state_dir::write_atomically(&path, text.as_bytes(), 0o640)
         .map_err(|e| ApiError::failed(e.to_string()))?;
-    if let Err(e) = apply_locked(state).await {
+    if let Err(e) = apply_locked(state, None).await {
         let restored = match &previous {
             Some(old) => {
                 crate::state_dir::write_atomically(&path, old, 0o640).map_err(|e| e.to_string())

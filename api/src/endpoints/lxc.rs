@@ -728,6 +728,12 @@ async fn start_ct(state: &AppState, vmid: u32, log: &TaskLog) -> Result<(), Stri
         "--shutdown-timeout".into(),
         CT_SHUTDOWN_TIMEOUT.to_string(),
     ];
+    if crate::firewall::wants_firewall(&config, vmid, true) {
+        log.line("putting the ports with firewall=1 under the firewall");
+        crate::firewall::apply_firewall_for_start(state, vmid)
+            .await
+            .map_err(|e| format!("cannot set up the firewall: {}", e.message))?;
+    }
     log.line(format!("starting {}", argv.join(" ")));
     runtime.start_ct(vmid, &argv).await?;
     log.line(format!("CT {vmid} started as unit {}", ct_unit_name(vmid)));

@@ -885,6 +885,12 @@ pub async fn start_vm(state: &AppState, vmid: u32, log: &TaskLog) -> Result<(), 
     let plan = state
         .runtime
         .plan(vmid, &config, &|volume| resolve_volume(state, volume))?;
+    if crate::firewall::wants_firewall(&config, vmid, false) {
+        log.line("putting the ports with firewall=1 under the firewall");
+        crate::firewall::apply_firewall_for_start(state, vmid)
+            .await
+            .map_err(|e| format!("cannot set up the firewall: {}", e.message))?;
+    }
     log.line(format!("starting {}", plan.argv.join(" ")));
     state.runtime.start(vmid, &plan).await?;
     log.line(format!("VM {vmid} started as unit {}", unit_name(vmid)));

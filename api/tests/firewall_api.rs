@@ -224,6 +224,109 @@ fn firewall_rules_are_edited_validated_and_applied() {
                     .await;
                 assert_eq!(status, StatusCode::BAD_REQUEST);
 
+                // IP sets: created, filled (a network, an excluded address),
+                // read back by entry (the CIDR percent-encoded in the path),
+                // used by a rule, and protected while in use.
+                let (status, body) = s
+                    .form(
+                        &server,
+                        Method::POST,
+                        "/cluster/firewall/ipset",
+                        &[("name", "blocked"), ("comment", "bad hosts")],
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                for (cidr, nomatch) in [("203.0.113.0/24", "0"), ("203.0.113.7", "1")] {
+                    let (status, body) = s
+                        .form(
+                            &server,
+                            Method::POST,
+                            "/cluster/firewall/ipset/blocked",
+                            &[("cidr", cidr), ("nomatch", nomatch)],
+                        )
+                        .await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+                let (status, body) = s
+                    .form(
+                        &server,
+                        Method::POST,
+                        "/cluster/firewall/ipset/blocked",
+                        &[("cidr", "not-an-address")],
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+                let (_, sets) = s.get(&server, "/cluster/firewall/ipset").await;
+                assert_eq!(sets["data"][0]["name"], "blocked");
+                assert_eq!(sets["data"][0]["comment"], "bad hosts");
+                let (_, entries) = s.get(&server, "/cluster/firewall/ipset/blocked").await;
+                assert_eq!(entries["data"][0]["cidr"], "203.0.113.0/24");
+                assert_eq!(entries["data"][1]["cidr"], "203.0.113.7");
+                assert_eq!(entries["data"][1]["nomatch"], 1);
+                let entry = "/cluster/firewall/ipset/blocked/203.0.113.0%2F24";
+                let (status, body) = s
+                    .form(&server, Method::PUT, entry, &[("comment", "TEST-NET-3")])
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let (_, one) = s.get(&server, entry).await;
+                assert_eq!(one["data"]["comment"], "TEST-NET-3");
+                let text = std::fs::read_to_string(&cluster_fw).unwrap();
+                assert!(
+                    text.contains(
+                        "[IPSET blocked] # bad hosts\n203.0.113.0/24 # TEST-NET-3\n!203.0.113.7\n"
+                    ),
+                    "{text}"
+                );
+                // A rule naming an unknown set is refused; the real one goes in.
+                let (status, _) = s
+                    .form(
+                        &server,
+                        Method::POST,
+                        rules,
+                        &[("type", "in"), ("action", "DROP"), ("source", "+nosuchset")],
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+                let (status, body) = s
+                    .form(
+                        &server,
+                        Method::POST,
+                        rules,
+                        &[
+                            ("type", "in"),
+                            ("action", "DROP"),
+                            ("source", "+blocked"),
+                            ("enable", "1"),
+                        ],
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let after = ruleset(ns_ref);
+                assert!(after.contains("203.0.113.0"), "{after}");
+                // Not empty: refused without force; in use: refused even so.
+                let (status, _) = s
+                    .form(
+                        &server,
+                        Method::DELETE,
+                        "/cluster/firewall/ipset/blocked",
+                        &[],
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                let (status, _) = s
+                    .form(
+                        &server,
+                        Method::DELETE,
+                        "/cluster/firewall/ipset/blocked",
+                        &[("force", "1")],
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+                let (status, body) = s.form(&server, Method::DELETE, entry, &[]).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let (_, entries) = s.get(&server, "/cluster/firewall/ipset/blocked").await;
+                assert_eq!(entries["data"].as_array().unwrap().len(), 1);
+
                 // Security groups and the host's rules.
                 let (status, _) = s
                     .form(

@@ -190,6 +190,14 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("DELETE", "/cluster/firewall/aliases/{name}", ROOT_ONLY),
     ("GET", "/cluster/firewall/aliases/{name}", SYS_AUDIT),
     ("PUT", "/cluster/firewall/aliases/{name}", ROOT_ONLY),
+    ("GET", "/cluster/firewall/ipset", SYS_AUDIT),
+    ("POST", "/cluster/firewall/ipset", ROOT_ONLY),
+    ("GET", "/cluster/firewall/ipset/{name}", SYS_AUDIT),
+    ("POST", "/cluster/firewall/ipset/{name}", ROOT_ONLY),
+    ("DELETE", "/cluster/firewall/ipset/{name}", ROOT_ONLY),
+    ("GET", "/cluster/firewall/ipset/{name}/{cidr}", SYS_AUDIT),
+    ("PUT", "/cluster/firewall/ipset/{name}/{cidr}", ROOT_ONLY),
+    ("DELETE", "/cluster/firewall/ipset/{name}/{cidr}", ROOT_ONLY),
     ("GET", "/cluster/firewall/groups", SYS_AUDIT),
     ("POST", "/cluster/firewall/groups", ROOT_ONLY),
     ("DELETE", "/cluster/firewall/groups/{group}", ROOT_ONLY),
@@ -238,6 +246,42 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     (
         "PUT",
         "/nodes/{node}/lxc/{vmid}/firewall/aliases/{name}",
+        VM_ALLOCATE,
+    ),
+    ("GET", "/nodes/{node}/lxc/{vmid}/firewall/ipset", VM_AUDIT),
+    (
+        "POST",
+        "/nodes/{node}/lxc/{vmid}/firewall/ipset",
+        VM_ALLOCATE,
+    ),
+    (
+        "GET",
+        "/nodes/{node}/lxc/{vmid}/firewall/ipset/{name}",
+        VM_AUDIT,
+    ),
+    (
+        "POST",
+        "/nodes/{node}/lxc/{vmid}/firewall/ipset/{name}",
+        VM_ALLOCATE,
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/lxc/{vmid}/firewall/ipset/{name}",
+        VM_ALLOCATE,
+    ),
+    (
+        "GET",
+        "/nodes/{node}/lxc/{vmid}/firewall/ipset/{name}/{cidr}",
+        VM_AUDIT,
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/lxc/{vmid}/firewall/ipset/{name}/{cidr}",
+        VM_ALLOCATE,
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/lxc/{vmid}/firewall/ipset/{name}/{cidr}",
         VM_ALLOCATE,
     ),
     ("GET", "/nodes/{node}/lxc/{vmid}/firewall/options", VM_AUDIT),
@@ -298,6 +342,42 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     (
         "PUT",
         "/nodes/{node}/qemu/{vmid}/firewall/aliases/{name}",
+        VM_ALLOCATE,
+    ),
+    ("GET", "/nodes/{node}/qemu/{vmid}/firewall/ipset", VM_AUDIT),
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/firewall/ipset",
+        VM_ALLOCATE,
+    ),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}",
+        VM_AUDIT,
+    ),
+    (
+        "POST",
+        "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}",
+        VM_ALLOCATE,
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}",
+        VM_ALLOCATE,
+    ),
+    (
+        "GET",
+        "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}/{cidr}",
+        VM_AUDIT,
+    ),
+    (
+        "PUT",
+        "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}/{cidr}",
+        VM_ALLOCATE,
+    ),
+    (
+        "DELETE",
+        "/nodes/{node}/qemu/{vmid}/firewall/ipset/{name}/{cidr}",
         VM_ALLOCATE,
     ),
     (

@@ -227,6 +227,91 @@ macro_rules! alias_endpoints {
     };
 }
 
+const IPSET_NAME: Param = string("name", Some(&NAME), "IP set name.");
+const NOMATCH: Param =
+    crate::schema::boolean("nomatch", "Exclude the entry from the set.").optional();
+
+macro_rules! ipset_endpoints {
+    ($base:expr, [$($p:expr),*], $audit:expr, $modify:expr, $scope:expr) => {
+        &[
+            Endpoint {
+                method: Method::GET,
+                path: concat!($base, "/ipset"),
+                description: "List IPSets.",
+                params: &[$($p),*],
+                extra: None,
+                permission: $audit,
+                handler: |s, c| Box::pin(list_ipsets(s, c, $scope)),
+            },
+            Endpoint {
+                method: Method::POST,
+                path: concat!($base, "/ipset"),
+                description: "Create new IPSet.",
+                params: &[$($p,)* IPSET_NAME, COMMENT, DIGEST,
+                    string("rename", Some(&NAME), "Rename an existing IPSet. You can set 'rename' to the same value as 'name' to update the 'comment' of an existing IPSet.").optional()],
+                extra: None,
+                permission: $modify,
+                handler: |s, c| Box::pin(create_ipset(s, c, $scope)),
+            },
+            Endpoint {
+                method: Method::GET,
+                path: concat!($base, "/ipset/{name}"),
+                description: "List IPSet content.",
+                params: &[$($p,)* IPSET_NAME],
+                extra: None,
+                permission: $audit,
+                handler: |s, c| Box::pin(list_ipset(s, c, $scope)),
+            },
+            Endpoint {
+                method: Method::POST,
+                path: concat!($base, "/ipset/{name}"),
+                description: "Add IP or Network to IPSet.",
+                params: &[$($p,)* IPSET_NAME, CIDR, COMMENT, NOMATCH],
+                extra: None,
+                permission: $modify,
+                handler: |s, c| Box::pin(add_ipset_entry(s, c, $scope)),
+            },
+            Endpoint {
+                method: Method::DELETE,
+                path: concat!($base, "/ipset/{name}"),
+                description: "Delete IPSet.",
+                params: &[$($p,)* IPSET_NAME,
+                    crate::schema::boolean("force", "Delete all members of the IPSet, if there are any.").optional()],
+                extra: None,
+                permission: $modify,
+                handler: |s, c| Box::pin(delete_ipset(s, c, $scope)),
+            },
+            Endpoint {
+                method: Method::GET,
+                path: concat!($base, "/ipset/{name}/{cidr}"),
+                description: "Read IP or Network settings from IPSet.",
+                params: &[$($p,)* IPSET_NAME, CIDR],
+                extra: None,
+                permission: $audit,
+                handler: |s, c| Box::pin(get_ipset_entry(s, c, $scope)),
+            },
+            Endpoint {
+                method: Method::PUT,
+                path: concat!($base, "/ipset/{name}/{cidr}"),
+                description: "Update IP or Network settings.",
+                params: &[$($p,)* IPSET_NAME, CIDR, COMMENT, NOMATCH, DIGEST],
+                extra: None,
+                permission: $modify,
+                handler: |s, c| Box::pin(update_ipset_entry(s, c, $scope)),
+            },
+            Endpoint {
+                method: Method::DELETE,
+                path: concat!($base, "/ipset/{name}/{cidr}"),
+                description: "Remove IP or Network from IPSet.",
+                params: &[$($p,)* IPSET_NAME, CIDR, DIGEST],
+                extra: None,
+                permission: $modify,
+                handler: |s, c| Box::pin(delete_ipset_entry(s, c, $scope)),
+            },
+        ]
+    };
+}
+
 const CIDR: Param = string(
     "cidr",
     Some(&formats::SINGLE_LINE),
@@ -259,7 +344,7 @@ pub static CLUSTER: &[Endpoint] = &[
         Permission::Anyone("everybody"),
         |_, _| {
             Box::pin(async {
-                Ok(json!([{"name": "aliases"}, {"name": "groups"}, {"name": "macros"}, {"name": "options"}, {"name": "rules"}]).into())
+                Ok(json!([{"name": "aliases"}, {"name": "groups"}, {"name": "ipset"}, {"name": "macros"}, {"name": "options"}, {"name": "rules"}]).into())
             })
         },
     ),
@@ -353,6 +438,15 @@ pub static CLUSTER_ALIASES: &[Endpoint] = alias_endpoints!(
     Scope::Cluster
 );
 
+/// `/cluster/firewall/ipset`.
+pub static CLUSTER_IPSETS: &[Endpoint] = ipset_endpoints!(
+    "/cluster/firewall",
+    [],
+    privs("/", &["Sys.Audit"]),
+    privs("/", &["Sys.Modify"]),
+    Scope::Cluster
+);
+
 /// The host's rules and options.
 pub static HOST: &[Endpoint] = &[index(
     "/nodes/{node}/firewall",
@@ -388,7 +482,7 @@ pub static HOST_OPTIONS: &[Endpoint] = options_endpoints!(
 );
 
 macro_rules! guest_tables {
-    ($kind:literal, $scope:expr, $index:ident, $rules:ident, $options:ident, $aliases:ident) => {
+    ($kind:literal, $scope:expr, $index:ident, $rules:ident, $options:ident, $aliases:ident, $ipsets:ident) => {
         #[doc = concat!("The firewall index of a guest (", $kind, ").")]
         pub static $index: &[Endpoint] = &[index(
             concat!("/nodes/{node}/", $kind, "/{vmid}/firewall"),
@@ -396,7 +490,7 @@ macro_rules! guest_tables {
             privs("/vms/{vmid}", &["VM.Audit"]),
             |_, _| {
                 Box::pin(async {
-            Ok(json!([{"name": "aliases"}, {"name": "options"}, {"name": "rules"}]).into())
+            Ok(json!([{"name": "aliases"}, {"name": "ipset"}, {"name": "options"}, {"name": "rules"}]).into())
                 })
             },
         )];
@@ -442,6 +536,14 @@ macro_rules! guest_tables {
             privs("/vms/{vmid}", &["VM.Config.Network"]),
             $scope
         );
+        #[doc = "A guest's IP sets."]
+        pub static $ipsets: &[Endpoint] = ipset_endpoints!(
+            concat!("/nodes/{node}/", $kind, "/{vmid}/firewall"),
+            [NODE, VMID],
+            privs("/vms/{vmid}", &["VM.Audit"]),
+            privs("/vms/{vmid}", &["VM.Config.Network"]),
+            $scope
+        );
     };
 }
 
@@ -451,9 +553,18 @@ guest_tables!(
     QEMU,
     QEMU_RULES,
     QEMU_OPTIONS,
-    QEMU_ALIASES
+    QEMU_ALIASES,
+    QEMU_IPSETS
 );
-guest_tables!("lxc", Scope::Lxc, LXC, LXC_RULES, LXC_OPTIONS, LXC_ALIASES);
+guest_tables!(
+    "lxc",
+    Scope::Lxc,
+    LXC,
+    LXC_RULES,
+    LXC_OPTIONS,
+    LXC_ALIASES,
+    LXC_IPSETS
+);
 
 fn macros() -> crate::response::Reply {
     let list: Vec<Value> = firewall::macros::MACROS
@@ -871,6 +982,222 @@ async fn delete_alias(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResu
     let at = alias_pos(&doc, call.param("name"))?;
     doc.remove_entry(&SectionId::Aliases, at);
     // An alias still used by a rule does not compile: refused there.
+    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
+    Ok(Value::Null.into())
+}
+
+/// (cidr, nomatch, comment) of each line of an IP set.
+fn ipset_entries(doc: &FwDocument, id: &SectionId) -> Vec<(String, bool, Option<String>)> {
+    doc.entries(id)
+        .into_iter()
+        .filter_map(|l| {
+            let (content, comment) = firewall::edit::split_comment(l);
+            let word = content.split_whitespace().next()?;
+            let (nomatch, cidr) = match word.strip_prefix('!') {
+                Some(rest) => (true, rest),
+                None => (false, word),
+            };
+            Some((cidr.to_owned(), nomatch, comment))
+        })
+        .collect()
+}
+
+fn ipset_entry_json(entry: &(String, bool, Option<String>), digest: &str) -> Value {
+    let mut o = json!({"cidr": entry.0, "digest": digest});
+    if entry.1 {
+        o["nomatch"] = json!(1);
+    }
+    if let Some(c) = &entry.2 {
+        o["comment"] = json!(c);
+    }
+    o
+}
+
+fn ipset_line(cidr: &str, nomatch: bool, comment: Option<&str>) -> String {
+    let bang = if nomatch { "!" } else { "" };
+    match comment.filter(|c| !c.is_empty()) {
+        Some(c) => format!("{bang}{cidr} # {c}"),
+        None => format!("{bang}{cidr}"),
+    }
+}
+
+fn need_ipset(doc: &FwDocument, call: &Call) -> Result<SectionId, ApiError> {
+    let id = SectionId::IpSet(call.param("name").to_owned());
+    if doc.has_section(&id) {
+        Ok(id)
+    } else {
+        Err(ApiError::failed(format!(
+            "no such IPSet '{}'",
+            call.param("name")
+        )))
+    }
+}
+
+/// An IP set entry is an address, a network, or the name of an alias of
+/// the same file or (`dc/` prefixed or not) the cluster's.
+fn check_ipset_value(state: &AppState, doc: &FwDocument, value: &str) -> Result<(), ApiError> {
+    if firewall::config::parse_cidr(value).is_some() {
+        return Ok(());
+    }
+    let (name, local) = match value.strip_prefix("dc/") {
+        Some(n) => (n, false),
+        None => (value, true),
+    };
+    let known = |d: &FwDocument| {
+        alias_entries(d)
+            .iter()
+            .any(|a| a.0.eq_ignore_ascii_case(name))
+    };
+    if (local && known(doc)) || known(&load(state, "cluster.fw")?.1) {
+        return Ok(());
+    }
+    Err(ApiError::parameter(
+        "cidr",
+        format!("'{value}' is neither an IP address or network nor a known alias"),
+    ))
+}
+
+/// The position of `cidr` in IP set `id` (compared as written, as Proxmox
+/// does after normalising a bare address to itself).
+fn ipset_pos(doc: &FwDocument, id: &SectionId, cidr: &str) -> Result<usize, ApiError> {
+    ipset_entries(doc, id)
+        .iter()
+        .position(|e| e.0.eq_ignore_ascii_case(cidr))
+        .ok_or_else(|| ApiError::failed(format!("no such IP/Network '{cidr}'")))
+}
+
+async fn list_ipsets(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let (text, doc) = load(&state, &name)?;
+    let digest = guestconf::digest(&text);
+    let list: Vec<Value> = doc
+        .sections()
+        .into_iter()
+        .filter_map(|(id, comment)| match id {
+            SectionId::IpSet(set) => {
+                let mut o = json!({"name": set, "digest": digest});
+                if let Some(c) = comment {
+                    o["comment"] = json!(c);
+                }
+                Some(o)
+            }
+            _ => None,
+        })
+        .collect();
+    Ok(Value::Array(list).into())
+}
+
+async fn create_ipset(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let _guard = state.firewall.lock.lock().await;
+    let (text, mut doc) = load(&state, &name)?;
+    check_digest(&call, &text)?;
+    let set = call.param("name");
+    let comment = call.params.get("comment");
+    match call.params.get("rename") {
+        Some(old) => {
+            let old_id = SectionId::IpSet(old.to_owned());
+            if !doc.has_section(&old_id) {
+                return Err(ApiError::failed(format!("no such IPSet '{old}'")));
+            }
+            let new_id = SectionId::IpSet(set.to_owned());
+            if !old.eq_ignore_ascii_case(set) && doc.has_section(&new_id) {
+                return Err(ApiError::failed(format!("IPSet '{set}' already exists")));
+            }
+            // Rules naming the old set no longer compile: refused there.
+            doc.set_section_header(&old_id, &new_id, comment);
+        }
+        None => {
+            if !doc.add_section(&SectionId::IpSet(set.to_owned()), comment) {
+                return Err(ApiError::failed(format!("IPSet '{set}' already exists")));
+            }
+        }
+    }
+    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
+    Ok(Value::Null.into())
+}
+
+async fn list_ipset(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let (text, doc) = load(&state, &name)?;
+    let id = need_ipset(&doc, &call)?;
+    let digest = guestconf::digest(&text);
+    let list: Vec<Value> = ipset_entries(&doc, &id)
+        .iter()
+        .map(|e| ipset_entry_json(e, &digest))
+        .collect();
+    Ok(Value::Array(list).into())
+}
+
+async fn add_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let _guard = state.firewall.lock.lock().await;
+    let (_, mut doc) = load(&state, &name)?;
+    let id = need_ipset(&doc, &call)?;
+    let cidr = call.param("cidr");
+    check_ipset_value(&state, &doc, cidr)?;
+    if ipset_pos(&doc, &id, cidr).is_ok() {
+        return Err(ApiError::failed(format!("entry '{cidr}' already exists")));
+    }
+    let line = ipset_line(
+        cidr,
+        call.params.flag("nomatch"),
+        call.params.get("comment"),
+    );
+    doc.insert_entry(&id, usize::MAX, &line);
+    // A bad address or an unknown alias does not compile: refused there.
+    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
+    Ok(Value::Null.into())
+}
+
+async fn delete_ipset(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let _guard = state.firewall.lock.lock().await;
+    let (_, mut doc) = load(&state, &name)?;
+    let id = need_ipset(&doc, &call)?;
+    if !doc.entries(&id).is_empty() && !call.params.flag("force") {
+        return Err(ApiError::failed("IPSet is not empty"));
+    }
+    doc.remove_section(&id);
+    // A set still named by a rule does not compile: refused there.
+    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
+    Ok(Value::Null.into())
+}
+
+async fn get_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let (text, doc) = load(&state, &name)?;
+    let id = need_ipset(&doc, &call)?;
+    let at = ipset_pos(&doc, &id, call.param("cidr"))?;
+    Ok(ipset_entry_json(&ipset_entries(&doc, &id)[at], &guestconf::digest(&text)).into())
+}
+
+async fn update_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let _guard = state.firewall.lock.lock().await;
+    let (text, mut doc) = load(&state, &name)?;
+    check_digest(&call, &text)?;
+    let id = need_ipset(&doc, &call)?;
+    let cidr = call.param("cidr");
+    let at = ipset_pos(&doc, &id, cidr)?;
+    let line = ipset_line(
+        cidr,
+        call.params.flag("nomatch"),
+        call.params.get("comment"),
+    );
+    doc.replace_entry(&id, at, &line);
+    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
+    Ok(Value::Null.into())
+}
+
+async fn delete_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    let _guard = state.firewall.lock.lock().await;
+    let (text, mut doc) = load(&state, &name)?;
+    check_digest(&call, &text)?;
+    let id = need_ipset(&doc, &call)?;
+    let at = ipset_pos(&doc, &id, call.param("cidr"))?;
+    doc.remove_entry(&id, at);
     crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
     Ok(Value::Null.into())
 }

@@ -85,6 +85,14 @@ impl Drop for Supervisor {
 
 /// A template whose init says it is up and exits on SIGPWR.
 fn make_template(vztmpl: &Path) {
+    let init = "#!/bin/sh\ntrap 'echo TINY-CT down; exit 0' PWR\n\
+                echo \"TINY-CT up $(hostname)\"\n\
+                while :; do sleep 1 & wait $!; done\n";
+    make_template_with(vztmpl, TEMPLATE, init);
+}
+
+/// A busybox template named `name` with `init` as its `/sbin/init`.
+fn make_template_with(vztmpl: &Path, name: &str, init: &str) {
     let root = tempfile::tempdir().unwrap();
     let r = root.path();
     for d in [
@@ -93,14 +101,11 @@ fn make_template(vztmpl: &Path) {
         std::fs::create_dir_all(r.join(d)).unwrap();
     }
     std::fs::copy(BUSYBOX, r.join("bin/busybox")).unwrap();
-    for applet in ["sh", "sleep", "hostname", "cat"] {
+    for applet in ["sh", "sleep", "hostname", "cat", "ip"] {
         std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
     }
     std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     std::fs::write(r.join("etc/shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
-    let init = "#!/bin/sh\ntrap 'echo TINY-CT down; exit 0' PWR\n\
-                echo \"TINY-CT up $(hostname)\"\n\
-                while :; do sleep 1 & wait $!; done\n";
     std::fs::write(r.join("sbin/init"), init).unwrap();
     let mut perms = std::fs::metadata(r.join("sbin/init"))
         .unwrap()
@@ -108,7 +113,7 @@ fn make_template(vztmpl: &Path) {
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
     std::fs::set_permissions(r.join("sbin/init"), perms).unwrap();
     std::fs::create_dir_all(vztmpl).unwrap();
-    ctr::template::pack_dir(r, &vztmpl.join(TEMPLATE), 3).unwrap();
+    ctr::template::pack_dir(r, &vztmpl.join(name), 3).unwrap();
 }
 
 async fn server(state: &Path, init_socket: &Path) -> RunningServer {
@@ -160,6 +165,20 @@ async fn wait_status(root: &Session, server: &RunningServer, vmid: u32, want: &s
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("CT {vmid} never became {want}");
+}
+
+/// The logs of init's units and the container's console, for a failure.
+fn unit_logs(state: &Path, vmid: u32) -> String {
+    let mut out = String::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(state.join("log"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.push(state.join(format!("run/ct-{vmid}.console.log")));
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap_or_default();
+        out.push_str(&format!("--- {}\n{text}\n", p.display()));
+    }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,4 +381,238 @@ async fn a_container_through_its_life_over_the_api() {
     let (status, _) = root.get(&server, &format!("{lxc}/200/config")).await;
     assert_ne!(status, StatusCode::OK);
     server.stop().await;
+}
+
+/// The init of the firewall test's container: its address, then wait.
+const FW_INIT: &str = "#!/bin/sh\ntrap 'exit 0' PWR\n\
+                       ip link set lo up\nip addr add 10.77.0.10/24 dev eth0\n\
+                       ip link set eth0 up\necho FW-CT up\n\
+                       while :; do sleep 1 & wait $!; done\n";
+
+/// A container whose `net0` has `firewall=1`, inside a network namespace
+/// of its own with a bridge and a client on it: with the guest's firewall
+/// on and `policy_in: DROP` the client's pings are dropped at the
+/// container's port; a `Ping(ACCEPT)` rule added while it runs lets them
+/// through; the same container without `firewall=1` is not filtered.
+/// Its `net0` got a MAC at creation and keeps it when changed.
+#[test]
+fn a_firewalled_container_port_follows_the_guest_rules() {
+    if let Some(why) = skip_reason() {
+        if std::env::var_os("OXBOW_NO_SKIP").is_some() {
+            panic!("cannot run: {why} (OXBOW_NO_SKIP is set)");
+        }
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let ns = netns_fixture::Netns::new("apid-ctfw");
+    let client = netns_fixture::Netns::new("apid-ctfw-client");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    ns.ip(&[
+        "link",
+        "add",
+        "cl0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        &client.name,
+    ]);
+    ns.ip(&["link", "set", "cl0", "master", "br0", "up"]);
+    client.ip(&["addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+    client.ip(&["link", "set", "eth0", "up"]);
+    let ping = || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &client.name,
+                "ping",
+                "-c1",
+                "-W1",
+                "10.77.0.10",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    // Up to 10 tries when it should pass (the port needs a moment to
+    // forward after it joins), 3 when it should not.
+    let reachable = || (0..10).any(|_| ping());
+    let unreachable = || !(0..3).any(|_| ping());
+
+    let state = tempfile::tempdir().unwrap();
+    let st = state.path();
+    write_root_password(st, PASSWORD);
+    make_template_with(
+        &st.join("vz/template/cache"),
+        "fw-1.0_amd64.tar.zst",
+        FW_INIT,
+    );
+    ns.enter(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let sup = Supervisor::start(st);
+                let server = server(st, &sup.socket).await;
+                let root = Session::new(&server, "root@pam", PASSWORD).await;
+                let lxc = format!("/nodes/{NODE}/lxc");
+                for (path, form) in [("/cluster/firewall/options", vec![("enable", "1")])] {
+                    let (status, body) = put(&root, &server, path, &form).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                }
+                let form = [
+                    ("vmid", "300"),
+                    ("ostemplate", "local:vztmpl/fw-1.0_amd64.tar.zst"),
+                    ("rootfs", "local:1"),
+                    ("hostname", "fw"),
+                    ("net0", "name=eth0,bridge=br0,ip=10.77.0.10/24,firewall=1"),
+                ];
+                task_ok(
+                    &root,
+                    &server,
+                    "create",
+                    root.post_form(&server, &lxc, &form).await,
+                )
+                .await;
+                let (status, body) = put(
+                    &root,
+                    &server,
+                    &format!("{lxc}/300/firewall/options"),
+                    &[("enable", "1"), ("policy_in", "DROP")],
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let hwaddr = |config: &Value| {
+                    let net0 = config["data"]["net0"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    net0.split(',')
+                        .find_map(|p| p.strip_prefix("hwaddr="))
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| panic!("no hwaddr given: {net0}"))
+                };
+                let start = format!("{lxc}/300/status/start");
+                task_ok(
+                    &root,
+                    &server,
+                    "start",
+                    root.post_form(&server, &start, &[]).await,
+                )
+                .await;
+                let mut running = false;
+                for _ in 0..200 {
+                    let (_, now) = root
+                        .get(&server, &format!("{lxc}/300/status/current"))
+                        .await;
+                    if now["data"]["status"] == "running" {
+                        running = true;
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                assert!(running, "CT 300 did not run:\n{}", unit_logs(st, 300));
+                let (_, config) = root.get(&server, &format!("{lxc}/300/config")).await;
+                let mac = hwaddr(&config);
+                let console = st.join("run/ct-300.console.log");
+                let end = Instant::now() + Duration::from_secs(20);
+                while !std::fs::read_to_string(&console)
+                    .unwrap_or_default()
+                    .contains("FW-CT up")
+                {
+                    assert!(Instant::now() < end, "the container never came up");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let ruleset = ns.exec("nft", &["list", "ruleset"]);
+                assert!(ruleset.contains("veth300i0"), "{ruleset}");
+                assert!(unreachable(), "policy_in DROP let a ping through");
+
+                // A rule added while the container runs applies at once.
+                let (status, body) = root
+                    .post_form(
+                        &server,
+                        &format!("{lxc}/300/firewall/rules"),
+                        &[
+                            ("type", "in"),
+                            ("action", "ACCEPT"),
+                            ("macro", "Ping"),
+                            ("enable", "1"),
+                        ],
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(reachable(), "Ping(ACCEPT) did not let the ping through");
+                let (status, body) =
+                    delete(&root, &server, &format!("{lxc}/300/firewall/rules/0")).await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(unreachable(), "the rule's removal did not apply");
+
+                // Without firewall=1 the port is not the firewall's.
+                let stop = format!("{lxc}/300/status/stop");
+                task_ok(
+                    &root,
+                    &server,
+                    "stop",
+                    root.post_form(&server, &stop, &[]).await,
+                )
+                .await;
+                wait_status(&root, &server, 300, "stopped").await;
+                let (status, body) = put(
+                    &root,
+                    &server,
+                    &format!("{lxc}/300/config"),
+                    &[("net0", "name=eth0,bridge=br0,ip=10.77.0.10/24,firewall=0")],
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                let (_, config) = root.get(&server, &format!("{lxc}/300/config")).await;
+                assert_eq!(hwaddr(&config), mac, "a changed net0 keeps its MAC");
+                let _ = std::fs::remove_file(&console);
+                task_ok(
+                    &root,
+                    &server,
+                    "start",
+                    root.post_form(&server, &start, &[]).await,
+                )
+                .await;
+                let end = Instant::now() + Duration::from_secs(20);
+                while !std::fs::read_to_string(&console)
+                    .unwrap_or_default()
+                    .contains("FW-CT up")
+                {
+                    assert!(Instant::now() < end, "the container never came up again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                // Any change recompiles with the running guests' ports.
+                let (status, body) = put(
+                    &root,
+                    &server,
+                    &format!("{lxc}/300/firewall/options"),
+                    &[("policy_in", "DROP")],
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(
+                    reachable(),
+                    "a port without firewall=1 was filtered: {}",
+                    ns.exec("nft", &["list", "ruleset"])
+                );
+                task_ok(
+                    &root,
+                    &server,
+                    "stop",
+                    root.post_form(&server, &stop, &[]).await,
+                )
+                .await;
+                server.stop().await;
+            })
+    });
 }

@@ -102,6 +102,12 @@ const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_DESC: u16 = 9;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_USERDATA: u16 = 13;
+/// nft's set user data (libnftnl's TLVs): the key's byte order, which
+/// `nft list` needs to print string keys such as interface names.
+const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+/// nftables' `BYTEORDER_HOST_ENDIAN`.
+const NFT_BYTEORDER_HOST: u32 = 1;
 const NFTA_SET_DESC_CONCAT: u16 = 2;
 const NFTA_SET_FIELD_LEN: u16 = 1;
 const NFTA_SET_ELEM_KEY_END: u16 = 10;
@@ -983,6 +989,9 @@ impl Encoder<'_> {
             b.u32(NFTA_SET_KEY_TYPE, TYPE_IFNAME);
             b.u32(NFTA_SET_KEY_LEN, IFNAMSIZ as u32);
             b.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+            let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+            udata.extend_from_slice(&NFT_BYTEORDER_HOST.to_ne_bytes());
+            b.attr(NFTA_SET_USERDATA, &udata);
             b.u32(NFTA_SET_ID, id);
             b.finish(format!("map {} of table {}", m.name, t.name));
             if m.elements.is_empty() {

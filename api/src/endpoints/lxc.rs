@@ -424,6 +424,32 @@ fn rootfs_request(
     Ok((storage, allocation.size_bytes(), rest.to_owned()))
 }
 
+/// Gives container NICs without `hwaddr` one, as Proxmox VE does, so that
+/// a container keeps its MAC (and its DHCP lease, and its neighbours'
+/// ARP entries) across starts. A changed `netN` without `hwaddr` keeps the
+/// address it had in `current`.
+fn assign_hwaddrs(keys: &mut [(String, String)], current: Option<&GuestConfig>) {
+    for (key, value) in keys.iter_mut() {
+        let is_net = key
+            .strip_prefix("net")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !is_net {
+            continue;
+        }
+        match guestconf::ContainerNet::parse(value) {
+            Ok(net) if net.hwaddr.is_none() => {
+                let old = current
+                    .and_then(|c| c.get(key))
+                    .and_then(|v| guestconf::ContainerNet::parse(v).ok())
+                    .and_then(|n| n.hwaddr);
+                let mac = old.map_or_else(crate::endpoints::qemu::random_mac, |m| m.to_string());
+                value.push_str(&format!(",hwaddr={mac}"));
+            }
+            _ => {}
+        }
+    }
+}
+
 async fn create_ct(state: Arc<AppState>, call: Call) -> ApiResult {
     this_node(&state, call.param("node"))?;
     let caller = call.caller()?.clone();
@@ -469,6 +495,7 @@ async fn create_ct(state: Arc<AppState>, call: Call) -> ApiResult {
     if !keys.iter().any(|(k, _)| k == "arch") {
         keys.push(("arch".into(), "amd64".into()));
     }
+    assign_hwaddrs(&mut keys, None);
     // Refuse what could not be written before a task starts.
     let mut probe = GuestConfig::new();
     apply(&mut probe, &keys).map_err(|e| ApiError::parameter("vmid", e))?;
@@ -615,8 +642,9 @@ async fn make_rootfs(
 async fn update_config(state: Arc<AppState>, call: Call) -> ApiResult {
     this_node(&state, call.param("node"))?;
     let vmid = vmid_of(&call);
-    config_of(&state, vmid)?;
-    let keys = config_keys(&call, &["node", "vmid", "delete", "digest"]);
+    let current = config_of(&state, vmid)?;
+    let mut keys = config_keys(&call, &["node", "vmid", "delete", "digest"]);
+    assign_hwaddrs(&mut keys, Some(&current));
     let deleted: Vec<String> = call
         .params
         .get("delete")

@@ -627,7 +627,7 @@ fn allocate_disks(
 }
 
 /// A locally administered unicast MAC address.
-fn random_mac() -> String {
+pub(crate) fn random_mac() -> String {
     use ring::rand::SecureRandom;
     let mut bytes = [0u8; 6];
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);

@@ -188,6 +188,8 @@ struct Batch {
     nests: Vec<usize>,
     /// An attribute grew past the 16-bit length netlink allows.
     overflow: bool,
+    /// Where the last finished message starts, and its sequence number.
+    last: (usize, u32),
 }
 
 impl Batch {
@@ -199,6 +201,7 @@ impl Batch {
             next_set_id: 1,
             nests: Vec::new(),
             overflow: false,
+            last: (0, 0),
         };
         b.message(
             NFNL_MSG_BATCH_BEGIN,
@@ -241,6 +244,7 @@ impl Batch {
         let start = self.nests.pop().expect("message open");
         let len = (self.buf.len() - start) as u32;
         self.buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
+        self.last = (start, self.seq);
         self.what.push((self.seq, what));
         self.seq += 1;
     }
@@ -1038,8 +1042,14 @@ fn encode(ruleset: &Ruleset) -> Result<Batch, String> {
         }
         .table(&mut b)?;
     }
-    // The end message asks for an acknowledgement, which the kernel
-    // sends only once the transaction is committed.
+    // The last operation asks for an acknowledgement: the kernel sends
+    // its answers once the whole batch is committed or aborted, so a zero
+    // answer to it means the transaction went through. (Kernels from 6.10
+    // also acknowledge the end message itself; 6.1 does not.)
+    let (start, _) = b.last;
+    let flags_at = start + 6;
+    let flags = u16::from_ne_bytes([b.buf[flags_at], b.buf[flags_at + 1]]) | NLM_F_ACK;
+    b.buf[flags_at..flags_at + 2].copy_from_slice(&flags.to_ne_bytes());
     b.message(
         NFNL_MSG_BATCH_END,
         NLM_F_REQUEST | NLM_F_ACK,
@@ -1079,6 +1089,7 @@ impl NetlinkApplier {
         // queued already.
         socket.set_non_blocking(true).map_err(io)?;
         let end_seq = batch.seq - 1;
+        let last_op_seq = end_seq - 1;
         let mut errors = Vec::new();
         let mut acked = false;
         loop {
@@ -1098,7 +1109,7 @@ impl NetlinkApplier {
                 if ty == NLMSG_ERROR && len >= 20 {
                     let code = i32::from_ne_bytes(rest[16..20].try_into().expect("4 bytes"));
                     if code == 0 {
-                        if seq == end_seq {
+                        if seq == end_seq || seq == last_op_seq {
                             acked = true;
                         }
                     } else {

@@ -331,10 +331,53 @@ def containers(state_file):
     step(f"CT {vmid} destroyed with its root directory")
 
 
+def network(state_file):
+    prox = api()
+    node = prox.nodes.get()[0]["node"]
+    ifaces = {i["iface"]: i for i in prox.nodes(node).network.get()}
+    vmbr0 = ifaces.get("vmbr0", {})
+    check(vmbr0.get("type") == "bridge" and vmbr0.get("active") == 1 and vmbr0.get("bridge_ports"),
+          f"vmbr0 as the node describes it: {vmbr0}")
+    step(f"network: vmbr0 with port {vmbr0['bridge_ports']}")
+
+    expect_error(400, "a bridge port that does not exist", prox.nodes(node).network.post,
+                 iface="vmbr1", type="bridge", bridge_ports="nosuchnic0")
+    prox.nodes(node).network.post(iface="vmbr1", type="bridge", autostart=1,
+                                  bridge_vlan_aware=1, comments="e2e")
+    pending = prox.nodes(node).network.get()
+    check(any(i["iface"] == "vmbr1" for i in pending), f"staged list: {pending}")
+    upid = prox.nodes(node).network.put()
+    wait_task(prox, upid, "apply the network configuration")
+    ifaces = {i["iface"]: i for i in prox.nodes(node).network.get()}
+    check(ifaces.get("vmbr1", {}).get("active") == 1, f"vmbr1 after the apply: {ifaces.get('vmbr1')}")
+    check(ifaces.get("vmbr0", {}).get("active") == 1, f"vmbr0 after the apply: {ifaces.get('vmbr0')}")
+    step("network: vmbr1 (VLAN-aware) created and applied, vmbr0 untouched, API still reachable")
+
+    fw = prox.cluster.firewall
+    fw.aliases.post(name="e2enet", cidr="192.0.2.0/24", comment="e2e")
+    fw.ipset.post(name="e2eset", comment="e2e")
+    fw.ipset("e2eset").post(cidr="e2enet")
+    fw.ipset("e2eset").post(cidr="198.51.100.7", nomatch=1)
+    expect_error(400, "an ipset entry naming no alias", fw.ipset("e2eset").post, cidr="nosuchalias")
+    entries = [e["cidr"] for e in fw.ipset("e2eset").get()]
+    check(entries == ["e2enet", "198.51.100.7"], f"ipset entries: {entries}")
+    fw.rules.post(type="in", action="DROP", source="+e2eset", enable=1, comment="e2e")
+    expect_error(400, "a rule naming an unknown ipset", fw.rules.post, type="in", action="DROP",
+                 source="+nosuchset")
+    # The firewall on, input policy DROP: the API (8006) stays reachable.
+    fw.options.put(enable=1, policy_in="DROP")
+    check(fw.options.get().get("enable") == 1, "firewall not enabled")
+    rules = fw.rules.get()
+    check(rules[0]["source"] == "+e2eset", f"rules: {rules}")
+    fw.rules(0).delete()
+    fw.options.put(enable=0)
+    step("firewall: alias, ipset and rule edited; enabled with policy DROP and the API still answers")
+
+
 def main():
     phase, state_file = sys.argv[1], sys.argv[2]
     {"before-kill": before_kill, "after-kill": after_kill, "after-boot": after_boot,
-     "containers": containers}[phase](state_file)
+     "containers": containers, "network": network}[phase](state_file)
     step(f"{phase}: all checks passed")
 
 

@@ -150,6 +150,7 @@ fn drive_a_vm(vm: &mut Appliance, python: &Path) {
     restart_apid(vm);
     run_phase(vm, python, "after-boot", &state);
     run_phase(vm, python, "containers", &state);
+    run_phase(vm, python, "network", &state);
 }
 
 /// `kill -9` of apid, then waits until init has started it again and it

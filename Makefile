@@ -9,7 +9,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest guest-debian ct-template run test lint unit fuzz appliance bench-boot bench-api clean
+.PHONY: all deps bins iso guest guest-debian ct-template run test lint unit fuzz appliance bench-boot bench-api bench-firewall bench-ct bench-netd clean
 
 all: iso
 
@@ -86,6 +86,12 @@ bench-vmm: bins guest
 bench-api: deps
 	cargo build --release -p init -p api
 	cargo run --release -p qemu-tests --bin bench-api -- --vms $(or $(VMS),1000)
+
+# The firewall's compile and netlink apply of 10,000 host rules against
+# nft -f, each side in a fresh network namespace (docs/perf.md; root).
+bench-firewall: deps
+	cargo build --release -p qemu-tests --bin bench-firewall
+	target/release/bench-firewall --rules $(or $(RULES),10000) --runs $(or $(RUNS),9)
 
 clean:
 	cargo clean

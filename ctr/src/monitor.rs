@@ -311,7 +311,13 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
         let (rep_r, rep_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
-        let flags = libc::CLONE_NEWUSER
+        // A privileged container has no user namespace of its own.
+        let userns = if spec.privileged {
+            0
+        } else {
+            libc::CLONE_NEWUSER
+        };
+        let flags = userns
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWUTS
@@ -358,10 +364,12 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     };
     running.cgroup = cgroup;
     let prepared = (|| -> Result<(), MonitorError> {
-        let line = spec.idmap.proc_map_line();
-        for map in ["uid_map", "gid_map"] {
-            let path = format!("/proc/{}/{map}", running.pid);
-            std::fs::write(&path, &line).map_err(io_err(format!("writing {path}")))?;
+        if !spec.privileged {
+            let line = spec.idmap.proc_map_line();
+            for map in ["uid_map", "gid_map"] {
+                let path = format!("/proc/{}/{map}", running.pid);
+                std::fs::write(&path, &line).map_err(io_err(format!("writing {path}")))?;
+            }
         }
         if let Some(cg) = &running.cgroup {
             cg.add(running.pid.as_raw())?;

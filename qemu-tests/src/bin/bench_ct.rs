@@ -86,6 +86,7 @@ fn main() -> Result<()> {
                     || l.starts_with("round")
                     || l.starts_with("medians")
                     || l.starts_with("bench-ct-run")
+                    || l.starts_with("one exec")
             }) {
                 println!("{l}");
             }

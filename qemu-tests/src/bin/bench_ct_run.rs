@@ -190,6 +190,21 @@ fn bench(args: &[String]) -> Result<()> {
     })
     .with_context(|| format!("opening {}", fifo_path.display()))?;
 
+    // For the breakdown: what one exec of `ip` costs here (ctr runs
+    // iproute2 for its veths; LXC and the floor make no such exec).
+    let mut ip_ms = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        Command::new("ip")
+            .args(["link", "show", "lo"])
+            .stdout(Stdio::null())
+            .status()?;
+        ip_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "one exec of `ip link show lo`: {:.2} ms (median of 10)",
+        median(&mut ip_ms)
+    );
     let sides = ["ours", "lxc", "floor"];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let result = (|| -> Result<()> {

@@ -370,7 +370,7 @@ fn snapshot(bridges: usize) -> Result<BTreeMap<String, String>> {
             );
         }
     }
-    for p in json_of(&["bridge", "-j", "-c", "vlan", "show"])?
+    for p in json_of(&["bridge", "-j", "-compressvlans", "vlan", "show"])?
         .as_array()
         .cloned()
         .unwrap_or_default()

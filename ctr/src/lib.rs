@@ -26,6 +26,7 @@ pub mod monitor;
 pub mod net;
 pub mod path;
 pub mod rootfs;
+pub mod rtnl;
 pub mod seccomp;
 pub mod spec;
 mod sys;

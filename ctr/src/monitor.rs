@@ -170,6 +170,11 @@ struct Running {
     /// holding the console.
     console_slave: Option<OwnedFd>,
     tty_masters: Vec<OwnedFd>,
+    /// The monitor's own descriptors of the tty slaves, for the same
+    /// reason: with no slave open (no getty on that tty yet, or ever), a
+    /// master polls as hung up on every call, and the monitor would spin
+    /// on it, taking a CPU from the guest while it boots.
+    tty_slaves: Vec<OwnedFd>,
     console_path: PathBuf,
     /// Set once a stop, shutdown or reboot was asked for.
     stopping: Option<Stopping>,
@@ -340,7 +345,6 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         };
         drop(go_r);
         drop(rep_w);
-        drop(tty_slaves);
         let running = Running {
             pid,
             cgroup: None,
@@ -348,6 +352,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             console_master,
             console_slave: None,
             tty_masters,
+            tty_slaves,
             console_path,
             stopping: None,
         };
@@ -746,6 +751,8 @@ fn outcome(spec: &ContainerSpec, running: &Running, status: WaitStatus) -> Outco
 /// and the cgroups removed; veths still present are deleted (the kernel
 /// deletes them with the network namespace, but not always at once).
 fn cleanup(spec: &ContainerSpec, running: &mut Running) {
+    // The guest is gone: nothing more to keep the ttys open for.
+    running.tty_slaves.clear();
     if let Some(cg) = &running.cgroup {
         if cg.is_populated() {
             cg.kill();

@@ -9,7 +9,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest guest-debian ct-template run test lint unit fuzz appliance bench-boot bench-api clean
+.PHONY: all deps bins iso guest guest-debian ct-template run test lint unit fuzz appliance bench-boot bench-api bench-firewall bench-ct bench-netd peers-iso clean
 
 all: iso
 
@@ -86,6 +86,36 @@ bench-vmm: bins guest
 bench-api: deps
 	cargo build --release -p init -p api
 	cargo run --release -p qemu-tests --bin bench-api -- --vms $(or $(VMS),1000)
+
+# The benchmarks against LXC and ifupdown2 run inside a benchmark variant
+# of the ISO: the product image plus the peers from Debian (lxc,
+# ifupdown2) and busybox-static for the containers' root file system.
+PEERS_ISO := target/oxbow-bench-peers.iso
+PEER_PACKAGES := lxc,ifupdown2,busybox-static
+peers-iso: deps bins
+	cargo run --release -p image -- --bins $(BINS) --out $(PEERS_ISO) --extra-packages $(PEER_PACKAGES)
+
+# Container start against lxc-start -F and a namespaces + pivot_root floor:
+# privileged on the host (with Debian's lxc), and both configurations in the
+# appliance (docs/perf.md).
+bench-ct: peers-iso
+	scripts/install-deps.sh lxc
+	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin bench-ct-run
+	cargo run --release -p qemu-tests --bin bench-ct -- --runs $(or $(RUNS),20) \
+		--appliance-runs $(or $(APPLIANCE_RUNS),20)
+
+# netd interfaces apply against ifupdown2's ifreload -a on 100 bridges and
+# VLANs, from a cold start, in the appliance (docs/perf.md).
+bench-netd: peers-iso
+	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin bench-netd-run
+	cargo run --release -p qemu-tests --bin bench-netd -- --runs $(or $(RUNS),5) \
+		--bridges $(or $(BRIDGES),100)
+
+# The firewall's compile and netlink apply of 10,000 host rules against
+# nft -f, each side in a fresh network namespace (docs/perf.md; root).
+bench-firewall: deps
+	cargo build --release -p qemu-tests --bin bench-firewall
+	target/release/bench-firewall --rules $(or $(RULES),10000) --runs $(or $(RUNS),9)
 
 clean:
 	cargo clean

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs every host package Oxbow's build, run and tests need (Debian 12).
+# Installs every host package Oxbow's build, run and tests need (Debian 12),
+# and the packages given as arguments.
 set -euo pipefail
 
 packages=(
@@ -25,6 +26,9 @@ packages=(
     # the VMM's ACPI tables are checked with an independent disassembler
     acpica-tools
 )
+
+# Further packages named on the command line (the benchmarks' peers).
+packages+=("$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,6 +1,7 @@
 //! The container's first process, between `clone` and `exec` of the
-//! guest's init. It runs in the new user, mount, pid, uts, ipc and net
-//! namespaces (and unshares the cgroup namespace once the monitor has
+//! guest's init. It runs in the new user (unless the container is
+//! privileged), mount, pid, uts, ipc and net namespaces (and unshares
+//! the cgroup namespace once the monitor has
 //! placed it in its cgroup), builds the container's mounts, moves into
 //! its root with `pivot_root`, drops what an unprivileged container must
 //! not have and becomes the guest's PID 1.
@@ -18,7 +19,8 @@
 //!    before changing ids, as the host path to the root belongs to host
 //!    root;
 //! 5. become the container's root (`setgroups`, `setresgid`,
-//!    `setresuid` to 0, host ids 100000);
+//!    `setresuid` to 0: host ids 100000, or the host's root when
+//!    privileged);
 //! 6. `/dev` (tmpfs with bind mounts of the host's null, zero, full,
 //!    random, urandom and tty, a private devpts with `ptmx`, the console
 //!    and tty ptys of the monitor), `/proc` (with `/proc/sys` and

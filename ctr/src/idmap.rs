@@ -1,4 +1,5 @@
-//! The user-namespace id mapping of unprivileged containers.
+//! The user-namespace id mapping of unprivileged containers, and the
+//! identity of privileged ones.
 
 /// A contiguous mapping of container ids `0..count` to host ids
 /// `host_base..host_base + count`, the same for users and groups.
@@ -16,6 +17,13 @@ impl IdMap {
     pub const DEFAULT: IdMap = IdMap {
         host_base: 100_000,
         count: 65_536,
+    };
+
+    /// A privileged container's ids: the host's own (the initial user
+    /// namespace's map, `0 0 4294967295`). No user namespace is made.
+    pub const IDENTITY: IdMap = IdMap {
+        host_base: 0,
+        count: u32::MAX,
     };
 
     /// The host id of container id `id`, or `None` outside the range.
@@ -59,6 +67,9 @@ mod tests {
         assert_eq!(m.to_container(99_999), None);
         assert_eq!(m.to_container(165_536), None);
         assert_eq!(m.proc_map_line(), "0 100000 65536\n");
+        assert_eq!(IdMap::IDENTITY.to_host(0), Some(0));
+        assert_eq!(IdMap::IDENTITY.to_host(100_000), Some(100_000));
+        assert_eq!(IdMap::IDENTITY.to_container(5), Some(5));
         let top = IdMap {
             host_base: u32::MAX,
             count: 2,

@@ -14,8 +14,10 @@ const USAGE: &str = "usage:
             [--cgroup-root DIR]
       run the container's monitor until the container ends; exit status 0
       when it powered off or was stopped, 3 when it rebooted, 1 on errors
-  ctr unpack TEMPLATE DIR [--max-bytes N]
-      create a container root directory from a .tar.zst template
+  ctr unpack TEMPLATE DIR [--max-bytes N] [--ids shifted|host]
+      create a container root directory from a .tar.zst template; owners
+      shifted to 100000+ (unprivileged, the default) or kept (host: for a
+      privileged container)
   ctr destroy DIR
       remove a container root directory
   ctr ctl SOCKET (ping|info|shutdown [SECONDS]|reboot [SECONDS]|stop|JSON)
@@ -179,13 +181,18 @@ fn resolve_rootfs(
 }
 
 fn unpack(args: &[String]) -> Result<()> {
-    let o = Options::parse(args, &["max-bytes"])?;
+    let o = Options::parse(args, &["max-bytes", "ids"])?;
     let [template, dest] = o.positional.as_slice() else {
         bail!("{USAGE}");
     };
     let mut opts = ctr::UnpackOptions::default();
     if let Some(m) = o.get("max-bytes") {
         opts.max_bytes = m.parse().with_context(|| format!("--max-bytes {m}"))?;
+    }
+    match o.get("ids") {
+        None | Some("shifted") => {}
+        Some("host") => opts.idmap = ctr::IdMap::IDENTITY,
+        Some(other) => bail!("--ids {other}: shifted or host"),
     }
     let report = ctr::create_from_template(Path::new(template), Path::new(dest), &opts)?;
     println!(

@@ -170,6 +170,11 @@ struct Running {
     /// holding the console.
     console_slave: Option<OwnedFd>,
     tty_masters: Vec<OwnedFd>,
+    /// The monitor's own descriptors of the tty slaves, for the same
+    /// reason: with no slave open (no getty on that tty yet, or ever), a
+    /// master polls as hung up on every call, and the monitor would spin
+    /// on it, taking a CPU from the guest while it boots.
+    tty_slaves: Vec<OwnedFd>,
     console_path: PathBuf,
     /// Set once a stop, shutdown or reboot was asked for.
     stopping: Option<Stopping>,
@@ -311,7 +316,13 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
         let (rep_r, rep_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
-        let flags = libc::CLONE_NEWUSER
+        // A privileged container has no user namespace of its own.
+        let userns = if spec.privileged {
+            0
+        } else {
+            libc::CLONE_NEWUSER
+        };
+        let flags = userns
             | libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
             | libc::CLONE_NEWUTS
@@ -334,7 +345,6 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         };
         drop(go_r);
         drop(rep_w);
-        drop(tty_slaves);
         let running = Running {
             pid,
             cgroup: None,
@@ -342,6 +352,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             console_master,
             console_slave: None,
             tty_masters,
+            tty_slaves,
             console_path,
             stopping: None,
         };
@@ -358,10 +369,12 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     };
     running.cgroup = cgroup;
     let prepared = (|| -> Result<(), MonitorError> {
-        let line = spec.idmap.proc_map_line();
-        for map in ["uid_map", "gid_map"] {
-            let path = format!("/proc/{}/{map}", running.pid);
-            std::fs::write(&path, &line).map_err(io_err(format!("writing {path}")))?;
+        if !spec.privileged {
+            let line = spec.idmap.proc_map_line();
+            for map in ["uid_map", "gid_map"] {
+                let path = format!("/proc/{}/{map}", running.pid);
+                std::fs::write(&path, &line).map_err(io_err(format!("writing {path}")))?;
+            }
         }
         if let Some(cg) = &running.cgroup {
             cg.add(running.pid.as_raw())?;
@@ -738,6 +751,8 @@ fn outcome(spec: &ContainerSpec, running: &Running, status: WaitStatus) -> Outco
 /// and the cgroups removed; veths still present are deleted (the kernel
 /// deletes them with the network namespace, but not always at once).
 fn cleanup(spec: &ContainerSpec, running: &mut Running) {
+    // The guest is gone: nothing more to keep the ttys open for.
+    running.tty_slaves.clear();
     if let Some(cg) = &running.cgroup {
         if cg.is_populated() {
             cg.kill();

@@ -13,8 +13,6 @@ use crate::idmap::IdMap;
 pub enum SpecError {
     #[error("configuration key '{key}': {message}")]
     Key { key: String, message: String },
-    #[error("privileged containers are not supported: set 'unprivileged: 1'")]
-    Privileged,
     #[error("VMID {0} is out of range (100-999999999)")]
     Vmid(u32),
     #[error("net{index}: two interfaces are named '{name}'")]
@@ -100,6 +98,12 @@ pub struct ContainerSpec {
     pub hostname: String,
     /// The root directory on the host (the `rootfs` volume's path).
     pub rootfs: PathBuf,
+    /// Privileged (`unprivileged: 0` or missing, Proxmox's default): no
+    /// user namespace; the container's root is the host's root, less the
+    /// dropped capabilities and the seccomp filter.
+    pub privileged: bool,
+    /// [`IdMap::DEFAULT`] when unprivileged, [`IdMap::IDENTITY`] when
+    /// privileged.
     pub idmap: IdMap,
     pub limits: Limits,
     pub nets: Vec<NetSpec>,
@@ -163,10 +167,16 @@ impl ContainerSpec {
                 guestconf::validate_ct_key(key, value).map_err(|m| key_err(key, m))?;
             }
         }
-        match config.get("unprivileged") {
-            Some("1") | Some("on") | Some("yes") | Some("true") => {}
-            _ => return Err(SpecError::Privileged),
-        }
+        let privileged = match config.get("unprivileged") {
+            Some("1") | Some("on") | Some("yes") | Some("true") => false,
+            None | Some("0") | Some("off") | Some("no") | Some("false") => true,
+            Some(other) => {
+                return Err(key_err(
+                    "unprivileged",
+                    format!("'{other}' is not a boolean"),
+                ))
+            }
+        };
         let hostname = config
             .get("hostname")
             .map(str::to_string)
@@ -216,7 +226,12 @@ impl ContainerSpec {
             vmid,
             hostname,
             rootfs,
-            idmap: IdMap::DEFAULT,
+            privileged,
+            idmap: if privileged {
+                IdMap::IDENTITY
+            } else {
+                IdMap::DEFAULT
+            },
             limits,
             nets,
             ttys: number(config, "tty", 0..=6)?.unwrap_or(2),
@@ -268,11 +283,14 @@ rootfs: local:rootdir/101,size=8G\nlxc.cgroup2.pids.max: 500\n";
         assert_eq!(spec.limits.memory_mib, Some(512));
         assert_eq!(spec.limits.cpuunits, Some(100));
         assert!(spec.nets.is_empty());
-        let privileged = GuestConfig::parse("hostname: a\n").unwrap();
-        assert!(matches!(
-            ContainerSpec::from_config(100, &privileged, "/r".into()),
-            Err(SpecError::Privileged)
-        ));
+        assert!(!spec.privileged);
+        assert_eq!(spec.idmap, IdMap::DEFAULT);
+        for text in ["hostname: a\n", "unprivileged: 0\n"] {
+            let privileged = GuestConfig::parse(text).unwrap();
+            let spec = ContainerSpec::from_config(100, &privileged, "/r".into()).unwrap();
+            assert!(spec.privileged, "{text}");
+            assert_eq!(spec.idmap, IdMap::IDENTITY);
+        }
         let bad = GuestConfig::parse("unprivileged: 1\ncpulimit: lots\n").unwrap();
         let err = ContainerSpec::from_config(100, &bad, "/r".into()).unwrap_err();
         assert!(err.to_string().contains("cpulimit"), "{err}");

@@ -14,9 +14,11 @@
 //! calling it again on an attached port converges to the same state.
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::{BridgeVlanInfoFlags, LinkExtentMask};
+use rtnetlink::packet_route::link::{
+    BridgeVlanInfoFlags, InfoData, InfoKind, InfoVeth, LinkExtentMask,
+};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{LinkBridgeVlan, LinkUnspec};
+use rtnetlink::{LinkBridgeVlan, LinkMessageBuilder, LinkUnspec};
 
 use crate::rtnl::{Link, Rtnl, RtnlError};
 
@@ -209,9 +211,52 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
     Ok(())
 }
 
-/// [`attach`] for callers without an async runtime (the container
-/// monitor): runs it on a runtime of the calling thread.
-pub fn attach_blocking(port: &str, bridge: &str, spec: &PortSpec) -> Result<(), PortError> {
+/// A container's end of a veth pair: its name inside the container, MAC,
+/// and the process whose network namespace it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethPeer {
+    pub name: String,
+    pub mac: Option<[u8; 6]>,
+    pub netns_pid: u32,
+}
+
+/// Creates the veth pair `host` / `peer` in one request, the peer directly
+/// in its network namespace, both ends with `mtu`.
+pub async fn create_veth(
+    nl: &Rtnl,
+    host: &str,
+    peer: &VethPeer,
+    mtu: Option<u32>,
+) -> Result<(), PortError> {
+    let mut p = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.name.clone())
+        .setns_by_pid(peer.netns_pid);
+    if let Some(mac) = peer.mac {
+        p = p.address(mac.to_vec());
+    }
+    let mut m =
+        LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth).name(host.to_string());
+    if let Some(mtu) = mtu {
+        p = p.mtu(mtu);
+        m = m.mtu(mtu);
+    }
+    let msg = m
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
+        .build();
+    nl.handle()
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|source| PortError::Request {
+            op: format!("create the veth pair {host} / {}", peer.name),
+            source,
+        })
+}
+
+/// Runs `f` with a netlink connection on a runtime of the calling thread,
+/// for callers without an async runtime (the container monitor).
+pub fn blocking<R>(f: impl AsyncFnOnce(&Rtnl) -> Result<R, PortError>) -> Result<R, PortError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -219,8 +264,14 @@ pub fn attach_blocking(port: &str, bridge: &str, spec: &PortSpec) -> Result<(), 
         .map_err(PortError::Runtime)?;
     rt.block_on(async {
         let nl = Rtnl::connect()?;
-        attach(&nl, port, bridge, spec).await
+        f(&nl).await
     })
+}
+
+/// [`attach`] for callers without an async runtime (the container
+/// monitor): runs it on a runtime of the calling thread.
+pub fn attach_blocking(port: &str, bridge: &str, spec: &PortSpec) -> Result<(), PortError> {
+    blocking(async |nl| attach(nl, port, bridge, spec).await)
 }
 
 /// The VLANs of bridge port `index`, as `(vid, pvid_untagged)`, one entry

@@ -300,6 +300,18 @@ impl Rtnl {
         .await
     }
 
+    /// Deletes link `name`; `false` if there was none.
+    pub async fn delete_link(&self, name: &str) -> Result<bool, RtnlError> {
+        let Some(link) = self.link(name).await? else {
+            return Ok(false);
+        };
+        match self.handle.link().del(link.index).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(false),
+            Err(e) => Err(failed(format!("delete {name}"))(e)),
+        }
+    }
+
     /// Sets a link administratively up.
     pub async fn set_up(&self, link: &Link) -> Result<(), RtnlError> {
         self.change(

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+pub mod bench;
 pub mod guest;
 
 /// Firmware, or direct kernel boot.

@@ -1,0 +1,121 @@
+//! Container start benchmark: Oxbow's `ctr` against `lxc-start -F`
+//! (Debian's lxc) and a bare namespaces + `pivot_root` floor, side by side
+//! (`bench-ct-run` describes one run and the configurations).
+//!
+//! - On the host, if it has `lxc-start`: the privileged configuration with
+//!   no network (this host's cgroup v2 has no controllers, so neither side
+//!   applies limits there).
+//! - In the appliance (`target/oxbow-bench-peers.iso`, the product image
+//!   plus Debian's lxc, ifupdown2 and busybox-static), booted under QEMU:
+//!   both configurations, privileged with no network and unprivileged with
+//!   the id map, a veth on a bridge and cgroup v2 limits. ctr is the
+//!   appliance's own `/usr/lib/oxbow/ctr`; `lxc-start` comes from the same
+//!   system image, so both run on the same kernel and cgroup tree.
+//!
+//! Usage: `bench-ct [--runs N] [--appliance-runs N] [--iso PATH]
+//! [--runner PATH] [--ctr PATH] [--no-host] [--no-appliance]`
+//! (`make bench-ct` builds everything first).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use qemu_tests::bench::{median, shell_quote, tagged_json, BenchAppliance, CD_MOUNT};
+use qemu_tests::target_dir;
+use serde_json::Value;
+
+fn main() -> Result<()> {
+    let bins = target_dir().join("x86_64-unknown-linux-gnu/release");
+    let mut runs = 20usize;
+    let mut appliance_runs = 20usize;
+    let mut iso = target_dir().join("oxbow-bench-peers.iso");
+    let mut runner = bins.join("bench-ct-run");
+    let mut ctr = bins.join("ctr");
+    let mut host = true;
+    let mut appliance = true;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut v = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--runs" => runs = v()?.parse()?,
+            "--appliance-runs" => appliance_runs = v()?.parse()?,
+            "--iso" => iso = PathBuf::from(v()?),
+            "--runner" => runner = PathBuf::from(v()?),
+            "--ctr" => ctr = PathBuf::from(v()?),
+            "--no-host" => host = false,
+            "--no-appliance" => appliance = false,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    let mut results: Vec<(String, Value)> = Vec::new();
+    if host {
+        if Command::new("lxc-start").arg("--version").output().is_ok() {
+            println!("== on the host: privileged, no network ==");
+            let out = Command::new(&runner)
+                .args(["--config", "privileged", "--runs", &runs.to_string()])
+                .arg("--ctr")
+                .arg(&ctr)
+                .args(["--work", "/var/tmp/oxbow-bench-ct"])
+                .output()
+                .with_context(|| format!("running {}", runner.display()))?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            print!("{text}");
+            if !out.status.success() {
+                bail!(
+                    "bench-ct-run on the host failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            results.push(("host".into(), tagged_json(&text, "BENCH-CT")?));
+        } else {
+            println!("the host has no lxc-start (apt-get install lxc): host row skipped");
+        }
+    }
+    if appliance {
+        let mut vm = BenchAppliance::boot(&iso, &[(runner.clone(), "bench-ct-run")])?;
+        for config in ["privileged", "unprivileged"] {
+            println!("== in the appliance: {config} ==");
+            let cmd = format!(
+                "{CD_MOUNT}/bench-ct-run --config {} --runs {appliance_runs}",
+                shell_quote(config)
+            );
+            let out = vm.run(&cmd, Duration::from_secs(3600))?;
+            for l in out.lines().filter(|l| {
+                l.starts_with("warm-up")
+                    || l.starts_with("round")
+                    || l.starts_with("medians")
+                    || l.starts_with("bench-ct-run")
+                    || l.starts_with("one exec")
+            }) {
+                println!("{l}");
+            }
+            results.push(("appliance".into(), tagged_json(&out, "BENCH-CT")?));
+        }
+    }
+    println!("\nwhere        configuration  runs  ours ms  lxc-start ms  floor ms  ours/lxc  ours/floor  goal (<=0.8 lxc, <=1.5 floor)");
+    for (place, v) in &results {
+        let med = |k: &str| -> f64 {
+            let xs: Vec<f64> = v[k]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                .unwrap_or_default();
+            median(&xs)
+        };
+        let (o, l, f) = (med("ours_ms"), med("lxc_ms"), med("floor_ms"));
+        println!(
+            "{place:<12} {:<14} {:>4}  {o:>7.2}  {l:>12.2}  {f:>8.2}  {:>8.2}  {:>10.2}  {}",
+            v["config"].as_str().unwrap_or("?"),
+            v["runs"],
+            o / l,
+            o / f,
+            match (o / l <= 0.8, o / f <= 1.5) {
+                (true, true) => "met",
+                (true, false) => "lxc met, floor not",
+                (false, true) => "floor met, lxc not",
+                (false, false) => "not met",
+            }
+        );
+    }
+    Ok(())
+}

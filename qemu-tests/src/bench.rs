@@ -5,7 +5,6 @@
 //! which the caller picks its result lines.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -32,22 +31,12 @@ impl BenchAppliance {
             bail!("{} does not exist", iso.display());
         }
         let work = tempfile::tempdir()?;
-        let cd_dir = work.path().join("cd");
-        std::fs::create_dir_all(&cd_dir)?;
-        for (from, name) in files {
-            std::fs::copy(from, cd_dir.join(name))
-                .with_context(|| format!("copying {}", from.display()))?;
-        }
         let cd = work.path().join("bench.iso");
-        let out = Command::new("xorriso")
-            .args(["-as", "mkisofs", "-quiet", "-r", "-V", "OXBOW-BENCH", "-o"])
-            .arg(&cd)
-            .arg(&cd_dir)
-            .output()
-            .context("running xorriso")?;
-        if !out.status.success() {
-            bail!("xorriso: {}", String::from_utf8_lossy(&out.stderr));
-        }
+        let grafts: Vec<(&str, &Path)> = files
+            .iter()
+            .map(|(from, name)| (*name, from.as_path()))
+            .collect();
+        crate::make_data_iso(&cd, "OXBOW-BENCH", &grafts)?;
         // The harness boots the ISO named by OXBOW_ISO.
         std::env::set_var("OXBOW_ISO", iso);
         let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));

@@ -479,27 +479,15 @@ pub fn initramfs(
 /// Writes the ISO with xorriso and checks its volume id.
 fn make_iso(a: &GuestAssets) -> Result<()> {
     let tmp = a.iso.with_extension("partial");
-    let graft = |name: &str, p: &Path| format!("/{name}={}", p.display());
-    let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-r",
-            "-V",
-            GUEST_LABEL,
-            "-graft-points",
-            "-o",
-        ])
-        .arg(&tmp)
-        .arg(graft("vmlinuz", &a.vmlinuz))
-        .arg(graft("vmlinux", &a.vmlinux))
-        .arg(graft("initrd.img", &a.initrd))
-        .output()
-        .context("running xorriso (apt-get install xorriso)")?;
-    if !out.status.success() {
-        bail!("xorriso failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    crate::make_data_iso(
+        &tmp,
+        GUEST_LABEL,
+        &[
+            ("vmlinuz", &a.vmlinuz),
+            ("vmlinux", &a.vmlinux),
+            ("initrd.img", &a.initrd),
+        ],
+    )?;
     let head = read_head(&tmp)?;
     let id = image::iso::volume_id(&head);
     ensure!(

@@ -175,6 +175,28 @@ pub fn extract_from_iso(iso: &Path, inside: &str, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes an ISO 9660 volume (Rock Ridge names) labelled `label` holding
+/// `files`, each `(name on the volume, file on the host)`.
+pub fn make_data_iso(out: &Path, label: &str, files: &[(&str, &Path)]) -> Result<()> {
+    let mut cmd = Command::new("xorriso");
+    cmd.args([
+        "-as",
+        "mkisofs",
+        "-quiet",
+        "-r",
+        "-J",
+        "-V",
+        label,
+        "-graft-points",
+        "-o",
+    ])
+    .arg(out);
+    for (name, path) in files {
+        cmd.arg(format!("/{name}={}", path.display()));
+    }
+    run(&mut cmd).context("writing an ISO with xorriso (apt-get install xorriso)")
+}
+
 /// Writes a seed volume holding `answer` as `answer.toml`.
 pub fn make_seed(dir: &Path, answer: &str, kind: SeedKind) -> Result<PathBuf> {
     let src = dir.join("seed-src");
@@ -183,19 +205,11 @@ pub fn make_seed(dir: &Path, answer: &str, kind: SeedKind) -> Result<PathBuf> {
     match kind {
         SeedKind::Iso => {
             let img = dir.join("seed.iso");
-            run(Command::new("xorriso")
-                .args([
-                    "-as",
-                    "mkisofs",
-                    "-quiet",
-                    "-V",
-                    "OXBOW-SEED",
-                    "-J",
-                    "-r",
-                    "-o",
-                ])
-                .arg(&img)
-                .arg(&src))?;
+            make_data_iso(
+                &img,
+                "OXBOW-SEED",
+                &[("answer.toml", &src.join("answer.toml"))],
+            )?;
             Ok(img)
         }
         SeedKind::Fat => {

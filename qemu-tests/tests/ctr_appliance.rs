@@ -12,7 +12,6 @@
 //!   with no failed unit, and halts on `ctr ctl … shutdown`.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::guest::ct_template;
@@ -33,26 +32,7 @@ fn template_iso(dir: &std::path::Path) -> (PathBuf, String) {
         .expect("the Debian container template: build it with `make ct-template`");
     let name = template.file_name().unwrap().to_string_lossy().into_owned();
     let iso = dir.join("ct.iso");
-    let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-r",
-            "-V",
-            LABEL,
-            "-graft-points",
-            "-o",
-        ])
-        .arg(&iso)
-        .arg(format!("/{name}={}", template.display()))
-        .output()
-        .expect("xorriso runs");
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    qemu_tests::make_data_iso(&iso, LABEL, &[(name.as_str(), template.as_path())]).unwrap();
     (iso, name)
 }
 

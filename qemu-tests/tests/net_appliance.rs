@@ -21,7 +21,6 @@
 //! containers' userland) comes from the host on a CD labelled `OXBOW-NET`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::{with_appliance, Appliance, BootOptions, Firmware};
@@ -218,27 +217,13 @@ fn media(dir: &Path) -> PathBuf {
     );
     std::fs::write(dir.join("ct-init"), CT_INIT).unwrap();
     let iso = dir.join("net.iso");
-    let out = Command::new("xorriso")
-        .args([
-            "-as",
-            "mkisofs",
-            "-quiet",
-            "-r",
-            "-V",
-            LABEL,
-            "-graft-points",
-            "-o",
-        ])
-        .arg(&iso)
-        .arg(format!("/busybox={BUSYBOX}"))
-        .arg(format!("/ct-init={}", dir.join("ct-init").display()))
-        .output()
-        .expect("xorriso runs");
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let init = dir.join("ct-init");
+    qemu_tests::make_data_iso(
+        &iso,
+        LABEL,
+        &[("busybox", Path::new(BUSYBOX)), ("ct-init", init.as_path())],
+    )
+    .unwrap();
     iso
 }
 

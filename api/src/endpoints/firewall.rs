@@ -669,6 +669,24 @@ fn need_group(doc: &FwDocument, id: &SectionId) -> Result<(), ApiError> {
     }
 }
 
+/// The edit every changing endpoint makes: under the firewall lock, load
+/// file `name`, refuse a stale `digest`, let `edit` change the document,
+/// then write it if the whole firewall still compiles, and apply it
+/// ([`crate::firewall::write_validated`]).
+async fn change(
+    state: &AppState,
+    call: &Call,
+    name: &str,
+    edit: impl FnOnce(&mut FwDocument) -> Result<(), ApiError>,
+) -> ApiResult {
+    let _guard = state.firewall.lock.lock().await;
+    let (text, mut doc) = load(state, name)?;
+    check_digest(call, &text)?;
+    edit(&mut doc)?;
+    crate::firewall::write_validated(state, name, &doc.to_string()).await?;
+    Ok(Value::Null.into())
+}
+
 async fn list_rules(state: Arc<AppState>, call: Call, scope: Scope, group: bool) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
     let (text, doc) = load(&state, &name)?;
@@ -714,133 +732,140 @@ const RULE_FIELDS: &[&str] = &[
 
 async fn create_rule(state: Arc<AppState>, call: Call, scope: Scope, group: bool) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let id = section(&call, group);
-    need_group(&doc, &id)?;
-    let mut rule = RuleText {
-        enable: false,
-        ..RuleText::default()
-    };
-    for field in RULE_FIELDS {
-        if let Some(v) = call.params.get(field) {
-            rule.set(field, Some(v));
-        }
-    }
-    for required in ["type", "action"] {
-        if call.params.get(required).is_none() {
-            return Err(ApiError::parameter(required, crate::schema::MISSING));
-        }
-    }
-    let pos: usize = call.params.number("pos").unwrap_or(0);
-    doc.insert_entry(&id, pos, &rule.to_string());
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
-}
-
-async fn update_rule(state: Arc<AppState>, call: Call, scope: Scope, group: bool) -> ApiResult {
-    let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let id = section(&call, group);
-    need_group(&doc, &id)?;
-    let pos: usize = call.params.number("pos").unwrap_or(0);
-    let mut rule = rules_of(&doc, &id)
-        .get(pos)
-        .cloned()
-        .ok_or_else(|| ApiError::failed("no rule at specified position."))?;
-    if let Some(to) = call.params.number::<usize>("moveto") {
-        doc.move_entry(&id, pos, to);
-    } else {
-        for key in call
-            .params
-            .get("delete")
-            .unwrap_or_default()
-            .split([',', ';', ' '])
-            .filter(|k| !k.is_empty())
-        {
-            if !RULE_FIELDS.contains(&key) || matches!(key, "type" | "action") {
-                return Err(ApiError::parameter(
-                    "delete",
-                    format!("cannot delete '{key}'"),
-                ));
-            }
-            rule.set(key, None);
-        }
+    change(&state, &call, &name, |doc| {
+        let id = section(&call, group);
+        need_group(doc, &id)?;
+        let mut rule = RuleText {
+            enable: false,
+            ..RuleText::default()
+        };
         for field in RULE_FIELDS {
             if let Some(v) = call.params.get(field) {
                 rule.set(field, Some(v));
             }
         }
-        doc.replace_entry(&id, pos, &rule.to_string());
-    }
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+        for required in ["type", "action"] {
+            if call.params.get(required).is_none() {
+                return Err(ApiError::parameter(required, crate::schema::MISSING));
+            }
+        }
+        let pos: usize = call.params.number("pos").unwrap_or(0);
+        doc.insert_entry(&id, pos, &rule.to_string());
+        Ok(())
+    })
+    .await
+}
+
+async fn update_rule(state: Arc<AppState>, call: Call, scope: Scope, group: bool) -> ApiResult {
+    let name = file_of(&state, &call, scope)?;
+    change(&state, &call, &name, |doc| {
+        let id = section(&call, group);
+        need_group(doc, &id)?;
+        let pos: usize = call.params.number("pos").unwrap_or(0);
+        let mut rule = rules_of(doc, &id)
+            .get(pos)
+            .cloned()
+            .ok_or_else(|| ApiError::failed("no rule at specified position."))?;
+        if let Some(to) = call.params.number::<usize>("moveto") {
+            doc.move_entry(&id, pos, to);
+        } else {
+            for key in call
+                .params
+                .get("delete")
+                .unwrap_or_default()
+                .split([',', ';', ' '])
+                .filter(|k| !k.is_empty())
+            {
+                if !RULE_FIELDS.contains(&key) || matches!(key, "type" | "action") {
+                    return Err(ApiError::parameter(
+                        "delete",
+                        format!("cannot delete '{key}'"),
+                    ));
+                }
+                rule.set(key, None);
+            }
+            for field in RULE_FIELDS {
+                if let Some(v) = call.params.get(field) {
+                    rule.set(field, Some(v));
+                }
+            }
+            doc.replace_entry(&id, pos, &rule.to_string());
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn delete_rule(state: Arc<AppState>, call: Call, scope: Scope, group: bool) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let id = section(&call, group);
-    need_group(&doc, &id)?;
-    let pos: usize = call.params.number("pos").unwrap_or(0);
-    doc.remove_entry(&id, pos)
-        .ok_or_else(|| ApiError::failed("no rule at specified position."))?;
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let id = section(&call, group);
+        need_group(doc, &id)?;
+        let pos: usize = call.params.number("pos").unwrap_or(0);
+        doc.remove_entry(&id, pos)
+            .ok_or_else(|| ApiError::failed("no rule at specified position."))?;
+        Ok(())
+    })
+    .await
 }
 
-async fn list_groups(state: Arc<AppState>, _call: Call) -> ApiResult {
-    let (text, doc) = load(&state, "cluster.fw")?;
+/// The sections of file `name` that `pick` names (groups, IP sets), as
+/// `{key: name, comment, digest}` objects.
+fn section_list(
+    state: &AppState,
+    name: &str,
+    key: &str,
+    pick: impl Fn(SectionId) -> Option<String>,
+) -> ApiResult {
+    let (text, doc) = load(state, name)?;
     let digest = guestconf::digest(&text);
     let list: Vec<Value> = doc
         .sections()
         .into_iter()
-        .filter_map(|(id, comment)| match id {
-            SectionId::Group(name) => {
-                let mut o = json!({"group": name, "digest": digest});
-                if let Some(c) = comment {
-                    o["comment"] = json!(c);
-                }
-                Some(o)
+        .filter_map(|(id, comment)| {
+            let mut o = json!({key: pick(id)?, "digest": digest});
+            if let Some(c) = comment {
+                o["comment"] = json!(c);
             }
-            _ => None,
+            Some(o)
         })
         .collect();
     Ok(Value::Array(list).into())
 }
 
+async fn list_groups(state: Arc<AppState>, _call: Call) -> ApiResult {
+    section_list(&state, "cluster.fw", "group", |id| match id {
+        SectionId::Group(name) => Some(name),
+        _ => None,
+    })
+}
+
 async fn create_group(state: Arc<AppState>, call: Call) -> ApiResult {
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, "cluster.fw")?;
-    check_digest(&call, &text)?;
-    let id = SectionId::Group(call.param("group").to_owned());
-    if !doc.add_section(&id, call.params.get("comment")) {
-        return Err(ApiError::failed(format!(
-            "security group '{}' already exists",
-            call.param("group")
-        )));
-    }
-    crate::firewall::write_validated(&state, "cluster.fw", &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, "cluster.fw", |doc| {
+        let id = SectionId::Group(call.param("group").to_owned());
+        if !doc.add_section(&id, call.params.get("comment")) {
+            return Err(ApiError::failed(format!(
+                "security group '{}' already exists",
+                call.param("group")
+            )));
+        }
+        Ok(())
+    })
+    .await
 }
 
 async fn delete_group(state: Arc<AppState>, call: Call) -> ApiResult {
-    let _guard = state.firewall.lock.lock().await;
-    let (_, mut doc) = load(&state, "cluster.fw")?;
-    let id = SectionId::Group(call.param("group").to_owned());
-    need_group(&doc, &id)?;
-    if !doc.entries(&id).is_empty() {
-        return Err(ApiError::failed("security group not empty"));
-    }
-    doc.remove_section(&id);
-    // A group still referenced by a rule does not compile: refused there.
-    crate::firewall::write_validated(&state, "cluster.fw", &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, "cluster.fw", |doc| {
+        let id = SectionId::Group(call.param("group").to_owned());
+        need_group(doc, &id)?;
+        if !doc.entries(&id).is_empty() {
+            return Err(ApiError::failed("security group not empty"));
+        }
+        doc.remove_section(&id);
+        // A group still referenced by a rule does not compile: refused there.
+        Ok(())
+    })
+    .await
 }
 
 fn option_entries(doc: &FwDocument) -> Vec<(String, String)> {
@@ -867,32 +892,31 @@ async fn get_options(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResul
 
 async fn set_options(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let deletes: Vec<&str> = call
-        .params
-        .get("delete")
-        .unwrap_or_default()
-        .split([',', ';', ' '])
-        .filter(|k| !k.is_empty())
-        .collect();
-    let sets: Vec<(&str, &str)> = call
-        .params
-        .iter()
-        .filter(|(k, _)| !matches!(*k, "node" | "vmid" | "digest" | "delete"))
-        .collect();
-    for key in deletes.iter().copied().chain(sets.iter().map(|(k, _)| *k)) {
-        let at = option_entries(&doc).iter().position(|(k, _)| k == key);
-        if let Some(at) = at {
-            doc.remove_entry(&SectionId::Options, at);
+    change(&state, &call, &name, |doc| {
+        let deletes: Vec<&str> = call
+            .params
+            .get("delete")
+            .unwrap_or_default()
+            .split([',', ';', ' '])
+            .filter(|k| !k.is_empty())
+            .collect();
+        let sets: Vec<(&str, &str)> = call
+            .params
+            .iter()
+            .filter(|(k, _)| !matches!(*k, "node" | "vmid" | "digest" | "delete"))
+            .collect();
+        for key in deletes.iter().copied().chain(sets.iter().map(|(k, _)| *k)) {
+            let at = option_entries(doc).iter().position(|(k, _)| k == key);
+            if let Some(at) = at {
+                doc.remove_entry(&SectionId::Options, at);
+            }
         }
-    }
-    for (key, value) in sets {
-        doc.insert_entry(&SectionId::Options, usize::MAX, &format!("{key}: {value}"));
-    }
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+        for (key, value) in sets {
+            doc.insert_entry(&SectionId::Options, usize::MAX, &format!("{key}: {value}"));
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// (name, cidr, comment) of each alias line.
@@ -949,41 +973,39 @@ async fn get_alias(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult 
 
 async fn create_alias(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (_, mut doc) = load(&state, &name)?;
-    let alias = call.param("name");
-    if alias_pos(&doc, alias).is_ok() {
-        return Err(ApiError::failed(format!("alias '{alias}' already exists")));
-    }
-    let line = alias_line(alias, call.param("cidr"), call.params.get("comment"));
-    doc.insert_entry(&SectionId::Aliases, usize::MAX, &line);
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let alias = call.param("name");
+        if alias_pos(doc, alias).is_ok() {
+            return Err(ApiError::failed(format!("alias '{alias}' already exists")));
+        }
+        let line = alias_line(alias, call.param("cidr"), call.params.get("comment"));
+        doc.insert_entry(&SectionId::Aliases, usize::MAX, &line);
+        Ok(())
+    })
+    .await
 }
 
 async fn update_alias(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let at = alias_pos(&doc, call.param("name"))?;
-    let new_name = call.params.get("rename").unwrap_or(call.param("name"));
-    let line = alias_line(new_name, call.param("cidr"), call.params.get("comment"));
-    doc.replace_entry(&SectionId::Aliases, at, &line);
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let at = alias_pos(doc, call.param("name"))?;
+        let new_name = call.params.get("rename").unwrap_or(call.param("name"));
+        let line = alias_line(new_name, call.param("cidr"), call.params.get("comment"));
+        doc.replace_entry(&SectionId::Aliases, at, &line);
+        Ok(())
+    })
+    .await
 }
 
 async fn delete_alias(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let at = alias_pos(&doc, call.param("name"))?;
-    doc.remove_entry(&SectionId::Aliases, at);
-    // An alias still used by a rule does not compile: refused there.
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let at = alias_pos(doc, call.param("name"))?;
+        doc.remove_entry(&SectionId::Aliases, at);
+        // An alias still used by a rule does not compile: refused there.
+        Ok(())
+    })
+    .await
 }
 
 /// (cidr, nomatch, comment) of each line of an IP set.
@@ -1068,53 +1090,39 @@ fn ipset_pos(doc: &FwDocument, id: &SectionId, cidr: &str) -> Result<usize, ApiE
 
 async fn list_ipsets(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let (text, doc) = load(&state, &name)?;
-    let digest = guestconf::digest(&text);
-    let list: Vec<Value> = doc
-        .sections()
-        .into_iter()
-        .filter_map(|(id, comment)| match id {
-            SectionId::IpSet(set) => {
-                let mut o = json!({"name": set, "digest": digest});
-                if let Some(c) = comment {
-                    o["comment"] = json!(c);
-                }
-                Some(o)
-            }
-            _ => None,
-        })
-        .collect();
-    Ok(Value::Array(list).into())
+    section_list(&state, &name, "name", |id| match id {
+        SectionId::IpSet(set) => Some(set),
+        _ => None,
+    })
 }
 
 async fn create_ipset(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let set = call.param("name");
-    let comment = call.params.get("comment");
-    match call.params.get("rename") {
-        Some(old) => {
-            let old_id = SectionId::IpSet(old.to_owned());
-            if !doc.has_section(&old_id) {
-                return Err(ApiError::failed(format!("no such IPSet '{old}'")));
+    change(&state, &call, &name, |doc| {
+        let set = call.param("name");
+        let comment = call.params.get("comment");
+        match call.params.get("rename") {
+            Some(old) => {
+                let old_id = SectionId::IpSet(old.to_owned());
+                if !doc.has_section(&old_id) {
+                    return Err(ApiError::failed(format!("no such IPSet '{old}'")));
+                }
+                let new_id = SectionId::IpSet(set.to_owned());
+                if !old.eq_ignore_ascii_case(set) && doc.has_section(&new_id) {
+                    return Err(ApiError::failed(format!("IPSet '{set}' already exists")));
+                }
+                // Rules naming the old set no longer compile: refused there.
+                doc.set_section_header(&old_id, &new_id, comment);
             }
-            let new_id = SectionId::IpSet(set.to_owned());
-            if !old.eq_ignore_ascii_case(set) && doc.has_section(&new_id) {
-                return Err(ApiError::failed(format!("IPSet '{set}' already exists")));
+            None => {
+                if !doc.add_section(&SectionId::IpSet(set.to_owned()), comment) {
+                    return Err(ApiError::failed(format!("IPSet '{set}' already exists")));
+                }
             }
-            // Rules naming the old set no longer compile: refused there.
-            doc.set_section_header(&old_id, &new_id, comment);
         }
-        None => {
-            if !doc.add_section(&SectionId::IpSet(set.to_owned()), comment) {
-                return Err(ApiError::failed(format!("IPSet '{set}' already exists")));
-            }
-        }
-    }
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+        Ok(())
+    })
+    .await
 }
 
 async fn list_ipset(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
@@ -1131,37 +1139,37 @@ async fn list_ipset(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult
 
 async fn add_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (_, mut doc) = load(&state, &name)?;
-    let id = need_ipset(&doc, &call)?;
-    let cidr = call.param("cidr");
-    check_ipset_value(&state, &doc, cidr)?;
-    if ipset_pos(&doc, &id, cidr).is_ok() {
-        return Err(ApiError::failed(format!("entry '{cidr}' already exists")));
-    }
-    let line = ipset_line(
-        cidr,
-        call.params.flag("nomatch"),
-        call.params.get("comment"),
-    );
-    doc.insert_entry(&id, usize::MAX, &line);
-    // A bad address or an unknown alias does not compile: refused there.
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let id = need_ipset(doc, &call)?;
+        let cidr = call.param("cidr");
+        check_ipset_value(&state, doc, cidr)?;
+        if ipset_pos(doc, &id, cidr).is_ok() {
+            return Err(ApiError::failed(format!("entry '{cidr}' already exists")));
+        }
+        let line = ipset_line(
+            cidr,
+            call.params.flag("nomatch"),
+            call.params.get("comment"),
+        );
+        doc.insert_entry(&id, usize::MAX, &line);
+        // A bad address or an unknown alias does not compile: refused there.
+        Ok(())
+    })
+    .await
 }
 
 async fn delete_ipset(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (_, mut doc) = load(&state, &name)?;
-    let id = need_ipset(&doc, &call)?;
-    if !doc.entries(&id).is_empty() && !call.params.flag("force") {
-        return Err(ApiError::failed("IPSet is not empty"));
-    }
-    doc.remove_section(&id);
-    // A set still named by a rule does not compile: refused there.
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let id = need_ipset(doc, &call)?;
+        if !doc.entries(&id).is_empty() && !call.params.flag("force") {
+            return Err(ApiError::failed("IPSet is not empty"));
+        }
+        doc.remove_section(&id);
+        // A set still named by a rule does not compile: refused there.
+        Ok(())
+    })
+    .await
 }
 
 async fn get_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
@@ -1174,30 +1182,28 @@ async fn get_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiR
 
 async fn update_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let id = need_ipset(&doc, &call)?;
-    let cidr = call.param("cidr");
-    let at = ipset_pos(&doc, &id, cidr)?;
-    let line = ipset_line(
-        cidr,
-        call.params.flag("nomatch"),
-        call.params.get("comment"),
-    );
-    doc.replace_entry(&id, at, &line);
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let id = need_ipset(doc, &call)?;
+        let cidr = call.param("cidr");
+        let at = ipset_pos(doc, &id, cidr)?;
+        let line = ipset_line(
+            cidr,
+            call.params.flag("nomatch"),
+            call.params.get("comment"),
+        );
+        doc.replace_entry(&id, at, &line);
+        Ok(())
+    })
+    .await
 }
 
 async fn delete_ipset_entry(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
     let name = file_of(&state, &call, scope)?;
-    let _guard = state.firewall.lock.lock().await;
-    let (text, mut doc) = load(&state, &name)?;
-    check_digest(&call, &text)?;
-    let id = need_ipset(&doc, &call)?;
-    let at = ipset_pos(&doc, &id, call.param("cidr"))?;
-    doc.remove_entry(&id, at);
-    crate::firewall::write_validated(&state, &name, &doc.to_string()).await?;
-    Ok(Value::Null.into())
+    change(&state, &call, &name, |doc| {
+        let id = need_ipset(doc, &call)?;
+        let at = ipset_pos(doc, &id, call.param("cidr"))?;
+        doc.remove_entry(&id, at);
+        Ok(())
+    })
+    .await
 }

@@ -90,6 +90,12 @@ async fn serve(cfg: &Config) -> Result<(), NetdError> {
         nl.clone(),
         crate::staged::NetworkFiles::new(cfg.interfaces.clone()),
     ));
+    // A link the live file names that appears (a NIC plugged in, a port
+    // made again) is put back where the file wants it.
+    tokio::spawn(crate::staged::watch_links(
+        nl.clone(),
+        crate::staged::NetworkFiles::new(cfg.interfaces.clone()),
+    ));
     let plan = plan::plan(cfg);
     let bridge = apply::apply_links(&nl, &plan).await?;
     match plan.addressing {

@@ -117,6 +117,34 @@ impl NetworkFiles {
         self.sibling(".pending")
     }
 
+    /// Takes `interfaces.lock` (an exclusive `flock`), waiting for whoever
+    /// holds it: one apply at a time, whether it comes from apid, the
+    /// command line, the rollback watch or the link watch. Released when
+    /// the returned file is dropped.
+    pub async fn lock(&self) -> Result<std::fs::File, NetworkError> {
+        use std::os::fd::AsRawFd;
+        let path = self.sibling(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        loop {
+            // SAFETY: flock on a descriptor this function owns; no memory
+            // is passed.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if r == 0 {
+                return Ok(file);
+            }
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io_err(&path)(e));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn read_opt(path: &Path) -> Result<Option<String>, NetworkError> {
         match std::fs::read_to_string(path) {
             Ok(s) => Ok(Some(s)),
@@ -230,6 +258,7 @@ pub async fn apply_staged(
     files: &NetworkFiles,
     confirm: Option<(Duration, AddressProbe)>,
 ) -> Result<Applied, NetworkError> {
+    let _lock = files.lock().await?;
     let staged = files
         .staged()?
         .ok_or_else(|| NetworkError::NothingStaged(files.staged_path()))?;
@@ -420,6 +449,11 @@ pub async fn check_pending(
     if now < deadline {
         return Ok(PendingState::Waiting);
     }
+    let _lock = files.lock().await?;
+    if files.pending_deadline()?.is_none() {
+        // Confirmed meanwhile.
+        return Ok(PendingState::None);
+    }
     if probe.answers(nl).await {
         tracing::warn!(
             "network change not confirmed in time, but the management address answers: keeping it"
@@ -432,6 +466,94 @@ pub async fn check_pending(
     );
     let ops = rollback(nl, files).await?;
     Ok(PendingState::RolledBack(ops))
+}
+
+/// Makes the kernel match the live file again if it names link `name`
+/// (which just appeared, or changed). Does nothing while there is no live
+/// file (an empty plan would delete every link netd owns) or while an
+/// apply waits for confirmation (the rollback decides then). Returns the
+/// operations carried out.
+pub async fn relink(nl: &Rtnl, files: &NetworkFiles, name: &str) -> Result<Vec<Op>, NetworkError> {
+    if !files.current.exists() {
+        return Ok(Vec::new());
+    }
+    let _lock = files.lock().await?;
+    if files.pending_probe()?.is_some() {
+        return Ok(Vec::new());
+    }
+    let text = match std::fs::read_to_string(&files.current) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(&files.current)(e)),
+    };
+    let named = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .flat_map(str::split_whitespace)
+        .any(|w| w == name);
+    if !named {
+        return Ok(Vec::new());
+    }
+    let ops = apply_text(nl, &text).await?;
+    if !ops.is_empty() {
+        tracing::info!(
+            "{name} appeared: {} operations to match the interfaces file",
+            ops.len()
+        );
+    }
+    Ok(ops)
+}
+
+/// Watches the kernel's link events until the process ends, and calls
+/// [`relink`] for every link that appears or changes: a NIC plugged in, or
+/// a port (a veth, a tap) deleted and made again, gets its place in the
+/// file back (bridge, bond, MTU, VLANs, up) without an operator's apply.
+/// Events that arrive within 200 ms of each other are handled together.
+pub async fn watch_links(nl: Rtnl, files: NetworkFiles) {
+    use futures_util::StreamExt;
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::link::LinkAttribute;
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+
+    let (conn, _, mut events) =
+        match rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link]) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot watch link events: {e}");
+                return;
+            }
+        };
+    tokio::spawn(conn);
+    let name_of = |payload: NetlinkPayload<RouteNetlinkMessage>| match payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+            m.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })
+        }
+        _ => None,
+    };
+    while let Some((msg, _)) = events.next().await {
+        let mut names: Vec<String> = name_of(msg.payload).into_iter().collect();
+        let settle = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(settle);
+        loop {
+            tokio::select! {
+                () = &mut settle => break,
+                more = events.next() => match more {
+                    Some((m, _)) => names.extend(name_of(m.payload)),
+                    None => break,
+                },
+            }
+        }
+        names.sort();
+        names.dedup();
+        for name in names {
+            if let Err(e) = relink(&nl, &files, &name).await {
+                tracing::warn!("{name} appeared, but the interfaces file was not applied: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -563,3 +563,52 @@ fn guest_port_joins_its_bridge_with_the_bridge_mtu() {
     assert!(matches!(e, PortError::NoBridge(_)), "{e}");
     assert!(node.link("veth101i0").unwrap().get("master").is_none());
 }
+
+#[test]
+fn a_port_made_again_is_put_back_by_the_link_watch() {
+    let node = Netns::new("relink");
+    node.ip(&[
+        "link", "add", "p1", "type", "veth", "peer", "name", "p1peer",
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let files = NetworkFiles::new(dir.path().join("interfaces"));
+    let text = "iface p1 inet manual\n\nauto vmbr1\niface vmbr1 inet manual\n\tbridge-ports p1\n\tbridge-stp off\n\tbridge-fd 0\n";
+    std::fs::write(&files.current, text).unwrap();
+    node.apply(text).unwrap();
+    assert_eq!(node.link("p1").unwrap()["master"], "vmbr1");
+    let name = node.name.clone();
+    let back = node.with_rtnl(async |nl| {
+        let watch = tokio::spawn(staged::watch_links(nl.clone(), files.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        run(Command::new("ip").args(["-n", &name, "link", "del", "p1"]));
+        run(Command::new("ip").args([
+            "-n", &name, "link", "add", "p1", "type", "veth", "peer", "name", "p1peer",
+        ]));
+        let mut back = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let out = run(Command::new("ip").args(["-n", &name, "-j", "link", "show", "p1"]));
+            let v: Value = serde_json::from_str(&out).unwrap();
+            let up = v[0]["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "UP"));
+            if v[0]["master"] == "vmbr1" && up {
+                back = true;
+                break;
+            }
+        }
+        // A link the file does not name is left alone.
+        run(Command::new("ip").args([
+            "-n", &name, "link", "add", "other0", "type", "veth", "peer", "name", "other1",
+        ]));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        watch.abort();
+        back
+    });
+    assert!(
+        back,
+        "p1 was not put back into vmbr1: {:?}",
+        node.link("p1")
+    );
+    assert!(node.link("other0").unwrap().get("master").is_none());
+}

@@ -50,8 +50,10 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 /// Deletes the link `name` if it exists (deleting one end of a veth pair
 /// deletes both).
 pub fn delete_link(name: &str) -> Result<(), NetError> {
-    port::blocking(async |nl| Ok(nl.delete_link(name).await?))?;
-    Ok(())
+    port::blocking(async |nl| {
+        nl.delete_link(name).await.map_err(PortError::from)?;
+        Ok::<(), NetError>(())
+    })
 }
 
 /// Creates the veth pairs of `nets` for container `vmid`, whose network
@@ -62,8 +64,7 @@ pub fn create_veths(vmid: u32, pid: i32, nets: &[NetSpec]) -> Result<Vec<String>
         return Ok(Vec::new());
     }
     let pid = u32::try_from(pid).expect("a process id is positive");
-    let mut result = Ok(());
-    let made = port::blocking(async |nl| {
+    port::blocking(async |nl| {
         let mut made = Vec::new();
         for net in nets {
             match create_veth(nl, vmid, pid, net).await {
@@ -72,15 +73,12 @@ pub fn create_veths(vmid: u32, pid: i32, nets: &[NetSpec]) -> Result<Vec<String>
                     for name in &made {
                         let _ = nl.delete_link(name).await;
                     }
-                    made.clear();
-                    result = Err(e);
-                    break;
+                    return Err(e);
                 }
             }
         }
         Ok(made)
-    })?;
-    result.map(|()| made)
+    })
 }
 
 async fn create_veth(nl: &Rtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<String, NetError> {

@@ -255,23 +255,18 @@ pub async fn create_veth(
 }
 
 /// Runs `f` with a netlink connection on a runtime of the calling thread,
-/// for callers without an async runtime (the container monitor).
-pub fn blocking<R>(f: impl AsyncFnOnce(&Rtnl) -> Result<R, PortError>) -> Result<R, PortError> {
+/// for callers without an async runtime (the container monitor). `f`'s
+/// error type is the caller's, as long as a [`PortError`] converts to it.
+pub fn blocking<R, E: From<PortError>>(f: impl AsyncFnOnce(&Rtnl) -> Result<R, E>) -> Result<R, E> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .map_err(PortError::Runtime)?;
     rt.block_on(async {
-        let nl = Rtnl::connect()?;
+        let nl = Rtnl::connect().map_err(PortError::from)?;
         f(&nl).await
     })
-}
-
-/// [`attach`] for callers without an async runtime (the container
-/// monitor): runs it on a runtime of the calling thread.
-pub fn attach_blocking(port: &str, bridge: &str, spec: &PortSpec) -> Result<(), PortError> {
-    blocking(async |nl| attach(nl, port, bridge, spec).await)
 }
 
 /// The VLANs of bridge port `index`, as `(vid, pvid_untagged)`, one entry

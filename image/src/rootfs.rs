@@ -86,6 +86,9 @@ pub fn debootstrap(cache: &Path, extra: &[String]) -> Result<PathBuf> {
     debootstrap_packages(cache, &packages)
 }
 
+/// How often [`debootstrap_packages`] runs debootstrap before it gives up.
+const DEBOOTSTRAP_ATTEMPTS: u32 = 3;
+
 /// Returns the cached debootstrap result of [`SUITE`], [`VARIANT`] plus
 /// `packages`, creating it on first use in `<cache>/rootfs-<key>/`, where
 /// the key is [`cache_key`] of all of them: another package set (the
@@ -98,20 +101,34 @@ pub fn debootstrap_packages(cache: &Path, packages: &[&str]) -> Result<PathBuf> 
         return Ok(dest);
     }
     let tmp = cache.join(format!(".rootfs-{key}.partial"));
-    clear_scratch(&tmp)?;
-    tracing::info!(
-        "running debootstrap ({SUITE}, {} extra packages)",
-        packages.len()
-    );
-    cmd::run(
-        Command::new("debootstrap")
-            .arg(format!("--variant={VARIANT}"))
-            .arg(format!("--include={}", packages.join(",")))
-            .arg(SUITE)
-            .arg(&tmp)
-            .arg(MIRROR),
-    )
-    .map_err(|e| with_log(e, &tmp.join("debootstrap/debootstrap.log")))?;
+    // A mirror caught mid-sync (a point release) fails a download or a
+    // hash check for a few minutes: try again before giving up.
+    let mut attempt = 1;
+    loop {
+        clear_scratch(&tmp)?;
+        tracing::info!(
+            "running debootstrap ({SUITE}, {} extra packages)",
+            packages.len()
+        );
+        let run = cmd::run(
+            Command::new("debootstrap")
+                .arg(format!("--variant={VARIANT}"))
+                .arg(format!("--include={}", packages.join(",")))
+                .arg(SUITE)
+                .arg(&tmp)
+                .arg(MIRROR),
+        )
+        .map_err(|e| with_log(e, &tmp.join("debootstrap/debootstrap.log")));
+        match run {
+            Ok(_) => break,
+            Err(e) if attempt < DEBOOTSTRAP_ATTEMPTS => {
+                tracing::warn!("debootstrap failed (attempt {attempt}), trying again: {e}");
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
     fsutil::remove(&dest)?;
     fs::rename(&tmp, &dest).ctx("rename into", &dest)?;
     Ok(dest)

@@ -118,16 +118,12 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Serves the socket on its own thread.
 pub fn serve(listener: UnixListener, vm: Arc<VmHandle>) {
-    let _ = std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let vm = vm.clone();
-                let _ = std::thread::Builder::new()
-                    .name("control-conn".into())
-                    .spawn(move || serve_conn(conn, &vm));
-            }
-        });
+    let _ = crate::thread("control").spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let vm = vm.clone();
+            let _ = crate::thread("control-conn").spawn(move || serve_conn(conn, &vm));
+        }
+    });
 }
 
 fn serve_conn(conn: UnixStream, vm: &VmHandle) {

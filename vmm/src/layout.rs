@@ -14,7 +14,10 @@
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MmapRegion,
+};
 
 /// The GDT used while entering the kernel.
 pub const GDT: u64 = 0x500;
@@ -126,6 +129,93 @@ pub fn ram_regions(mem_bytes: u64) -> Vec<(GuestAddress, usize)> {
     }
 }
 
+/// The boundary guest RAM is mapped on: a transparent huge page.
+pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Maps the guest's RAM regions ([`ram_regions`]), each on a [`HUGE_PAGE`]
+/// boundary of the VMM's address space and advised for transparent huge
+/// pages.
+///
+/// KVM backs guest memory with 2 MiB entries of the (nested) page table
+/// only where the guest-physical and the host-virtual address agree
+/// modulo 2 MiB and the host page is huge. `mmap` alone is only page
+/// aligned, so without this every 4 KiB page the guest touches is its own
+/// fault, and nested each one is a trip through the outer hypervisor.
+///
+/// Each region is reserved with 2 MiB of slack and the aligned part mapped
+/// over it; the slack stays reserved (`PROT_NONE`), so that nothing else,
+/// a thread stack for instance, lands beside the guest on a huge page of
+/// its own. The mapping is never unmapped: a VMM process runs one VM.
+pub fn map_guest_ram(mem_bytes: u64) -> Result<GuestMemoryMmap, String> {
+    let mut regions = Vec::new();
+    for (start, size) in ram_regions(mem_bytes) {
+        let addr = map_aligned(size)?;
+        // SAFETY: `addr..addr+size` is the anonymous read-write mapping
+        // just made, with these prot and flags; it is never unmapped.
+        let mmap = unsafe {
+            MmapRegion::build_raw(
+                addr,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            )
+        }
+        .map_err(|e| format!("guest RAM: {e}"))?;
+        regions.push(
+            GuestRegionMmap::new(mmap, start)
+                .ok_or_else(|| format!("guest RAM at {:#x} overflows", start.0))?,
+        );
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(|e| format!("guest RAM: {e}"))
+}
+
+/// An anonymous read-write mapping of `size` bytes starting on a
+/// [`HUGE_PAGE`] boundary, advised for huge pages.
+fn map_aligned(size: usize) -> Result<*mut u8, String> {
+    let err = |what: &str| format!("guest RAM: {what}: {}", std::io::Error::last_os_error());
+    let span = size
+        .checked_add(HUGE_PAGE)
+        .ok_or_else(|| format!("guest RAM of {size} bytes is too large"))?;
+    // SAFETY: a fresh reservation; nothing else refers to it.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            span,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(err("reserving address space"));
+    }
+    let aligned = (base as usize).next_multiple_of(HUGE_PAGE);
+    // SAFETY: `aligned..aligned+size` lies inside the reservation above,
+    // which only this function knows of.
+    let addr = unsafe {
+        libc::mmap(
+            aligned as *mut libc::c_void,
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        let e = err("mapping");
+        // SAFETY: the reservation made above, not yet handed out.
+        unsafe { libc::munmap(base, span) };
+        return Err(e);
+    }
+    // Only advice: a kernel without transparent huge pages refuses it and
+    // the guest runs on small pages.
+    // SAFETY: the mapping made above.
+    unsafe { libc::madvise(addr, size, libc::MADV_HUGEPAGE) };
+    Ok(addr as *mut u8)
+}
+
 /// The end of RAM below the MMIO hole.
 pub fn low_ram_end(mem_bytes: u64) -> u64 {
     mem_bytes.min(MMIO_HOLE_START)
@@ -165,6 +255,33 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn guest_ram_is_huge_page_aligned() {
+        for mib in [128, 300, 3072 + 64] {
+            let mem = map_guest_ram(mib * MIB).unwrap();
+            let regions: Vec<_> = mem.iter().collect();
+            assert_eq!(regions.len(), ram_regions(mib * MIB).len());
+            let mut total = 0;
+            for r in regions {
+                let host = mem.get_host_address(r.start_addr()).unwrap() as usize;
+                assert_eq!(host % HUGE_PAGE, 0, "{mib} MiB guest");
+                total += r.len();
+            }
+            assert_eq!(total, mib * MIB);
+            // Writable at both ends.
+            let hole = if mib * MIB > MMIO_HOLE_START {
+                MMIO_HOLE_END - MMIO_HOLE_START
+            } else {
+                0
+            };
+            let last = GuestAddress(mib * MIB - 8 + hole);
+            use vm_memory::Bytes;
+            mem.write_obj(0x1234_5678u64, GuestAddress(0)).unwrap();
+            mem.write_obj(0x8765_4321u64, last).unwrap();
+            assert_eq!(mem.read_obj::<u64>(last).unwrap(), 0x8765_4321);
+        }
+    }
 
     fn ends_ordered(v: &[E820Entry]) -> bool {
         v.windows(2).all(|w| w[0].addr + w[0].size <= w[1].addr)

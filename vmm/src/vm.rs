@@ -384,8 +384,7 @@ impl Vm {
         })
         .map_err(kvm("create PIT"))?;
 
-        let mem: GuestMemoryMmap = GuestMemoryMmap::from_ranges(&layout::ram_regions(mem_bytes))
-            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let mem = layout::map_guest_ram(mem_bytes).map_err(VmError::Memory)?;
         // SAFETY: `mem` is owned by the `Vm`, which drops it only after the
         // VM fd and the vCPUs (field order and `run`); the virtio workers
         // hold clones of it, so the mapping outlives every user.
@@ -494,8 +493,7 @@ impl Vm {
         let mut joins: Vec<JoinHandle<()>> = Vec::new();
         for (id, vcpu) in self.vcpus.drain(..).enumerate() {
             let h = self.handle.clone();
-            let j = std::thread::Builder::new()
-                .name(format!("vcpu{id}"))
+            let j = crate::thread(format!("vcpu{id}"))
                 .spawn(move || vcpu_loop(vcpu, &h))
                 .map_err(io("spawning a vCPU thread"))?;
             joins.push(j);
@@ -505,9 +503,7 @@ impl Vm {
         }
         if self.handle.config.serial == SerialOut::Stdio {
             let bus = self.handle.bus.clone();
-            let _ = std::thread::Builder::new()
-                .name("stdin".into())
-                .spawn(move || stdin_loop(&bus));
+            let _ = crate::thread("stdin").spawn(move || stdin_loop(&bus));
         }
         wait_readable(self.handle.exit.eventfd().as_raw_fd());
         let reason = self

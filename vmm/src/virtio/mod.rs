@@ -129,7 +129,7 @@ impl Worker {
                 EpollEvent::new(EventSet::IN, i as u64),
             )?;
         }
-        let thread = std::thread::Builder::new().name(name).spawn(move || {
+        let thread = crate::thread(name).spawn(move || {
             let mut events = vec![EpollEvent::default(); 16];
             loop {
                 let n = match epoll.wait(-1, &mut events) {

@@ -111,8 +111,13 @@ impl Cgroup {
             if !available.iter().any(|c| c == controller) {
                 continue;
             }
+            // Written only when missing: every write waits for the
+            // release of earlier containers' removed cgroups.
             for dir in [root, parent.as_path()] {
                 let control = dir.join("cgroup.subtree_control");
+                if read_words(&control).iter().any(|c| c == controller) {
+                    continue;
+                }
                 if let Err(e) = fs::write(&control, format!("+{controller}")) {
                     tracing::warn!("enabling {controller} in {}: {e}", control.display());
                 }
@@ -138,12 +143,14 @@ impl Cgroup {
         for note in &unavailable {
             tracing::warn!("container {vmid}: limit not applied: {note}");
         }
-        // Hand every controller we have on to the inner cgroup.
-        for controller in &here {
-            let _ = fs::write(
-                outer.join("cgroup.subtree_control"),
-                format!("+{controller}"),
-            );
+        // Hand every controller we have on to the inner cgroup, in one
+        // write; one by one if the kernel refuses the whole list.
+        let control = outer.join("cgroup.subtree_control");
+        let all: Vec<String> = here.iter().map(|c| format!("+{c}")).collect();
+        if !all.is_empty() && fs::write(&control, all.join(" ")).is_err() {
+            for c in &all {
+                let _ = fs::write(&control, c);
+            }
         }
         let inner = outer.join(INNER);
         fs::create_dir(&inner).map_err(io_err("creating", &inner))?;
@@ -166,6 +173,12 @@ impl Cgroup {
             inner,
             unavailable,
         })
+    }
+
+    /// The inner cgroup's directory, opened for `clone3`'s
+    /// `CLONE_INTO_CGROUP`.
+    pub fn open_inner(&self) -> Result<std::os::fd::OwnedFd, CgroupError> {
+        crate::sys::open_dir(&self.inner).map_err(io_err("opening", &self.inner))
     }
 
     /// Moves process `pid` into the inner cgroup.

@@ -7,9 +7,10 @@
 //! not have and becomes the guest's PID 1.
 //!
 //! Order, and why:
-//! 1. wait for the monitor: it writes the id maps, moves this process
-//!    into the inner cgroup and creates the veths in this network
-//!    namespace;
+//! 1. wait for the monitor's first go-ahead: it has written the id maps
+//!    (this process was born in the inner cgroup by `clone3`, or moved
+//!    there on older kernels); it now creates the veths in this network
+//!    namespace while steps 2-7 run;
 //! 2. `unshare(CLONE_NEWCGROUP)`: the current cgroup (the inner one)
 //!    becomes the root the guest sees;
 //! 3. a new session (the console pty, opened as `/dev/console` after the
@@ -27,7 +28,8 @@
 //!    `/proc/sysrq-trigger` read-only), `/sys` read-only, `cgroup2` on
 //!    `/sys/fs/cgroup`;
 //! 7. `pivot_root(".", ".")` and detach the old root;
-//! 8. host name; the guest's host name and network files;
+//! 8. wait for the second go-ahead (the veths are there); host name;
+//!    the guest's host name and network files;
 //! 9. drop capabilities, install the seccomp filter, ask for SIGKILL if
 //!    the monitor dies, restore signal dispositions and mask;
 //! 10. exec the guest's init with `container=lxc`.
@@ -92,14 +94,22 @@ fn step<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, Strin
     r.map_err(|e| format!("{what}: {e}"))
 }
 
+/// Waits for the monitor's go-ahead `expected` on the go pipe; end of
+/// file means the monitor gave up.
+fn wait_go(go: &mut std::fs::File, expected: &[u8]) -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    match go.read(&mut byte) {
+        Ok(1) if byte[..] == *expected => Ok(()),
+        Ok(1) => Err(format!("unexpected go-ahead {:?}", byte[0] as char)),
+        _ => Err("the monitor went away before the start".into()),
+    }
+}
+
 fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     let spec = ctx.spec;
-    // 1. The monitor's go-ahead (EOF means it gave up).
-    let mut byte = [0u8; 1];
+    // 1. The monitor's first go-ahead.
     let mut go = std::fs::File::from(step("dup go pipe", ctx.go.try_clone())?);
-    if !matches!(go.read(&mut byte), Ok(1)) {
-        return Err("the monitor went away before the start".into());
-    }
+    wait_go(&mut go, crate::monitor::GO_MOUNTS)?;
     // 2. The cgroup namespace, rooted at the cgroup we were placed in.
     if ctx.cgroup {
         step(
@@ -166,7 +176,9 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         step("dup2 console", nix::unistd::dup2(console, fd))?;
     }
     step("TIOCSCTTY", sys::set_controlling_tty(0))?;
-    // 8. Names and the guest's own files.
+    // 8. Names and the guest's own files, once the network is made: a
+    // start that fails there leaves the container's tree as it was.
+    wait_go(&mut go, crate::monitor::GO_FILES)?;
     step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
     step(
         "writing the guest's host name and network files",

@@ -288,7 +288,16 @@ fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, PathBuf), Mo
     Ok((pty.master, pty.slave, path))
 }
 
+/// The first go-ahead on the child's pipe: its ids are mapped and it is
+/// in its cgroup; it may unshare the cgroup namespace and build its
+/// mounts.
+pub const GO_MOUNTS: &[u8] = b"m";
+/// The second: the network is made; it may write the guest's files and
+/// exec.
+pub const GO_FILES: &[u8] = b"n";
+
 fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, MonitorError> {
+    tracing::debug!("container {}: starting", spec.vmid);
     let cgroup_root = opts.cgroup_root.clone().or_else(Cgroup::v2_root);
     let cgroup = match &cgroup_root {
         Some(root) => Some(Cgroup::create(root, spec.vmid, &spec.limits, &spec.idmap)?),
@@ -301,7 +310,9 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             None
         }
     };
+    tracing::debug!("container {}: cgroup made", spec.vmid);
     let started = (|| {
+        let cgroup_dir = cgroup.as_ref().map(Cgroup::open_inner).transpose()?;
         let (console_master, console_slave, console_path) = container_pty(spec)?;
         let mut tty_masters = Vec::new();
         let mut tty_paths = Vec::new();
@@ -328,7 +339,10 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWNET;
-        let pid = match sys::clone_process(flags).map_err(io_err("clone"))? {
+        let (pid, placed) =
+            sys::clone_into_cgroup(flags, cgroup_dir.as_ref().map(AsRawFd::as_raw_fd))
+                .map_err(io_err("clone"))?;
+        let pid = match pid {
             None => {
                 drop(go_w);
                 drop(rep_r);
@@ -345,6 +359,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         };
         drop(go_r);
         drop(rep_w);
+        drop(cgroup_dir);
         let running = Running {
             pid,
             cgroup: None,
@@ -356,9 +371,9 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             console_path,
             stopping: None,
         };
-        Ok((running, go_w, rep_r, console_slave))
+        Ok((running, go_w, rep_r, console_slave, placed))
     })();
-    let (mut running, go_w, rep_r, console_slave) = match started {
+    let (mut running, go_w, rep_r, console_slave, placed) = match started {
         Ok(s) => s,
         Err(e) => {
             if let Some(cg) = &cgroup {
@@ -376,11 +391,24 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                 std::fs::write(&path, &line).map_err(io_err(format!("writing {path}")))?;
             }
         }
-        if let Some(cg) = &running.cgroup {
+        if let Some(cg) = running.cgroup.as_ref().filter(|_| !placed) {
             cg.add(running.pid.as_raw())?;
         }
+        tracing::debug!(
+            "container {}: cloned ({}), id maps written",
+            spec.vmid,
+            if placed {
+                "born in its cgroup"
+            } else {
+                "moved into its cgroup"
+            }
+        );
+        // Two go-aheads: the child builds its mounts while the veths are
+        // made, and writes the guest's files only after the second.
+        nix::unistd::write(&go_w, GO_MOUNTS).map_err(nix_err("releasing the child"))?;
         running.veths = net::create_veths(spec.vmid, running.pid.as_raw(), &spec.nets)?;
-        nix::unistd::write(&go_w, b"g").map_err(nix_err("releasing the child"))?;
+        tracing::debug!("container {}: network made", spec.vmid);
+        nix::unistd::write(&go_w, GO_FILES).map_err(nix_err("releasing the child"))?;
         Ok(())
     })();
     drop(go_w);

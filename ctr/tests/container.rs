@@ -716,12 +716,27 @@ fn bad_starts_fail_cleanly() {
         "",
         "",
     );
+    // The child builds its mounts while the veths are made, but writes
+    // the guest's files only once they are: these stay as they were.
+    let guest_files = ["etc/hostname", "etc/hosts", "etc/network/interfaces"];
+    let read_all = |ct: &Ct| -> Vec<Option<Vec<u8>>> {
+        guest_files
+            .iter()
+            .map(|f| fs::read(ct.rootfs().join(f)).ok())
+            .collect()
+    };
+    let before = read_all(&ct);
     ct.start(Some(&net), 10);
     let (status, log) = ct.wait_exit(20);
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("bridge 'nosuchbr' does not exist"), "{log}");
     assert!(!ct.console().contains("OXBOW-CT start"));
     ct.assert_nothing_left(Some(&net));
+    assert_eq!(
+        read_all(&ct),
+        before,
+        "a failed start changed the guest's files"
+    );
     // No init in the root.
     let mut ct = Ct::new(932, &template, &conf("y", ""), "", "");
     fs::remove_file(ct.rootfs().join("sbin/init")).unwrap();

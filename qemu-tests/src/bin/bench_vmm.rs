@@ -7,10 +7,14 @@
 //! initramfs (`make guest`) with 2 vCPUs and 256 MiB, under `bench-run`,
 //! which times VMM start → the guest's first userspace line
 //! (`OXBOW-GUEST start`) and reads the VMM's memory at that moment: total
-//! RSS minus the RSS of guest RAM is the VMM's overhead. Sides alternate
-//! within each round; medians are compared.
+//! RSS minus the RSS of guest RAM is the VMM's overhead. The guest files
+//! are read once before timing, so no side pays the CD; sides alternate
+//! within each round, in an order rotated every round; medians are
+//! compared. A VMM that shows no marker within [`MARKER_TIMEOUT`] is
+//! killed and counts as a missing sample.
 //!
-//! Usage: `bench-vmm [--runs N] [--iso PATH] [--bench-run PATH]`
+//! Usage: `bench-vmm [--runs N] [--only TEXT] [--iso PATH] [--bench-run PATH]`
+//! (`--only` keeps the sides whose label contains TEXT)
 //! (`make bench-vmm` builds everything first).
 
 use std::collections::BTreeMap;
@@ -24,7 +28,9 @@ use qemu_tests::{target_dir, Appliance, BootOptions, Firmware};
 use serde_json::Value;
 
 const BOOT: Duration = Duration::from_secs(600);
-const RUN: Duration = Duration::from_secs(300);
+const RUN: Duration = Duration::from_secs(400);
+/// bench-run's limit for one VMM to reach the marker.
+const MARKER_TIMEOUT: u64 = 180;
 const GUEST_MIB: u64 = 256;
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 const MARKER: &str = "OXBOW-GUEST start";
@@ -33,10 +39,12 @@ fn main() -> Result<()> {
     let mut runs = 3usize;
     let mut iso = target_dir().join("oxbow-bench.iso");
     let mut bench_run = target_dir().join("x86_64-unknown-linux-gnu/release/bench-run");
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            "--only" => only = Some(args.next().context("--only TEXT")?),
             "--iso" => iso = PathBuf::from(args.next().context("--iso PATH")?),
             "--bench-run" => bench_run = PathBuf::from(args.next().context("--bench-run PATH")?),
             other => bail!("unknown argument {other}"),
@@ -74,7 +82,9 @@ fn main() -> Result<()> {
                 mount -t iso9660 -o ro LABEL=OXBOW-GUEST /run/g; \
                 mount -t iso9660 -o ro LABEL=OXBOW-BENCH /run/b; \
                 command -v qemu-system-x86_64; \
-                qemu-system-x86_64 --version | head -1";
+                qemu-system-x86_64 --version | head -1; \
+                cat /run/g/* /run/b/* /usr/lib/oxbow/vmm \
+                    \"$(command -v qemu-system-x86_64)\" >/dev/null";
     vm.run_unit("bench-prep", &["/bin/sh", "-c", prep])?;
     let e = vm.wait_unit_stopped("bench-prep", RUN)?;
     if e.code != Some(0) {
@@ -145,10 +155,18 @@ fn main() -> Result<()> {
         ));
     }
 
+    if let Some(only) = &only {
+        sides.retain(|(label, _)| label.contains(only.as_str()));
+        if sides.is_empty() {
+            bail!("--only {only}: no side's label contains it");
+        }
+    }
     let mut results: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut n = 0;
     for round in 1..=runs {
-        for (label, cmd) in &sides {
+        let mut order = sides.clone();
+        order.rotate_left((round - 1) % sides.len());
+        for (label, cmd) in &order {
             n += 1;
             let unit = format!("bench-{n}");
             let mut argv: Vec<String> = vec![
@@ -159,6 +177,8 @@ fn main() -> Result<()> {
                 MARKER.into(),
                 "--guest-mib".into(),
                 GUEST_MIB.to_string(),
+                "--timeout".into(),
+                MARKER_TIMEOUT.to_string(),
                 "--".into(),
             ];
             argv.extend(cmd.iter().cloned());
@@ -184,6 +204,10 @@ fn main() -> Result<()> {
             };
             let v: Value =
                 serde_json::from_str(&line).with_context(|| format!("parsing {line}"))?;
+            if v["marker_ms"].is_null() {
+                println!("round {round} {label:<22} no marker within {MARKER_TIMEOUT} s: a missing sample");
+                continue;
+            }
             println!(
                 "round {round} {label:<22} marker {:>7.0} ms  exit {:>7.0} ms  rss {:>6} KiB  guest {:>6} KiB  overhead {:>6} KiB",
                 v["marker_ms"].as_f64().unwrap_or(f64::NAN),

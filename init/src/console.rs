@@ -7,10 +7,12 @@ use std::io::Write;
 
 /// Writes one status line to the console.
 pub fn say(msg: impl std::fmt::Display) {
-    let mut err = std::io::stderr().lock();
-    // The console is all PID 1 has to report on; a failed write has nowhere
-    // better to go.
-    let _ = writeln!(err, "oxbow: {msg}");
+    // One write for the whole line: the console is shared with guests
+    // that print to it, and a line written in pieces gets theirs spliced
+    // into it. The console is all PID 1 has to report on; a failed write
+    // has nowhere better to go.
+    let line = format!("oxbow: {msg}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// Writes a line to the kernel log, for panics and messages that must reach

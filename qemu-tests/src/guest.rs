@@ -530,6 +530,27 @@ pub fn guest_lines(console: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The console with init's status lines taken out of the middle of other
+/// lines, for [`guest_lines`] of a nested guest's console. Its UART reaches the appliance's console a byte at
+/// a time, so init's line (one write: `oxbow: ...\n`) can land inside one
+/// of the guest's: `power-buoxbow: [ ok ] ...\ntton`.
+pub fn unsplice_init_lines(console: &str) -> String {
+    let mut out = String::with_capacity(console.len());
+    let mut rest = console;
+    while let Some(i) = rest.find("oxbow: ") {
+        let at_line_start = i == 0 || rest[..i].ends_with('\n');
+        let end = rest[i..].find('\n').map_or(rest.len(), |n| i + n + 1);
+        if at_line_start {
+            out.push_str(&rest[..end]);
+        } else {
+            out.push_str(&rest[..i]);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Boots `kernel` and `initrd` directly under the host's QEMU with
 /// `append`, the serial console in a file, `extra` arguments (disks,
 /// NICs), `-no-reboot`, and kills QEMU after `timeout`.
@@ -791,5 +812,15 @@ mod tests {
         let c =
             "[    0.5] foo\r\nOXBOW-GUEST start\r\nnoise OXBOW-GUEST cpus=2\nOXBOW-GUEST done\n";
         assert_eq!(guest_lines(c), ["start", "cpus=2", "done"]);
+        let spliced = "OXBOW-GUEST power-buoxbow: [ ok ] ctl exited with status 0\ntton\n\
+                       oxbow: a line of its own\nOXBOW-GUEST done\n";
+        assert_eq!(
+            guest_lines(&unsplice_init_lines(spliced)),
+            ["power-button", "done"]
+        );
+        assert_eq!(
+            unsplice_init_lines(spliced),
+            "OXBOW-GUEST power-button\noxbow: a line of its own\nOXBOW-GUEST done\n"
+        );
     }
 }

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use qemu_tests::guest::{debian, guest_lines, GuestAssets, GUEST_LABEL};
+use qemu_tests::guest::{debian, guest_lines, unsplice_init_lines, GuestAssets, GUEST_LABEL};
 use qemu_tests::{with_appliance, Appliance, BootOptions, Firmware, UnitExit};
 
 const BOOT: Duration = Duration::from_secs(600);
@@ -116,7 +116,8 @@ fn run_vmm(
 /// Asserts the guest ran to `done` with both vCPUs online and the VMM
 /// exited with `code`.
 fn check_guest(vm: &mut Appliance, unit: &str, exit: &UnitExit, console: &str, code: i64) {
-    let lines = guest_lines(console);
+    let console = unsplice_init_lines(console);
+    let lines = guest_lines(&console);
     let ok = exit.code == Some(code)
         && lines.first() == Some(&"start")
         && lines.contains(&"cpus=2")
@@ -162,6 +163,7 @@ fn vmm_boots_bzimage_guest_nested() {
             &["--disk", disk, "--net", "tap=vmtap0,mac=02:0b:0b:00:00:02"],
         );
         check_guest(vm, "guest-bzimage", &exit, &console, 0);
+        let console = unsplice_init_lines(&console);
         let lines = guest_lines(&console);
         assert!(
             lines.contains(&"disk sectors=2048 sector0=OXBOW-DISK-7311")
@@ -200,7 +202,7 @@ fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
         let (exit, console) = run_vmm(vm, "guest-pvh", "vmlinux", CMDLINE, &["--no-rng"]);
         check_guest(vm, "guest-pvh", &exit, &console, 0);
         assert!(
-            guest_lines(&console).contains(&"rng=none"),
+            guest_lines(&unsplice_init_lines(&console)).contains(&"rng=none"),
             "--no-rng left an RNG"
         );
         // A guest that reboots makes the VMM exit with status 3.
@@ -250,6 +252,7 @@ fn vmm_control_socket_and_acpi_power_button_nested() {
                 .to_string()
         };
         let (info, paused) = (line("CTL-INFO "), line("CTL-PAUSED "));
+        let console = unsplice_init_lines(&console);
         let lines = guest_lines(&console);
         let ok = ctl.code == Some(0)
             && info.contains(r#""state":"running""#)
@@ -342,6 +345,7 @@ fn vmm_boots_debian_to_login_nested() {
             switched.map_or(f64::NAN, |d| d.as_secs_f64()),
             prompt.as_secs_f64()
         );
+        let console = unsplice_init_lines(&console);
         let lines = guest_lines(&console);
         assert!(
             lines.contains(&"switching to /dev/vda")

@@ -7,8 +7,8 @@
 //!
 //! Links are made over rtnetlink with `netd::port`, the code that also
 //! puts VM taps into their bridges: one request creates a pair with its
-//! peer already in the container's namespace, then the host end is
-//! attached. When the container's network namespace goes away, the kernel
+//! peer already in the container's namespace and the host end in its
+//! bridge and up (a VLAN-aware bridge then gets the port's VLANs). When the container's network namespace goes away, the kernel
 //! deletes both ends of every pair, so nothing is left behind even after a
 //! crash.
 
@@ -106,44 +106,32 @@ async fn create_veth(nl: &Rtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<St
         })?),
         None => None,
     };
-    // A pair left by a monitor that was killed while its container's
-    // namespace lived on cannot exist (the pair dies with the namespace),
-    // but a same-named link made by hand would block us: say so.
-    if nl
-        .link(&host)
-        .await
-        .map_err(|e| port_err(e.into()))?
-        .is_some()
-    {
-        tracing::warn!("deleting the existing link {host}");
-        nl.delete_link(&host)
-            .await
-            .map_err(|e| port_err(e.into()))?;
-    }
-    let mtu = net.mtu.or(bridge.as_ref().and_then(|b| b.mtu));
     let peer = VethPeer {
         name: net.name.clone(),
         mac,
         netns_pid: pid,
     };
-    port::create_veth(nl, &host, &peer, mtu)
-        .await
-        .map_err(port_err)?;
-    let attached = match &net.bridge {
-        Some(bridge) => {
-            let spec = PortSpec {
-                tag: net.tag,
-                trunks: Vec::new(),
-                mtu: net.mtu,
-            };
-            port::attach(nl, &host, bridge, &spec).await
-        }
-        None => match nl.require_link(&host).await {
-            Ok(link) => nl.set_up(&link).await.map_err(PortError::from),
-            Err(e) => Err(e.into()),
-        },
+    let spec = PortSpec {
+        tag: net.tag,
+        trunks: Vec::new(),
+        mtu: net.mtu,
     };
-    if let Err(e) = attached {
+    let made = match port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec).await {
+        // A pair left by a monitor that was killed while its container's
+        // namespace lived on cannot exist (the pair dies with the
+        // namespace), but a same-named link made by hand would block us.
+        Err(PortError::Request { source, .. })
+            if netd::rtnl::errno_of(&source) == Some(libc::EEXIST) =>
+        {
+            tracing::warn!("deleting the existing link {host}");
+            nl.delete_link(&host)
+                .await
+                .map_err(|e| port_err(e.into()))?;
+            port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec).await
+        }
+        other => other,
+    };
+    if let Err(e) = made {
         let _ = nl.delete_link(&host).await;
         return Err(port_err(e));
     }

@@ -254,6 +254,57 @@ pub async fn create_veth(
         })
 }
 
+/// Creates the veth pair `host` / `peer` as [`create_veth`] does and, in
+/// the same request, puts `host` into `bridge` (checked against `spec`
+/// first) and brings it up: one round trip where [`create_veth`] followed
+/// by [`attach`] takes six. On a VLAN-aware bridge the port's VLANs are
+/// then set by [`attach`]. Without a bridge the host end is only brought
+/// up.
+pub async fn create_veth_port(
+    nl: &Rtnl,
+    host: &str,
+    peer: &VethPeer,
+    bridge: Option<&Link>,
+    spec: &PortSpec,
+) -> Result<(), PortError> {
+    if let Some(b) = bridge {
+        check(spec, b)?;
+    }
+    let mtu = spec.mtu.or(bridge.and_then(|b| b.mtu));
+    let mut p = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(peer.name.clone())
+        .setns_by_pid(peer.netns_pid);
+    if let Some(mac) = peer.mac {
+        p = p.address(mac.to_vec());
+    }
+    let mut m = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
+        .name(host.to_string())
+        .up();
+    if let Some(mtu) = mtu {
+        p = p.mtu(mtu);
+        m = m.mtu(mtu);
+    }
+    if let Some(b) = bridge {
+        m = m.controller(b.index);
+    }
+    let msg = m
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
+        .build();
+    nl.handle()
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|source| PortError::Request {
+            op: format!("create the veth pair {host} / {}", peer.name),
+            source,
+        })?;
+    match bridge {
+        Some(b) if b.vlan_filtering => attach(nl, host, &b.name, spec).await,
+        _ => Ok(()),
+    }
+}
+
 /// Runs `f` with a netlink connection on a runtime of the calling thread,
 /// for callers without an async runtime (the container monitor). `f`'s
 /// error type is the caller's, as long as a [`PortError`] converts to it.

@@ -60,7 +60,8 @@ fn failed(op: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RtnlError {
     move |source| RtnlError::Request { op, source }
 }
 
-fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
+/// The errno a failed netlink request carries, if it carries one.
+pub fn errno_of(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
         _ => None,

@@ -87,6 +87,7 @@ fn main() -> Result<()> {
                     || l.starts_with("medians")
                     || l.starts_with("bench-ct-run")
                     || l.starts_with("one exec")
+                    || l.starts_with("phase")
             }) {
                 println!("{l}");
             }

@@ -246,7 +246,10 @@ fn bench(args: &[String]) -> Result<()> {
         };
         let t0 = since_midnight(spawned);
         let log = fs::read_to_string(setup.work.join("ours.log")).unwrap_or_default();
-        for l in log.lines().filter(|l| l.contains("container ")) {
+        for l in log
+            .lines()
+            .filter(|l| l.contains("container ") || l.contains("ctr "))
+        {
             // "2026-12-03T07:10:00.123456Z DEBUG ctr::monitor: container 1: ..."
             let tod = l.get(11..26).and_then(|t| {
                 let mut p = t.split(':');
@@ -255,7 +258,11 @@ fn bench(args: &[String]) -> Result<()> {
                 let s: f64 = p.next()?.trim_end_matches('Z').parse().ok()?;
                 Some(h * 3600.0 + m * 60.0 + s)
             });
-            let what = l.split_once("container ").map(|(_, w)| w).unwrap_or(l);
+            let what = l
+                .split_once("container ")
+                .or_else(|| l.split_once("ctr "))
+                .map(|(_, w)| w)
+                .unwrap_or(l);
             if let Some(tod) = tod {
                 println!("phase {:>8.1} ms  {what}", (tod - t0) * 1e3);
             }
@@ -296,12 +303,7 @@ fn start_once(setup: &Setup, side: &str, fifo: &OwnedFd) -> Result<f64> {
 }
 
 /// [`start_once`] with variables added to the side's environment.
-fn start_with_env(
-    setup: &Setup,
-    side: &str,
-    fifo: &OwnedFd,
-    env: &[(&str, &str)],
-) -> Result<f64> {
+fn start_with_env(setup: &Setup, side: &str, fifo: &OwnedFd, env: &[(&str, &str)]) -> Result<f64> {
     let log = fs::File::create(setup.work.join(format!("{side}.log")))?;
     let mut cmd = match side {
         "ours" => {

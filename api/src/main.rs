@@ -38,14 +38,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("APID_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    netd::logging::init(
+        "APID_LOG",
+        tracing_subscriber::filter::LevelFilter::INFO,
+        std::io::stderr().is_terminal(),
+    );
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -26,14 +26,12 @@ const USAGE: &str = "usage:
       attach the terminal to a container's console socket (Ctrl-a q quits)";
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    netd::logging::init(
+        "RUST_LOG",
+        tracing_subscriber::filter::LevelFilter::INFO,
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
+    tracing::debug!("ctr {}: logging set up", env!("CARGO_PKG_VERSION"));
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("start") => start(&args[1..]),
@@ -135,6 +133,7 @@ fn start(args: &[String]) -> Result<u8> {
     };
     let spec = ctr::ContainerSpec::from_config(vmid, &config, rootfs)
         .with_context(|| format!("container {vmid}"))?;
+    tracing::debug!("container {vmid}: configuration read");
     let mut opts = ctr::MonitorOptions {
         socket: o.get("socket").map(PathBuf::from),
         console_log: o.get("console-log").map(PathBuf::from),

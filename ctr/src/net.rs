@@ -65,6 +65,7 @@ pub fn create_veths(vmid: u32, pid: i32, nets: &[NetSpec]) -> Result<Vec<String>
     }
     let pid = u32::try_from(pid).expect("a process id is positive");
     port::blocking(async |nl| {
+        tracing::debug!("container {vmid}: netlink connected");
         let mut made = Vec::new();
         for net in nets {
             match create_veth(nl, vmid, pid, net).await {
@@ -99,6 +100,7 @@ async fn create_veth(nl: &Rtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<St
         },
         None => None,
     };
+    tracing::debug!("container {vmid}: net{}: bridge looked up", net.index);
     let mac = match &net.hwaddr {
         Some(text) => Some(parse_mac(text).ok_or_else(|| NetError::BadMac {
             index: net.index,

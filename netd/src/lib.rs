@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod dhcp;
 pub mod fsutil;
 pub mod interfaces;
+pub mod logging;
 pub mod ping;
 pub mod plan;
 pub mod port;

@@ -27,13 +27,11 @@ fn main() -> ExitCode {
         args.first().map(String::as_str),
         Some("interfaces" | "firewall")
     ) {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            )
-            .init();
+        netd::logging::init(
+            "NETD_LOG",
+            tracing_subscriber::filter::LevelFilter::WARN,
+            std::io::stderr().is_terminal(),
+        );
         return match tool(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -49,14 +47,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NETD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    netd::logging::init(
+        "NETD_LOG",
+        tracing_subscriber::filter::LevelFilter::INFO,
+        std::io::stderr().is_terminal(),
+    );
     match netd::run(&cfg).context("netd failed") {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,7 +13,9 @@
 //!   system image, so both run on the same kernel and cgroup tree.
 //!
 //! Usage: `bench-ct [--runs N] [--appliance-runs N] [--iso PATH]
-//! [--runner PATH] [--ctr PATH] [--no-host] [--no-appliance]`
+//! [--runner PATH] [--ctr PATH] [--appliance-ctr PATH] [--no-host] [--no-appliance]`
+//! (`--appliance-ctr` runs that ctr binary in the appliance instead of the
+//! image's own, to try a change without building the image again)
 //! (`make bench-ct` builds everything first).
 
 use std::path::PathBuf;
@@ -32,6 +34,7 @@ fn main() -> Result<()> {
     let mut iso = target_dir().join("oxbow-bench-peers.iso");
     let mut runner = bins.join("bench-ct-run");
     let mut ctr = bins.join("ctr");
+    let mut appliance_ctr: Option<PathBuf> = None;
     let mut host = true;
     let mut appliance = true;
     let mut args = std::env::args().skip(1);
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
             "--iso" => iso = PathBuf::from(v()?),
             "--runner" => runner = PathBuf::from(v()?),
             "--ctr" => ctr = PathBuf::from(v()?),
+            "--appliance-ctr" => appliance_ctr = Some(PathBuf::from(v()?)),
             "--no-host" => host = false,
             "--no-appliance" => appliance = false,
             other => bail!("unknown argument {other}"),
@@ -73,11 +77,20 @@ fn main() -> Result<()> {
         }
     }
     if appliance {
-        let mut vm = BenchAppliance::boot(&iso, &[(runner.clone(), "bench-ct-run")])?;
+        let mut files = vec![(runner.clone(), "bench-ct-run")];
+        if let Some(c) = &appliance_ctr {
+            files.push((c.clone(), "ctr"));
+        }
+        let mut vm = BenchAppliance::boot(&iso, &files)?;
+        let ctr_arg = if appliance_ctr.is_some() {
+            format!(" --ctr {CD_MOUNT}/ctr")
+        } else {
+            String::new()
+        };
         for config in ["privileged", "unprivileged"] {
             println!("== in the appliance: {config} ==");
             let cmd = format!(
-                "{CD_MOUNT}/bench-ct-run --config {} --runs {appliance_runs}",
+                "{CD_MOUNT}/bench-ct-run --config {} --runs {appliance_runs}{ctr_arg}",
                 shell_quote(config)
             );
             let out = vm.run(&cmd, Duration::from_secs(3600))?;
@@ -87,6 +100,7 @@ fn main() -> Result<()> {
                     || l.starts_with("medians")
                     || l.starts_with("bench-ct-run")
                     || l.starts_with("one exec")
+                    || l.starts_with("phase")
             }) {
                 println!("{l}");
             }

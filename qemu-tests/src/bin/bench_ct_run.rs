@@ -227,10 +227,50 @@ fn bench(args: &[String]) -> Result<()> {
         }
         Ok(())
     })();
+    // One more start of ours, not timed, with the monitor's debug log: its
+    // steps, each at its time since the spawn.
+    let phases = result.as_ref().ok().map(|_| {
+        let spawned = std::time::SystemTime::now();
+        let marker = start_with_env(&setup, "ours", &fifo, &[("RUST_LOG", "debug")]);
+        (spawned, marker)
+    });
     if config == Config::Unprivileged {
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
     }
     result?;
+    if let Some((spawned, marker)) = phases {
+        let since_midnight = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64() % 86_400.0)
+                .unwrap_or(0.0)
+        };
+        let t0 = since_midnight(spawned);
+        let log = fs::read_to_string(setup.work.join("ours.log")).unwrap_or_default();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("container ") || l.contains("ctr "))
+        {
+            // "2026-12-03T07:10:00.123456Z DEBUG ctr::monitor: container 1: ..."
+            let tod = l.get(11..26).and_then(|t| {
+                let mut p = t.split(':');
+                let h: f64 = p.next()?.parse().ok()?;
+                let m: f64 = p.next()?.parse().ok()?;
+                let s: f64 = p.next()?.trim_end_matches('Z').parse().ok()?;
+                Some(h * 3600.0 + m * 60.0 + s)
+            });
+            let what = l
+                .split_once("container ")
+                .or_else(|| l.split_once("ctr "))
+                .map(|(_, w)| w)
+                .unwrap_or(l);
+            if let Some(tod) = tod {
+                println!("phase {:>8.1} ms  {what}", (tod - t0) * 1e3);
+            }
+        }
+        if let Ok(ms) = marker {
+            println!("phase {ms:>8.1} ms  the guest init's line on the FIFO");
+        }
+    }
     let mut med: Vec<f64> = times.iter().map(|t| median(&mut t.clone())).collect();
     println!(
         "medians of {runs}: ours {:.2} ms, lxc-start {:.2} ms, floor {:.2} ms; \
@@ -259,6 +299,11 @@ fn bench(args: &[String]) -> Result<()> {
 /// One start: spawn, wait for the init's line on the FIFO (timed), then
 /// wait for the runtime to finish (not timed).
 fn start_once(setup: &Setup, side: &str, fifo: &OwnedFd) -> Result<f64> {
+    start_with_env(setup, side, fifo, &[])
+}
+
+/// [`start_once`] with variables added to the side's environment.
+fn start_with_env(setup: &Setup, side: &str, fifo: &OwnedFd, env: &[(&str, &str)]) -> Result<f64> {
     let log = fs::File::create(setup.work.join(format!("{side}.log")))?;
     let mut cmd = match side {
         "ours" => {
@@ -296,7 +341,8 @@ fn start_once(setup: &Setup, side: &str, fifo: &OwnedFd) -> Result<f64> {
             c
         }
     };
-    cmd.stdin(Stdio::null())
+    cmd.envs(env.iter().copied())
+        .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
     let t = Instant::now();

@@ -2,7 +2,7 @@
 //! measures it from the outside, for `bench-vmm`.
 //!
 //! ```text
-//! bench-run --label NAME --marker TEXT --guest-mib N [--timeout SECS] -- COMMAND ARGS...
+//! bench-run --label NAME --marker TEXT --guest-mib N [--timeout SECS] [--echo] -- COMMAND ARGS...
 //! ```
 //!
 //! It starts COMMAND with the guest's serial console on its stdout, reads
@@ -11,7 +11,8 @@
 //! `/proc/PID/smaps`: the total RSS, and the RSS of the largest anonymous
 //! mapping at least as big as the guest (guest RAM, in both VMMs); the
 //! difference is the VMM's own overhead. Then it waits for the VMM to exit
-//! (the guest powers off) and prints one line:
+//! (the guest powers off) and prints one line (with `--echo`, after every
+//! console line of the guest, prefixed with its time since the spawn):
 //!
 //! ```text
 //! BENCH {"label":..,"marker_ms":..,"exit_ms":..,"rss_kib":..,"guest_rss_kib":..,"overhead_kib":..,"hwm_kib":..,"status":..}
@@ -26,6 +27,7 @@ struct Args {
     marker: String,
     guest_mib: u64,
     timeout: Duration,
+    echo: bool,
     command: Vec<String>,
 }
 
@@ -35,6 +37,7 @@ fn parse() -> Result<Args, String> {
         marker: String::new(),
         guest_mib: 0,
         timeout: Duration::from_secs(300),
+        echo: false,
         command: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
@@ -47,6 +50,7 @@ fn parse() -> Result<Args, String> {
             "--timeout" => {
                 a.timeout = Duration::from_secs(v()?.parse().map_err(|_| "--timeout: seconds")?)
             }
+            "--echo" => a.echo = true,
             "--" => {
                 a.command = it.by_ref().collect();
                 break;
@@ -133,14 +137,31 @@ fn main() -> ExitCode {
     let mut out = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     let marker = a.marker.clone().into_bytes();
+    let echo = a.echo;
     // Reads the console until the marker, then keeps draining it.
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         let mut sent = false;
+        let mut line = Vec::new();
+        let mut lines = Vec::new();
         while let Ok(n) = out.read(&mut buf) {
             if n == 0 {
                 break;
+            }
+            if echo {
+                for &b in &buf[..n] {
+                    if b == b'\n' {
+                        let ms = start.elapsed().as_secs_f64() * 1000.0;
+                        lines.push(format!(
+                            "{ms:>9.1} ms | {}",
+                            String::from_utf8_lossy(&line).trim_end()
+                        ));
+                        line.clear();
+                    } else {
+                        line.push(b);
+                    }
+                }
             }
             if !sent {
                 seen.extend_from_slice(&buf[..n]);
@@ -150,6 +171,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        lines
     });
     let marker_at = rx.recv_timeout(a.timeout).ok();
     let (rss, guest) = memory(pid, a.guest_mib * 1024);
@@ -169,6 +191,11 @@ fn main() -> ExitCode {
         }
     };
     let exit_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if a.echo {
+        for l in reader.join().unwrap_or_default() {
+            println!("{l}");
+        }
+    }
     let line = serde_json::json!({
         "label": a.label,
         "marker_ms": marker_at.map(|t| (t - start).as_secs_f64() * 1000.0),

@@ -13,8 +13,11 @@
 //! compared. A VMM that shows no marker within [`MARKER_TIMEOUT`] is
 //! killed and counts as a missing sample.
 //!
-//! Usage: `bench-vmm [--runs N] [--only TEXT] [--iso PATH] [--bench-run PATH]`
-//! (`--only` keeps the sides whose label contains TEXT)
+//! Usage: `bench-vmm [--runs N] [--only TEXT] [--cmdline TEXT] [--echo]
+//! [--iso PATH] [--bench-run PATH]` (`--only` keeps the sides whose label
+//! contains TEXT; `--cmdline` replaces the guest's command line; `--echo`
+//! prints each run's guest console, every line with its time since the
+//! VMM's start)
 //! (`make bench-vmm` builds everything first).
 
 use std::collections::BTreeMap;
@@ -40,11 +43,15 @@ fn main() -> Result<()> {
     let mut iso = target_dir().join("oxbow-bench.iso");
     let mut bench_run = target_dir().join("x86_64-unknown-linux-gnu/release/bench-run");
     let mut only: Option<String> = None;
+    let mut cmdline = CMDLINE.to_string();
+    let mut echo = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
             "--only" => only = Some(args.next().context("--only TEXT")?),
+            "--cmdline" => cmdline = args.next().context("--cmdline TEXT")?,
+            "--echo" => echo = true,
             "--iso" => iso = PathBuf::from(args.next().context("--iso PATH")?),
             "--bench-run" => bench_run = PathBuf::from(args.next().context("--bench-run PATH")?),
             other => bail!("unknown argument {other}"),
@@ -118,7 +125,7 @@ fn main() -> Result<()> {
             "-initrd",
             "/run/g/initrd.img",
             "-append",
-            CMDLINE,
+            cmdline.as_str(),
         ]
         .iter()
         .map(|s| s.to_string())
@@ -132,7 +139,7 @@ fn main() -> Result<()> {
             "--initrd",
             "/run/g/initrd.img",
             "--cmdline",
-            CMDLINE,
+            cmdline.as_str(),
             "--cpus",
             "2",
             "--memory",
@@ -179,8 +186,11 @@ fn main() -> Result<()> {
                 GUEST_MIB.to_string(),
                 "--timeout".into(),
                 MARKER_TIMEOUT.to_string(),
-                "--".into(),
             ];
+            if echo {
+                argv.push("--echo".into());
+            }
+            argv.push("--".into());
             argv.extend(cmd.iter().cloned());
             let script = format!(
                 "exec >/dev/console 2>&1; exec {}",
@@ -204,6 +214,17 @@ fn main() -> Result<()> {
             };
             let v: Value =
                 serde_json::from_str(&line).with_context(|| format!("parsing {line}"))?;
+            if echo {
+                let console = vm.serial();
+                for l in console
+                    .get(before..)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(" ms | "))
+                {
+                    println!("  {label}: {l}");
+                }
+            }
             if v["marker_ms"].is_null() {
                 println!("round {round} {label:<22} no marker within {MARKER_TIMEOUT} s: a missing sample");
                 continue;

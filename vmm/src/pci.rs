@@ -238,6 +238,12 @@ pub const CONFIG_ADDRESS_PORT: u16 = 0xcf8;
 /// The data port.
 pub const CONFIG_DATA_PORT: u16 = 0xcfc;
 
+/// Whether `port` is one of the configuration mechanism's ports
+/// (0xcf8-0xcff).
+pub fn is_config_port(port: u16) -> bool {
+    (CONFIG_ADDRESS_PORT..=0xcff).contains(&port)
+}
+
 impl PciBus {
     /// A bus with the host bridge in slot 0.
     pub fn new() -> PciBus {

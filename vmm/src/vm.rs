@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{Cap, Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VcpuExit, VcpuFd, VmFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vm_superio::{I8042Device, Serial};
 use vmm_sys_util::eventfd::EventFd;
@@ -22,7 +22,7 @@ use crate::cpu::{self, CpuError};
 use crate::devices::{AcpiPm, IrqTrigger, PortBus, ResetTrigger};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::layout;
-use crate::pci::PciBus;
+use crate::pci::{self, PciBus};
 use crate::virtio::blk::Blk;
 use crate::virtio::net::{MacAddr, Net};
 use crate::virtio::pci::{self as pci_virtio, VirtioPci};
@@ -211,6 +211,9 @@ pub struct VmHandle {
     /// The port bus (for the power button).
     pub bus: Arc<PortBus>,
     threads: Mutex<Vec<libc::pthread_t>>,
+    /// With coalesced configuration-address writes: held while a vCPU
+    /// replays the ring, which all vCPUs share.
+    coalesced: Option<Mutex<()>>,
     /// The configuration.
     pub config: VmConfig,
 }
@@ -445,9 +448,25 @@ impl Vm {
             .get_msr_index_list()
             .map_err(kvm("get MSR index list"))?;
         let tsc_deadline = kvm_fd.check_extension(Cap::TscDeadlineTimer);
+        // Writes of the PCI configuration address (0xcf8) are queued by
+        // KVM in a ring instead of each exiting to the vmm; they are
+        // replayed when the guest next touches a configuration port.
+        // Every configuration read is an address write and a data read,
+        // so this halves the exits of the kernel's port-I/O PCI scans.
+        let coalesced = kvm_fd.check_extension(Cap::CoalescedPio)
+            && vm
+                .register_coalesced_mmio(
+                    IoEventAddress::Pio(u64::from(pci::CONFIG_ADDRESS_PORT)),
+                    4,
+                )
+                .is_ok();
         let mut vcpus = Vec::new();
         for id in 0..config.cpus {
-            let vcpu = vm.create_vcpu(u64::from(id)).map_err(kvm("create vCPU"))?;
+            let mut vcpu = vm.create_vcpu(u64::from(id)).map_err(kvm("create vCPU"))?;
+            if coalesced {
+                vcpu.map_coalesced_mmio_ring()
+                    .map_err(kvm("map the coalesced I/O ring"))?;
+            }
             cpu::setup_vcpu(
                 &vcpu,
                 id,
@@ -464,6 +483,7 @@ impl Vm {
             run: Arc::new(RunControl::new()),
             bus,
             threads: Mutex::new(Vec::new()),
+            coalesced: coalesced.then(|| Mutex::new(())),
             config,
         });
         Ok(Vm {
@@ -576,12 +596,33 @@ fn stdin_loop(bus: &PortBus) {
     }
 }
 
+/// Replays the port writes KVM queued in the coalesced ring, in order.
+fn replay_queued_writes(vcpu: &mut VcpuFd, h: &VmHandle) {
+    let Some(lock) = &h.coalesced else {
+        return;
+    };
+    let _one_at_a_time = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while let Ok(Some(e)) = vcpu.coalesced_mmio_read() {
+        let len = (e.len as usize).min(e.data.len());
+        // SAFETY: `pio` is a plain integer in a union of integers.
+        if unsafe { e.__bindgen_anon_1.pio } == 1 {
+            h.bus.write(e.phys_addr as u16, &e.data[..len]);
+        }
+    }
+}
+
 fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
     let trace = std::env::var_os("OXBOW_VMM_TRACE").is_some();
     loop {
         if !h.run.wait_runnable() {
             return;
         }
+        // A configuration-port access is served after the queued address
+        // writes are replayed; replaying needs the vCPU, which the exit
+        // still borrows, so the access is noted and served below.
+        let mut cfg_read: Option<(u16, *mut u8, usize)> = None;
+        let mut cfg_write: Option<(u16, [u8; 4], usize)> = None;
+        let queued = h.coalesced.is_some();
         let r = vcpu.run();
         if trace {
             match &r {
@@ -591,6 +632,16 @@ fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
             }
         }
         match r {
+            Ok(VcpuExit::IoIn(port, data)) if queued && pci::is_config_port(port) => {
+                cfg_read = Some((port, data.as_mut_ptr(), data.len()));
+            }
+            Ok(VcpuExit::IoOut(port, data))
+                if queued && pci::is_config_port(port) && data.len() <= 4 =>
+            {
+                let mut bytes = [0u8; 4];
+                bytes[..data.len()].copy_from_slice(data);
+                cfg_write = Some((port, bytes, data.len()));
+            }
             Ok(VcpuExit::IoIn(port, data)) => h.bus.read(port, data),
             Ok(VcpuExit::IoOut(port, data)) => h.bus.write(port, data),
             Ok(VcpuExit::MmioRead(addr, data)) => h.bus.mmio_read(addr, data),
@@ -615,6 +666,20 @@ fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
             ))),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
             Err(e) => h.exit.request(ExitReason::Crashed(format!("KVM_RUN: {e}"))),
+        }
+        if cfg_read.is_some() || cfg_write.is_some() {
+            replay_queued_writes(&mut vcpu, h);
+        }
+        if let Some((port, bytes, len)) = cfg_write {
+            h.bus.write(port, &bytes[..len]);
+        }
+        if let Some((port, ptr, len)) = cfg_read {
+            // SAFETY: `ptr..ptr+len` is the data area of this vCPU's
+            // `kvm_run` page, which stays mapped as long as `vcpu`; the
+            // exit that borrowed it has ended and nothing else refers to
+            // it until the next KVM_RUN, which reads the answer from it.
+            let data = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+            h.bus.read(port, data);
         }
         if h.exit.reason().is_some() && h.run.state() == RunState::Running {
             // Another thread requested the end; stop without waiting for a kick.

@@ -14,7 +14,8 @@
 //! killed and counts as a missing sample.
 //!
 //! Usage: `bench-vmm [--runs N] [--only TEXT] [--cmdline TEXT] [--echo]
-//! [--iso PATH] [--bench-run PATH]` (`--only` keeps the sides whose label
+//! [--vmm PATH] [--iso PATH] [--bench-run PATH]` (`--vmm` runs that vmm
+//! binary, from the benchmark CD, instead of the image's own; `--only` keeps the sides whose label
 //! contains TEXT; `--cmdline` replaces the guest's command line; `--echo`
 //! prints each run's guest console, every line with its time since the
 //! VMM's start)
@@ -45,6 +46,7 @@ fn main() -> Result<()> {
     let mut only: Option<String> = None;
     let mut cmdline = CMDLINE.to_string();
     let mut echo = false;
+    let mut vmm: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -52,6 +54,7 @@ fn main() -> Result<()> {
             "--only" => only = Some(args.next().context("--only TEXT")?),
             "--cmdline" => cmdline = args.next().context("--cmdline TEXT")?,
             "--echo" => echo = true,
+            "--vmm" => vmm = Some(PathBuf::from(args.next().context("--vmm PATH")?)),
             "--iso" => iso = PathBuf::from(args.next().context("--iso PATH")?),
             "--bench-run" => bench_run = PathBuf::from(args.next().context("--bench-run PATH")?),
             other => bail!("unknown argument {other}"),
@@ -66,6 +69,14 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&cd_dir)?;
     std::fs::copy(&bench_run, cd_dir.join("bench-run"))
         .with_context(|| format!("copying {}", bench_run.display()))?;
+    if let Some(v) = &vmm {
+        std::fs::copy(v, cd_dir.join("vmm")).with_context(|| format!("copying {}", v.display()))?;
+    }
+    let vmm_path = if vmm.is_some() {
+        "/run/b/vmm"
+    } else {
+        "/usr/lib/oxbow/vmm"
+    };
     let bench_iso = work.path().join("bench.iso");
     let out = Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-r", "-V", "OXBOW-BENCH", "-o"])
@@ -133,7 +144,7 @@ fn main() -> Result<()> {
     };
     let oxbow = |kernel: &str| -> Vec<String> {
         [
-            "/usr/lib/oxbow/vmm",
+            vmm_path,
             "--kernel",
             kernel,
             "--initrd",

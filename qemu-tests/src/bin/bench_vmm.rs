@@ -15,7 +15,8 @@
 //!
 //! Usage: `bench-vmm [--runs N] [--only TEXT] [--cmdline TEXT] [--echo]
 //! [--vmm PATH] [--iso PATH] [--bench-run PATH]` (`--vmm` runs that vmm
-//! binary, from the benchmark CD, instead of the image's own; `--only` keeps the sides whose label
+//! binary, from the benchmark CD, as `oxbow`, and the image's own beside it
+//! as `oxbow-image`; `--only` keeps the sides whose label
 //! contains TEXT; `--cmdline` replaces the guest's command line; `--echo`
 //! prints each run's guest console, every line with its time since the
 //! VMM's start)
@@ -72,11 +73,15 @@ fn main() -> Result<()> {
     if let Some(v) = &vmm {
         std::fs::copy(v, cd_dir.join("vmm")).with_context(|| format!("copying {}", v.display()))?;
     }
-    let vmm_path = if vmm.is_some() {
-        "/run/b/vmm"
-    } else {
-        "/usr/lib/oxbow/vmm"
-    };
+    // With --vmm, that binary is "oxbow" and the image's own runs beside
+    // it as "oxbow-image", so a change is compared in the same run.
+    let mut oxbows = vec![("oxbow", "/usr/lib/oxbow/vmm")];
+    if vmm.is_some() {
+        oxbows = vec![
+            ("oxbow", "/run/b/vmm"),
+            ("oxbow-image", "/usr/lib/oxbow/vmm"),
+        ];
+    }
     let bench_iso = work.path().join("bench.iso");
     let out = Command::new("xorriso")
         .args(["-as", "mkisofs", "-quiet", "-r", "-V", "OXBOW-BENCH", "-o"])
@@ -142,7 +147,7 @@ fn main() -> Result<()> {
         .map(|s| s.to_string())
         .collect()
     };
-    let oxbow = |kernel: &str| -> Vec<String> {
+    let oxbow = |vmm_path: &str, kernel: &str| -> Vec<String> {
         [
             vmm_path,
             "--kernel",
@@ -165,7 +170,9 @@ fn main() -> Result<()> {
     };
     let mut sides: Vec<(String, Vec<String>)> = Vec::new();
     for (fmt, kernel) in [("bzImage", "/run/g/vmlinuz"), ("pvh", "/run/g/vmlinux")] {
-        sides.push((format!("oxbow {fmt}"), oxbow(kernel)));
+        for (name, path) in &oxbows {
+            sides.push((format!("{name} {fmt}"), oxbow(path, kernel)));
+        }
         sides.push((format!("qemu-q35 {fmt}"), qemu_common("q35", kernel)));
         sides.push((
             format!("qemu-microvm {fmt}"),
@@ -262,21 +269,23 @@ fn main() -> Result<()> {
     };
     println!("\nmedians of {runs} (2 vCPUs, {GUEST_MIB} MiB, nested KVM inside the appliance under QEMU TCG):");
     for fmt in ["bzImage", "pvh"] {
-        let o = format!("oxbow {fmt}");
-        let (om, oo) = (med(&o, "marker_ms"), med(&o, "overhead_kib"));
-        println!(
-            "  {o:<22} start->userspace {om:>7.0} ms   overhead {:>7.1} MiB",
-            oo / 1024.0
-        );
-        for peer in ["qemu-q35", "qemu-microvm"] {
-            let p = format!("{peer} {fmt}");
-            let (pm, po) = (med(&p, "marker_ms"), med(&p, "overhead_kib"));
+        for (name, _) in &oxbows {
+            let o = format!("{name} {fmt}");
+            let (om, oo) = (med(&o, "marker_ms"), med(&o, "overhead_kib"));
             println!(
-                "  {p:<22} start->userspace {pm:>7.0} ms   overhead {:>7.1} MiB   oxbow/peer: time {:.2}, overhead {:.2}",
-                po / 1024.0,
-                om / pm,
-                oo / po
+                "  {o:<22} start->userspace {om:>7.0} ms   overhead {:>7.1} MiB",
+                oo / 1024.0
             );
+            for peer in ["qemu-q35", "qemu-microvm"] {
+                let p = format!("{peer} {fmt}");
+                let (pm, po) = (med(&p, "marker_ms"), med(&p, "overhead_kib"));
+                println!(
+                    "  {p:<22} start->userspace {pm:>7.0} ms   overhead {:>7.1} MiB   {name}/peer: time {:.2}, overhead {:.2}",
+                    po / 1024.0,
+                    om / pm,
+                    oo / po
+                );
+            }
         }
     }
     Ok(())

@@ -2,9 +2,7 @@
 //! write-zeroes, get-id, and read-only disks.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -12,8 +10,8 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 use super::{
-    device_type, drain, signal_used, ActiveQueue, Interrupt, VirtioDevice, Worker,
-    VIRTIO_F_VERSION_1,
+    device_type, drain, run_queue, sg, ActiveQueue, Interrupt, VirtioDevice, Worker,
+    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 
 /// Sector size of the protocol.
@@ -56,8 +54,8 @@ pub mod status {
 const SEG_MAX: u32 = 126;
 /// Largest discard or write-zeroes range, in sectors (1 GiB).
 const MAX_DISCARD_SECTORS: u32 = 1 << 21;
-/// Largest single read or write we buffer (the guest's own limit with
-/// SEG_MAX 4 KiB segments is far below this).
+/// Largest single read or write (the guest's own limit with SEG_MAX
+/// 4 KiB segments is far below this); it bounds one request's system call.
 const MAX_IO: usize = 32 << 20;
 
 /// A block device on an image file.
@@ -202,6 +200,12 @@ fn punch(file: &File, off: u64, len: u64, zero: bool) -> std::io::Result<()> {
 }
 
 /// Runs one request (a popped chain) and writes its status.
+///
+/// Data moves straight between the image and the chain's guest buffers
+/// (`preadv`/`pwritev` over [`sg::chain_sg`]'s segments), without a copy
+/// in between. A chain that does not resolve (a buffer outside guest
+/// memory, a loop, no writable byte for the status) is answered with used
+/// length 0 and nothing is read or written.
 pub fn handle<M>(
     chain: virtio_queue::DescriptorChain<M>,
     mem: &GuestMemoryMmap,
@@ -215,128 +219,111 @@ where
         len: 0,
         status: status::IOERR,
     };
-    let Ok(mut reader) = chain.clone().reader(mem) else {
+    let Ok(sg::ChainSg {
+        readable: mut request,
+        writable: mut data,
+    }) = sg::chain_sg(mem, chain)
+    else {
         stats.errors += 1;
         return fail;
     };
-    let Ok(mut writer) = chain.writer(mem) else {
-        stats.errors += 1;
-        return fail;
-    };
-    let avail = writer.available_bytes();
-    if avail == 0 {
+    if data.is_empty() {
         stats.errors += 1;
         return fail; // no room for the status byte
     }
-    let Ok(mut status_w) = writer.split_at(avail - 1) else {
-        stats.errors += 1;
-        return fail;
-    };
-    let (kind, sector) = match (
-        reader.read_obj::<u32>(),
-        reader.read_obj::<u32>(),
-        reader.read_obj::<u64>(),
-    ) {
-        (Ok(k), Ok(_), Ok(s)) => (k, s),
-        _ => {
+    let status_byte = data.split_off(data.len() - 1);
+    let finish = |st: u8, data_len: u32, stats: &mut Stats| {
+        if st != status::OK {
             stats.errors += 1;
-            let _ = status_w.write_all(&[status::IOERR]);
-            return Done {
-                len: 1,
-                status: status::IOERR,
-            };
+        }
+        let _ = status_byte.write_at(0, &[st]);
+        Done {
+            len: data_len + 1,
+            status: st,
         }
     };
+    let mut header = [0u8; 16];
+    if request.read_into(&mut header).is_err() {
+        return finish(status::IOERR, 0, stats);
+    }
+    request.advance(header.len());
+    let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    let mut s8 = [0u8; 8];
+    s8.copy_from_slice(&header[8..16]);
+    let sector = u64::from_le_bytes(s8);
+
     let mut data_len = 0u32;
-    let st = (|| -> u8 {
-        match kind {
-            req::IN => {
-                let n = writer.available_bytes();
-                if n > MAX_IO || !range_ok(disk, sector, n as u64) {
-                    return status::IOERR;
-                }
-                let mut buf = vec![0u8; n];
-                if disk.file.read_exact_at(&mut buf, sector * SECTOR).is_err() {
-                    return status::IOERR;
-                }
-                if writer.write_all(&buf).is_err() {
-                    return status::IOERR;
-                }
+    let st = match kind {
+        req::IN => {
+            let n = data.len();
+            if n > MAX_IO || !range_ok(disk, sector, n as u64) {
+                status::IOERR
+            } else if data.read_all_from(disk.file, sector * SECTOR).is_err() {
+                status::IOERR
+            } else {
                 data_len = n as u32;
                 stats.reads += 1;
                 status::OK
             }
-            req::OUT => {
-                let n = reader.available_bytes();
-                if disk.readonly || n > MAX_IO || !range_ok(disk, sector, n as u64) {
-                    return status::IOERR;
-                }
-                let mut buf = vec![0u8; n];
-                if reader.read_exact(&mut buf).is_err() {
-                    return status::IOERR;
-                }
-                if disk.file.write_all_at(&buf, sector * SECTOR).is_err() {
-                    return status::IOERR;
-                }
+        }
+        req::OUT => {
+            let n = request.len();
+            if disk.readonly || n > MAX_IO || !range_ok(disk, sector, n as u64) {
+                status::IOERR
+            } else if request.write_all_to(disk.file, sector * SECTOR).is_err() {
+                status::IOERR
+            } else {
                 stats.writes += 1;
                 status::OK
             }
-            req::FLUSH => {
-                stats.flushes += 1;
-                if disk.readonly || disk.file.sync_data().is_ok() {
-                    status::OK
-                } else {
-                    status::IOERR
-                }
+        }
+        req::FLUSH => {
+            stats.flushes += 1;
+            if disk.readonly || disk.file.sync_data().is_ok() {
+                status::OK
+            } else {
+                status::IOERR
             }
-            req::GET_ID => {
-                let n = writer.available_bytes().min(20);
-                if writer.write_all(&disk.id[..n]).is_err() {
-                    return status::IOERR;
-                }
+        }
+        req::GET_ID => {
+            let n = data.len().min(20);
+            if data.write_at(0, &disk.id[..n]).is_err() {
+                status::IOERR
+            } else {
                 data_len = n as u32;
                 status::OK
             }
-            req::DISCARD | req::WRITE_ZEROES => {
-                if disk.readonly {
-                    return status::IOERR;
-                }
-                // One or more 16-byte segments: sector, num_sectors, flags.
-                while reader.available_bytes() >= 16 {
-                    let (Ok(s), Ok(n), Ok(_flags)) = (
-                        reader.read_obj::<u64>(),
-                        reader.read_obj::<u32>(),
-                        reader.read_obj::<u32>(),
-                    ) else {
-                        return status::IOERR;
-                    };
-                    if n > MAX_DISCARD_SECTORS || !range_ok(disk, s, u64::from(n) * SECTOR) {
-                        return status::IOERR;
-                    }
-                    if punch(
-                        disk.file,
-                        s * SECTOR,
-                        u64::from(n) * SECTOR,
-                        kind == req::WRITE_ZEROES,
-                    )
-                    .is_err()
-                    {
-                        return status::IOERR;
-                    }
-                }
-                status::OK
-            }
-            _ => status::UNSUPP,
         }
-    })();
-    if st != status::OK {
-        stats.errors += 1;
+        req::DISCARD | req::WRITE_ZEROES => discard(disk, &mut request, kind == req::WRITE_ZEROES),
+        _ => status::UNSUPP,
+    };
+    finish(st, data_len, stats)
+}
+
+/// Discard or write-zeroes: one or more 16-byte segments (sector,
+/// num_sectors, flags) in `request`.
+fn discard(disk: &Disk, request: &mut sg::SgList<'_>, zero: bool) -> u8 {
+    if disk.readonly {
+        return status::IOERR;
     }
-    let _ = status_w.write_all(&[st]);
-    Done {
-        len: data_len + 1,
-        status: st,
+    while request.len() >= 16 {
+        let mut seg = [0u8; 16];
+        if request.read_into(&mut seg).is_err() {
+            return status::IOERR;
+        }
+        request.advance(16);
+        let mut s8 = [0u8; 8];
+        s8.copy_from_slice(&seg[0..8]);
+        let s = u64::from_le_bytes(s8);
+        let n = u32::from_le_bytes([seg[8], seg[9], seg[10], seg[11]]);
+        if n > MAX_DISCARD_SECTORS || !range_ok(disk, s, u64::from(n) * SECTOR) {
+            return status::IOERR;
+        }
+        if punch(disk.file, s * SECTOR, u64::from(n) * SECTOR, zero).is_err() {
+            return status::IOERR;
+        }
     }
+    status::OK
 }
 
 /// Serves every available request; returns whether any buffer was used.
@@ -345,10 +332,10 @@ pub fn process(q: &mut Queue, mem: &GuestMemoryMmap, disk: &Disk, stats: &mut St
     while let Some(chain) = q.pop_descriptor_chain(mem) {
         let head = chain.head_index();
         let done = handle(chain, mem, disk, stats);
-        if q.add_used(mem, head, done.len).is_err() {
-            break;
+        // A head index past the ring cannot be returned; skip it.
+        if q.add_used(mem, head, done.len).is_ok() {
+            used = true;
         }
-        used = true;
     }
     used
 }
@@ -364,7 +351,7 @@ impl VirtioDevice for Blk {
         vec![256]
     }
     fn features(&self) -> u64 {
-        let mut f = VIRTIO_F_VERSION_1 | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        let mut f = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
         if self.readonly {
             f |= F_RO;
         } else {
@@ -398,9 +385,7 @@ impl VirtioDevice for Blk {
                 id: &id,
             };
             let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-            let used = process(&mut aq.queue, &mem, &disk, &mut s);
-            drop(s);
-            signal_used(&mut aq, &mem, irq.as_ref(), used);
+            run_queue(&mut aq, &mem, irq.as_ref(), |q| process(q, &mem, &disk, &mut s));
             true
         })?);
         Ok(())

@@ -30,12 +30,12 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::collections::VecDeque;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
-use std::collections::VecDeque;
 
 use virtio_queue::{DescriptorChain, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -554,7 +554,10 @@ impl NetWorker {
                         match sg::writev(&*self.tap, &c.readable) {
                             Ok(_) => {
                                 inc(&self.stats.tx_packets, 1);
-                                inc(&self.stats.tx_bytes, (c.readable.len() - VNET_HDR_LEN) as u64);
+                                inc(
+                                    &self.stats.tx_bytes,
+                                    (c.readable.len() - VNET_HDR_LEN) as u64,
+                                );
                             }
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
@@ -674,7 +677,13 @@ impl NetWorker {
         } else {
             self.rx_bufs.is_empty()
         };
-        if short && self.rx.queue.enable_notification(&self.mem).unwrap_or(false) {
+        if short
+            && self
+                .rx
+                .queue
+                .enable_notification(&self.mem)
+                .unwrap_or(false)
+        {
             let _ = self.rx.queue.disable_notification(&self.mem);
             self.take_rx_buffers(want);
         }
@@ -757,10 +766,9 @@ impl NetWorker {
                 break;
             }
             let take = b.sg.len().min(room - off);
-            let _ = b
-                .sg
-                .attach(&self.mem)
-                .read_into(&mut self.rx_frame[off..off + take]);
+            let _ =
+                b.sg.attach(&self.mem)
+                    .read_into(&mut self.rx_frame[off..off + take]);
             off += take;
         }
         self.pending = Some(n);
@@ -919,6 +927,26 @@ mod tests {
                 queue: self.q.create_queue::<Queue>().unwrap(),
                 kick: self.kick.try_clone().unwrap(),
             }
+        }
+
+        /// The queue with VIRTIO_RING_F_EVENT_IDX on, as the transport
+        /// sets it when the driver acked the feature.
+        fn active_event_idx(&self, index: u16) -> ActiveQueue {
+            let mut a = self.active(index);
+            a.queue.set_event_idx(true);
+            a
+        }
+
+        /// The driver's `used_event` (after the available ring).
+        fn set_used_event(&self, v: u16) {
+            let at = self.q.avail_addr().0 + 4 + 2 * u64::from(QUEUE_SIZE);
+            self.mem.write_obj(v, GuestAddress(at)).unwrap();
+        }
+
+        /// The device's `avail_event` (after the used ring).
+        fn avail_event(&self) -> u16 {
+            let at = self.q.used_addr().0 + 4 + 8 * u64::from(QUEUE_SIZE);
+            self.mem.read_obj(GuestAddress(at)).unwrap()
         }
 
         /// Puts `descs` (with their own flags and next fields) in the
@@ -1414,6 +1442,87 @@ mod tests {
             }
             net.reset();
         }
+    }
+
+    #[test]
+    fn event_idx_suppresses_interrupts_and_kicks() {
+        let t = lab("oxevidx");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let mut tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let irq = Arc::new(CountIrq::default());
+        // The driver polls transmit completions (used_event far ahead) and
+        // wants an interrupt for the first received frame.
+        tx.set_used_event(1000);
+        rx.set_used_event(0);
+        net.activate(
+            mem.clone(),
+            ALL,
+            vec![rx.active_event_idx(RX_QUEUE), tx.active_event_idx(TX_QUEUE)],
+            irq.clone(),
+        )
+        .unwrap();
+        rx.add_rx(4, 2048);
+        rx.notify();
+
+        let mut heads = Vec::new();
+        for i in 0..5u8 {
+            let mut b = vec![0u8; VNET_HDR_LEN];
+            b.extend(frame([0xff; 6], &[b'e', b'v', i], 80));
+            heads.push(tx.add_tx(&b, VNET_HDR_LEN));
+        }
+        tx.notify();
+        for h in heads {
+            assert_eq!(tx.next_used(TIMEOUT), Some((h, 0)));
+        }
+        for i in 0..5u8 {
+            sock.recv_matching(TIMEOUT, |p| contains(p, &[b'e', b'v', i]))
+                .unwrap_or_else(|| panic!("frame {i}"));
+        }
+        // All five went out without a transmit interrupt, and the device
+        // asks to be notified at the next available entry.
+        wait_for("tx avail_event", || tx.avail_event() == 5);
+        assert_eq!(irq.tx.load(Ordering::SeqCst), 0);
+
+        let f = frame([0xff; 6], b"oxbow-evidx-rx", 100);
+        sock.send(&f);
+        let p = rx.recv_marked(b"oxbow-evidx-rx");
+        assert_eq!(p.frame, f);
+        wait_for("rx interrupt", || irq.rx.load(Ordering::SeqCst) >= 1);
+        // The device took all four buffers and, having run out of room
+        // for a longest frame, asked for a kick at the next one.
+        assert_eq!(rx.avail_event(), 4);
+        net.reset();
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_posted_buffers_waits_for_more() {
+        let t = lab("oxspill");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        // Two 64-byte buffers cannot hold 312 bytes: the frame is read
+        // into them and the spill area, then kept.
+        rx.add_rx(2, 64);
+        rx.notify();
+        let f = frame([0xff; 6], b"oxbow-spill", 300);
+        sock.send(&f);
+        wait_for("the frame read and kept", || {
+            net.stats().wakeups.load(Ordering::SeqCst) >= 2
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(rx.used_idx(), 0);
+        rx.add_rx(3, 64);
+        rx.notify();
+        let p = rx.recv_marked(b"oxbow-spill");
+        assert_eq!(p.frame, f);
+        assert_eq!(p.num_buffers, 5);
+        assert_eq!(p.lens, [64, 64, 64, 64, 56]);
+        assert_eq!(net.stats().rx_dropped.load(Ordering::SeqCst), 0);
+        net.reset();
     }
 
     #[test]

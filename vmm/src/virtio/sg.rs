@@ -209,7 +209,10 @@ impl<'a> SgList<'a> {
     /// Copies `src` into the list's memory from byte `offset` on; an error
     /// if it does not fit.
     pub fn write_at(&self, offset: usize, src: &[u8]) -> io::Result<()> {
-        if offset.checked_add(src.len()).is_none_or(|end| end > self.len) {
+        if offset
+            .checked_add(src.len())
+            .is_none_or(|end| end > self.len)
+        {
             return Err(io::Error::from(io::ErrorKind::WriteZero));
         }
         let mut skip = offset;
@@ -394,5 +397,217 @@ pub fn writev(fd: &impl AsRawFd, list: &SgList<'_>) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(r as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Seek, Write};
+
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::Bytes;
+
+    use super::*;
+
+    const NEXT: u16 = 1;
+    const WRITE: u16 = 2;
+    const MEM: u64 = 1 << 20;
+
+    fn desc(addr: u64, len: u32, flags: u16, next: u16) -> RawDescriptor {
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next))
+    }
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap()
+    }
+
+    /// The chain `descs` (table entries from 0) as segment lists.
+    fn sg_of(m: &GuestMemoryMmap, descs: &[RawDescriptor]) -> Result<(usize, usize), SgError> {
+        let q = MockSplitQueue::create(m, GuestAddress(0), 16);
+        q.add_desc_chains(descs, 0).unwrap();
+        let mut queue: Queue = q.create_queue().unwrap();
+        let chain = queue.pop_descriptor_chain(m).unwrap();
+        chain_sg(m, chain).map(|c| (c.readable.len(), c.writable.len()))
+    }
+
+    fn tmpfile(name: &str, data: &[u8]) -> (File, std::path::PathBuf) {
+        let p = std::env::temp_dir().join(format!("vmm-sg-{name}-{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
+        f.write_all(data).unwrap();
+        (f, p)
+    }
+
+    #[test]
+    fn a_chain_splits_into_readable_and_writable_segments() {
+        let m = mem();
+        let descs = [
+            desc(0x1_0000, 16, NEXT, 1),
+            desc(0x2_0000, 100, NEXT, 2),
+            desc(0x3_0000, 200, NEXT | WRITE, 3),
+            desc(0x4_0000, 1, WRITE, 0),
+        ];
+        assert_eq!(sg_of(&m, &descs), Ok((116, 201)));
+        // Zero-length descriptors count for nothing.
+        let descs = [desc(0x1_0000, 0, NEXT, 1), desc(0x2_0000, 8, WRITE, 0)];
+        assert_eq!(sg_of(&m, &descs), Ok((0, 8)));
+    }
+
+    #[test]
+    fn malformed_chains_are_errors() {
+        let m = mem();
+        // Outside guest memory, straddling its end, a huge length.
+        for d in [
+            desc(MEM, 1, WRITE, 0),
+            desc(MEM - 10, 11, WRITE, 0),
+            desc(0x1000, u32::MAX, 0, 0),
+        ] {
+            assert_eq!(sg_of(&m, &[d]), Err(SgError::OutsideMemory), "{d:?}");
+        }
+        // An address range that wraps around.
+        assert_eq!(
+            sg_of(&m, &[desc(u64::MAX - 4, 16, 0, 0)]),
+            Err(SgError::Overflow)
+        );
+        // A loop, and a next index past the table.
+        assert_eq!(
+            sg_of(&m, &[desc(0x1000, 8, NEXT, 1), desc(0x2000, 8, NEXT, 0)]),
+            Err(SgError::Unterminated)
+        );
+        assert_eq!(
+            sg_of(&m, &[desc(0x1000, 8, NEXT, 99)]),
+            Err(SgError::Unterminated)
+        );
+        // Readable after writable.
+        assert_eq!(
+            sg_of(
+                &m,
+                &[desc(0x1000, 8, NEXT | WRITE, 1), desc(0x2000, 8, 0, 0)]
+            ),
+            Err(SgError::ReadableAfterWritable)
+        );
+    }
+
+    #[test]
+    fn a_buffer_ending_at_the_end_of_guest_memory_is_usable() {
+        let m = mem();
+        let mut l = SgList::empty();
+        l.push(&m, GuestAddress(MEM - 4096), 4096).unwrap();
+        let data: Vec<u8> = (0..8192u32).map(|i| (i % 251) as u8).collect();
+        let (f, p) = tmpfile("end", &data);
+        l.read_all_from(&f, 4096).unwrap();
+        let mut got = vec![0u8; 4096];
+        m.read_slice(&mut got, GuestAddress(MEM - 4096)).unwrap();
+        assert_eq!(got, data[4096..]);
+        // Reading past the end of the file is an error, not a short read.
+        assert!(l.read_all_from(&f, 8192 - 100).is_err());
+        // One byte more would run off the end of memory.
+        let mut l2 = SgList::empty();
+        assert_eq!(
+            l2.push(&m, GuestAddress(MEM - 4096), 4097),
+            Err(SgError::OutsideMemory)
+        );
+        assert!(l2.is_empty());
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn a_range_over_two_regions_becomes_two_segments() {
+        let m = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x1_0000),
+            (GuestAddress(0x1_0000), 0x1_0000),
+        ])
+        .unwrap();
+        let mut l = SgList::empty();
+        l.push(&m, GuestAddress(0xff00), 0x200).unwrap();
+        assert_eq!((l.segs.len(), l.len()), (2, 0x200));
+        let data: Vec<u8> = (0..0x200u32).map(|i| i as u8).collect();
+        let (mut f, p) = tmpfile("regions", &data);
+        l.read_all_from(&f, 0).unwrap();
+        let mut got = vec![0u8; 0x200];
+        m.read_slice(&mut got, GuestAddress(0xff00)).unwrap();
+        assert_eq!(got, data);
+        // And back out, at another offset.
+        l.write_all_to(&f, 0x1000).unwrap();
+        let mut all = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut all).unwrap();
+        assert_eq!(&all[0x1000..0x1200], &data[..]);
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn advance_split_and_copies_cross_segment_boundaries() {
+        let m = mem();
+        let mut l = SgList::empty();
+        for (a, n) in [(0x1000u64, 10usize), (0x2000, 5), (0x3000, 20)] {
+            l.push(&m, GuestAddress(a), n).unwrap();
+        }
+        assert_eq!(l.len(), 35);
+        let src: Vec<u8> = (1..=35).collect();
+        l.write_at(0, &src).unwrap();
+        let mut back = vec![0u8; 35];
+        l.read_into(&mut back).unwrap();
+        assert_eq!(back, src);
+        assert!(l.write_at(30, &[0; 6]).is_err(), "past the end");
+        assert!(l.write_at(usize::MAX, &[0]).is_err(), "overflowing offset");
+
+        let mut tail = l.clone();
+        let rest = tail.split_off(12); // 10 + 2 of the second segment
+        assert_eq!((tail.len(), rest.len()), (12, 23));
+        let mut b = vec![0u8; 23];
+        rest.read_into(&mut b).unwrap();
+        assert_eq!(b, src[12..]);
+        assert_eq!(tail.split_off(12).len(), 0);
+
+        l.advance(13);
+        assert_eq!(l.len(), 22);
+        let mut b = vec![0u8; 22];
+        l.read_into(&mut b).unwrap();
+        assert_eq!(b, src[13..]);
+        l.advance(100);
+        assert!(l.is_empty());
+        assert!(l.read_into(&mut [0u8; 1]).is_err());
+    }
+
+    #[test]
+    fn more_segments_than_one_system_call_takes() {
+        let m = mem();
+        let mut l = SgList::empty();
+        // 1500 two-byte pieces, every other 4 bytes: over IOV_MAX.
+        for i in 0..1500u64 {
+            l.push(&m, GuestAddress(0x1_0000 + 4 * i), 2).unwrap();
+        }
+        let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+        let (f, p) = tmpfile("many", &data);
+        l.read_all_from(&f, 0).unwrap();
+        for i in [0usize, 1023, 1024, 1499] {
+            let mut two = [0u8; 2];
+            m.read_slice(&mut two, GuestAddress(0x1_0000 + 4 * i as u64))
+                .unwrap();
+            assert_eq!(two, data[2 * i..2 * i + 2], "piece {i}");
+        }
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn an_owned_list_attaches_again() {
+        let m = mem();
+        let mut l = SgList::empty();
+        l.push(&m, GuestAddress(0x5000), 64).unwrap();
+        let owned = l.detach();
+        assert_eq!(owned.len(), 64);
+        let again = owned.attach(&m);
+        again.write_at(60, b"abcd").unwrap();
+        let mut b = [0u8; 4];
+        m.read_slice(&mut b, GuestAddress(0x5000 + 60)).unwrap();
+        assert_eq!(&b, b"abcd");
     }
 }

@@ -24,8 +24,11 @@
 //! medians over `--runs` rounds are compared as ours / QEMU's.
 //!
 //! Usage: `bench-vmm-io [--runs N] [--secs S] [--only TEXT] [--kernel
-//! vmlinux|vmlinuz] [--iso PATH]` (`make bench-vmm-io` builds everything
-//! first; `--only` keeps the sides whose label contains TEXT).
+//! vmlinux|vmlinuz] [--iso PATH] [--also-vmm LABEL=PATH]...` (`make
+//! bench-vmm-io` builds everything first; `--only` keeps the sides whose
+//! label contains TEXT; `--also-vmm` adds another build of Oxbow's VMM as
+//! a side of its own, e.g. the previous commit's, carried on the
+//! benchmark CD).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -33,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use qemu_tests::bench::{
-    median, oxbow_argv, qemu_argv, shell_command, tagged_json, BenchAppliance, GuestSpec,
+    median, oxbow_argv, qemu_argv, shell_command, tagged_json, BenchAppliance, GuestSpec, CD_MOUNT,
 };
 use qemu_tests::guest::{debian, GuestAssets};
 use qemu_tests::target_dir;
@@ -63,6 +66,7 @@ fn main() -> Result<()> {
     let mut kernel = "vmlinux".to_string();
     let mut iso = target_dir().join("oxbow-bench.iso");
     let mut only: Option<String> = None;
+    let mut also: Vec<(String, PathBuf)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -72,6 +76,18 @@ fn main() -> Result<()> {
             "--kernel" => kernel = value()?,
             "--only" => only = Some(value()?),
             "--iso" => iso = PathBuf::from(value()?),
+            "--also-vmm" => {
+                let v = value()?;
+                let (label, path) = v.split_once('=').context("--also-vmm LABEL=PATH")?;
+                if label.is_empty()
+                    || !label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    bail!("--also-vmm: the label {label:?} must be letters, digits and '-'");
+                }
+                also.push((label.to_string(), PathBuf::from(path)));
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -91,12 +107,20 @@ fn main() -> Result<()> {
     let note = work.path().join("README");
     std::fs::write(
         &note,
-        "bench-vmm-io: the guest runs from debian-bench.raw; nothing else is needed here\n",
+        "bench-vmm-io: the guest runs from debian-bench.raw; this CD carries only \
+         the VMM builds given with --also-vmm\n",
     )?;
+    let mut cd_files: Vec<(PathBuf, &str)> = vec![(note, "README")];
+    for (label, path) in &also {
+        if !path.is_file() {
+            bail!("--also-vmm {label}: {} does not exist", path.display());
+        }
+        cd_files.push((path.clone(), label.as_str()));
+    }
     let started = Instant::now();
     let mut vm = BenchAppliance::boot_with(
         &iso,
-        &[(note, "README")],
+        &cd_files,
         vec![assets.iso.clone()],
         vec![root_image.clone()],
     )?;
@@ -142,17 +166,15 @@ fn main() -> Result<()> {
         init = debian::IO_BENCH_INIT,
     );
     let g = GuestSpec::from_assets(&kernel, &cmdline, GUEST_MIB);
-    let ours = oxbow_argv(
-        &g,
-        &[
-            "--disk".into(),
-            format!("{root},readonly"),
-            "--disk".into(),
-            format!("{DATA},readonly"),
-            "--net".into(),
-            format!("tap={TAP},mac={GUEST_MAC}"),
-        ],
-    );
+    let vmm_devices = [
+        "--disk".into(),
+        format!("{root},readonly"),
+        "--disk".into(),
+        format!("{DATA},readonly"),
+        "--net".into(),
+        format!("tap={TAP},mac={GUEST_MAC}"),
+    ];
+    let ours = oxbow_argv(&g, &vmm_devices);
     let qemu = |vhost: &str| {
         qemu_argv(
             "q35",
@@ -178,6 +200,11 @@ fn main() -> Result<()> {
         ("qemu-vhost-on".into(), qemu("on")),
         ("qemu-vhost-off".into(), qemu("off")),
     ];
+    for (label, _) in &also {
+        let mut argv = oxbow_argv(&g, &vmm_devices);
+        argv[0] = format!("{CD_MOUNT}/{label}");
+        sides.push((format!("oxbow-{label}"), argv));
+    }
     if let Some(only) = &only {
         sides.retain(|(label, _)| label.contains(only.as_str()));
         if sides.is_empty() {

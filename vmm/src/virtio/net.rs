@@ -8,20 +8,23 @@
 //! in and only hands the guest what its acked features allow (see
 //! [`tap::offload_flags`]).
 //!
-//! Transmit pops every available chain, gathers its readable bytes
-//! (header and frame) into one buffer through virtio-queue's `Reader` and
-//! writes them to the tap in one `write`. Receive reads a frame from the
-//! tap and copies it through `Writer`s into as many receive chains as it
-//! needs (`VIRTIO_NET_F_MRG_RXBUF`), writing `num_buffers` into the header.
-//! When the guest has no receive buffer left, the frame is kept and the tap
-//! is no longer polled until the guest kicks the receive queue.
+//! Transmit pops every available chain and writes its readable buffers
+//! (header and frame) to the tap with one `writev` straight from guest
+//! memory, with the driver's notifications off meanwhile. Receive takes
+//! receive chains ahead of the frames and reads each frame with one
+//! `readv` straight into them (as many chains as a longest frame needs with
+//! `VIRTIO_NET_F_MRG_RXBUF`), writing `num_buffers` into the header; what
+//! does not fit spills into a host buffer and waits for more buffers (or
+//! is dropped, without MRG_RXBUF). When the guest has no receive buffer
+//! left, the tap is no longer polled until the guest kicks the receive
+//! queue.
 //!
-//! Every address and length a chain names is checked by vm-memory when the
-//! `Reader`/`Writer` is built; on top of that a chain must end properly (a
-//! last descriptor without NEXT: virtio-queue silently cuts loops, indices
-//! past the table and chains over 4 GiB short, see [`well_formed`]). A
-//! malformed chain is returned to the guest with length 0 and counted; it
-//! never stops the device.
+//! Every address and length a chain names is checked by vm-memory when
+//! [`sg::chain_sg`] resolves it; on top of that a chain must end properly
+//! (a last descriptor without NEXT: virtio-queue silently cuts loops,
+//! indices past the table and chains over 4 GiB short). A malformed chain
+//! is returned to the guest with length 0 and counted; it never stops the
+//! device.
 
 use std::fmt;
 use std::io;
@@ -37,7 +40,7 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
 
-use virtio_queue::{DescriptorChain, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
@@ -368,21 +371,6 @@ impl VirtioDevice for Net {
     }
 }
 
-/// Whether `chain` ends where the driver said: at least one descriptor,
-/// and the last one without NEXT. virtio-queue's iterator stops without an
-/// error on a loop (after queue-size descriptors), on a next index past the
-/// table, on an unreadable descriptor or indirect table, and past 4 GiB in
-/// total; all of those leave a last descriptor that still has NEXT.
-pub fn well_formed(chain: &DescriptorChain<&GuestMemoryMmap>) -> bool {
-    let mut any = false;
-    let mut open = true;
-    for d in chain.clone() {
-        any = true;
-        open = d.has_next();
-    }
-    any && !open
-}
-
 /// The tap's registration in its own epoll set, whose fd the [`Worker`]
 /// polls: that way the tap can be dropped from the set while the guest
 /// has no receive buffer, and added back on the guest's kick.
@@ -705,7 +693,13 @@ impl NetWorker {
                 }
             };
         }
-        self.take_rx_buffers_or_notify(MAX_FRAME);
+        // Room for a longest frame if the ring has it; notifications go
+        // back on only when there is no buffer at all (or, below, when a
+        // frame does not fit), not whenever less than that is posted.
+        self.take_rx_buffers(MAX_FRAME);
+        if self.rx_bufs.is_empty() {
+            self.take_rx_buffers_or_notify(1);
+        }
         if self.rx_bufs.is_empty() {
             // Leave the frame in the kernel until the guest posts buffers.
             return Rx::NoBuffers;
@@ -1463,7 +1457,7 @@ mod tests {
             irq.clone(),
         )
         .unwrap();
-        rx.add_rx(4, 2048);
+        rx.add_rx(1, 2048);
         rx.notify();
 
         let mut heads = Vec::new();
@@ -1485,14 +1479,22 @@ mod tests {
         wait_for("tx avail_event", || tx.avail_event() == 5);
         assert_eq!(irq.tx.load(Ordering::SeqCst), 0);
 
+        // The one receive buffer takes the first frame; the device does
+        // not ask for kicks while it has buffers.
         let f = frame([0xff; 6], b"oxbow-evidx-rx", 100);
         sock.send(&f);
         let p = rx.recv_marked(b"oxbow-evidx-rx");
         assert_eq!(p.frame, f);
         wait_for("rx interrupt", || irq.rx.load(Ordering::SeqCst) >= 1);
-        // The device took all four buffers and, having run out of room
-        // for a longest frame, asked for a kick at the next one.
-        assert_eq!(rx.avail_event(), 4);
+        // The next frame finds no buffer: now it asks for a kick at the
+        // next available entry, and the frame waits in the tap.
+        let g = frame([0xff; 6], b"oxbow-evidx-rx2", 100);
+        sock.send(&g);
+        wait_for("rx avail_event", || rx.avail_event() == 1);
+        rx.add_rx(1, 2048);
+        rx.notify();
+        let p = rx.recv_marked(b"oxbow-evidx-rx2");
+        assert_eq!(p.frame, g);
         net.reset();
     }
 

@@ -465,11 +465,6 @@ struct NetWorker {
     tx_used: bool,
 }
 
-// SAFETY: `RxBuf` holds host addresses into guest memory (as integers in
-// `OwnedSg`); they are only dereferenced by the worker that owns `mem`,
-// which keeps those mappings alive. Every other field is `Send`.
-unsafe impl Send for NetWorker {}
-
 impl NetWorker {
     fn handle(&mut self, token: usize) {
         inc(&self.stats.wakeups, 1);
@@ -710,7 +705,8 @@ impl NetWorker {
             if room > MAX_FRAME {
                 break;
             }
-            b.sg.attach(&self.mem).iovecs_into(&mut iov);
+            // SAFETY: every buffer in `rx_bufs` was made from `self.mem`.
+            unsafe { b.sg.attach(&self.mem) }.iovecs_into(&mut iov);
             room += b.sg.len();
             if !self.mrg {
                 break;
@@ -723,7 +719,10 @@ impl NetWorker {
                 iov_len: spill,
             });
         }
-        let n = match sg::readv(&*self.tap, &iov) {
+        // SAFETY: `iov` holds the segments of buffers made from
+        // `self.mem`, which is alive, and the spill area in `rx_frame`,
+        // which nothing else touches during the call.
+        let n = match unsafe { sg::readv(&*self.tap, &iov) } {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Rx::Dropped,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Rx::Empty,
@@ -760,9 +759,9 @@ impl NetWorker {
                 break;
             }
             let take = b.sg.len().min(room - off);
-            let _ =
-                b.sg.attach(&self.mem)
-                    .read_into(&mut self.rx_frame[off..off + take]);
+            // SAFETY: every buffer in `rx_bufs` was made from `self.mem`.
+            let list = unsafe { b.sg.attach(&self.mem) };
+            let _ = list.read_into(&mut self.rx_frame[off..off + take]);
             off += take;
         }
         self.pending = Some(n);
@@ -796,7 +795,8 @@ impl NetWorker {
             };
             self.rx_room -= b.sg.len();
             let take = b.sg.len().min(n - off);
-            let list = b.sg.attach(&self.mem);
+            // SAFETY: every buffer in `rx_bufs` was made from `self.mem`.
+            let list = unsafe { b.sg.attach(&self.mem) };
             let written = match frame {
                 Some(f) => list.write_at(0, &f[off..off + take]).is_ok(),
                 None => true,

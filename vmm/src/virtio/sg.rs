@@ -21,7 +21,7 @@ use virtio_queue::DescriptorChain;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// At most this many segments per system call (Linux's `UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;
+pub const IOV_MAX: usize = 1024;
 
 /// One piece of guest memory, by host address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,7 +339,7 @@ impl Seg {
 /// hold a chain's buffers across wakeups. Its owner must keep a clone of
 /// the same `GuestMemoryMmap` for as long as it uses the list (the clone
 /// keeps the mappings alive); [`OwnedSg::attach`] ties it to that borrow
-/// again.
+/// again. Holding one is harmless; only attaching it needs that promise.
 #[derive(Debug, Clone)]
 pub struct OwnedSg {
     segs: Vec<Seg>,
@@ -347,9 +347,14 @@ pub struct OwnedSg {
 }
 
 impl OwnedSg {
-    /// The list again, borrowing `mem`, which must be (a clone of) the
-    /// memory it was made from.
-    pub fn attach<'a>(&self, _mem: &'a GuestMemoryMmap) -> SgList<'a> {
+    /// The list again, borrowing `mem`.
+    ///
+    /// # Safety
+    ///
+    /// `mem` must be the guest memory the list was made from, or a clone of
+    /// it (clones share the mappings): the segments point into its
+    /// mappings, which stay mapped while `mem` lives.
+    pub unsafe fn attach<'a>(&self, _mem: &'a GuestMemoryMmap) -> SgList<'a> {
         SgList {
             segs: self.segs.clone(),
             len: self.len,
@@ -368,12 +373,18 @@ impl OwnedSg {
     }
 }
 
-/// `readv` on `fd` into `iov`; the byte count, or the error.
-pub fn readv(fd: &impl AsRawFd, iov: &[libc::iovec]) -> io::Result<usize> {
+/// `readv` on `fd` into `iov` (at most [`IOV_MAX`] of them); the byte
+/// count, or the error.
+///
+/// # Safety
+///
+/// Every `iovec` must describe memory valid for writes during the call:
+/// segments of a live [`SgList`] (see [`SgList::iovecs_into`]) or host
+/// buffers the caller holds mutably.
+pub unsafe fn readv(fd: &impl AsRawFd, iov: &[libc::iovec]) -> io::Result<usize> {
     let cnt = iov.len().min(IOV_MAX) as libc::c_int;
-    // SAFETY: `iov` holds `cnt` valid iovecs: guest segments from an
-    // `SgList` (inside a live mapping) or host buffers the caller owns for
-    // the duration of the call.
+    // SAFETY: the caller vouches for the iovecs; `cnt` does not exceed
+    // their number.
     let r = unsafe { libc::readv(fd.as_raw_fd(), iov.as_ptr(), cnt) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -604,7 +615,8 @@ mod tests {
         l.push(&m, GuestAddress(0x5000), 64).unwrap();
         let owned = l.detach();
         assert_eq!(owned.len(), 64);
-        let again = owned.attach(&m);
+        // SAFETY: `m` is the memory the list was made from.
+        let again = unsafe { owned.attach(&m) };
         again.write_at(60, b"abcd").unwrap();
         let mut b = [0u8; 4];
         m.read_slice(&mut b, GuestAddress(0x5000 + 60)).unwrap();

@@ -285,3 +285,45 @@ pub fn median(v: &[f64]) -> f64 {
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_vmms_boot_the_same_guest() {
+        let g = GuestSpec::from_assets("vmlinux", "console=ttyS0 quiet", 512);
+        let ours = oxbow_argv(&g, &["--disk".into(), "/dev/vdb,readonly".into()]);
+        let qemu = qemu_argv("q35", &g, &["-device".into(), "virtio-rng-pci".into()]);
+        let after = |v: &[String], flag: &str| {
+            v.iter()
+                .position(|a| a == flag)
+                .and_then(|i| v.get(i + 1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(ours[0], VMM);
+        assert_eq!(after(&ours, "--kernel"), "/run/g/vmlinux");
+        assert_eq!(after(&qemu, "-kernel"), "/run/g/vmlinux");
+        assert_eq!(after(&ours, "--initrd"), after(&qemu, "-initrd"));
+        assert_eq!(after(&ours, "--cmdline"), after(&qemu, "-append"));
+        assert_eq!(
+            (after(&ours, "--memory"), after(&qemu, "-m")),
+            ("512".into(), "512".into())
+        );
+        assert_eq!(
+            (after(&ours, "--cpus"), after(&qemu, "-smp")),
+            ("2".into(), "2".into())
+        );
+        assert_eq!(after(&qemu, "-M"), "q35");
+        assert!(qemu.contains(&"-enable-kvm".to_string()));
+        assert_eq!(ours.last().unwrap(), "/dev/vdb,readonly");
+        assert_eq!(qemu.last().unwrap(), "virtio-rng-pci");
+    }
+
+    #[test]
+    fn shell_command_quotes_every_word() {
+        let argv = vec!["vmm".to_string(), "a b".into(), "it's".into()];
+        assert_eq!(shell_command(&argv), r"'vmm' 'a b' 'it'\''s'");
+    }
+}

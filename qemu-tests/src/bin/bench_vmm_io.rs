@@ -252,6 +252,10 @@ fn main() -> Result<()> {
                 Ok(v) => with_mb_s(v),
                 Err(_) => {
                     println!("round {round} {label:<15} no result line ({}, {took:.0} s): a missing sample", e.how);
+                    let tail: Vec<&str> = console.lines().rev().take(40).collect();
+                    for l in tail.iter().rev() {
+                        println!("    | {l}");
+                    }
                     continue;
                 }
             };

@@ -9,7 +9,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest guest-debian ct-template run test lint unit fuzz appliance bench-boot bench-api bench-firewall bench-ct bench-netd peers-iso clean
+.PHONY: all deps bins iso guest guest-debian guest-debian-bench ct-template run test lint unit fuzz appliance bench-boot bench-vmm bench-vmm-io bench-iso bench-api bench-firewall bench-ct bench-netd peers-iso clean
 
 all: iso
 
@@ -33,6 +33,12 @@ guest:
 # (cached) and mkfs.ext4 -d into target/guest/debian.raw; needs root.
 guest-debian:
 	cargo run -p qemu-tests --bin guest-assets -- --debian --out $(GUEST)
+
+# The same image with fio, iperf3 and iproute2, for bench-vmm-io:
+# target/guest/debian-bench.raw (docs/guest.md); needs root.
+guest-debian-bench:
+	cargo run -p qemu-tests --bin guest-assets -- --debian --name debian-bench \
+		--packages fio,iperf3,iproute2 --out $(GUEST)
 
 # The Debian 12 container template (docs/ctr.md):
 # target/guest/debian-12-standard_<version>-1_amd64.tar.zst, from a cached
@@ -75,12 +81,21 @@ bench-boot: iso
 	cargo run --release -p qemu-tests --bin bench-boot -- --runs $(or $(RUNS),3) --iso-bus $(or $(ISO_BUS),ahci)
 
 # The VMM against QEMU, nested in the appliance. The benchmark ISO is the
-# product image plus Debian's qemu-system-x86 (the peer).
+# product image plus Debian's qemu-system-x86 (the peer) and iperf3 (the
+# other end of bench-vmm-io's network runs).
 BENCH_ISO := target/oxbow-bench.iso
-bench-vmm: bins guest
-	cargo run --release -p image -- --bins $(BINS) --out $(BENCH_ISO) --extra-packages qemu-system-x86
+bench-iso: bins
+	cargo run --release -p image -- --bins $(BINS) --out $(BENCH_ISO) --extra-packages qemu-system-x86,iperf3
+
+bench-vmm: bench-iso guest
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin bench-run
 	cargo run --release -p qemu-tests --bin bench-vmm -- --runs $(or $(RUNS),3) --iso $(BENCH_ISO)
+
+# virtio-blk (fio) and virtio-net (iperf3) of the VMM against QEMU with
+# vhost-net on and off, nested in the same benchmark ISO (docs/perf.md).
+bench-vmm-io: bench-iso guest guest-debian-bench
+	cargo run --release -p qemu-tests --bin bench-vmm-io -- --runs $(or $(RUNS),3) \
+		--secs $(or $(SECS),10) --iso $(BENCH_ISO)
 
 # apid against a bare hyper + rustls floor under wrk (docs/perf.md).
 bench-api: deps

@@ -3,16 +3,25 @@
 //! `OXBOW-BENCH` carrying the program (mounted at `/run/b`), and each
 //! run a transient unit whose output goes to the serial console, from
 //! which the caller picks its result lines.
+//!
+//! The nested VMM benchmarks (`bench-vmm`, `bench-vmm-io`) also attach
+//! the guest assets' CD (mounted at [`GUEST_MOUNT`] by
+//! [`BenchAppliance::prepare_guest_media`]) and build both sides' command
+//! lines with [`oxbow_argv`] and [`qemu_argv`] from one [`GuestSpec`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{Appliance, BootOptions, Firmware};
+use crate::{Appliance, BootOptions, Firmware, UnitExit};
 
 /// Where the benchmark CD is mounted inside the appliance.
 pub const CD_MOUNT: &str = "/run/b";
+/// Where the guest assets' CD (`guest-assets.iso`) is mounted.
+pub const GUEST_MOUNT: &str = "/run/g";
+/// Oxbow's VMM inside the appliance.
+pub const VMM: &str = "/usr/lib/oxbow/vmm";
 
 const BOOT: Duration = Duration::from_secs(600);
 
@@ -27,6 +36,18 @@ impl BenchAppliance {
     /// Boots `iso` with a CD holding `files` (host path, name on the CD),
     /// waits for the test channel and mounts the CD on [`CD_MOUNT`].
     pub fn boot(iso: &Path, files: &[(PathBuf, &str)]) -> Result<BenchAppliance> {
+        BenchAppliance::boot_with(iso, files, Vec::new(), Vec::new())
+    }
+
+    /// [`BenchAppliance::boot`] with further CDs (`extra_cds`, after the
+    /// benchmark CD) and raw disks attached as virtio disks with
+    /// `snapshot=on` (`extra_disks`; see [`BootOptions`]).
+    pub fn boot_with(
+        iso: &Path,
+        files: &[(PathBuf, &str)],
+        extra_cds: Vec<PathBuf>,
+        extra_disks: Vec<PathBuf>,
+    ) -> Result<BenchAppliance> {
         if !iso.exists() {
             bail!("{} does not exist", iso.display());
         }
@@ -44,6 +65,8 @@ impl BenchAppliance {
         opts.cpus = 2;
         opts.memory_mib = 2048;
         opts.extra_cds = vec![cd];
+        opts.extra_cds.extend(extra_cds);
+        opts.extra_disks = extra_disks;
         let mut vm = Appliance::boot(opts)?;
         vm.wait_for_serial("test control channel on", BOOT)?;
         let mut b = BenchAppliance {
@@ -64,11 +87,18 @@ impl BenchAppliance {
     /// start of the unit to its end). A non-zero exit is an error that
     /// carries the output.
     pub fn run(&mut self, script: &str, timeout: Duration) -> Result<String> {
-        self.units += 1;
-        let unit = format!("bench-{}", self.units);
-        let full = format!("exec >/dev/console 2>&1; {script}");
+        let (e, out) = self.run_status(script, timeout)?;
+        if e.code != Some(0) {
+            bail!("`{script}` failed ({}):\n{out}", e.how);
+        }
+        Ok(out)
+    }
+
+    /// Like [`BenchAppliance::run`], but returns how the unit ended
+    /// instead of failing on a non-zero exit.
+    pub fn run_status(&mut self, script: &str, timeout: Duration) -> Result<(UnitExit, String)> {
         let before = self.vm.serial().len();
-        self.vm.run_unit(&unit, &["/bin/sh", "-c", &full])?;
+        let unit = self.start(script)?;
         let e = self.vm.wait_unit_stopped(&unit, timeout)?;
         let out = self
             .vm
@@ -77,10 +107,151 @@ impl BenchAppliance {
             .unwrap_or_default()
             .to_string();
         if e.code != Some(0) {
-            bail!("`{script}` failed ({}):\n{out}", e.how);
+            self.vm.show_unit_log(&unit);
         }
-        Ok(out)
+        Ok((e, out))
     }
+
+    /// Starts `script` as a transient unit (output on the console) and
+    /// returns at once with the unit's name; for servers that run until
+    /// the appliance ends.
+    pub fn start(&mut self, script: &str) -> Result<String> {
+        self.units += 1;
+        let unit = format!("bench-{}", self.units);
+        let full = format!("exec >/dev/console 2>&1; {script}");
+        self.vm.run_unit(&unit, &["/bin/sh", "-c", &full])?;
+        Ok(unit)
+    }
+
+    /// Mounts the guest assets' CD on [`GUEST_MOUNT`] and reads the guest
+    /// files, the benchmark CD, the VMM and QEMU once, so that no side of
+    /// a benchmark pays for the CD; returns QEMU's version line.
+    pub fn prepare_guest_media(&mut self) -> Result<String> {
+        let script = format!(
+            "set -e; mkdir -p {GUEST_MOUNT}; \
+             mount -t iso9660 -o ro LABEL={label} {GUEST_MOUNT}; \
+             qemu=$(command -v qemu-system-x86_64); \
+             echo \"QEMU-VERSION $(\"$qemu\" --version | head -1)\"; \
+             cat {GUEST_MOUNT}/* {CD_MOUNT}/* {VMM} \"$qemu\" >/dev/null",
+            label = crate::guest::GUEST_LABEL,
+        );
+        let out = self
+            .run(&script, Duration::from_secs(400))
+            .context("preparing the appliance: is qemu-system-x86 in the ISO?")?;
+        Ok(out
+            .lines()
+            .find_map(|l| {
+                l.split_once("QEMU-VERSION ")
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_default())
+    }
+
+    /// The appliance, for what the helpers above do not cover.
+    pub fn appliance(&mut self) -> &mut Appliance {
+        &mut self.vm
+    }
+}
+
+/// A nested guest as both VMMs boot it: direct kernel boot from the guest
+/// assets' CD.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    /// The kernel inside the appliance (bzImage or PVH `vmlinux`).
+    pub kernel: String,
+    /// The initramfs inside the appliance.
+    pub initrd: String,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+}
+
+impl GuestSpec {
+    /// `kernel` (a file name on the guest assets' CD) with its initramfs,
+    /// `cmdline`, 2 vCPUs and `memory_mib`.
+    pub fn from_assets(kernel: &str, cmdline: &str, memory_mib: u32) -> GuestSpec {
+        GuestSpec {
+            kernel: format!("{GUEST_MOUNT}/{kernel}"),
+            initrd: format!("{GUEST_MOUNT}/initrd.img"),
+            cmdline: cmdline.to_string(),
+            cpus: 2,
+            memory_mib,
+        }
+    }
+}
+
+/// Oxbow's VMM booting `g` with the console on stdout and no RNG (QEMU
+/// gets none either), then `devices` (`--disk`, `--net`).
+pub fn oxbow_argv(g: &GuestSpec, devices: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        VMM,
+        "--kernel",
+        &g.kernel,
+        "--initrd",
+        &g.initrd,
+        "--cmdline",
+        &g.cmdline,
+        "--cpus",
+        &g.cpus.to_string(),
+        "--memory",
+        &g.memory_mib.to_string(),
+        "--serial",
+        "stdio",
+        "--no-rng",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(devices.iter().cloned());
+    v
+}
+
+/// Debian's QEMU on the appliance's KVM (`-enable-kvm -cpu host`) booting
+/// `g` on `machine` (`q35`, `microvm`) with no default devices, the console
+/// on stdout and `-no-reboot`, then `devices` (`-drive`, `-netdev`,
+/// `-device`).
+pub fn qemu_argv(machine: &str, g: &GuestSpec, devices: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "qemu-system-x86_64",
+        "-enable-kvm",
+        "-cpu",
+        "host",
+        "-M",
+        machine,
+        "-m",
+        &g.memory_mib.to_string(),
+        "-smp",
+        &g.cpus.to_string(),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-kernel",
+        &g.kernel,
+        "-initrd",
+        &g.initrd,
+        "-append",
+        &g.cmdline,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(devices.iter().cloned());
+    v
+}
+
+/// `argv` as one shell command line, each word single-quoted.
+pub fn shell_command(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The JSON of the last line of `text` that contains `tag` followed by a
@@ -113,4 +284,46 @@ pub fn median(v: &[f64]) -> f64 {
 /// Single-quotes `s` for the shell.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_vmms_boot_the_same_guest() {
+        let g = GuestSpec::from_assets("vmlinux", "console=ttyS0 quiet", 512);
+        let ours = oxbow_argv(&g, &["--disk".into(), "/dev/vdb,readonly".into()]);
+        let qemu = qemu_argv("q35", &g, &["-device".into(), "virtio-rng-pci".into()]);
+        let after = |v: &[String], flag: &str| {
+            v.iter()
+                .position(|a| a == flag)
+                .and_then(|i| v.get(i + 1))
+                .cloned()
+                .unwrap_or_default()
+        };
+        assert_eq!(ours[0], VMM);
+        assert_eq!(after(&ours, "--kernel"), "/run/g/vmlinux");
+        assert_eq!(after(&qemu, "-kernel"), "/run/g/vmlinux");
+        assert_eq!(after(&ours, "--initrd"), after(&qemu, "-initrd"));
+        assert_eq!(after(&ours, "--cmdline"), after(&qemu, "-append"));
+        assert_eq!(
+            (after(&ours, "--memory"), after(&qemu, "-m")),
+            ("512".into(), "512".into())
+        );
+        assert_eq!(
+            (after(&ours, "--cpus"), after(&qemu, "-smp")),
+            ("2".into(), "2".into())
+        );
+        assert_eq!(after(&qemu, "-M"), "q35");
+        assert!(qemu.contains(&"-enable-kvm".to_string()));
+        assert_eq!(ours.last().unwrap(), "/dev/vdb,readonly");
+        assert_eq!(qemu.last().unwrap(), "virtio-rng-pci");
+    }
+
+    #[test]
+    fn shell_command_quotes_every_word() {
+        let argv = vec!["vmm".to_string(), "a b".into(), "it's".into()];
+        assert_eq!(shell_command(&argv), r"'vmm' 'a b' 'it'\''s'");
+    }
 }

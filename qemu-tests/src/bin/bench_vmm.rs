@@ -14,29 +14,32 @@
 //! killed and counts as a missing sample.
 //!
 //! Usage: `bench-vmm [--runs N] [--only TEXT] [--cmdline TEXT] [--echo]
-//! [--vmm PATH] [--iso PATH] [--bench-run PATH]` (`--vmm` runs that vmm
-//! binary, from the benchmark CD, as `oxbow`, and the image's own beside it
-//! as `oxbow-image`; `--only` keeps the sides whose label
-//! contains TEXT; `--cmdline` replaces the guest's command line; `--echo`
-//! prints each run's guest console, every line with its time since the
-//! VMM's start)
-//! (`make bench-vmm` builds everything first).
+//! [--vmm PATH] [--iso PATH] [--bench-run PATH]` (`make bench-vmm` builds
+//! everything first):
+//! - `--only` keeps the sides whose label contains TEXT;
+//! - `--cmdline` replaces the guest's command line;
+//! - `--echo` prints each run's guest console, every line with its time
+//!   since the VMM's start;
+//! - `--vmm` runs that vmm binary, from the benchmark CD, as `oxbow`, and
+//!   the image's own beside it as `oxbow-image`, so a change is compared
+//!   within one run.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use qemu_tests::bench::{
+    median, oxbow_argv, qemu_argv, shell_command, BenchAppliance, GuestSpec, CD_MOUNT, VMM,
+};
 use qemu_tests::guest::GuestAssets;
-use qemu_tests::{target_dir, Appliance, BootOptions, Firmware};
+use qemu_tests::target_dir;
 use serde_json::Value;
 
-const BOOT: Duration = Duration::from_secs(600);
 const RUN: Duration = Duration::from_secs(400);
 /// bench-run's limit for one VMM to reach the marker.
 const MARKER_TIMEOUT: u64 = 180;
-const GUEST_MIB: u64 = 256;
+const GUEST_MIB: u32 = 256;
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 const MARKER: &str = "OXBOW-GUEST start";
 
@@ -64,120 +67,37 @@ fn main() -> Result<()> {
     if !iso.exists() {
         bail!("{} does not exist: run `make bench-vmm`", iso.display());
     }
-    let assets = GuestAssets::locate()?;
-    let work = tempfile::tempdir()?;
-    let cd_dir = work.path().join("cd");
-    std::fs::create_dir_all(&cd_dir)?;
-    std::fs::copy(&bench_run, cd_dir.join("bench-run"))
-        .with_context(|| format!("copying {}", bench_run.display()))?;
-    if let Some(v) = &vmm {
-        std::fs::copy(v, cd_dir.join("vmm")).with_context(|| format!("copying {}", v.display()))?;
-    }
-    // With --vmm, that binary is "oxbow" and the image's own runs beside
-    // it as "oxbow-image", so a change is compared in the same run.
-    let mut oxbows = vec![("oxbow", "/usr/lib/oxbow/vmm")];
-    if vmm.is_some() {
-        oxbows = vec![
-            ("oxbow", "/run/b/vmm"),
-            ("oxbow-image", "/usr/lib/oxbow/vmm"),
-        ];
-    }
-    let bench_iso = work.path().join("bench.iso");
-    let out = Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-r", "-V", "OXBOW-BENCH", "-o"])
-        .arg(&bench_iso)
-        .arg(&cd_dir)
-        .output()?;
-    if !out.status.success() {
-        bail!("xorriso: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    // The harness boots the ISO named by OXBOW_ISO.
-    std::env::set_var("OXBOW_ISO", &iso);
-    let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl".into()));
-    opts.test_channel = true;
-    opts.cpus = 2;
-    opts.memory_mib = 2048;
-    opts.extra_cds = vec![assets.iso.clone(), bench_iso];
-    let mut vm = Appliance::boot(opts)?;
-    vm.wait_for_serial("test control channel on", BOOT)?;
-    let prep = "exec >/dev/console 2>&1; set -e; mkdir -p /run/g /run/b; \
-                mount -t iso9660 -o ro LABEL=OXBOW-GUEST /run/g; \
-                mount -t iso9660 -o ro LABEL=OXBOW-BENCH /run/b; \
-                command -v qemu-system-x86_64; \
-                qemu-system-x86_64 --version | head -1; \
-                cat /run/g/* /run/b/* /usr/lib/oxbow/vmm \
-                    \"$(command -v qemu-system-x86_64)\" >/dev/null";
-    vm.run_unit("bench-prep", &["/bin/sh", "-c", prep])?;
-    let e = vm.wait_unit_stopped("bench-prep", RUN)?;
-    if e.code != Some(0) {
+    if !bench_run.is_file() {
         bail!(
-            "preparing the appliance failed ({}): is qemu-system-x86 in the ISO?",
-            e.how
+            "{} does not exist: run `make bench-vmm`",
+            bench_run.display()
         );
     }
+    let assets = GuestAssets::locate()?;
+    let mut files = vec![(bench_run, "bench-run")];
+    if let Some(v) = &vmm {
+        files.push((v.clone(), "vmm"));
+    }
+    let mut vm = BenchAppliance::boot_with(&iso, &files, vec![assets.iso.clone()], Vec::new())?;
+    let qemu_version = vm.prepare_guest_media()?;
+    println!("QEMU in the appliance: {qemu_version}");
 
-    let qemu_common = |machine: &str, kernel: &str| -> Vec<String> {
-        [
-            "qemu-system-x86_64",
-            "-enable-kvm",
-            "-cpu",
-            "host",
-            "-M",
-            machine,
-            "-m",
-            "256",
-            "-smp",
-            "2",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "stdio",
-            "-no-reboot",
-            "-kernel",
-            kernel,
-            "-initrd",
-            "/run/g/initrd.img",
-            "-append",
-            cmdline.as_str(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let oxbow = |vmm_path: &str, kernel: &str| -> Vec<String> {
-        [
-            vmm_path,
-            "--kernel",
-            kernel,
-            "--initrd",
-            "/run/g/initrd.img",
-            "--cmdline",
-            cmdline.as_str(),
-            "--cpus",
-            "2",
-            "--memory",
-            "256",
-            "--serial",
-            "stdio",
-            "--no-rng",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    let cd_vmm = format!("{CD_MOUNT}/vmm");
+    let oxbows: Vec<(&str, &str)> = if vmm.is_some() {
+        vec![("oxbow", cd_vmm.as_str()), ("oxbow-image", VMM)]
+    } else {
+        vec![("oxbow", VMM)]
     };
     let mut sides: Vec<(String, Vec<String>)> = Vec::new();
-    for (fmt, kernel) in [("bzImage", "/run/g/vmlinuz"), ("pvh", "/run/g/vmlinux")] {
+    for (fmt, kernel) in [("bzImage", "vmlinuz"), ("pvh", "vmlinux")] {
+        let g = GuestSpec::from_assets(kernel, &cmdline, GUEST_MIB);
         for (name, path) in &oxbows {
-            sides.push((format!("{name} {fmt}"), oxbow(path, kernel)));
+            let mut argv = oxbow_argv(&g, &[]);
+            argv[0] = path.to_string();
+            sides.push((format!("{name} {fmt}"), argv));
         }
-        sides.push((format!("qemu-q35 {fmt}"), qemu_common("q35", kernel)));
-        sides.push((
-            format!("qemu-microvm {fmt}"),
-            qemu_common("microvm", kernel),
-        ));
+        sides.push((format!("qemu-q35 {fmt}"), qemu_argv("q35", &g, &[])));
+        sides.push((format!("qemu-microvm {fmt}"), qemu_argv("microvm", &g, &[])));
     }
 
     if let Some(only) = &only {
@@ -193,9 +113,8 @@ fn main() -> Result<()> {
         order.rotate_left((round - 1) % sides.len());
         for (label, cmd) in &order {
             n += 1;
-            let unit = format!("bench-{n}");
             let mut argv: Vec<String> = vec![
-                "/run/b/bench-run".into(),
+                format!("{CD_MOUNT}/bench-run"),
                 "--label".into(),
                 label.clone(),
                 "--marker".into(),
@@ -210,36 +129,17 @@ fn main() -> Result<()> {
             }
             argv.push("--".into());
             argv.extend(cmd.iter().cloned());
-            let script = format!(
-                "exec >/dev/console 2>&1; exec {}",
-                argv.iter()
-                    .map(|a| shell_quote(a))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-            let before = vm.serial().len();
-            vm.run_unit(&unit, &["/bin/sh", "-c", &script])?;
-            let e = vm.wait_unit_stopped(&unit, RUN)?;
-            let console = vm.serial();
+            let (e, console) = vm.run_status(&format!("exec {}", shell_command(&argv)), RUN)?;
             let line = console
-                .get(before..)
-                .unwrap_or_default()
                 .lines()
                 .find_map(|l| l.split_once("BENCH ").map(|(_, j)| j.trim().to_string()));
             let Some(line) = line else {
-                vm.show_unit_log(&unit);
-                bail!("{label}: no BENCH line ({})", e.how);
+                bail!("{label} (run {n}): no BENCH line ({})", e.how);
             };
             let v: Value =
                 serde_json::from_str(&line).with_context(|| format!("parsing {line}"))?;
             if echo {
-                let console = vm.serial();
-                for l in console
-                    .get(before..)
-                    .unwrap_or_default()
-                    .lines()
-                    .filter(|l| l.contains(" ms | "))
-                {
+                for l in console.lines().filter(|l| l.contains(" ms | ")) {
                     println!("  {label}: {l}");
                 }
             }
@@ -259,13 +159,13 @@ fn main() -> Result<()> {
         }
     }
     let med = |label: &str, key: &str| -> f64 {
-        let mut v: Vec<f64> = results
+        let v: Vec<f64> = results
             .get(label)
             .into_iter()
             .flatten()
             .filter_map(|r| r[key].as_f64())
             .collect();
-        median(&mut v)
+        median(&v)
     };
     println!("\nmedians of {runs} (2 vCPUs, {GUEST_MIB} MiB, nested KVM inside the appliance under QEMU TCG):");
     for fmt in ["bzImage", "pvh"] {
@@ -289,21 +189,4 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -8,11 +8,13 @@
 //! (`qemu_tests::guest::ct_template`; debootstrap too).
 //!
 //! Usage: `guest-assets --init PATH [--out DIR] [--cache DIR]`,
-//! `guest-assets --debian [--out DIR] [--cache DIR]` or
+//! `guest-assets --debian [--name NAME] [--packages PKG,PKG] [--out DIR] [--cache DIR]` or
 //! `guest-assets --ct-template [--out DIR] [--cache DIR]`
-//! (defaults: `target/guest`, `target/cache`). `make guest` builds the
-//! static `guest-init` first and runs the first; `make guest-debian` the
-//! second; `make ct-template` the third.
+//! (defaults: `target/guest`, `target/cache`; `--name debian`, no extra
+//! packages). `make guest` builds the static `guest-init` first and runs
+//! the first; `make guest-debian` the second; `make guest-debian-bench`
+//! the second with `--name debian-bench --packages fio,iperf3,iproute2`;
+//! `make ct-template` the third.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,13 +23,15 @@ use anyhow::{bail, Context, Result};
 use qemu_tests::guest::{self, debian, BuildOptions, GuestAssets};
 
 const USAGE: &str = "usage: guest-assets --init PATH [--out DIR] [--cache DIR]\n       \
-                     guest-assets --debian [--out DIR] [--cache DIR]\n       \
+                     guest-assets --debian [--name NAME] [--packages PKG,PKG] [--out DIR] [--cache DIR]\n       \
                      guest-assets --ct-template [--out DIR] [--cache DIR]";
 
 fn main() -> Result<()> {
     let mut init = None;
     let mut debian = false;
     let mut ct_template = false;
+    let mut name = debian::NAME.to_string();
+    let mut extra_packages: Vec<String> = Vec::new();
     let mut out = GuestAssets::default_dir();
     let mut cache = qemu_tests::target_dir().join("cache");
     let mut args = std::env::args().skip(1);
@@ -38,6 +42,13 @@ fn main() -> Result<()> {
             "--out" => out = PathBuf::from(value()?),
             "--cache" => cache = PathBuf::from(value()?),
             "--debian" => debian = true,
+            "--name" => name = value()?,
+            "--packages" => extra_packages.extend(
+                value()?
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string),
+            ),
             "--ct-template" => ct_template = true,
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
@@ -65,7 +76,12 @@ fn main() -> Result<()> {
         if init.is_some() {
             bail!("--debian and --init build different things\n{USAGE}");
         }
-        let r = debian::build(&debian::DebianOptions { out, cache })?;
+        let opts = debian::DebianOptions {
+            name,
+            extra_packages,
+            ..debian::DebianOptions::standard(out, cache)
+        };
+        let r = debian::build(&opts)?;
         println!(
             "Debian guest image {} ({}, {:.1} s)",
             r.image.display(),
@@ -75,7 +91,7 @@ fn main() -> Result<()> {
         println!(
             "  {} packages, {}: ext4 labelled {}, {:.0} MiB, {:.1} MiB allocated{}",
             r.packages,
-            debian::PACKAGES.join(" "),
+            opts.packages().join(" "),
             debian::ROOT_LABEL,
             mib(r.image_bytes),
             mib(r.allocated_bytes),

@@ -21,6 +21,12 @@
 //! root keeps debootstrap's locked password: nobody can log in, which the
 //! tests do not need (they wait for the `login:` prompt). A stamp beside
 //! the image records its inputs; when they are unchanged nothing is done.
+//!
+//! [`DebianOptions::extra_packages`] and [`DebianOptions::name`] make
+//! variants of the same image: `debian-bench.raw` ([`BENCH_NAME`], `make
+//! guest-debian-bench`) adds [`BENCH_PACKAGES`] (fio, iperf3 and iproute2)
+//! for `bench-vmm-io`, whose guest side is [`IO_BENCH_INIT`], a script in
+//! every variant that runs only when the command line names it as init.
 
 use std::fs::{self, File};
 use std::io::Read;
@@ -41,8 +47,69 @@ pub const HOSTNAME: &str = "oxbow-guest";
 pub const PACKAGES: &[&str] = &["systemd-sysv", "udev", "dbus"];
 /// Size of the raw image (sparse: only what the files use is allocated).
 pub const IMAGE_MIB: u64 = 1024;
+/// The image's name (file `<name>.raw`, stamp `<name>.stamp`) in the guest
+/// asset directory.
+pub const NAME: &str = "debian";
 /// The image's file name in the guest asset directory.
 pub const IMAGE_NAME: &str = "debian.raw";
+/// The benchmark variant's name (`debian-bench.raw`).
+pub const BENCH_NAME: &str = "debian-bench";
+/// What the benchmark variant adds: the I/O benchmarks' tools and `ip` to
+/// address the NIC (debootstrap's minimal base has no iproute2).
+pub const BENCH_PACKAGES: &[&str] = &["fio", "iperf3", "iproute2"];
+/// The guest side of `bench-vmm-io`, executed as PID 1 by the guest
+/// initramfs with `oxbow.init=` this path.
+pub const IO_BENCH_INIT: &str = "/usr/local/sbin/oxbow-io-bench";
+
+/// The script at [`IO_BENCH_INIT`]. Parameters come from the kernel
+/// command line: `oxbow.bench.secs` (seconds per run), `oxbow.bench.ip`
+/// (the NIC's address/prefix), `oxbow.bench.peer` (the iperf3 server) and
+/// `oxbow.bench.disk` (the data disk, read-only). It prints `OXBOW-IO
+/// start`, then one `OXBOW-IO {json}` line (4 KiB random read IOPS and
+/// 1 MiB sequential read KiB/s from fio's terse output, guest-to-host and
+/// host-to-guest Mbit/s from iperf3's receiver summary), or `OXBOW-IO fail
+/// <why>`, and powers off through sysrq.
+const IO_BENCH_SCRIPT: &str = r#"#!/bin/sh
+# bench-vmm-io's guest side (qemu-tests/src/guest/debian.rs), run as PID 1
+# by the guest initramfs: fio on the data disk, iperf3 against the host.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t tmpfs -o size=64m tmpfs /tmp
+mount -t tmpfs -o size=16m tmpfs /run
+arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}";; esac; done; }
+off() { sync; echo o >/proc/sysrq-trigger; sleep 60; }
+# Messages go to stderr, the console, also from inside $(...).
+fail() { echo "OXBOW-IO fail $*" >&2; off; }
+secs=$(arg oxbow.bench.secs); ip=$(arg oxbow.bench.ip)
+peer=$(arg oxbow.bench.peer); disk=$(arg oxbow.bench.disk)
+echo "OXBOW-IO start"
+ip link set lo up && ip link set eth0 up && ip addr add "$ip" dev eth0 || fail network
+# fio NAME RW BS DEPTH: prints "KiB/s IOPS" of the reads.
+fio_run() {
+    fio --name="$1" --filename="$disk" --readonly --direct=1 --ioengine=libaio \
+        --rw="$2" --bs="$3" --iodepth="$4" --time_based --runtime="$secs" \
+        --ramp_time=1 --output-format=terse --terse-version=3 >/tmp/fio.out 2>&1 \
+        || { cat /tmp/fio.out >&2; fail "fio $1"; }
+    awk -F';' 'NF > 8 {print $7, $8}' /tmp/fio.out
+}
+# iperf ARGS: prints the receiver's Mbit/s.
+iperf_run() {
+    for try in 1 2 3 4 5; do
+        iperf3 -c "$peer" -t "$secs" -O 1 -f m "$@" >/tmp/iperf.out 2>&1 && break
+        cat /tmp/iperf.out >&2
+        sleep 2
+    done
+    awk '/receiver/ {for (i = 2; i <= NF; i++) if ($i == "Mbits/sec") v = $(i - 1)}
+         END {print v + 0}' /tmp/iperf.out
+}
+set -- $(fio_run randread randread 4k 32); rr_iops=$2
+set -- $(fio_run seqread read 1M 8); sr_kib=$1
+tx=$(iperf_run)
+rx=$(iperf_run -R)
+printf 'OXBOW-IO {"randread_iops":%s,"seqread_kib_s":%s,"tx_mbit_s":%s,"rx_mbit_s":%s}\n' \
+    "${rr_iops:-0}" "${sr_kib:-0}" "${tx:-0}" "${rx:-0}"
+off
+"#;
+
 /// Removed besides what `image::rootfs::strip` removes: apt's package
 /// caches (rebuilt by apt when needed), state that must differ between
 /// machines, and two units' enablement: the reaper of e2scrub's LVM
@@ -97,6 +164,11 @@ pub fn config_files() -> Vec<(&'static str, u32, String)> {
             0o644,
             "[Journal]\nStorage=volatile\n".to_string(),
         ),
+        (
+            IO_BENCH_INIT.trim_start_matches('/'),
+            0o755,
+            IO_BENCH_SCRIPT.to_string(),
+        ),
     ]
 }
 
@@ -108,10 +180,20 @@ pub fn image_in(dir: &Path) -> PathBuf {
 /// The built image in the default guest asset directory; an error naming
 /// `make guest-debian` if it is missing.
 pub fn locate() -> Result<PathBuf> {
-    let p = image_in(&super::GuestAssets::default_dir());
+    locate_named(NAME, "guest-debian")
+}
+
+/// The built benchmark variant (`debian-bench.raw`); an error naming
+/// `make guest-debian-bench` if it is missing.
+pub fn locate_bench() -> Result<PathBuf> {
+    locate_named(BENCH_NAME, "guest-debian-bench")
+}
+
+fn locate_named(name: &str, target: &str) -> Result<PathBuf> {
+    let p = super::GuestAssets::default_dir().join(format!("{name}.raw"));
     if !p.is_file() {
         bail!(
-            "{} is missing: build it with `make guest-debian` (needs root)",
+            "{} is missing: build it with `make {target}` (needs root)",
             p.display()
         );
     }
@@ -125,6 +207,34 @@ pub struct DebianOptions {
     pub out: PathBuf,
     /// The debootstrap cache shared with `oxbow-image` (`target/cache`).
     pub cache: PathBuf,
+    /// The image's name: it is written to `<out>/<name>.raw`, with its
+    /// stamp in `<out>/<name>.stamp` ([`NAME`] for `debian.raw`).
+    pub name: String,
+    /// Debian packages installed besides [`PACKAGES`].
+    pub extra_packages: Vec<String>,
+}
+
+impl DebianOptions {
+    /// `debian.raw`: [`PACKAGES`] only.
+    pub fn standard(out: PathBuf, cache: PathBuf) -> DebianOptions {
+        DebianOptions {
+            out,
+            cache,
+            name: NAME.to_string(),
+            extra_packages: Vec::new(),
+        }
+    }
+
+    /// Every package the image gets: [`PACKAGES`], then the extra ones.
+    pub fn packages(&self) -> Vec<&str> {
+        let mut p: Vec<&str> = PACKAGES.to_vec();
+        for x in &self.extra_packages {
+            if !p.contains(&x.as_str()) {
+                p.push(x);
+            }
+        }
+        p
+    }
 }
 
 /// What [`build`] did.
@@ -146,8 +256,18 @@ pub struct DebianReport {
 
 /// Builds the image, or leaves it if the stamp says it is current.
 pub fn build(opts: &DebianOptions) -> Result<DebianReport> {
-    let image = image_in(&opts.out);
-    let base = image::rootfs::debootstrap_packages(&opts.cache, PACKAGES)
+    ensure!(
+        !opts.name.is_empty()
+            && opts
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "image name {:?}: letters, digits, '-' and '_' only",
+        opts.name
+    );
+    let image = opts.out.join(format!("{}.raw", opts.name));
+    let packages_list = opts.packages();
+    let base = image::rootfs::debootstrap_packages(&opts.cache, &packages_list)
         .context("debootstrap of the Debian guest (needs root)")?;
     let status = fs::read(base.join("var/lib/dpkg/status"))
         .with_context(|| format!("reading {}/var/lib/dpkg/status", base.display()))?;
@@ -163,10 +283,10 @@ pub fn build(opts: &DebianOptions) -> Result<DebianReport> {
         image::rootfs::SUITE,
         base.file_name().unwrap_or_default().to_string_lossy(),
         super::fnv1a(&status),
-        PACKAGES.join(" "),
+        packages_list.join(" "),
         super::fnv1a(config.as_bytes()),
     );
-    let stamp_path = opts.out.join("debian.stamp");
+    let stamp_path = opts.out.join(format!("{}.stamp", opts.name));
     if fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && image.is_file() {
         let m = fs::metadata(&image)?;
         return Ok(DebianReport {
@@ -181,7 +301,7 @@ pub fn build(opts: &DebianOptions) -> Result<DebianReport> {
     fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let _ = fs::remove_file(&stamp_path);
 
-    let staging = opts.out.join(".debian-root.partial");
+    let staging = opts.out.join(format!(".{}-root.partial", opts.name));
     image::rootfs::stage(&base, &staging)?;
     image::rootfs::strip(&staging)?;
     for rel in STRIP {

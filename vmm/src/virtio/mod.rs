@@ -21,10 +21,16 @@ pub mod blk;
 pub mod net;
 pub mod pci;
 pub mod rng;
+pub mod sg;
 pub mod tap;
 
 /// virtio 1.0 (modern) devices only.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// `VIRTIO_RING_F_EVENT_IDX`: the driver says in `used_event` after which
+/// used entry it wants an interrupt, the device in `avail_event` after
+/// which available entry it wants a notification. The transport turns it
+/// on in each queue when the driver acked it.
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
 
 /// virtio device types (virtio spec 5).
 pub mod device_type {
@@ -171,6 +177,36 @@ pub fn signal_used(aq: &mut ActiveQueue, mem: &GuestMemoryMmap, irq: &dyn Interr
     use virtio_queue::QueueT;
     if used && aq.queue.needs_notification(mem).unwrap_or(true) {
         let _ = irq.queue(aq.index);
+    }
+}
+
+/// Works a queue after a kick until it is empty, with the driver's
+/// notifications off meanwhile: `process` serves what is available and
+/// says whether it used buffers; the guest is interrupted as it asked
+/// ([`signal_used`]); then notifications go back on, and if the driver
+/// added buffers in between (virtio-queue reads the index again after
+/// enabling), the queue is worked again instead of waiting for a kick
+/// that will not come. Returns how many rounds it took.
+pub fn run_queue(
+    aq: &mut ActiveQueue,
+    mem: &GuestMemoryMmap,
+    irq: &dyn Interrupt,
+    mut process: impl FnMut(&mut Queue) -> bool,
+) -> usize {
+    use virtio_queue::QueueT;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        // Without EVENT_IDX this sets VRING_USED_F_NO_NOTIFY; with it,
+        // the driver stops notifying by itself once it has passed
+        // `avail_event`, which is only moved when notifications go back on.
+        let _ = aq.queue.disable_notification(mem);
+        let used = process(&mut aq.queue);
+        signal_used(aq, mem, irq, used);
+        match aq.queue.enable_notification(mem) {
+            Ok(true) => continue,
+            _ => return rounds,
+        }
     }
 }
 

@@ -8,23 +8,27 @@
 //! in and only hands the guest what its acked features allow (see
 //! [`tap::offload_flags`]).
 //!
-//! Transmit pops every available chain, gathers its readable bytes
-//! (header and frame) into one buffer through virtio-queue's `Reader` and
-//! writes them to the tap in one `write`. Receive reads a frame from the
-//! tap and copies it through `Writer`s into as many receive chains as it
-//! needs (`VIRTIO_NET_F_MRG_RXBUF`), writing `num_buffers` into the header.
-//! When the guest has no receive buffer left, the frame is kept and the tap
-//! is no longer polled until the guest kicks the receive queue.
+//! Transmit pops every available chain and writes its readable buffers
+//! (header and frame) to the tap with one `writev` straight from guest
+//! memory, with the driver's notifications off meanwhile. Receive takes
+//! receive chains ahead of the frames and reads each frame with one
+//! `readv` straight into them (as many chains as a longest frame needs with
+//! `VIRTIO_NET_F_MRG_RXBUF`), writing `num_buffers` into the header; what
+//! does not fit spills into a host buffer and waits for more buffers (or
+//! is dropped, without MRG_RXBUF). When the guest has no receive buffer
+//! left, the tap is no longer polled until the guest kicks the receive
+//! queue.
 //!
-//! Every address and length a chain names is checked by vm-memory when the
-//! `Reader`/`Writer` is built; on top of that a chain must end properly (a
-//! last descriptor without NEXT: virtio-queue silently cuts loops, indices
-//! past the table and chains over 4 GiB short, see [`well_formed`]). A
-//! malformed chain is returned to the guest with length 0 and counted; it
-//! never stops the device.
+//! Every address and length a chain names is checked by vm-memory when
+//! [`sg::chain_sg`] resolves it; on top of that a chain must end properly
+//! (a last descriptor without NEXT: virtio-queue silently cuts loops,
+//! indices past the table and chains over 4 GiB short). A malformed chain
+//! is returned to the guest with length 0 and counted; it never stops the
+//! device.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,12 +39,15 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_GUEST_TSO6, VIRTIO_NET_F_HOST_ECN, VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6,
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_STATUS, VIRTIO_NET_S_LINK_UP,
 };
-use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
+use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::tap::{self, Tap, VNET_HDR_LEN};
-use super::{device_type, drain, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1};
+use super::{
+    device_type, drain, sg, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX,
+};
 
 /// The receive queue's index.
 pub const RX_QUEUE: u16 = 0;
@@ -71,6 +78,7 @@ const fn bit(b: u32) -> u64 {
 
 /// The features offered.
 pub const FEATURES: u64 = VIRTIO_F_VERSION_1
+    | VIRTIO_RING_F_EVENT_IDX
     | bit(VIRTIO_NET_F_CSUM)
     | bit(VIRTIO_NET_F_GUEST_CSUM)
     | bit(VIRTIO_NET_F_MAC)
@@ -321,8 +329,9 @@ impl VirtioDevice for Net {
             interrupt,
             stats: self.stats.clone(),
             mrg: acked_features & bit(VIRTIO_NET_F_MRG_RXBUF) != 0,
+            rx_bufs: VecDeque::new(),
+            rx_room: 0,
             rx_frame: vec![0; MAX_FRAME + 1],
-            tx_frame: vec![0; MAX_FRAME],
             pending: None,
             rx_armed: true,
             tx_blocked: false,
@@ -359,45 +368,6 @@ impl VirtioDevice for Net {
             "bad_chains": get(&s.bad_chains),
         })
     }
-}
-
-/// Whether `chain` ends where the driver said: at least one descriptor,
-/// and the last one without NEXT. virtio-queue's iterator stops without an
-/// error on a loop (after queue-size descriptors), on a next index past the
-/// table, on an unreadable descriptor or indirect table, and past 4 GiB in
-/// total; all of those leave a last descriptor that still has NEXT.
-pub fn well_formed(chain: &DescriptorChain<&GuestMemoryMmap>) -> bool {
-    let mut any = false;
-    let mut open = true;
-    for d in chain.clone() {
-        any = true;
-        open = d.has_next();
-    }
-    any && !open
-}
-
-/// The readable part of a well-formed chain; `None` for a malformed one
-/// (see [`well_formed`]; vm-memory refuses any buffer not inside guest
-/// memory).
-fn reader<'a>(
-    mem: &'a GuestMemoryMmap,
-    chain: DescriptorChain<&'a GuestMemoryMmap>,
-) -> Option<Reader<'a>> {
-    if !well_formed(&chain) {
-        return None;
-    }
-    chain.reader(mem).ok()
-}
-
-/// The writable part of a well-formed chain; `None` for a malformed one.
-fn writer<'a>(
-    mem: &'a GuestMemoryMmap,
-    chain: DescriptorChain<&'a GuestMemoryMmap>,
-) -> Option<Writer<'a>> {
-    if !well_formed(&chain) {
-        return None;
-    }
-    chain.writer(mem).ok()
 }
 
 /// The tap's registration in its own epoll set, whose fd the [`Worker`]
@@ -447,13 +417,24 @@ enum Rx {
     Delivered,
     /// No (or not enough) buffers: keep it and wait for a kick.
     NoBuffers,
-    /// Lost: too big for a non-mergeable buffer, or a malformed chain in
-    /// the middle of it.
+    /// Lost: too big for a non-mergeable buffer, too big for the whole
+    /// ring, or not a frame.
     Dropped,
+    /// The tap has nothing to read (or failed for good).
+    Empty,
+}
+
+/// A receive chain taken from the ring and checked, waiting for a frame:
+/// its writable buffers as host segments.
+struct RxBuf {
+    head: u16,
+    sg: sg::OwnedSg,
 }
 
 /// Everything the worker thread owns.
 struct NetWorker {
+    /// Guest memory; this clone keeps the mappings that the segments of
+    /// `rx_bufs` point into alive.
     mem: GuestMemoryMmap,
     rx: ActiveQueue,
     tx: ActiveQueue,
@@ -463,10 +444,14 @@ struct NetWorker {
     stats: Arc<Stats>,
     /// VIRTIO_NET_F_MRG_RXBUF was acked: a frame may span several chains.
     mrg: bool,
-    /// One frame from the tap; one byte longer than the longest frame, so
-    /// a frame that fills it is known to be truncated.
+    /// Receive chains popped and checked but not used yet, in ring order.
+    rx_bufs: VecDeque<RxBuf>,
+    /// Their total bytes.
+    rx_room: usize,
+    /// Where a frame goes that does not (yet) fit in the guest's buffers;
+    /// one byte longer than the longest frame, so a frame that fills it is
+    /// known to be truncated.
     rx_frame: Vec<u8>,
-    tx_frame: Vec<u8>,
     /// The length of a frame in `rx_frame` that waits for guest buffers.
     pending: Option<usize>,
     /// The tap is polled for reading.
@@ -504,7 +489,8 @@ impl NetWorker {
     }
 
     /// Interrupts for the queues that got used buffers, if the driver
-    /// wants them.
+    /// wants them (with EVENT_IDX: if the used index passed its
+    /// `used_event`).
     fn signal(&mut self) {
         if std::mem::take(&mut self.rx_used)
             && self.rx.queue.needs_notification(&self.mem).unwrap_or(true)
@@ -531,67 +517,75 @@ impl NetWorker {
         }
     }
 
-    /// Sends every available transmit chain to the tap.
+    /// Sends every available transmit chain to the tap, each in one
+    /// `writev` straight from the guest's buffers, with the driver's
+    /// notifications off meanwhile. Notifications go back on only when
+    /// the ring is empty; while the tap is full they stay off and the tap
+    /// is polled for writing instead.
     fn process_tx(&mut self) {
         if self.tx_blocked {
             self.tx_blocked = false;
             self.update_tap_poll();
         }
-        while let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) {
-            let head = chain.head_index();
-            let len = match reader(&self.mem, chain) {
-                Some(mut r) => {
-                    let n = r.available_bytes();
-                    if (VNET_HDR_LEN..=self.tx_frame.len()).contains(&n)
-                        && r.read_exact(&mut self.tx_frame[..n]).is_ok()
-                    {
-                        Some(n)
-                    } else {
-                        None
+        loop {
+            let _ = self.tx.queue.disable_notification(&self.mem);
+            while let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) {
+                let head = chain.head_index();
+                let sent = match sg::chain_sg(&self.mem, chain) {
+                    Ok(c) if (VNET_HDR_LEN..=MAX_FRAME).contains(&c.readable.len()) => loop {
+                        match sg::writev(&*self.tap, &c.readable) {
+                            Ok(_) => {
+                                inc(&self.stats.tx_packets, 1);
+                                inc(
+                                    &self.stats.tx_bytes,
+                                    (c.readable.len() - VNET_HDR_LEN) as u64,
+                                );
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break false,
+                            // Tap down (EIO) or a header the kernel refuses
+                            // (EINVAL): the frame is lost, as on a real wire.
+                            Err(_) => inc(&self.stats.tx_dropped, 1),
+                        }
+                        break true;
+                    },
+                    _ => {
+                        inc(&self.stats.bad_chains, 1);
+                        true
                     }
+                };
+                if !sent {
+                    // The tap's queue is full: leave the chain available
+                    // and wait until it takes more.
+                    let prev = self.tx.queue.next_avail().wrapping_sub(1);
+                    self.tx.queue.set_next_avail(prev);
+                    self.tx_blocked = true;
+                    self.update_tap_poll();
+                    return;
                 }
-                None => None,
-            };
-            match len {
-                Some(n) => loop {
-                    match self.tap.write(&self.tx_frame[..n]) {
-                        Ok(_) => {
-                            inc(&self.stats.tx_packets, 1);
-                            inc(&self.stats.tx_bytes, (n - VNET_HDR_LEN) as u64);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            // The tap's queue is full: leave the chain
-                            // available and wait until it takes more.
-                            let prev = self.tx.queue.next_avail().wrapping_sub(1);
-                            self.tx.queue.set_next_avail(prev);
-                            self.tx_blocked = true;
-                            self.update_tap_poll();
-                            return;
-                        }
-                        // Tap down (EIO) or a header the kernel refuses
-                        // (EINVAL): the frame is lost, as on a real wire.
-                        Err(_) => inc(&self.stats.tx_dropped, 1),
-                    }
-                    break;
-                },
-                None => inc(&self.stats.bad_chains, 1),
+                // Transmit buffers are only read: the used length is 0. A
+                // head index past the ring cannot be returned at all.
+                if self.tx.queue.add_used(&self.mem, head, 0).is_ok() {
+                    self.tx_used = true;
+                }
             }
-            // Transmit buffers are only read: the used length is 0. A head
-            // index past the ring cannot be returned at all.
-            if self.tx.queue.add_used(&self.mem, head, 0).is_ok() {
-                self.tx_used = true;
+            match self.tx.queue.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                _ => return,
             }
         }
     }
 
-    /// The guest posted receive buffers: deliver the waiting frame, then
-    /// poll the tap again.
+    /// The guest posted receive buffers: take them, deliver the waiting
+    /// frame, then poll the tap again.
     fn on_rx_kick(&mut self) {
+        // Buffers are taken as frames need them; the driver need not
+        // notify again until the device runs out (see `take_rx_buffers`).
+        let _ = self.rx.queue.disable_notification(&self.mem);
         if let Some(len) = self.pending {
-            match self.deliver(len) {
+            match self.deliver_copy(len) {
                 Rx::NoBuffers => return,
-                Rx::Delivered | Rx::Dropped => self.pending = None,
+                _ => self.pending = None,
             }
         }
         if !self.rx_armed {
@@ -608,31 +602,10 @@ impl NetWorker {
             return;
         }
         for _ in 0..RX_BATCH {
-            let len = match self.pending.take() {
-                Some(len) => len,
-                None => match self.tap.read(&mut self.rx_frame) {
-                    Ok(n) if (MIN_FRAME..=MAX_FRAME).contains(&n) => n,
-                    Ok(_) => {
-                        inc(&self.stats.rx_dropped, 1);
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) => {
-                        eprintln!(
-                            "vmm: net {}: reading the tap: {e}; receive stopped",
-                            self.tap.name()
-                        );
-                        self.tap_dead = true;
-                        self.update_tap_poll();
-                        return;
-                    }
-                },
-            };
-            match self.deliver(len) {
+            match self.receive() {
                 Rx::Delivered | Rx::Dropped => {}
+                Rx::Empty => return,
                 Rx::NoBuffers => {
-                    self.pending = Some(len);
                     self.rx_armed = false;
                     self.update_tap_poll();
                     return;
@@ -641,77 +614,230 @@ impl NetWorker {
         }
     }
 
-    /// Copies the frame in `rx_frame[..len]` into receive chains.
-    fn deliver(&mut self, len: usize) -> Rx {
-        let mem = &self.mem;
-        let q = &mut self.rx.queue;
-        let mut start = q.next_avail();
-        let mut parts: Vec<(u16, Writer<'_>)> = Vec::with_capacity(1);
+    /// Pops receive chains until the buffers taken hold `want` bytes (one
+    /// chain is enough without MRG_RXBUF) or the ring is empty. A
+    /// malformed chain, or one with less than a header's room (virtio
+    /// 5.1.6.3), goes back at once with length 0.
+    fn take_rx_buffers(&mut self, want: usize) {
+        let enough = |w: &NetWorker| {
+            if w.mrg {
+                w.rx_room >= want
+            } else {
+                !w.rx_bufs.is_empty()
+            }
+        };
+        while !enough(self) {
+            let Some(chain) = self.rx.queue.pop_descriptor_chain(&self.mem) else {
+                return;
+            };
+            let head = chain.head_index();
+            match sg::chain_sg(&self.mem, chain) {
+                Ok(c) if c.writable.len() >= VNET_HDR_LEN => {
+                    self.rx_room += c.writable.len();
+                    self.rx_bufs.push_back(RxBuf {
+                        head,
+                        sg: c.writable.detach(),
+                    });
+                }
+                _ => {
+                    inc(&self.stats.bad_chains, 1);
+                    if self.rx.queue.add_used(&self.mem, head, 0).is_ok() {
+                        self.rx_used = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`NetWorker::take_rx_buffers`]; when the ring cannot provide
+    /// `want`, notifications go back on, and the ring is looked at once
+    /// more in case the driver added buffers before it saw that.
+    fn take_rx_buffers_or_notify(&mut self, want: usize) {
+        self.take_rx_buffers(want);
+        let short = if self.mrg {
+            self.rx_room < want
+        } else {
+            self.rx_bufs.is_empty()
+        };
+        if short
+            && self
+                .rx
+                .queue
+                .enable_notification(&self.mem)
+                .unwrap_or(false)
+        {
+            let _ = self.rx.queue.disable_notification(&self.mem);
+            self.take_rx_buffers(want);
+        }
+    }
+
+    /// Reads one frame from the tap straight into the guest's buffers: one
+    /// `readv` over the taken receive chains (enough for the longest frame
+    /// with MRG_RXBUF, else the one chain), with `rx_frame` behind them
+    /// for what does not fit. A frame that fits is delivered without a
+    /// copy; one that spilled over waits in `rx_frame` (MRG_RXBUF: for
+    /// more buffers) or is dropped (a single buffer too small).
+    fn receive(&mut self) -> Rx {
+        if let Some(len) = self.pending {
+            return match self.deliver_copy(len) {
+                Rx::NoBuffers => Rx::NoBuffers,
+                r => {
+                    self.pending = None;
+                    r
+                }
+            };
+        }
+        // Room for a longest frame if the ring has it; notifications go
+        // back on only when there is no buffer at all (or, below, when a
+        // frame does not fit), not whenever less than that is posted.
+        self.take_rx_buffers(MAX_FRAME);
+        if self.rx_bufs.is_empty() {
+            self.take_rx_buffers_or_notify(1);
+        }
+        if self.rx_bufs.is_empty() {
+            // Leave the frame in the kernel until the guest posts buffers.
+            return Rx::NoBuffers;
+        }
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(self.rx_bufs.len() * 2 + 1);
         let mut room = 0usize;
-        while room < len {
-            let Some(chain) = q.pop_descriptor_chain(mem) else {
-                // Not enough buffers yet: give back what was taken.
-                q.set_next_avail(start);
-                if parts.len() >= usize::from(q.size()) {
+        for b in &self.rx_bufs {
+            if room > MAX_FRAME {
+                break;
+            }
+            // SAFETY: every buffer in `rx_bufs` was made from `self.mem`.
+            unsafe { b.sg.attach(&self.mem) }.iovecs_into(&mut iov);
+            room += b.sg.len();
+            if !self.mrg {
+                break;
+            }
+        }
+        let spill = (MAX_FRAME + 1).saturating_sub(room);
+        if spill > 0 {
+            iov.push(libc::iovec {
+                iov_base: self.rx_frame.as_mut_ptr().cast(),
+                iov_len: spill,
+            });
+        }
+        // SAFETY: `iov` holds the segments of buffers made from
+        // `self.mem`, which is alive, and the spill area in `rx_frame`,
+        // which nothing else touches during the call.
+        let n = match unsafe { sg::readv(&*self.tap, &iov) } {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Rx::Dropped,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Rx::Empty,
+            Err(e) => {
+                eprintln!(
+                    "vmm: net {}: reading the tap: {e}; receive stopped",
+                    self.tap.name()
+                );
+                self.tap_dead = true;
+                self.update_tap_poll();
+                return Rx::Empty;
+            }
+        };
+        if !(MIN_FRAME..=MAX_FRAME).contains(&n) {
+            inc(&self.stats.rx_dropped, 1);
+            return Rx::Dropped;
+        }
+        if n <= room {
+            self.complete_rx(n, None);
+            return Rx::Delivered;
+        }
+        if !self.mrg {
+            // One buffer too small for the frame: drop the frame, keep
+            // the buffer for the next one.
+            inc(&self.stats.rx_dropped, 1);
+            return Rx::Dropped;
+        }
+        // Not enough buffers for this frame: gather it into `rx_frame`
+        // (its tail is already there) and let it wait.
+        self.rx_frame.copy_within(..n - room, room);
+        let mut off = 0;
+        for b in &self.rx_bufs {
+            if off == room {
+                break;
+            }
+            let take = b.sg.len().min(room - off);
+            // SAFETY: every buffer in `rx_bufs` was made from `self.mem`.
+            let list = unsafe { b.sg.attach(&self.mem) };
+            let _ = list.read_into(&mut self.rx_frame[off..off + take]);
+            off += take;
+        }
+        self.pending = Some(n);
+        match self.deliver_copy(n) {
+            Rx::NoBuffers => Rx::NoBuffers,
+            r => {
+                self.pending = None;
+                r
+            }
+        }
+    }
+
+    /// Returns the first buffers that hold `n` bytes of frame (already in
+    /// them, or copied from `frame`) as used, with `num_buffers` in the
+    /// header.
+    fn complete_rx(&mut self, n: usize, frame: Option<&[u8]>) {
+        let mut left = n;
+        let mut count = 0usize;
+        for b in &self.rx_bufs {
+            if left == 0 {
+                break;
+            }
+            left -= left.min(b.sg.len());
+            count += 1;
+        }
+        let num_buffers = (count as u16).to_le_bytes();
+        let mut off = 0;
+        for i in 0..count {
+            let Some(b) = self.rx_bufs.pop_front() else {
+                break;
+            };
+            self.rx_room -= b.sg.len();
+            let take = b.sg.len().min(n - off);
+            // SAFETY: every buffer in `rx_bufs` was made from `self.mem`.
+            let list = unsafe { b.sg.attach(&self.mem) };
+            let written = match frame {
+                Some(f) => list.write_at(0, &f[off..off + take]).is_ok(),
+                None => true,
+            };
+            if i == 0 {
+                let _ = list.write_at(NUM_BUFFERS_OFFSET, &num_buffers);
+            }
+            off += take;
+            let len = if written { take as u32 } else { 0 };
+            let _ = self.rx.queue.add_used(&self.mem, b.head, len);
+        }
+        self.rx_used = true;
+        inc(&self.stats.rx_packets, 1);
+        inc(&self.stats.rx_bytes, (n - VNET_HDR_LEN) as u64);
+    }
+
+    /// Copies the frame waiting in `rx_frame[..len]` into receive buffers.
+    fn deliver_copy(&mut self, len: usize) -> Rx {
+        self.take_rx_buffers_or_notify(len);
+        if self.mrg {
+            if self.rx_room < len {
+                if self.rx_bufs.len() >= usize::from(self.rx.queue.size()) {
                     // A whole ring of tiny buffers cannot hold it, and
                     // waiting would stop receive for good.
                     inc(&self.stats.rx_dropped, 1);
                     return Rx::Dropped;
                 }
                 return Rx::NoBuffers;
-            };
-            let head = chain.head_index();
-            match writer(mem, chain) {
-                // Each buffer must at least hold a header (virtio 5.1.6.3).
-                Some(w) if w.available_bytes() >= VNET_HDR_LEN => {
-                    room = room.saturating_add(w.available_bytes());
-                    parts.push((head, w));
-                }
-                _ => {
-                    inc(&self.stats.bad_chains, 1);
-                    if q.add_used(mem, head, 0).is_ok() {
-                        self.rx_used = true;
-                    }
-                    if parts.is_empty() {
-                        start = q.next_avail();
-                        continue;
-                    }
-                    // In the middle of a frame: return its buffers empty.
-                    for (h, _) in parts {
-                        let _ = q.add_used(mem, h, 0);
-                    }
+            }
+        } else {
+            match self.rx_bufs.front() {
+                None => return Rx::NoBuffers,
+                Some(b) if b.sg.len() < len => {
                     inc(&self.stats.rx_dropped, 1);
                     return Rx::Dropped;
                 }
-            }
-            if !self.mrg {
-                break;
+                Some(_) => {}
             }
         }
-        if room < len {
-            // One non-mergeable buffer too small for the frame: drop the
-            // frame, keep the buffer for the next one.
-            q.set_next_avail(start);
-            inc(&self.stats.rx_dropped, 1);
-            return Rx::Dropped;
-        }
-
-        let frame = &mut self.rx_frame[..len];
-        let n_bufs = parts.len() as u16;
-        frame[NUM_BUFFERS_OFFSET..NUM_BUFFERS_OFFSET + 2].copy_from_slice(&n_bufs.to_le_bytes());
-        let mut off = 0;
-        for (head, mut w) in parts {
-            let n = (len - off).min(w.available_bytes());
-            let written = match w.write_all(&frame[off..off + n]) {
-                Ok(()) => n,
-                Err(_) => 0,
-            };
-            off += n;
-            let _ = q.add_used(mem, head, written as u32);
-        }
-        self.rx_used = true;
-        inc(&self.stats.rx_packets, 1);
-        inc(&self.stats.rx_bytes, (len - VNET_HDR_LEN) as u64);
+        let frame = std::mem::take(&mut self.rx_frame);
+        self.complete_rx(len, Some(&frame[..len]));
+        self.rx_frame = frame;
         Rx::Delivered
     }
 }
@@ -794,6 +920,26 @@ mod tests {
                 queue: self.q.create_queue::<Queue>().unwrap(),
                 kick: self.kick.try_clone().unwrap(),
             }
+        }
+
+        /// The queue with VIRTIO_RING_F_EVENT_IDX on, as the transport
+        /// sets it when the driver acked the feature.
+        fn active_event_idx(&self, index: u16) -> ActiveQueue {
+            let mut a = self.active(index);
+            a.queue.set_event_idx(true);
+            a
+        }
+
+        /// The driver's `used_event` (after the available ring).
+        fn set_used_event(&self, v: u16) {
+            let at = self.q.avail_addr().0 + 4 + 2 * u64::from(QUEUE_SIZE);
+            self.mem.write_obj(v, GuestAddress(at)).unwrap();
+        }
+
+        /// The device's `avail_event` (after the used ring).
+        fn avail_event(&self) -> u16 {
+            let at = self.q.used_addr().0 + 4 + 8 * u64::from(QUEUE_SIZE);
+            self.mem.read_obj(GuestAddress(at)).unwrap()
         }
 
         /// Puts `descs` (with their own flags and next fields) in the
@@ -1289,6 +1435,95 @@ mod tests {
             }
             net.reset();
         }
+    }
+
+    #[test]
+    fn event_idx_suppresses_interrupts_and_kicks() {
+        let t = lab("oxevidx");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let mut tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let irq = Arc::new(CountIrq::default());
+        // The driver polls transmit completions (used_event far ahead) and
+        // wants an interrupt for the first received frame.
+        tx.set_used_event(1000);
+        rx.set_used_event(0);
+        net.activate(
+            mem.clone(),
+            ALL,
+            vec![rx.active_event_idx(RX_QUEUE), tx.active_event_idx(TX_QUEUE)],
+            irq.clone(),
+        )
+        .unwrap();
+        rx.add_rx(1, 2048);
+        rx.notify();
+
+        let mut heads = Vec::new();
+        for i in 0..5u8 {
+            let mut b = vec![0u8; VNET_HDR_LEN];
+            b.extend(frame([0xff; 6], &[b'e', b'v', i], 80));
+            heads.push(tx.add_tx(&b, VNET_HDR_LEN));
+        }
+        tx.notify();
+        for h in heads {
+            assert_eq!(tx.next_used(TIMEOUT), Some((h, 0)));
+        }
+        for i in 0..5u8 {
+            sock.recv_matching(TIMEOUT, |p| contains(p, &[b'e', b'v', i]))
+                .unwrap_or_else(|| panic!("frame {i}"));
+        }
+        // All five went out without a transmit interrupt, and the device
+        // asks to be notified at the next available entry.
+        wait_for("tx avail_event", || tx.avail_event() == 5);
+        assert_eq!(irq.tx.load(Ordering::SeqCst), 0);
+
+        // The one receive buffer takes the first frame; the device does
+        // not ask for kicks while it has buffers.
+        let f = frame([0xff; 6], b"oxbow-evidx-rx", 100);
+        sock.send(&f);
+        let p = rx.recv_marked(b"oxbow-evidx-rx");
+        assert_eq!(p.frame, f);
+        wait_for("rx interrupt", || irq.rx.load(Ordering::SeqCst) >= 1);
+        // The next frame finds no buffer: now it asks for a kick at the
+        // next available entry, and the frame waits in the tap.
+        let g = frame([0xff; 6], b"oxbow-evidx-rx2", 100);
+        sock.send(&g);
+        wait_for("rx avail_event", || rx.avail_event() == 1);
+        rx.add_rx(1, 2048);
+        rx.notify();
+        let p = rx.recv_marked(b"oxbow-evidx-rx2");
+        assert_eq!(p.frame, g);
+        net.reset();
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_posted_buffers_waits_for_more() {
+        let t = lab("oxspill");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let (mut net, sock) = open_net(&t, None);
+        let _irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        // Two 64-byte buffers cannot hold 312 bytes: the frame is read
+        // into them and the spill area, then kept.
+        rx.add_rx(2, 64);
+        rx.notify();
+        let f = frame([0xff; 6], b"oxbow-spill", 300);
+        sock.send(&f);
+        wait_for("the frame read and kept", || {
+            net.stats().wakeups.load(Ordering::SeqCst) >= 2
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(rx.used_idx(), 0);
+        rx.add_rx(3, 64);
+        rx.notify();
+        let p = rx.recv_marked(b"oxbow-spill");
+        assert_eq!(p.frame, f);
+        assert_eq!(p.num_buffers, 5);
+        assert_eq!(p.lens, [64, 64, 64, 64, 56]);
+        assert_eq!(net.stats().rx_dropped.load(Ordering::SeqCst), 0);
+        net.reset();
     }
 
     #[test]

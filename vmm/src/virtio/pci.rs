@@ -373,6 +373,7 @@ impl VirtioPci {
             q.set_avail_ring_address(Some(r.avail as u32), Some((r.avail >> 32) as u32));
             q.set_used_ring_address(Some(r.used as u32), Some((r.used >> 32) as u32));
             q.set_ready(true);
+            q.set_event_idx(self.driver_features & super::VIRTIO_RING_F_EVENT_IDX != 0);
             if !q.is_valid(&self.mem) {
                 self.status |= status::FAILED;
                 return;

@@ -1,0 +1,324 @@
+//! I/O benchmark: virtio-blk (fio) and virtio-net (iperf3) of Oxbow's
+//! `vmm` against QEMU (`-enable-kvm`, q35, virtio-blk-pci and
+//! virtio-net-pci on a tap, once with vhost-net and once without), side by
+//! side in one appliance run: nested, inside the benchmark ISO
+//! (`target/oxbow-bench.iso`, which adds Debian's `qemu-system-x86` and
+//! `iperf3`) booted under QEMU.
+//!
+//! Every side boots the same guest: the PVH `vmlinux` (or, with `--kernel
+//! vmlinuz`, the bzImage) and initramfs of `make guest`, 2 vCPUs, 512 MiB,
+//! root file system `debian-bench.raw` (`make guest-debian-bench`: the
+//! Debian guest plus fio, iperf3 and iproute2; attached to the appliance
+//! as a virtio disk with `snapshot=on` and to the guest read-only), whose
+//! initramfs executes `/usr/local/sbin/oxbow-io-bench` as PID 1 (see
+//! `qemu_tests::guest::debian`). That script reads 256 MiB of random data
+//! on a second, read-only disk (a file in a tmpfs of the appliance) with
+//! fio (`--direct=1 --ioengine=libaio`: 4 KiB random reads at queue depth
+//! 32, 1 MiB sequential reads at depth 8), runs iperf3 against the
+//! appliance (guest to host, then `-R`), each for `--secs` seconds, prints
+//! one `OXBOW-IO {json}` line on the console and powers off. The guest's
+//! NIC is on the tap `bench0` (10.77.0.2/24), whose host end carries
+//! 10.77.0.1 and an `iperf3 -s` of the appliance.
+//!
+//! Each round boots every side once, in an order rotated every round;
+//! medians over `--runs` rounds are compared as ours / QEMU's.
+//!
+//! Usage: `bench-vmm-io [--runs N] [--secs S] [--only TEXT] [--kernel
+//! vmlinux|vmlinuz] [--iso PATH] [--also-vmm LABEL=PATH]...` (`make
+//! bench-vmm-io` builds everything first; `--only` keeps the sides whose
+//! label contains TEXT; `--also-vmm` adds another build of Oxbow's VMM as
+//! a side of its own, e.g. the previous commit's, carried on the
+//! benchmark CD).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use qemu_tests::bench::{
+    median, oxbow_argv, qemu_argv, shell_command, tagged_json, BenchAppliance, GuestSpec, CD_MOUNT,
+};
+use qemu_tests::guest::{debian, GuestAssets};
+use qemu_tests::target_dir;
+use serde_json::Value;
+
+const GUEST_MIB: u32 = 512;
+const TAP: &str = "bench0";
+const HOST_IP: &str = "10.77.0.1";
+const GUEST_IP: &str = "10.77.0.2/24";
+const GUEST_MAC: &str = "02:0b:10:00:00:02";
+/// The data disk inside the appliance: random bytes in a tmpfs.
+const DATA: &str = "/run/bench/data.raw";
+const DATA_MIB: u32 = 256;
+
+/// The measurements, as the guest reports them, with their units and how
+/// they are shown.
+const METRICS: &[(&str, &str)] = &[
+    ("randread_iops", "fio 4k randread IOPS"),
+    ("seqread_mb_s", "fio 1M seqread MB/s"),
+    ("tx_mbit_s", "iperf3 guest->host Mbit/s"),
+    ("rx_mbit_s", "iperf3 host->guest Mbit/s"),
+];
+
+fn main() -> Result<()> {
+    let mut runs = 3usize;
+    let mut secs = 10u32;
+    let mut kernel = "vmlinux".to_string();
+    let mut iso = target_dir().join("oxbow-bench.iso");
+    let mut only: Option<String> = None;
+    let mut also: Vec<(String, PathBuf)> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--runs" => runs = value()?.parse().context("--runs N")?,
+            "--secs" => secs = value()?.parse().context("--secs S")?,
+            "--kernel" => kernel = value()?,
+            "--only" => only = Some(value()?),
+            "--iso" => iso = PathBuf::from(value()?),
+            "--also-vmm" => {
+                let v = value()?;
+                let (label, path) = v.split_once('=').context("--also-vmm LABEL=PATH")?;
+                if label.is_empty()
+                    || !label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                {
+                    bail!("--also-vmm: the label {label:?} must be letters, digits and '-'");
+                }
+                also.push((label.to_string(), PathBuf::from(path)));
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if !["vmlinux", "vmlinuz"].contains(&kernel.as_str()) {
+        bail!("--kernel vmlinux or vmlinuz, not {kernel}");
+    }
+    if runs == 0 || secs == 0 {
+        bail!("--runs and --secs must be at least 1");
+    }
+    if !iso.exists() {
+        bail!("{} does not exist: run `make bench-vmm-io`", iso.display());
+    }
+    let assets = GuestAssets::locate()?;
+    let root_image = debian::locate_bench()?;
+
+    let work = tempfile::tempdir()?;
+    let note = work.path().join("README");
+    std::fs::write(
+        &note,
+        "bench-vmm-io: the guest runs from debian-bench.raw; this CD carries only \
+         the VMM builds given with --also-vmm\n",
+    )?;
+    let mut cd_files: Vec<(PathBuf, &str)> = vec![(note, "README")];
+    for (label, path) in &also {
+        if !path.is_file() {
+            bail!("--also-vmm {label}: {} does not exist", path.display());
+        }
+        cd_files.push((path.clone(), label.as_str()));
+    }
+    let started = Instant::now();
+    let mut vm = BenchAppliance::boot_with(
+        &iso,
+        &cd_files,
+        vec![assets.iso.clone()],
+        vec![root_image.clone()],
+    )?;
+    let qemu_version = vm.prepare_guest_media()?;
+    let prep = format!(
+        "set -e; mkdir -p /run/bench; mount -t tmpfs -o size={tmpfs}m tmpfs /run/bench; \
+         head -c {DATA_MIB}M /dev/urandom >{DATA}; \
+         ip tuntap add dev {TAP} mode tap; ip addr add {HOST_IP}/24 dev {TAP}; \
+         ip link set {TAP} up; \
+         root=$(blkid -L {label}); echo \"BENCH-ROOT $root\"; \
+         for i in $(seq 60); do [ -c /dev/vhost-net ] && break; sleep 1; done; \
+         [ -c /dev/vhost-net ] || echo 'BENCH-NOTE no /dev/vhost-net'; \
+         echo \"IPERF-VERSION $(iperf3 --version | head -1)\"; \
+         echo \"KERNEL-VERSION $(uname -r)\"",
+        tmpfs = DATA_MIB + 32,
+        label = debian::ROOT_LABEL,
+    );
+    let out = vm
+        .run(&prep, Duration::from_secs(600))
+        .context("preparing the data disk, the tap and the root disk")?;
+    let tagged = |tag: &str| {
+        out.lines()
+            .find_map(|l| l.split_once(tag).map(|(_, v)| v.trim().to_string()))
+            .unwrap_or_default()
+    };
+    let root = tagged("BENCH-ROOT ");
+    if !root.starts_with("/dev/") {
+        bail!(
+            "no disk labelled {} in the appliance:\n{out}",
+            debian::ROOT_LABEL
+        );
+    }
+    if out.contains("BENCH-NOTE no /dev/vhost-net") {
+        eprintln!("warning: the appliance has no /dev/vhost-net; QEMU with vhost=on will fail");
+    }
+    // iperf3's server, for the whole run.
+    vm.start(&format!("exec iperf3 -s -B {HOST_IP}"))?;
+
+    let cmdline = format!(
+        "console=ttyS0 quiet panic=-1 ro oxbow.root=/dev/vda oxbow.init={init} \
+         oxbow.bench.secs={secs} oxbow.bench.ip={GUEST_IP} oxbow.bench.peer={HOST_IP} \
+         oxbow.bench.disk=/dev/vdb",
+        init = debian::IO_BENCH_INIT,
+    );
+    let g = GuestSpec::from_assets(&kernel, &cmdline, GUEST_MIB);
+    let vmm_devices = [
+        "--disk".into(),
+        format!("{root},readonly"),
+        "--disk".into(),
+        format!("{DATA},readonly"),
+        "--net".into(),
+        format!("tap={TAP},mac={GUEST_MAC}"),
+    ];
+    let ours = oxbow_argv(&g, &vmm_devices);
+    let qemu = |vhost: &str| {
+        qemu_argv(
+            "q35",
+            &g,
+            &[
+                "-drive".into(),
+                format!("file={root},format=raw,if=none,id=root,readonly=on,cache=writeback,aio=threads"),
+                "-device".into(),
+                "virtio-blk-pci,drive=root".into(),
+                "-drive".into(),
+                format!("file={DATA},format=raw,if=none,id=data,readonly=on,cache=writeback,aio=threads"),
+                "-device".into(),
+                "virtio-blk-pci,drive=data".into(),
+                "-netdev".into(),
+                format!("tap,id=n0,ifname={TAP},script=no,downscript=no,vhost={vhost}"),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC}"),
+            ],
+        )
+    };
+    let mut sides: Vec<(String, Vec<String>)> = vec![
+        ("oxbow".into(), ours),
+        ("qemu-vhost-on".into(), qemu("on")),
+        ("qemu-vhost-off".into(), qemu("off")),
+    ];
+    for (label, _) in &also {
+        let mut argv = oxbow_argv(&g, &vmm_devices);
+        argv[0] = format!("{CD_MOUNT}/{label}");
+        sides.push((format!("oxbow-{label}"), argv));
+    }
+    if let Some(only) = &only {
+        sides.retain(|(label, _)| label.contains(only.as_str()));
+        if sides.is_empty() {
+            bail!("--only {only}: no side's label contains it");
+        }
+    }
+    println!(
+        "appliance up after {:.0} s; QEMU {qemu_version}; {}; appliance kernel {}",
+        started.elapsed().as_secs_f64(),
+        tagged("IPERF-VERSION "),
+        tagged("KERNEL-VERSION ")
+    );
+    println!(
+        "data disk: {DATA_MIB} MiB of random bytes in a tmpfs ({DATA}); root: {root} \
+         (debian-bench.raw, snapshot=on); guest: {kernel}, 2 vCPUs, {GUEST_MIB} MiB; \
+         {secs} s per fio/iperf3 run"
+    );
+    println!("configurations:");
+    for (label, argv) in &sides {
+        println!("  {label}: {}", argv.join(" "));
+    }
+
+    // Boot, fio, iperf3 and power-off, with room for a slow nested boot.
+    let limit = 300 + 8 * u64::from(secs);
+    let mut results: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for round in 1..=runs {
+        let mut order = sides.clone();
+        order.rotate_left((round - 1) % sides.len());
+        for (label, argv) in &order {
+            let t = Instant::now();
+            let script = format!("exec timeout -s KILL {limit} {}", shell_command(argv));
+            let (e, console) = vm.run_status(&script, Duration::from_secs(limit + 60))?;
+            let took = t.elapsed().as_secs_f64();
+            if let Some(why) = console
+                .lines()
+                .find_map(|l| l.split_once("OXBOW-IO fail ").map(|(_, w)| w.trim()))
+            {
+                println!(
+                    "round {round} {label:<15} the guest failed: {why} ({}, {took:.0} s)",
+                    e.how
+                );
+                continue;
+            }
+            let v = match tagged_json(&console, "OXBOW-IO") {
+                Ok(v) => with_mb_s(v),
+                Err(_) => {
+                    println!("round {round} {label:<15} no result line ({}, {took:.0} s): a missing sample", e.how);
+                    let tail: Vec<&str> = console.lines().rev().take(40).collect();
+                    for l in tail.iter().rev() {
+                        println!("    | {l}");
+                    }
+                    continue;
+                }
+            };
+            println!(
+                "round {round} {label:<15} randread {:>8.0} IOPS  seqread {:>7.1} MB/s  \
+                 guest->host {:>7.1} Mbit/s  host->guest {:>7.1} Mbit/s  ({took:.0} s, {})",
+                num(&v, "randread_iops"),
+                num(&v, "seqread_mb_s"),
+                num(&v, "tx_mbit_s"),
+                num(&v, "rx_mbit_s"),
+                e.how
+            );
+            results.entry(label.clone()).or_default().push(v);
+        }
+    }
+
+    let med = |label: &str, key: &str| -> f64 {
+        let v: Vec<f64> = results
+            .get(label)
+            .into_iter()
+            .flatten()
+            .map(|r| num(r, key))
+            .filter(|x| *x > 0.0)
+            .collect();
+        median(&v)
+    };
+    let count = |label: &str| results.get(label).map_or(0, Vec::len);
+    println!(
+        "\nmedians of {runs} rounds ({kernel}, 2 vCPUs, {GUEST_MIB} MiB, {secs} s per run; \
+         nested KVM inside the appliance under QEMU TCG):"
+    );
+    print!("  {:<28}", "");
+    for (label, _) in &sides {
+        print!(" {:>16}", format!("{label} ({})", count(label)));
+    }
+    for peer in ["qemu-vhost-on", "qemu-vhost-off"] {
+        print!(
+            " {:>16}",
+            format!("oxbow/{}", peer.trim_start_matches("qemu-"))
+        );
+    }
+    println!();
+    for (key, what) in METRICS {
+        print!("  {what:<28}");
+        for (label, _) in &sides {
+            print!(" {:>16.1}", med(label, key));
+        }
+        for peer in ["qemu-vhost-on", "qemu-vhost-off"] {
+            print!(" {:>16.2}", med("oxbow", key) / med(peer, key));
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// A number from the guest's line (0 when missing or not a number).
+fn num(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(0.0)
+}
+
+/// Adds `seqread_mb_s` (10^6 bytes per second) from fio's KiB/s.
+fn with_mb_s(mut v: Value) -> Value {
+    let kib = num(&v, "seqread_kib_s");
+    v["seqread_mb_s"] = serde_json::json!(kib * 1024.0 / 1e6);
+    v
+}

@@ -220,46 +220,12 @@ pub struct VethPeer {
     pub netns_pid: u32,
 }
 
-/// Creates the veth pair `host` / `peer` in one request, the peer directly
-/// in its network namespace, both ends with `mtu`.
-pub async fn create_veth(
-    nl: &Rtnl,
-    host: &str,
-    peer: &VethPeer,
-    mtu: Option<u32>,
-) -> Result<(), PortError> {
-    let mut p = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(peer.name.clone())
-        .setns_by_pid(peer.netns_pid);
-    if let Some(mac) = peer.mac {
-        p = p.address(mac.to_vec());
-    }
-    let mut m =
-        LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth).name(host.to_string());
-    if let Some(mtu) = mtu {
-        p = p.mtu(mtu);
-        m = m.mtu(mtu);
-    }
-    let msg = m
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
-        .build();
-    nl.handle()
-        .link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(|source| PortError::Request {
-            op: format!("create the veth pair {host} / {}", peer.name),
-            source,
-        })
-}
-
-/// Creates the veth pair `host` / `peer` as [`create_veth`] does and, in
-/// the same request, puts `host` into `bridge` (checked against `spec`
-/// first) and brings it up: one round trip where [`create_veth`] followed
-/// by [`attach`] takes six. On a VLAN-aware bridge the port's VLANs are
-/// then set by [`attach`]. Without a bridge the host end is only brought
-/// up.
+/// Creates the veth pair `host` / `peer` in one request: the peer directly
+/// in its network namespace, both ends with the spec's MTU or else the
+/// bridge's, and `host` already in `bridge` (checked against `spec` first)
+/// and up: one round trip where a create followed by [`attach`] takes six.
+/// On a VLAN-aware bridge the port's VLANs are then set by [`attach`].
+/// Without a bridge the host end is only brought up.
 pub async fn create_veth_port(
     nl: &Rtnl,
     host: &str,

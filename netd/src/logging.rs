@@ -30,14 +30,19 @@ pub fn filter_of(value: Option<&str>, default: LevelFilter) -> Filter {
 }
 
 /// Installs the global subscriber: stderr, colours when `ansi`, filtered
-/// by the variable `var` or else `default`.
+/// by the variable `var`, or `default` when it is unset or does not parse.
 pub fn init(var: &str, default: LevelFilter, ansi: bool) {
     let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match filter_of(std::env::var(var).ok().as_deref(), default) {
         Filter::Level(level) => fmt.with_max_level(level).init(),
-        Filter::Directives(d) => fmt.with_env_filter(EnvFilter::new(d)).init(),
+        // Directives that do not parse give the default, as
+        // `EnvFilter::try_from_env` with a fallback did.
+        Filter::Directives(d) => match EnvFilter::try_new(d) {
+            Ok(filter) => fmt.with_env_filter(filter).init(),
+            Err(_) => fmt.with_max_level(default).init(),
+        },
     }
 }
 

@@ -107,15 +107,16 @@ impl Cgroup {
         let files = limits.cgroup_files();
         let mut wanted: Vec<&str> = files.iter().map(|(f, _)| controller_of(f)).collect();
         wanted.dedup();
-        for controller in &wanted {
-            if !available.iter().any(|c| c == controller) {
-                continue;
-            }
-            // Written only when missing: every write waits for the
-            // release of earlier containers' removed cgroups.
-            for dir in [root, parent.as_path()] {
-                let control = dir.join("cgroup.subtree_control");
-                if read_words(&control).iter().any(|c| c == controller) {
+        // The root first, then `oxbow/`: a controller reaches a cgroup
+        // only through its parent. Written only when missing: every write
+        // waits for the release of earlier containers' removed cgroups.
+        for dir in [root, parent.as_path()] {
+            let control = dir.join("cgroup.subtree_control");
+            let enabled = read_words(&control);
+            for controller in &wanted {
+                if !available.iter().any(|c| c == controller)
+                    || enabled.iter().any(|c| c == controller)
+                {
                     continue;
                 }
                 if let Err(e) = fs::write(&control, format!("+{controller}")) {

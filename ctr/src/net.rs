@@ -8,9 +8,9 @@
 //! Links are made over rtnetlink with `netd::port`, the code that also
 //! puts VM taps into their bridges: one request creates a pair with its
 //! peer already in the container's namespace and the host end in its
-//! bridge and up (a VLAN-aware bridge then gets the port's VLANs). When the container's network namespace goes away, the kernel
-//! deletes both ends of every pair, so nothing is left behind even after a
-//! crash.
+//! bridge and up (a VLAN-aware bridge then gets the port's VLANs). When
+//! the container's network namespace goes away, the kernel deletes both
+//! ends of every pair, so nothing is left behind even after a crash.
 
 use netd::port::{self, PortError, PortSpec, VethPeer};
 use netd::rtnl::Rtnl;

@@ -15,7 +15,9 @@
 //! [`with_appliance`] runs a test on a fresh appliance again (at most
 //! [`ATTEMPTS`] times in all) when the appliance's *own* kernel failed under
 //! emulation (panic, soft lockup, RCU stall) and the appliance stopped
-//! answering; any other failure fails the test at once.
+//! answering, or when the whole appliance froze (init silent on its test
+//! channel and the console silent for [`FROZEN_QUIET`]); any other failure
+//! fails the test at once. QEMU's view of the vCPUs is printed with it.
 //!
 //! [`guest`] builds and boots the guest test assets (a kernel and an
 //! initramfs whose init reports what it sees), which a VMM under test runs.
@@ -421,9 +423,14 @@ impl Appliance {
         self.started.elapsed()
     }
 
+    /// The file QEMU writes the serial console to.
+    pub fn serial_path(&self) -> PathBuf {
+        self.dir.path().join("serial.log")
+    }
+
     /// The serial console so far.
     pub fn serial(&self) -> String {
-        let b = std::fs::read(self.dir.path().join("serial.log")).unwrap_or_default();
+        let b = std::fs::read(self.serial_path()).unwrap_or_default();
         String::from_utf8_lossy(&b).into_owned()
     }
 
@@ -486,6 +493,21 @@ impl Appliance {
         qmp_execute(&self.dir.path().join("qmp.sock"), command, arguments)
     }
 
+    /// QEMU's view of the appliance's vCPUs (`info cpus` and `info
+    /// registers -a` from its monitor), for a failure report: it tells a
+    /// vCPU halted in the appliance's idle loop from one spinning, and
+    /// shows where. Errors are reported in the text, never returned.
+    pub fn cpu_report(&self) -> String {
+        let mut out = String::new();
+        for cmd in ["info cpus", "info registers -a"] {
+            out += &match self.qmp("human-monitor-command", json!({ "command-line": cmd })) {
+                Ok(v) => format!("(qemu) {cmd}\n{}\n", v.as_str().unwrap_or_default()),
+                Err(e) => format!("(qemu) {cmd}: {e:#}\n"),
+            };
+        }
+        out
+    }
+
     /// Presses the ACPI power button.
     pub fn power_button(&self) -> Result<()> {
         self.qmp("system_powerdown", json!({})).map(|_| ())
@@ -542,12 +564,17 @@ impl Appliance {
     /// Waits until unit `name` has run and ended, and says how.
     pub fn wait_unit_stopped(&mut self, name: &str, timeout: Duration) -> Result<UnitExit> {
         let end = Instant::now() + timeout;
+        let mut reported = false;
         loop {
             // A nested guest can starve the appliance for longer than one
             // answer's limit: no answer yet is not an error before `end`.
             let st = match self.testctl(json!({"cmd":"status","unit":name})) {
                 Err(e) if Self::is_timeout(&e) && Instant::now() < end => {
                     eprintln!("test channel: no answer about {name} yet ({e}); asking again");
+                    if !reported {
+                        reported = true;
+                        eprintln!("----- vCPUs -----\n{}----- end -----", self.cpu_report());
+                    }
                     continue;
                 }
                 other => other?,
@@ -630,6 +657,11 @@ pub const KERNEL_FAILURES: &[&str] = &[
 /// showed a kernel failure (a stall can end by itself).
 pub const KERNEL_FAILURE_GRACE: Duration = Duration::from_secs(120);
 
+/// How long init must stay silent on its test channel, with nothing
+/// reaching the console, before [`Appliance::kernel_failure`] calls the
+/// appliance frozen.
+pub const FROZEN_QUIET: Duration = Duration::from_secs(60);
+
 /// How many appliances [`with_appliance`] boots at most for one test.
 pub const ATTEMPTS: u32 = 3;
 
@@ -651,15 +683,39 @@ impl Appliance {
         .is_ok()
     }
 
-    /// The console line that shows the appliance's own kernel failed, if it
-    /// did: the console shows a panic, lockup or stall, *and* QEMU has
-    /// exited or init no longer answers. A nested guest writes to the same
-    /// console, so a failure line alone may be the guest's.
+    /// What shows that the appliance's own kernel failed, if it did:
+    /// - the console shows a panic, lockup or stall, *and* QEMU has exited
+    ///   or init no longer answers (a nested guest writes to the same
+    ///   console, so a failure line alone may be the guest's);
+    /// - or the appliance froze: it has a test channel, init does not
+    ///   answer on it, and nothing reaches the console for
+    ///   [`FROZEN_QUIET`]. No Oxbow process can silence both the kernel's
+    ///   console and PID 1; nested KVM under QEMU's emulated CPU sometimes
+    ///   stops the whole appliance without a word.
     pub fn kernel_failure(&mut self) -> Option<String> {
         let console = self.serial();
-        let line = kernel_failure_line(&console)?.to_string();
         let exited = self.try_exit().ok().flatten().is_some();
-        (exited || !self.responsive()).then_some(line)
+        if let Some(line) = kernel_failure_line(&console) {
+            let line = line.to_string();
+            return (exited || !self.responsive()).then_some(line);
+        }
+        if exited || !self.dir.path().join("testctl.sock").exists() {
+            return None;
+        }
+        let (start, before) = (Instant::now(), console.len());
+        if self.responsive() {
+            return None;
+        }
+        std::thread::sleep(FROZEN_QUIET.saturating_sub(start.elapsed()));
+        let silent = self.serial().len() == before && !self.responsive();
+        silent.then(|| {
+            format!(
+                "froze: no answer on the test channel and no console output for {:?}\n\
+                 ----- vCPUs -----\n{}----- end -----",
+                start.elapsed(),
+                self.cpu_report()
+            )
+        })
     }
 }
 

@@ -12,12 +12,20 @@
 //! disk instead of a second CD: the boot of a node from a disk, without the
 //! SATA link detection of CD drives.
 //!
-//! Usage: `bench-boot [--runs N] [--floor-init PATH] [--iso-bus ahci|virtio]`
+//! With `--timeline` each of Oxbow's runs also prints when each of init's
+//! console lines (and the kernel's hand-over to `/init`) first appeared,
+//! in seconds since QEMU started, seen by polling the console file every
+//! 10 ms.
+//!
+//! Usage: `bench-boot [--runs N] [--floor-init PATH] [--iso-bus ahci|virtio]
+//! [--timeline]`
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -34,6 +42,7 @@ fn main() -> Result<()> {
     let mut runs = 3usize;
     let mut bus = IsoBus::Ahci;
     let mut floor_init = target_dir().join("x86_64-unknown-linux-gnu/release/floor-init");
+    let mut timeline = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -46,6 +55,7 @@ fn main() -> Result<()> {
                     _ => bail!("--iso-bus ahci|virtio"),
                 }
             }
+            "--timeline" => timeline = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -55,7 +65,7 @@ fn main() -> Result<()> {
     let mut oxbow = Vec::new();
     for run in 1..=runs {
         let f = time_floor(&floor_initrd, bus)?;
-        let o = time_oxbow(bus)?;
+        let o = time_oxbow(bus, timeline)?;
         println!(
             "run {run}: floor {f:.2} s, oxbow {o:.2} s, ratio {:.2}",
             o / f
@@ -144,7 +154,36 @@ fn http_ok(port: u16) -> bool {
     matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200"))
 }
 
-fn time_oxbow(bus: IsoBus) -> Result<f64> {
+/// Polls the console file `path` until `stop` is set and returns each new
+/// line of init's (`oxbow:`) or the kernel's start of `/init`, with the
+/// time since QEMU started (`started` is QEMU's elapsed time at the call).
+fn watch_console(path: PathBuf, started: Duration, stop: Arc<AtomicBool>) -> Vec<(f64, String)> {
+    let t0 = Instant::now() - started;
+    let mut seen = 0usize;
+    let mut out = Vec::new();
+    loop {
+        let done = stop.load(Ordering::Relaxed);
+        let text = std::fs::read(&path).unwrap_or_default();
+        let now = t0.elapsed().as_secs_f64();
+        // Only whole lines: the rest is read again next time.
+        if let Some(end) = text.iter().rposition(|&b| b == b'\n') {
+            if end + 1 > seen {
+                for line in String::from_utf8_lossy(&text[seen..=end]).lines() {
+                    if line.contains("oxbow:") || line.contains("Run /init") {
+                        out.push((now, line.trim().to_string()));
+                    }
+                }
+                seen = end + 1;
+            }
+        }
+        if done {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn time_oxbow(bus: IsoBus, timeline: bool) -> Result<f64> {
     let password = "benchmark-password";
     let mut opts = BootOptions::new(Firmware::Direct(String::new()));
     opts.iso_bus = bus;
@@ -154,6 +193,27 @@ fn time_oxbow(bus: IsoBus) -> Result<f64> {
     };
     opts.seed = Some((format!("[global]\nroot-password = \"{password}\"\n"), seed));
     let vm = Appliance::boot(opts)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = timeline.then(|| {
+        let (path, started, stop) = (vm.serial_path(), vm.elapsed(), stop.clone());
+        std::thread::spawn(move || watch_console(path, started, stop))
+    });
+    let t = wait_for_api(&vm, password);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(w) = watcher {
+        for (at, line) in w.join().expect("the console watcher") {
+            println!("  {at:7.3} s  {line}");
+        }
+        if let Ok(t) = t {
+            println!("  {t:7.3} s  (the authenticated /version answered)");
+        }
+    }
+    t
+}
+
+/// Waits for `vm`'s API to log in with `password` and answer `/version`,
+/// and returns the time since QEMU started.
+fn wait_for_api(vm: &Appliance, password: &str) -> Result<f64> {
     // Short probes until the API answers at all (401 without a ticket), as
     // for the floor: see `ApiClient::with_timeout`. Then the login and the
     // authenticated call, which may take longer under emulation.

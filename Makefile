@@ -89,7 +89,8 @@ bench-iso: bins
 
 bench-vmm: bench-iso guest
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin bench-run
-	cargo run --release -p qemu-tests --bin bench-vmm -- --runs $(or $(RUNS),3) --iso $(BENCH_ISO)
+	cargo run --release -p qemu-tests --bin bench-vmm -- --runs $(or $(RUNS),3) --iso $(BENCH_ISO) \
+		$(if $(KERNEL_CACHE),--kernel-cache)
 
 # virtio-blk (fio) and virtio-net (iperf3) of the VMM against QEMU with
 # vhost-net on and off, nested in the same benchmark ISO (docs/perf.md).

@@ -61,6 +61,8 @@ pub struct Config {
     pub vmm_binary: PathBuf,
     /// The container runtime binary.
     pub ctr_binary: PathBuf,
+    /// Where the VMMs keep kernels unpacked from bzImages.
+    pub kernel_cache: Option<PathBuf>,
     /// The node's live interfaces file (`interfaces.new` and the rollback
     /// state live beside it), as netd's `--interfaces`.
     pub interfaces: PathBuf,
@@ -91,6 +93,7 @@ impl Config {
             run_dir: PathBuf::from("/run/oxbow/guests"),
             vmm_binary: PathBuf::from("/usr/lib/oxbow/vmm"),
             ctr_binary: PathBuf::from("/usr/lib/oxbow/ctr"),
+            kernel_cache: Some(PathBuf::from("/var/cache/oxbow/kernels")),
             interfaces: PathBuf::from(netd::staged::NetworkFiles::DEFAULT),
             management_bridge: "vmbr0".to_owned(),
             network_confirm_timeout: Duration::from_secs(60),

@@ -111,7 +111,8 @@ pub async fn bind(config: Config) -> Result<Server, ServerError> {
             config.run_dir.clone(),
             config.vmm_binary.clone(),
             config.ctr_binary.clone(),
-        ),
+        )
+        .with_kernel_cache(config.kernel_cache.clone()),
         tasks,
         state_dir,
         signer: TicketSigner::new(&signing_key),

@@ -22,6 +22,8 @@ const DEBIAN_BOOT: Duration = Duration::from_secs(900);
 const MEDIA: &str = "/run/g";
 const VMM: &str = "/usr/lib/oxbow/vmm";
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+/// The VMM's kernel cache in the appliance (`--kernel-cache`).
+const KERNEL_CACHE: &str = "/run/kernel-cache";
 
 /// Runs `test` on an appliance with the assets CD mounted on [`MEDIA`] and
 /// raw `disks` attached as virtio disks (`snapshot=on`), again on a fresh
@@ -193,6 +195,32 @@ fn vmm_boots_bzimage_guest_nested() {
                 .any(|l| l.trim_end() == "SECTOR1 OXBOW-PATTERN-7311"),
             "sector 1 of the disk after the guest ran: {out:?}"
         );
+
+        // With a kernel cache: the first boot unpacks the bzImage's payload
+        // and boots the ELF through its PVH entry, the second boots the
+        // kept ELF. Both reach the test init.
+        for (unit, how) in [
+            ("guest-bzcache-1", "unpacked now"),
+            ("guest-bzcache-2", "kept in the kernel cache"),
+        ] {
+            let (exit, console) = run_vmm(
+                vm,
+                unit,
+                "vmlinuz",
+                CMDLINE,
+                &["--kernel-cache", KERNEL_CACHE],
+            );
+            check_guest(vm, unit, &exit, &console, 0);
+            let said = format!("booting its vmlinux, {how}, through the PVH entry");
+            let grep = format!("grep -qF '{said}' /var/log/oxbow/{unit}.log");
+            vm.run_unit(&format!("{unit}-log"), &["/bin/sh", "-c", &grep])
+                .unwrap();
+            let found = vm.wait_unit_stopped(&format!("{unit}-log"), GUEST).unwrap();
+            if found.code != Some(0) {
+                vm.show_unit_log(unit);
+                panic!("{unit}: the VMM's log does not say {said:?}");
+            }
+        }
     });
 }
 

@@ -3,6 +3,7 @@
 //! (ELF `vmlinux` through its PVH entry).
 
 use std::fs::File;
+use std::io::Seek;
 use std::path::Path;
 
 use linux_loader::loader::bootparam::{boot_params, setup_header};
@@ -10,6 +11,7 @@ use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_start_in
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use crate::kcache::{KernelCache, Source};
 use crate::layout::{self, E820Entry};
 
 /// How the vCPU enters the kernel.
@@ -90,9 +92,46 @@ pub struct Loaded {
 
 const XLF_KERNEL_64: u16 = 1;
 
-/// Loads `kernel` (bzImage or PVH ELF) into guest memory.
-pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &Path) -> Result<Loaded, BootError> {
+/// Loads `kernel` (bzImage or PVH ELF) into guest memory. With `cache`, a
+/// bzImage whose payload the cache can unpack boots as that ELF instead,
+/// through its PVH entry ([`crate::kcache`]).
+pub fn load_kernel(
+    mem: &GuestMemoryMmap,
+    kernel: &Path,
+    cache: Option<&KernelCache>,
+) -> Result<Loaded, BootError> {
     let path = kernel.display().to_string();
+    if let Some((mut f, source)) = cache.and_then(|c| c.vmlinux(kernel)) {
+        let loaded = f
+            .rewind()
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let at = Some(GuestAddress(layout::HIGH_RAM_START));
+                Elf::load(mem, None, &mut f, at).map_err(|e| e.to_string())
+            })
+            .and_then(|r| match r.pvh_boot_cap {
+                PvhBootCapability::PvhEntryPresent(a) => Ok(Loaded {
+                    entry: Entry::Pvh(a.0),
+                    initrd: None,
+                    header: None,
+                    kernel_end: r.kernel_end,
+                }),
+                _ => Err("no PVH entry note".to_string()),
+            });
+        match loaded {
+            Ok(l) => {
+                let how = match source {
+                    Source::Cached => "kept in the kernel cache",
+                    Source::Unpacked => "unpacked now",
+                };
+                eprintln!("vmm: kernel {path}: booting its vmlinux, {how}, through the PVH entry");
+                return Ok(l);
+            }
+            Err(e) => {
+                eprintln!("vmm: kernel {path}: its unpacked vmlinux: {e}; booting the bzImage")
+            }
+        }
+    }
     let open = || {
         File::open(kernel).map_err(|source| BootError::KernelFile {
             path: path.clone(),
@@ -360,9 +399,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let k = dir.join("garbage");
         std::fs::write(&k, vec![0x5a; 8192]).unwrap();
-        let e = load_kernel(&mem, &k).unwrap_err();
+        let e = load_kernel(&mem, &k, None).unwrap_err();
         assert!(matches!(e, BootError::KernelFormat { .. }), "{e}");
-        let e = load_kernel(&mem, &dir.join("missing")).unwrap_err();
+        let e = load_kernel(&mem, &dir.join("missing"), None).unwrap_err();
         assert!(matches!(e, BootError::KernelFile { .. }), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

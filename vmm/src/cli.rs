@@ -10,6 +10,7 @@ pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
            [--cpus N] [--serial stdio|file=PATH|none] [--api-socket PATH]
            [--disk PATH[,readonly]]... [--net tap=NAME[,mac=MAC]]... [--no-rng]
+           [--kernel-cache DIR]
        vmm ctl SOCKET (ping|info|pause|resume|shutdown|stop|JSON)
        vmm probe
 
@@ -25,6 +26,9 @@ usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
   --net tap=NAME[,mac=MAC]
                       a virtio-net NIC on an existing tap; repeatable
   --no-rng            no virtio-rng device (one is added by default)
+  --kernel-cache DIR  keep the kernel unpacked from an xz bzImage in DIR and
+                      boot it through its PVH entry, skipping the guest's
+                      decompressor from the next boot on (docs/vmm.md)
 
 exit status: 0 the guest powered off (or `stop`), 3 the guest reset,
 1 an error or a guest KVM could not run, 2 bad usage";
@@ -132,6 +136,7 @@ pub fn parse(args: &[String]) -> Result<VmConfig, String> {
             "--disk" => c.disks.push(parse_disk(&value()?)?),
             "--net" => c.nets.push(parse_net(&value()?)?),
             "--no-rng" => c.rng = false,
+            "--kernel-cache" => c.kernel_cache = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other}")),
         }
     }

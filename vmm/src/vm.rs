@@ -63,6 +63,9 @@ pub struct VmConfig {
     pub nets: Vec<NetConfig>,
     /// Whether to add a virtio-rng.
     pub rng: bool,
+    /// Where kernels unpacked from bzImages are kept ([`crate::kcache`]);
+    /// `None` boots a bzImage through its own decompressor every time.
+    pub kernel_cache: Option<PathBuf>,
 }
 
 /// A NIC.
@@ -96,6 +99,7 @@ impl Default for VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             rng: true,
+            kernel_cache: None,
         }
     }
 }
@@ -393,7 +397,12 @@ impl Vm {
         // hold clones of it, so the mapping outlives every user.
         unsafe { layout::register_memory(&vm, &mem) }.map_err(VmError::Memory)?;
 
-        let mut loaded = boot::load_kernel(&mem, &config.kernel)?;
+        let cache = config.kernel_cache.as_deref().and_then(|dir| {
+            crate::kcache::KernelCache::open(dir)
+                .map_err(|e| eprintln!("vmm: kernel cache {}: {e}; not used", dir.display()))
+                .ok()
+        });
+        let mut loaded = boot::load_kernel(&mem, &config.kernel, cache.as_ref())?;
         if let Some(initrd) = &config.initrd {
             boot::load_initrd(&mem, mem_bytes, initrd, &mut loaded)?;
         }

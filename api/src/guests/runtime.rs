@@ -44,6 +44,9 @@ pub struct VmRuntime {
     pub vmm_binary: PathBuf,
     /// The container runtime binary.
     pub ctr_binary: PathBuf,
+    /// Where the VMMs keep kernels unpacked from bzImages (`vmm
+    /// --kernel-cache`); `None` leaves every bzImage to its own decompressor.
+    pub kernel_cache: Option<PathBuf>,
     /// The last answer of [`VmRuntime::states`] and when it came.
     cache: tokio::sync::Mutex<Option<(Instant, StateMap)>>,
     /// Bumped whenever apid starts or stops a VM.
@@ -107,8 +110,17 @@ impl VmRuntime {
             run_dir,
             vmm_binary,
             ctr_binary,
+            kernel_cache: None,
             cache: tokio::sync::Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The runtime with VMMs keeping unpacked kernels in `dir`.
+    pub fn with_kernel_cache(self, dir: Option<PathBuf>) -> Self {
+        VmRuntime {
+            kernel_cache: dir,
+            ..self
         }
     }
 
@@ -180,6 +192,9 @@ impl VmRuntime {
             "--api-socket".into(),
             path_arg(&self.control_socket(vmid))?,
         ]);
+        if let Some(dir) = &self.kernel_cache {
+            argv.extend(["--kernel-cache".into(), path_arg(dir)?]);
+        }
         // Every drive becomes a virtio-blk disk, in bus order (virtio,
         // scsi, sata, ide) and index order.
         let mut disks: Vec<(DiskBus, u32, DiskDevice)> = Vec::new();
@@ -606,6 +621,9 @@ mod tests {
                 mtu: Some(1400),
             }
         );
+        let cached = runtime().with_kernel_cache(Some("/var/cache/k".into()));
+        let plan = cached.plan(100, &tagged, &resolve).unwrap();
+        assert!(plan.argv.join(" ").contains(" --kernel-cache /var/cache/k"));
     }
 
     #[test]

@@ -22,7 +22,11 @@
 //!   since the VMM's start;
 //! - `--vmm` runs that vmm binary, from the benchmark CD, as `oxbow`, and
 //!   the image's own beside it as `oxbow-image`, so a change is compared
-//!   within one run.
+//!   within one run;
+//! - `--kernel-cache` adds two bzImage sides for each Oxbow binary: with
+//!   `vmm --kernel-cache` on an empty directory every run (`-unpack`: the
+//!   VMM unpacks the payload itself, a VM's first boot of that kernel) and
+//!   on a directory filled before timing (`-cached`: every later boot).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +46,11 @@ const MARKER_TIMEOUT: u64 = 180;
 const GUEST_MIB: u32 = 256;
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 const MARKER: &str = "OXBOW-GUEST start";
+/// `--kernel-cache`: the directory emptied before every `-unpack` run and
+/// the one filled before timing for the `-cached` runs (each with the Oxbow
+/// side's name appended).
+const COLD_CACHE: &str = "/run/bench-kcache-cold";
+const WARM_CACHE: &str = "/run/bench-kcache-warm";
 
 fn main() -> Result<()> {
     let mut runs = 3usize;
@@ -51,6 +60,7 @@ fn main() -> Result<()> {
     let mut cmdline = CMDLINE.to_string();
     let mut echo = false;
     let mut vmm: Option<PathBuf> = None;
+    let mut kernel_cache = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -58,6 +68,7 @@ fn main() -> Result<()> {
             "--only" => only = Some(args.next().context("--only TEXT")?),
             "--cmdline" => cmdline = args.next().context("--cmdline TEXT")?,
             "--echo" => echo = true,
+            "--kernel-cache" => kernel_cache = true,
             "--vmm" => vmm = Some(PathBuf::from(args.next().context("--vmm PATH")?)),
             "--iso" => iso = PathBuf::from(args.next().context("--iso PATH")?),
             "--bench-run" => bench_run = PathBuf::from(args.next().context("--bench-run PATH")?),
@@ -89,12 +100,25 @@ fn main() -> Result<()> {
         vec![("oxbow", VMM)]
     };
     let mut sides: Vec<(String, Vec<String>)> = Vec::new();
+    // Our sides of each kernel format, for the summary.
+    let mut ours: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for (fmt, kernel) in [("bzImage", "vmlinuz"), ("pvh", "vmlinux")] {
         let g = GuestSpec::from_assets(kernel, &cmdline, GUEST_MIB);
         for (name, path) in &oxbows {
             let mut argv = oxbow_argv(&g, &[]);
             argv[0] = path.to_string();
-            sides.push((format!("{name} {fmt}"), argv));
+            let mut variants = vec![(name.to_string(), argv.clone())];
+            if kernel_cache && fmt == "bzImage" {
+                for (suffix, dir) in [("unpack", COLD_CACHE), ("cached", WARM_CACHE)] {
+                    let mut a = argv.clone();
+                    a.extend(["--kernel-cache".into(), format!("{dir}-{name}")]);
+                    variants.push((format!("{name}-{suffix}"), a));
+                }
+            }
+            for (label, argv) in variants {
+                ours.entry(fmt).or_default().push(label.clone());
+                sides.push((format!("{label} {fmt}"), argv));
+            }
         }
         sides.push((format!("qemu-q35 {fmt}"), qemu_argv("q35", &g, &[])));
         sides.push((format!("qemu-microvm {fmt}"), qemu_argv("microvm", &g, &[])));
@@ -104,6 +128,13 @@ fn main() -> Result<()> {
         sides.retain(|(label, _)| label.contains(only.as_str()));
         if sides.is_empty() {
             bail!("--only {only}: no side's label contains it");
+        }
+    }
+    // The `-cached` sides' directories are filled before timing.
+    for (label, cmd) in sides.iter().filter(|(l, _)| l.contains("-cached ")) {
+        let (e, _) = vm.run_status(&format!("exec {} >/dev/null", shell_command(cmd)), RUN)?;
+        if e.code != Some(0) {
+            bail!("{label}: filling the kernel cache failed ({})", e.how);
         }
     }
     let mut results: BTreeMap<String, Vec<Value>> = BTreeMap::new();
@@ -129,7 +160,13 @@ fn main() -> Result<()> {
             }
             argv.push("--".into());
             argv.extend(cmd.iter().cloned());
-            let (e, console) = vm.run_status(&format!("exec {}", shell_command(&argv)), RUN)?;
+            // An `-unpack` side starts from an empty cache every run.
+            let clear = match argv.iter().find(|a| a.starts_with(COLD_CACHE)) {
+                Some(dir) => format!("rm -rf {dir}; "),
+                None => String::new(),
+            };
+            let (e, console) =
+                vm.run_status(&format!("{clear}exec {}", shell_command(&argv)), RUN)?;
             let line = console
                 .lines()
                 .find_map(|l| l.split_once("BENCH ").map(|(_, j)| j.trim().to_string()));
@@ -169,7 +206,7 @@ fn main() -> Result<()> {
     };
     println!("\nmedians of {runs} (2 vCPUs, {GUEST_MIB} MiB, nested KVM inside the appliance under QEMU TCG):");
     for fmt in ["bzImage", "pvh"] {
-        for (name, _) in &oxbows {
+        for name in ours.get(fmt).into_iter().flatten() {
             let o = format!("{name} {fmt}");
             let (om, oo) = (med(&o, "marker_ms"), med(&o, "overhead_kib"));
             println!(

@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use crate::virtio::net::MacAddr;
+use crate::virtio::net::{MacAddr, VhostMode};
 use crate::vm::{DiskConfig, NetConfig, SerialOut, VmConfig};
 
 /// The usage text.
 pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
            [--cpus N] [--serial stdio|file=PATH|none] [--api-socket PATH]
-           [--disk PATH[,readonly]]... [--net tap=NAME[,mac=MAC]]... [--no-rng]
+           [--disk PATH[,readonly]]... [--net tap=NAME[,mac=MAC][,vhost=on|off|auto]]... [--no-rng]
            [--kernel-cache DIR]
        vmm ctl SOCKET (ping|info|pause|resume|shutdown|stop|JSON)
        vmm probe
@@ -23,8 +23,11 @@ usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
   --api-socket PATH   control socket (JSON lines; see docs/vmm.md)
   --disk PATH[,readonly]
                       a virtio-blk disk on a raw image or block device; repeatable
-  --net tap=NAME[,mac=MAC]
-                      a virtio-net NIC on an existing tap; repeatable
+  --net tap=NAME[,mac=MAC][,vhost=on|off|auto]
+                      a virtio-net NIC on an existing tap; repeatable. Its
+                      frames move through the kernel's vhost-net (on), the
+                      VMM (off), or vhost-net where /dev/vhost-net opens
+                      (auto, the default)
   --no-rng            no virtio-rng device (one is added by default)
   --kernel-cache DIR  keep the kernel unpacked from an xz bzImage in DIR and
                       boot it through its PVH entry, skipping the guest's
@@ -74,6 +77,7 @@ pub fn parse_disk(s: &str) -> Result<DiskConfig, String> {
 pub fn parse_net(s: &str) -> Result<NetConfig, String> {
     let mut tap = None;
     let mut mac = None;
+    let mut vhost = VhostMode::default();
     for opt in s.split(',') {
         match opt.split_once('=') {
             Some(("tap", v)) if !v.is_empty() => tap = Some(v.to_string()),
@@ -83,12 +87,25 @@ pub fn parse_net(s: &str) -> Result<NetConfig, String> {
                         .map_err(|e| format!("--net {s}: mac {v}: {e}"))?,
                 )
             }
-            _ => return Err(format!("--net {s}: expected tap=NAME[,mac=MAC]")),
+            Some(("vhost", v)) => {
+                vhost = match v {
+                    "on" => VhostMode::On,
+                    "off" => VhostMode::Off,
+                    "auto" => VhostMode::Auto,
+                    _ => return Err(format!("--net {s}: vhost={v}: expected on, off or auto")),
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "--net {s}: expected tap=NAME[,mac=MAC][,vhost=on|off|auto]"
+                ))
+            }
         }
     }
     Ok(NetConfig {
         tap: tap.ok_or(format!("--net {s}: tap=NAME is required"))?,
         mac,
+        vhost,
     })
 }
 
@@ -187,6 +204,13 @@ mod tests {
         assert_eq!(c.nets[0].tap, "vmtap0");
         assert_eq!(c.nets[0].mac, None);
         assert_eq!(c.nets[1].mac.unwrap().to_string(), "02:11:22:33:44:55");
+        assert_eq!(c.nets[0].vhost, VhostMode::Auto);
+        let c = parse(&args(
+            "--kernel /k --net tap=a,vhost=on --net tap=b,vhost=off --net tap=c,vhost=auto",
+        ))
+        .unwrap();
+        let modes: Vec<VhostMode> = c.nets.iter().map(|n| n.vhost).collect();
+        assert_eq!(modes, [VhostMode::On, VhostMode::Off, VhostMode::Auto]);
     }
 
     #[test]
@@ -214,6 +238,7 @@ mod tests {
             .contains("tap=NAME is required"));
         assert!(parse(&args("--kernel /k --net tap=t0,mac=ff:ff:ff:ff:ff:ff")).is_err());
         assert!(parse(&args("--kernel /k --net tap=t0,vlan=5")).is_err());
+        assert!(parse(&args("--kernel /k --net tap=t0,vhost=yes")).is_err());
         assert!(parse(&args("--kernel"))
             .unwrap_err()
             .contains("needs a value"));

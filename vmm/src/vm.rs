@@ -75,6 +75,8 @@ pub struct NetConfig {
     pub tap: String,
     /// Its MAC; a random locally administered one when absent.
     pub mac: Option<MacAddr>,
+    /// Whether the kernel's vhost-net moves its frames.
+    pub vhost: crate::virtio::net::VhostMode,
 }
 
 /// A disk.
@@ -429,7 +431,9 @@ impl Vm {
             ));
         }
         for n in &config.nets {
-            devices.push(Box::new(Net::new(&n.tap, n.mac).map_err(io("virtio-net"))?));
+            devices.push(Box::new(
+                Net::with_vhost(&n.tap, n.mac, n.vhost).map_err(io("virtio-net"))?,
+            ));
         }
         if config.rng {
             devices.push(Box::new(Rng::new()));

@@ -23,6 +23,7 @@ pub mod pci;
 pub mod rng;
 pub mod sg;
 pub mod tap;
+pub mod vhost_net;
 
 /// virtio 1.0 (modern) devices only.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;

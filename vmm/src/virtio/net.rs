@@ -44,6 +44,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::tap::{self, Tap, VNET_HDR_LEN};
+use super::vhost_net::VhostNet;
 use super::{
     device_type, drain, sg, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1,
     VIRTIO_RING_F_EVENT_IDX,
@@ -222,6 +223,22 @@ pub struct Net {
     mac: MacAddr,
     worker: Option<Worker>,
     stats: Arc<Stats>,
+    /// Whether the data path is the kernel's vhost-net.
+    vhost: bool,
+    vhost_running: Option<VhostNet>,
+}
+
+/// Where a NIC's frames are moved (`--net ...,vhost=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VhostMode {
+    /// By the kernel's vhost-net where `/dev/vhost-net` opens, else by the
+    /// VMM.
+    #[default]
+    Auto,
+    /// By vhost-net; a NIC that cannot use it fails.
+    On,
+    /// By the VMM's worker thread.
+    Off,
 }
 
 impl Net {
@@ -238,7 +255,41 @@ impl Net {
             mac,
             worker: None,
             stats: Arc::default(),
+            vhost: false,
+            vhost_running: None,
         })
+    }
+
+    /// [`Net::new`] with its frames moved as `mode` says. `On` fails here
+    /// if `/dev/vhost-net` does not open.
+    pub fn with_vhost(tap_name: &str, mac: Option<MacAddr>, mode: VhostMode) -> io::Result<Net> {
+        let mut net = Net::new(tap_name, mac)?;
+        net.vhost = match mode {
+            VhostMode::Off => false,
+            VhostMode::Auto => VhostNet::available(),
+            VhostMode::On => {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(super::vhost_net::DEVICE)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "tap {tap_name}: vhost=on: {}: {e}",
+                                super::vhost_net::DEVICE
+                            ),
+                        )
+                    })?;
+                true
+            }
+        };
+        Ok(net)
+    }
+
+    /// Whether the kernel's vhost-net moves the frames.
+    pub fn uses_vhost(&self) -> bool {
+        self.vhost
     }
 
     /// The guest's MAC address.
@@ -311,6 +362,18 @@ impl VirtioDevice for Net {
             ));
         };
         self.tap.set_offload(tap::offload_flags(acked_features))?;
+        if self.vhost {
+            let name = format!("vhost-{}", self.tap.name());
+            self.vhost_running = Some(VhostNet::start(
+                name,
+                &mem,
+                acked_features,
+                &self.tap,
+                vec![rx, tx],
+                interrupt,
+            )?);
+            return Ok(());
+        }
 
         let tap_poll = TapPoll::new(self.tap.as_raw_fd())?;
         // Chains the driver queued before activation: look at them at once.
@@ -349,8 +412,10 @@ impl VirtioDevice for Net {
     }
 
     fn reset(&mut self) {
-        // Dropping the worker stops its thread.
+        // Dropping the worker stops its thread; dropping vhost-net detaches
+        // the tap from it.
         self.worker = None;
+        self.vhost_running = None;
     }
 
     fn info(&self) -> serde_json::Value {
@@ -359,6 +424,9 @@ impl VirtioDevice for Net {
         serde_json::json!({
             "tap": self.tap.name(),
             "mac": self.mac.to_string(),
+            // With vhost-net the kernel moves the frames: the counters
+            // below stay at zero.
+            "vhost": self.vhost,
             "rx_packets": get(&s.rx_packets),
             "rx_bytes": get(&s.rx_bytes),
             "rx_dropped": get(&s.rx_dropped),

@@ -212,6 +212,11 @@ impl Tap {
         Ok(tap)
     }
 
+    /// The open tap (for vhost-net's backend).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name

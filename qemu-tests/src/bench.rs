@@ -99,7 +99,23 @@ impl BenchAppliance {
     pub fn run_status(&mut self, script: &str, timeout: Duration) -> Result<(UnitExit, String)> {
         let before = self.vm.serial().len();
         let unit = self.start(script)?;
-        let e = self.vm.wait_unit_stopped(&unit, timeout)?;
+        let e = match self.vm.wait_unit_stopped(&unit, timeout) {
+            Ok(e) => e,
+            Err(e) => {
+                // The appliance may be gone (QEMU exits on a kernel panic):
+                // what its console said last is all there is to go on.
+                let console = self.vm.serial();
+                let tail = console.get(before..).unwrap_or(&console);
+                let mut from = tail.len().saturating_sub(6000);
+                while !tail.is_char_boundary(from) {
+                    from += 1;
+                }
+                let tail = &tail[from..];
+                return Err(e.context(format!(
+                    "{unit} ({script}); the console since it started:\n{tail}"
+                )));
+            }
+        };
         let out = self
             .vm
             .serial()

@@ -96,7 +96,7 @@ bench-vmm: bench-iso guest
 # vhost-net on and off, nested in the same benchmark ISO (docs/perf.md).
 bench-vmm-io: bench-iso guest guest-debian-bench
 	cargo run --release -p qemu-tests --bin bench-vmm-io -- --runs $(or $(RUNS),3) \
-		--secs $(or $(SECS),10) --iso $(BENCH_ISO)
+		--secs $(or $(SECS),10) --iso $(BENCH_ISO) $(if $(VHOST),--vhost)
 
 # apid against a bare hyper + rustls floor under wrk (docs/perf.md).
 bench-api: deps

@@ -111,8 +111,9 @@ impl BenchAppliance {
                     from += 1;
                 }
                 let tail = &tail[from..];
+                let qemu = self.vm.qemu_exit_report().unwrap_or_default();
                 return Err(e.context(format!(
-                    "{unit} ({script}); the console since it started:\n{tail}"
+                    "{unit} ({script}); the console since it started:\n{tail}\n{qemu}"
                 )));
             }
         };

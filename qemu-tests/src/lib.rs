@@ -474,6 +474,16 @@ impl Appliance {
         Ok(None)
     }
 
+    /// If QEMU has exited: how, and what it wrote on stderr.
+    pub fn qemu_exit_report(&mut self) -> Option<String> {
+        let st = self.try_exit().ok().flatten()?;
+        let mut err = String::new();
+        if let Some(e) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = std::io::Read::read_to_string(e, &mut err);
+        }
+        Some(format!("QEMU exited ({st}); its stderr:\n{err}"))
+    }
+
     /// Waits for QEMU to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus> {
         let end = Instant::now() + timeout;

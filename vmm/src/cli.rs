@@ -25,9 +25,9 @@ usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
                       a virtio-blk disk on a raw image or block device; repeatable
   --net tap=NAME[,mac=MAC][,vhost=on|off|auto]
                       a virtio-net NIC on an existing tap; repeatable. Its
-                      frames move through the kernel's vhost-net (on), the
-                      VMM (off), or vhost-net where /dev/vhost-net opens
-                      (auto, the default)
+                      frames move through the VMM (off, the default), the
+                      kernel's vhost-net (on), or vhost-net where
+                      /dev/vhost-net opens (auto); vhost-net is experimental
   --no-rng            no virtio-rng device (one is added by default)
   --kernel-cache DIR  keep the kernel unpacked from an xz bzImage in DIR and
                       boot it through its PVH entry, skipping the guest's
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(c.nets[0].tap, "vmtap0");
         assert_eq!(c.nets[0].mac, None);
         assert_eq!(c.nets[1].mac.unwrap().to_string(), "02:11:22:33:44:55");
-        assert_eq!(c.nets[0].vhost, VhostMode::Auto);
+        assert_eq!(c.nets[0].vhost, VhostMode::Off);
         let c = parse(&args(
             "--kernel /k --net tap=a,vhost=on --net tap=b,vhost=off --net tap=c,vhost=auto",
         ))

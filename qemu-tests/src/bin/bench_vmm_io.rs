@@ -20,15 +20,15 @@
 //! NIC is on the tap `bench0` (10.77.0.2/24), whose host end carries
 //! 10.77.0.1 and an `iperf3 -s` of the appliance.
 //!
-//! Oxbow runs twice: `oxbow` with the kernel's vhost-net (`vhost=on`, what
-//! apid's VMs get where `/dev/vhost-net` exists) and `oxbow-vhost-off` with
-//! the VMM moving frames itself. Each round boots every side once, in an
-//! order rotated every round; medians over `--runs` rounds are compared as
-//! ours / QEMU's: `oxbow` against QEMU with and without vhost, and
-//! `oxbow-vhost-off` against QEMU without.
+//! `oxbow` is the VMM as apid runs it (its own data path); with `--vhost`,
+//! `oxbow-vhost` adds it with the kernel's vhost-net (`vhost=on`,
+//! experimental). Each round boots every side once, in an order rotated
+//! every round; medians over `--runs` rounds are compared as ours / QEMU's:
+//! `oxbow` against QEMU with and without vhost, and `oxbow-vhost` against
+//! QEMU with vhost.
 //!
 //! Usage: `bench-vmm-io [--runs N] [--secs S] [--only TEXT] [--kernel
-//! vmlinux|vmlinuz] [--iso PATH] [--also-vmm LABEL=PATH]...` (`make
+//! vmlinux|vmlinuz] [--iso PATH] [--also-vmm LABEL=PATH]... [--vhost]` (`make
 //! bench-vmm-io` builds everything first; `--only` keeps the sides whose
 //! label contains TEXT; `--also-vmm` adds another build of Oxbow's VMM as
 //! a side of its own, e.g. the previous commit's, carried on the
@@ -71,6 +71,7 @@ fn main() -> Result<()> {
     let mut iso = target_dir().join("oxbow-bench.iso");
     let mut only: Option<String> = None;
     let mut also: Vec<(String, PathBuf)> = Vec::new();
+    let mut vhost = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -80,6 +81,7 @@ fn main() -> Result<()> {
             "--kernel" => kernel = value()?,
             "--only" => only = Some(value()?),
             "--iso" => iso = PathBuf::from(value()?),
+            "--vhost" => vhost = true,
             "--also-vmm" => {
                 let v = value()?;
                 let (label, path) = v.split_once('=').context("--also-vmm LABEL=PATH")?;
@@ -176,14 +178,14 @@ fn main() -> Result<()> {
         "--disk".into(),
         format!("{DATA},readonly"),
         "--net".into(),
-        format!("tap={TAP},mac={GUEST_MAC},vhost=on"),
+        format!("tap={TAP},mac={GUEST_MAC}"),
     ];
     let ours = oxbow_argv(&g, &vmm_devices);
-    // The VMM moving the frames itself, against QEMU without vhost.
-    let mut ours_userspace = ours.clone();
-    for a in ours_userspace.iter_mut() {
-        if a.ends_with(",vhost=on") {
-            *a = a.replace(",vhost=on", ",vhost=off");
+    // The same with the kernel's vhost-net.
+    let mut ours_vhost = ours.clone();
+    for a in ours_vhost.iter_mut() {
+        if a.starts_with("tap=") {
+            a.push_str(",vhost=on");
         }
     }
     let qemu = |vhost: &str| {
@@ -208,10 +210,12 @@ fn main() -> Result<()> {
     };
     let mut sides: Vec<(String, Vec<String>)> = vec![
         ("oxbow".into(), ours),
-        ("oxbow-vhost-off".into(), ours_userspace),
         ("qemu-vhost-on".into(), qemu("on")),
         ("qemu-vhost-off".into(), qemu("off")),
     ];
+    if vhost {
+        sides.insert(1, ("oxbow-vhost".into(), ours_vhost));
+    }
     for (label, _) in &also {
         let mut argv = oxbow_argv(&g, &vmm_devices);
         argv[0] = format!("{CD_MOUNT}/{label}");
@@ -305,12 +309,11 @@ fn main() -> Result<()> {
     }
     // Oxbow with vhost-net against QEMU either way, and Oxbow's own data
     // path against QEMU's.
-    let pairs = [
-        ("oxbow", "qemu-vhost-on"),
-        ("oxbow", "qemu-vhost-off"),
-        ("oxbow-vhost-off", "qemu-vhost-off"),
-    ];
-    for (ours, peer) in pairs {
+    let mut pairs = vec![("oxbow", "qemu-vhost-on"), ("oxbow", "qemu-vhost-off")];
+    if vhost {
+        pairs.push(("oxbow-vhost", "qemu-vhost-on"));
+    }
+    for &(ours, peer) in &pairs {
         print!(
             " {:>16}",
             format!("{ours}/{}", peer.trim_start_matches("qemu-"))
@@ -322,7 +325,7 @@ fn main() -> Result<()> {
         for (label, _) in &sides {
             print!(" {:>16.1}", med(label, key));
         }
-        for (ours, peer) in pairs {
+        for &(ours, peer) in &pairs {
             print!(" {:>16.2}", med(ours, key) / med(peer, key));
         }
         println!();

@@ -228,16 +228,18 @@ pub struct Net {
     vhost_running: Option<VhostNet>,
 }
 
-/// Where a NIC's frames are moved (`--net ...,vhost=`).
+/// Where a NIC's frames are moved (`--net ...,vhost=`). The default is the
+/// VMM's own path: vhost-net is opt-in until it has been proven outside
+/// nested emulation (docs/vmm.md, "vhost-net").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VhostMode {
     /// By the kernel's vhost-net where `/dev/vhost-net` opens, else by the
     /// VMM.
-    #[default]
     Auto,
     /// By vhost-net; a NIC that cannot use it fails.
     On,
     /// By the VMM's worker thread.
+    #[default]
     Off,
 }
 

@@ -92,6 +92,24 @@ pub struct Loaded {
 
 const XLF_KERNEL_64: u16 = 1;
 
+/// Loads the ELF kernel `f` into guest memory: `Some` with its PVH entry,
+/// `None` for an ELF without the PVH note.
+fn load_pvh_elf(
+    mem: &GuestMemoryMmap,
+    f: &mut File,
+) -> Result<Option<Loaded>, linux_loader::loader::Error> {
+    let r = Elf::load(mem, None, f, Some(GuestAddress(layout::HIGH_RAM_START)))?;
+    Ok(match r.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(a) => Some(Loaded {
+            entry: Entry::Pvh(a.0),
+            initrd: None,
+            header: None,
+            kernel_end: r.kernel_end,
+        }),
+        _ => None,
+    })
+}
+
 /// Loads `kernel` (bzImage or PVH ELF) into guest memory. With `cache`, a
 /// bzImage whose payload the cache can unpack boots as that ELF instead,
 /// through its PVH entry ([`crate::kcache`]).
@@ -102,22 +120,12 @@ pub fn load_kernel(
 ) -> Result<Loaded, BootError> {
     let path = kernel.display().to_string();
     if let Some((mut f, source)) = cache.and_then(|c| c.vmlinux(kernel)) {
-        let loaded = f
-            .rewind()
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                let at = Some(GuestAddress(layout::HIGH_RAM_START));
-                Elf::load(mem, None, &mut f, at).map_err(|e| e.to_string())
-            })
-            .and_then(|r| match r.pvh_boot_cap {
-                PvhBootCapability::PvhEntryPresent(a) => Ok(Loaded {
-                    entry: Entry::Pvh(a.0),
-                    initrd: None,
-                    header: None,
-                    kernel_end: r.kernel_end,
-                }),
-                _ => Err("no PVH entry note".to_string()),
-            });
+        let loaded = match f.rewind().map(|()| load_pvh_elf(mem, &mut f)) {
+            Ok(Ok(Some(l))) => Ok(l),
+            Ok(Ok(None)) => Err("no PVH entry note".to_string()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
         match loaded {
             Ok(l) => {
                 let how = match source {
@@ -138,24 +146,9 @@ pub fn load_kernel(
             source,
         })
     };
-    let mut f = open()?;
-    let elf = match Elf::load(
-        mem,
-        None,
-        &mut f,
-        Some(GuestAddress(layout::HIGH_RAM_START)),
-    ) {
-        Ok(r) => {
-            return match r.pvh_boot_cap {
-                PvhBootCapability::PvhEntryPresent(a) => Ok(Loaded {
-                    entry: Entry::Pvh(a.0),
-                    initrd: None,
-                    header: None,
-                    kernel_end: r.kernel_end,
-                }),
-                _ => Err(BootError::NoPvhEntry(path)),
-            }
-        }
+    let elf = match load_pvh_elf(mem, &mut open()?) {
+        Ok(Some(loaded)) => return Ok(loaded),
+        Ok(None) => return Err(BootError::NoPvhEntry(path)),
         Err(e) => e,
     };
     let mut f = open()?;

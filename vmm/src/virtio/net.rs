@@ -268,30 +268,21 @@ impl Net {
         let mut net = Net::new(tap_name, mac)?;
         net.vhost = match mode {
             VhostMode::Off => false,
-            VhostMode::Auto => VhostNet::available(),
+            VhostMode::Auto => VhostNet::probe().is_ok(),
             VhostMode::On => {
-                std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(super::vhost_net::DEVICE)
-                    .map_err(|e| {
-                        io::Error::new(
-                            e.kind(),
-                            format!(
-                                "tap {tap_name}: vhost=on: {}: {e}",
-                                super::vhost_net::DEVICE
-                            ),
-                        )
-                    })?;
+                VhostNet::probe().map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "tap {tap_name}: vhost=on: {}: {e}",
+                            super::vhost_net::DEVICE
+                        ),
+                    )
+                })?;
                 true
             }
         };
         Ok(net)
-    }
-
-    /// Whether the kernel's vhost-net moves the frames.
-    pub fn uses_vhost(&self) -> bool {
-        self.vhost
     }
 
     /// The guest's MAC address.

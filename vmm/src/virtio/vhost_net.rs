@@ -141,13 +141,13 @@ impl VhostNet {
         })
     }
 
-    /// Whether this host has vhost-net (its device node opens).
-    pub fn available() -> bool {
+    /// Whether this host has vhost-net: its device node opens.
+    pub fn probe() -> io::Result<()> {
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(DEVICE)
-            .is_ok()
+            .map(drop)
     }
 }
 

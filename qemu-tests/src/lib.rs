@@ -506,16 +506,17 @@ impl Appliance {
     /// QEMU's view of the appliance's vCPUs (`info cpus` and `info
     /// registers -a` from its monitor), for a failure report: it tells a
     /// vCPU halted in the appliance's idle loop from one spinning, and
-    /// shows where. Errors are reported in the text, never returned.
+    /// shows where. Framed by `----- vCPUs -----` and `----- end -----`
+    /// lines; errors are reported in the text, never returned.
     pub fn cpu_report(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::from("----- vCPUs -----\n");
         for cmd in ["info cpus", "info registers -a"] {
             out += &match self.qmp("human-monitor-command", json!({ "command-line": cmd })) {
                 Ok(v) => format!("(qemu) {cmd}\n{}\n", v.as_str().unwrap_or_default()),
                 Err(e) => format!("(qemu) {cmd}: {e:#}\n"),
             };
         }
-        out
+        out + "----- end -----"
     }
 
     /// Presses the ACPI power button.
@@ -583,7 +584,7 @@ impl Appliance {
                     eprintln!("test channel: no answer about {name} yet ({e}); asking again");
                     if !reported {
                         reported = true;
-                        eprintln!("----- vCPUs -----\n{}----- end -----", self.cpu_report());
+                        eprintln!("{}", self.cpu_report());
                     }
                     continue;
                 }
@@ -720,8 +721,7 @@ impl Appliance {
         let silent = self.serial().len() == before && !self.responsive();
         silent.then(|| {
             format!(
-                "froze: no answer on the test channel and no console output for {:?}\n\
-                 ----- vCPUs -----\n{}----- end -----",
+                "froze: no answer on the test channel and no console output for {:?}\n{}",
                 start.elapsed(),
                 self.cpu_report()
             )

@@ -172,22 +172,19 @@ fn main() -> Result<()> {
         init = debian::IO_BENCH_INIT,
     );
     let g = GuestSpec::from_assets(&kernel, &cmdline, GUEST_MIB);
-    let vmm_devices = [
-        "--disk".into(),
-        format!("{root},readonly"),
-        "--disk".into(),
-        format!("{DATA},readonly"),
-        "--net".into(),
-        format!("tap={TAP},mac={GUEST_MAC}"),
-    ];
-    let ours = oxbow_argv(&g, &vmm_devices);
-    // The same with the kernel's vhost-net.
-    let mut ours_vhost = ours.clone();
-    for a in ours_vhost.iter_mut() {
-        if a.starts_with("tap=") {
-            a.push_str(",vhost=on");
-        }
-    }
+    // `net_options` follows the NIC's tap and MAC (`,vhost=on`).
+    let vmm_devices = |net_options: &str| {
+        [
+            "--disk".into(),
+            format!("{root},readonly"),
+            "--disk".into(),
+            format!("{DATA},readonly"),
+            "--net".into(),
+            format!("tap={TAP},mac={GUEST_MAC}{net_options}"),
+        ]
+    };
+    let ours = oxbow_argv(&g, &vmm_devices(""));
+    let ours_vhost = oxbow_argv(&g, &vmm_devices(",vhost=on"));
     let qemu = |vhost: &str| {
         qemu_argv(
             "q35",
@@ -217,7 +214,7 @@ fn main() -> Result<()> {
         sides.insert(1, ("oxbow-vhost".into(), ours_vhost));
     }
     for (label, _) in &also {
-        let mut argv = oxbow_argv(&g, &vmm_devices);
+        let mut argv = oxbow_argv(&g, &vmm_devices(""));
         argv[0] = format!("{CD_MOUNT}/{label}");
         sides.push((format!("oxbow-{label}"), argv));
     }

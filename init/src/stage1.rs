@@ -148,7 +148,7 @@ const MEDIUM_TIMEOUT: Duration = Duration::from_secs(60);
 fn find_medium(label: &str) -> Result<Medium, Stage1Error> {
     use crate::modules::{load_list, module_dir, LoadReport, Loader, ModIndex};
     let dir = module_dir();
-    let sys = Path::new("/sys/devices");
+    let sys = Path::new("/sys");
     let mut loader = match ModIndex::load(&dir) {
         Ok(idx) => Some(Loader::new(dir.clone(), idx)),
         Err(e) => {
@@ -225,7 +225,7 @@ impl Medium {
     /// have to read the system's module index, and says what was loaded.
     /// Must run before the root changes: the loads read the initramfs.
     fn finish_modules(self) {
-        let sys = Path::new("/sys/devices");
+        let sys = Path::new("/sys");
         let mut report = match self.loader {
             Some(mut l) => {
                 for batch in self.later {

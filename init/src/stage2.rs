@@ -75,7 +75,7 @@ const BACKGROUND_TREES: &[&str] = &[
 fn hardware_modules() -> Option<Loader> {
     let t0 = std::time::Instant::now();
     let dir = module_dir();
-    let sys = Path::new("/sys/devices");
+    let sys = Path::new("/sys");
     // Only the aliases of the devices present now are read; the background
     // thread reads the full index for what appears later.
     let devices = crate::modules::device_modaliases(sys);
@@ -143,7 +143,7 @@ fn system_modules_in_background(loader: Option<Loader>) {
                     .collect();
                 let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
                 l.coldplug_devices(
-                    &crate::modules::device_modaliases(Path::new("/sys/devices")),
+                    &crate::modules::device_modaliases(Path::new("/sys")),
                     |p| BACKGROUND_TREES.iter().any(|t| p.starts_with(t)),
                     &listed,
                     false,

@@ -17,8 +17,13 @@
 //! in seconds since QEMU started, seen by polling the console file every
 //! 10 ms.
 //!
+//! Oxbow's seed gives the management address as the floor has it, static
+//! (`[network] source = "from-answer"`, 10.0.2.15/24 via 10.0.2.2); with
+//! `--network dhcp` it asks QEMU's DHCP server instead, as a seed without
+//! a `[network]` section does.
+//!
 //! Usage: `bench-boot [--runs N] [--floor-init PATH] [--iso-bus ahci|virtio]
-//! [--timeline]`
+//! [--network static|dhcp] [--timeline]`
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -43,6 +48,7 @@ fn main() -> Result<()> {
     let mut bus = IsoBus::Ahci;
     let mut floor_init = target_dir().join("x86_64-unknown-linux-gnu/release/floor-init");
     let mut timeline = false;
+    let mut dhcp = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -56,6 +62,13 @@ fn main() -> Result<()> {
                 }
             }
             "--timeline" => timeline = true,
+            "--network" => {
+                dhcp = match args.next().as_deref() {
+                    Some("static") => false,
+                    Some("dhcp") => true,
+                    _ => bail!("--network static|dhcp"),
+                }
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -65,7 +78,7 @@ fn main() -> Result<()> {
     let mut oxbow = Vec::new();
     for run in 1..=runs {
         let f = time_floor(&floor_initrd, bus)?;
-        let o = time_oxbow(bus, timeline)?;
+        let o = time_oxbow(bus, dhcp, timeline)?;
         println!(
             "run {run}: floor {f:.2} s, oxbow {o:.2} s, ratio {:.2}",
             o / f
@@ -74,7 +87,14 @@ fn main() -> Result<()> {
         oxbow.push(o);
     }
     let (mf, mo) = (median(&mut floor), median(&mut oxbow));
-    println!("ISO attached as {bus:?}");
+    println!(
+        "ISO attached as {bus:?}; Oxbow's address {}",
+        if dhcp {
+            "by DHCP"
+        } else {
+            "static, from the answer file"
+        }
+    );
     println!(
         "median of {runs}: floor {mf:.2} s, oxbow {mo:.2} s, ratio {:.2} (goal <= 1.3)",
         mo / mf
@@ -183,7 +203,7 @@ fn watch_console(path: PathBuf, started: Duration, stop: Arc<AtomicBool>) -> Vec
     }
 }
 
-fn time_oxbow(bus: IsoBus, timeline: bool) -> Result<f64> {
+fn time_oxbow(bus: IsoBus, dhcp: bool, timeline: bool) -> Result<f64> {
     let password = "benchmark-password";
     let mut opts = BootOptions::new(Firmware::Direct(String::new()));
     opts.iso_bus = bus;
@@ -191,7 +211,17 @@ fn time_oxbow(bus: IsoBus, timeline: bool) -> Result<f64> {
         IsoBus::Ahci => SeedKind::Iso,
         IsoBus::Virtio => SeedKind::Fat,
     };
-    opts.seed = Some((format!("[global]\nroot-password = \"{password}\"\n"), seed));
+    let network = if dhcp {
+        ""
+    } else {
+        // The floor's address, on QEMU's user network.
+        "[network]\nsource = \"from-answer\"\ncidr = \"10.0.2.15/24\"\n\
+         gateway = \"10.0.2.2\"\ndns = \"10.0.2.3\"\n"
+    };
+    opts.seed = Some((
+        format!("[global]\nroot-password = \"{password}\"\n{network}"),
+        seed,
+    ));
     let vm = Appliance::boot(opts)?;
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = timeline.then(|| {

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
 }
 
 /// `init supervise --table FILE --socket PATH --log-dir DIR
-/// [--transient-gate FILE] [--settled-marker FILE]`: the
+/// [--transient-gate FILE]`: the
 /// supervisor alone, as an ordinary process, without mounts, seed or power
 /// handling. A shutdown request ends it with status 0 after every unit has
 /// stopped. Used by the host tests and handy for trying a service table.
@@ -51,7 +51,6 @@ fn supervise(args: &[String]) -> ExitCode {
     let mut socket = None;
     let mut log_dir = None;
     let mut gate = None;
-    let mut settled = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next().cloned();
@@ -60,7 +59,6 @@ fn supervise(args: &[String]) -> ExitCode {
             "--socket" => socket = v,
             "--log-dir" => log_dir = v,
             "--transient-gate" => gate = v.map(PathBuf::from),
-            "--settled-marker" => settled = v.map(PathBuf::from),
             other => {
                 eprintln!("init supervise: unknown argument `{other}`");
                 return ExitCode::from(2);
@@ -86,7 +84,6 @@ fn supervise(args: &[String]) -> ExitCode {
         test_channel: None,
         power_buttons: Vec::new(),
         transient_gate: gate,
-        settled_marker: settled,
     };
     match init::supervisor::Supervisor::new(cfg, parsed.services) {
         Ok(mut s) => {

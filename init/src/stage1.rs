@@ -145,7 +145,7 @@ const MEDIUM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Loads drivers until the medium labelled `label` shows up: first those
 /// of the hardware present (coldplug, repeated as new devices appear), then,
 /// if that is not enough, every module of the initramfs list.
-fn find_medium(label: &str) -> Result<Medium, Stage1Error> {
+fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
     use crate::modules::{load_list, module_dir, LoadReport, Loader, ModIndex};
     let dir = module_dir();
     let sys = Path::new("/sys");
@@ -156,14 +156,8 @@ fn find_medium(label: &str) -> Result<Medium, Stage1Error> {
             None
         }
     };
-    // What the medium does not need loads in the background at low
-    // priority, so the controller drivers and the filesystems come first.
-    let mut later = Vec::new();
     if let Some(l) = loader.as_mut() {
-        later.extend(
-            l.coldplug_deferring(sys, boot_driver, ALWAYS, deferrable, LATER_NICE)
-                .1,
-        );
+        l.coldplug(sys, boot_driver, ALWAYS);
     }
     let start = Instant::now();
     let mut full_list: Option<LoadReport> = None;
@@ -188,12 +182,9 @@ fn find_medium(label: &str) -> Result<Medium, Stage1Error> {
             // Loading a driver makes new devices appear (virtio_pci → the
             // virtio NIC, AHCI → the CD): scan again at once after a load,
             // else every 200 ms.
-            let loaded = loader.as_mut().map_or(0, |l| {
-                let (n, batch) =
-                    l.coldplug_deferring(sys, boot_driver, &[], deferrable, LATER_NICE);
-                later.extend(batch);
-                n
-            });
+            let loaded = loader
+                .as_mut()
+                .map_or(0, |l| l.coldplug(sys, boot_driver, &[]));
             next_scan = if loaded > 0 {
                 Instant::now()
             } else {
@@ -202,63 +193,19 @@ fn find_medium(label: &str) -> Result<Medium, Stage1Error> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Ok(Medium {
-        dev,
-        loader,
-        later,
-        full_list,
-    })
-}
-
-/// The boot medium found, and the module loading still to be finished.
-struct Medium {
-    dev: PathBuf,
-    loader: Option<crate::modules::Loader>,
-    later: Vec<crate::modules::Background>,
-    full_list: Option<crate::modules::LoadReport>,
-}
-
-impl Medium {
-    /// Waits for the background loads, loads the drivers of the devices
-    /// that the last loads made appear (the virtio NIC behind virtio_pci,
-    /// typically) rather than leaving them to stage 2, which would first
-    /// have to read the system's module index, and says what was loaded.
-    /// Must run before the root changes: the loads read the initramfs.
-    fn finish_modules(self) {
-        let sys = Path::new("/sys");
-        let mut report = match self.loader {
-            Some(mut l) => {
-                for batch in self.later {
-                    l.finish(batch);
-                }
-                l.coldplug(sys, boot_driver, &[]);
-                l.report
-            }
-            None => Default::default(),
-        };
-        if let Some(r) = self.full_list {
-            report.merge(r);
-        }
-        report.announce("modules");
+    // The drivers of devices that the last loads made appear (the virtio
+    // NIC behind virtio_pci, typically) are loaded now rather than in
+    // stage 2, which would first have to read the system's module index.
+    if let Some(l) = loader.as_mut() {
+        l.coldplug(sys, boot_driver, &[]);
     }
+    let mut report = loader.map(|l| l.report).unwrap_or_default();
+    if let Some(r) = full_list {
+        report.merge(r);
+    }
+    report.announce("modules");
+    Ok(dev)
 }
-
-/// Modules the boot medium does not need, loaded in the background while
-/// the medium is looked for and mounted: networking (netd needs it only in
-/// stage 2) and input devices and buttons.
-fn deferrable(path: &str) -> bool {
-    [
-        "kernel/net/",
-        "kernel/drivers/net/",
-        "kernel/drivers/input/",
-        "kernel/drivers/acpi/",
-    ]
-    .iter()
-    .any(|t| path.starts_with(t))
-}
-
-/// The nice value of the deferrable loads.
-const LATER_NICE: i32 = 10;
 
 /// Whether coldplug in stage 1 loads this module: device drivers yes, the
 /// CPU-feature matches of `arch/` (checksum and crypto acceleration) no;
@@ -274,8 +221,7 @@ fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {
     say("stage 1: initramfs");
     let cmdline = KernelCmdline::read();
     let label = cmdline.value("oxbow.label").unwrap_or("OXBOW").to_string();
-    let medium = find_medium(&label)?;
-    let dev = medium.dev.clone();
+    let dev = find_medium(&label)?;
     say(format_args!("boot medium {label} is {}", dev.display()));
     let ro = MsFlags::MS_RDONLY;
     mnt(
@@ -314,7 +260,6 @@ fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {
         MsFlags::empty(),
         Some(&opts),
     )?;
-    medium.finish_modules();
     for p in ["/dev", "/proc", "/sys", "/run"] {
         let target = format!("{NEWROOT}{p}");
         mnt(Some(p), &target, None, MsFlags::MS_MOVE, None)?;
@@ -336,33 +281,4 @@ fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {
     let init = CString::new("/sbin/init").unwrap_or_default();
     let err = execv(&init, std::slice::from_ref(&init));
     Err(Stage1Error::Step(format!("exec /sbin/init: {err:?}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_medium_path_is_not_deferred() {
-        for p in [
-            "kernel/drivers/ata/ahci.ko",
-            "kernel/drivers/scsi/sr_mod.ko",
-            "kernel/drivers/cdrom/cdrom.ko",
-            "kernel/drivers/virtio/virtio_pci.ko",
-            "kernel/drivers/usb/storage/usb-storage.ko",
-            "kernel/fs/isofs/isofs.ko",
-            "kernel/fs/squashfs/squashfs.ko",
-            "kernel/drivers/block/loop.ko",
-        ] {
-            assert!(!deferrable(p), "{p}");
-        }
-        for p in [
-            "kernel/net/bridge/bridge.ko",
-            "kernel/drivers/net/virtio_net.ko",
-            "kernel/drivers/input/evdev.ko",
-            "kernel/drivers/acpi/button.ko",
-        ] {
-            assert!(deferrable(p), "{p}");
-        }
-    }
 }

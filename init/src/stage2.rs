@@ -38,13 +38,6 @@ fn mount_if_missing(src: &str, target: &str, fstype: &str, flags: MsFlags, data:
 /// Written once the system modules are loaded; transient units (guests)
 /// wait for it, since they need KVM, taps and bridges.
 pub const MODULES_READY: &str = "/run/oxbow/modules.ready";
-/// Written by the supervisor once the boot's services are ready or have
-/// given up; the feature modules are loaded only then.
-pub const SERVICES_SETTLED: &str = "/run/oxbow/services.settled";
-/// How long the feature modules wait for [`SERVICES_SETTLED`] at most (a
-/// service that never gets ready, netd without a DHCP answer say, must not
-/// keep KVM away for long).
-const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The feature modules stage 2 loads: KVM, bridging, VLANs, bonds, nftables,
 /// device-mapper… in dependency order.
 pub const SYSTEM_MODULE_LIST: &str = "/etc/oxbow/modules-system.list";
@@ -110,12 +103,6 @@ fn system_modules_in_background(loader: Option<Loader>) {
             Some(&nix::sys::signal::SigSet::all()),
             None,
         );
-        // Not before the services are up: under emulation, loading modules
-        // beside them made apid's and netd's start twice as slow.
-        let waited = std::time::Instant::now();
-        while !Path::new(SERVICES_SETTLED).exists() && waited.elapsed() < SETTLE_LIMIT {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
         // One module at a time at the lowest priority: the services that
         // start meanwhile come first. (Nice values are per thread on Linux.)
         // SAFETY: setpriority only reads its integer arguments; 0 names the
@@ -278,7 +265,6 @@ pub fn run() -> ! {
             Path::new("/dev/input"),
         ),
         transient_gate: Some(PathBuf::from(MODULES_READY)),
-        settled_marker: Some(PathBuf::from(SERVICES_SETTLED)),
     };
     if cfg.power_buttons.is_empty() {
         say("no power button input device found");

@@ -61,11 +61,6 @@ pub struct SupervisorConfig {
     /// Transient units wait until this file exists (stage 2 writes it once
     /// the system modules, KVM among them, are loaded).
     pub transient_gate: Option<PathBuf>,
-    /// Written once every service of the table has started and become
-    /// ready, or has given up (failed, stopped, waiting out a back-off):
-    /// the boot's services are up. Stage 2 holds the feature modules back
-    /// until then, so their loading does not slow the services' start.
-    pub settled_marker: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -175,8 +170,6 @@ pub struct Supervisor {
     shutdown: Option<Shutdown>,
     /// Names in the order they were last started, for the reverse stop.
     start_order: Vec<String>,
-    /// Whether [`SupervisorConfig::settled_marker`] was written.
-    settled: bool,
 }
 
 /// Errors that keep the supervisor from starting.
@@ -275,7 +268,6 @@ impl Supervisor {
             buttons,
             shutdown: None,
             start_order: Vec::new(),
-            settled: false,
         })
     }
 
@@ -641,26 +633,6 @@ impl Supervisor {
                 }
                 _ => {}
             }
-        }
-        self.note_settled();
-    }
-
-    /// Writes the settled marker the first time no service of the table is
-    /// waiting to start or starting.
-    fn note_settled(&mut self) {
-        let Some(marker) = self.cfg.settled_marker.as_ref() else {
-            return;
-        };
-        if self.settled
-            || self.units.iter().any(|u| {
-                !u.transient && matches!(u.state, UnitState::Waiting | UnitState::Starting)
-            })
-        {
-            return;
-        }
-        self.settled = true;
-        if let Err(e) = fs::write(marker, b"") {
-            say(format_args!("{}: {e}", marker.display()));
         }
     }
 

@@ -311,34 +311,6 @@ fn transient_units_wait_for_the_gate() {
 }
 
 #[test]
-fn settled_marker_waits_for_every_service_to_be_ready_or_give_up() {
-    // `late` becomes ready only when the test says so; `broken` cannot
-    // start at all and must not hold the marker back.
-    let sup = Sup::start_with(
-        "[[service]]\nname = \"late\"\nexec = [\"/bin/sleep\", \"1000\"]\n\
-         ready = { file = \"@DIR@/late.ready\" }\n\
-         [[service]]\nname = \"broken\"\nexec = [\"@DIR@/missing-binary\"]\nrestart = \"never\"\n",
-        &["--settled-marker", "@DIR@/settled"],
-    );
-    sup.wait_for("late started", |s| s.status("late").pid.is_some());
-    sup.wait_for("broken given up", |s| {
-        matches!(
-            format!("{:?}", s.status("broken").state).as_str(),
-            "Failed" | "Stopped"
-        )
-    });
-    std::thread::sleep(Duration::from_millis(400));
-    assert!(
-        !sup.path("settled").exists(),
-        "settled while `late` was still starting"
-    );
-    std::fs::write(sup.path("late.ready"), "").unwrap();
-    sup.wait_for("the settled marker", |s| s.path("settled").exists());
-    assert_eq!(format!("{:?}", sup.status("late").state), "Running");
-    sup.shutdown();
-}
-
-#[test]
 fn stop_escalates_to_kill_after_timeout() {
     let sup = Sup::start(
         r#"

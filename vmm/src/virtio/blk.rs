@@ -1,16 +1,24 @@
 //! virtio-blk on a raw image file: read, write, flush, discard,
 //! write-zeroes, get-id, and read-only disks.
+//!
+//! The queue's worker thread pops every available request, checks it and
+//! answers at once what needs no disk access; reads, writes, flushes and
+//! discards go to a small pool of I/O threads ([`IoPool`]), which move
+//! the data straight between the image and guest memory. Their results
+//! come back to the worker, which alone writes status bytes and the used
+//! ring and interrupts the guest ([`QueueServer`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
 
+use super::io_pool::IoPool;
 use super::{
-    device_type, drain, run_queue, sg, ActiveQueue, Interrupt, VirtioDevice, Worker,
+    device_type, drain, sg, signal_used, ActiveQueue, Interrupt, VirtioDevice, Worker,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 
@@ -57,17 +65,40 @@ const MAX_DISCARD_SECTORS: u32 = 1 << 21;
 /// Largest single read or write (the guest's own limit with SEG_MAX
 /// 4 KiB segments is far below this); it bounds one request's system call.
 const MAX_IO: usize = 32 << 20;
+/// I/O threads per queue.
+const IO_THREADS: usize = 4;
+/// A read or write of at most this many bytes that arrives alone, while
+/// nothing is in flight, runs on the worker itself: copying it costs less
+/// than handing it to an I/O thread and back.
+const INLINE_MAX: usize = 64 << 10;
 
 /// A block device on an image file.
 #[derive(Debug)]
 pub struct Blk {
     path: PathBuf,
-    file: Arc<File>,
-    readonly: bool,
-    sectors: u64,
-    id: [u8; 20],
+    image: Image,
     worker: Option<Worker>,
     stats: Arc<Mutex<Stats>>,
+}
+
+/// The open image and what the guest is told about it.
+#[derive(Debug, Clone)]
+struct Image {
+    file: Arc<File>,
+    sectors: u64,
+    readonly: bool,
+    id: [u8; 20],
+}
+
+impl Image {
+    fn disk(&self) -> Disk<'_> {
+        Disk {
+            file: &self.file,
+            sectors: self.sectors,
+            readonly: self.readonly,
+            id: &self.id,
+        }
+    }
 }
 
 /// Counters reported by `info`.
@@ -81,6 +112,10 @@ pub struct Stats {
     pub flushes: u64,
     /// Requests that failed.
     pub errors: u64,
+}
+
+fn lock_stats(stats: &Mutex<Stats>) -> MutexGuard<'_, Stats> {
+    stats.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Blk {
@@ -114,10 +149,12 @@ impl Blk {
         }
         Ok(Blk {
             path: path.to_path_buf(),
-            file: Arc::new(file),
-            readonly,
-            sectors: len / SECTOR,
-            id,
+            image: Image {
+                file: Arc::new(file),
+                sectors: len / SECTOR,
+                readonly,
+                id,
+            },
             worker: None,
             stats: Arc::default(),
         })
@@ -125,12 +162,12 @@ impl Blk {
 
     /// Capacity in sectors.
     pub fn sectors(&self) -> u64 {
-        self.sectors
+        self.image.sectors
     }
 
     fn config_bytes(&self) -> [u8; 60] {
         let mut c = [0u8; 60];
-        c[0..8].copy_from_slice(&self.sectors.to_le_bytes());
+        c[0..8].copy_from_slice(&self.image.sectors.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
         c[34..36].copy_from_slice(&1u16.to_le_bytes()); // num_queues
@@ -199,26 +236,63 @@ fn punch(file: &File, off: u64, len: u64, zero: bool) -> std::io::Result<()> {
     }
 }
 
-/// Runs one request (a popped chain) and writes its status.
+/// What a valid request asks of the disk. The lists point into guest
+/// memory (see [`sg::OwnedSg`]).
+#[derive(Debug)]
+enum Op {
+    /// Fill `data` from the image at byte `offset`.
+    Read { data: sg::OwnedSg, offset: u64 },
+    /// Write `data` to the image at byte `offset`.
+    Write { data: sg::OwnedSg, offset: u64 },
+    /// `fdatasync` the image.
+    Flush,
+    /// Discard (or zero) the ranges listed in `segments`.
+    Discard { segments: sg::OwnedSg, zero: bool },
+}
+
+/// A checked request that needs the disk: what an I/O thread runs.
+#[derive(Debug)]
+pub struct Job {
+    /// The chain's head, for the used ring.
+    head: u16,
+    op: Op,
+    /// The chain's last writable byte.
+    status: sg::OwnedSg,
+    /// Bytes of data the guest gets back on success.
+    data_len: u32,
+}
+
+/// A popped chain after [`parse`].
+#[derive(Debug)]
+enum Parsed {
+    /// Answered without the disk (malformed, refused, get-id, unknown):
+    /// its status byte, if it has one, is written.
+    Answered(Done),
+    /// Needs the disk.
+    Disk(Job),
+}
+
+/// Checks a popped chain and turns it into a [`Job`], or answers it.
 ///
-/// Data moves straight between the image and the chain's guest buffers
-/// (`preadv`/`pwritev` over [`sg::chain_sg`]'s segments), without a copy
-/// in between. A chain that does not resolve (a buffer outside guest
-/// memory, a loop, no writable byte for the status) is answered with used
-/// length 0 and nothing is read or written.
-pub fn handle<M>(
+/// A chain that does not resolve (a buffer outside guest memory, a loop,
+/// no writable byte for the status) is answered with used length 0 and
+/// nothing is read or written. A request out of the disk's range, too
+/// large, or writing a read-only disk gets `IOERR`; an unknown type
+/// `UNSUPP`.
+fn parse<M>(
     chain: virtio_queue::DescriptorChain<M>,
     mem: &GuestMemoryMmap,
     disk: &Disk,
     stats: &mut Stats,
-) -> Done
+) -> Parsed
 where
     M: std::ops::Deref<Target = GuestMemoryMmap> + Clone,
 {
-    let fail = Done {
+    let head = chain.head_index();
+    let fail = Parsed::Answered(Done {
         len: 0,
         status: status::IOERR,
-    };
+    });
     let Ok(sg::ChainSg {
         readable: mut request,
         writable: mut data,
@@ -232,19 +306,19 @@ where
         return fail; // no room for the status byte
     }
     let status_byte = data.split_off(data.len() - 1);
-    let finish = |st: u8, data_len: u32, stats: &mut Stats| {
+    let answer = |st: u8, data_len: u32, stats: &mut Stats| {
         if st != status::OK {
             stats.errors += 1;
         }
         let _ = status_byte.write_at(0, &[st]);
-        Done {
+        Parsed::Answered(Done {
             len: data_len + 1,
             status: st,
-        }
+        })
     };
     let mut header = [0u8; 16];
     if request.read_into(&mut header).is_err() {
-        return finish(status::IOERR, 0, stats);
+        return answer(status::IOERR, 0, stats);
     }
     request.advance(header.len());
     let kind = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
@@ -253,54 +327,130 @@ where
     let sector = u64::from_le_bytes(s8);
 
     let mut data_len = 0u32;
-    let st = match kind {
+    let op = match kind {
         req::IN => {
             let n = data.len();
-            if n > MAX_IO
-                || !range_ok(disk, sector, n as u64)
-                || data.read_all_from(disk.file, sector * SECTOR).is_err()
-            {
-                status::IOERR
-            } else {
-                data_len = n as u32;
-                stats.reads += 1;
-                status::OK
+            if n > MAX_IO || !range_ok(disk, sector, n as u64) {
+                return answer(status::IOERR, 0, stats);
+            }
+            data_len = n as u32;
+            Op::Read {
+                data: data.detach(),
+                offset: sector * SECTOR,
             }
         }
         req::OUT => {
             let n = request.len();
-            if disk.readonly
-                || n > MAX_IO
-                || !range_ok(disk, sector, n as u64)
-                || request.write_all_to(disk.file, sector * SECTOR).is_err()
-            {
-                status::IOERR
-            } else {
-                stats.writes += 1;
-                status::OK
+            if disk.readonly || n > MAX_IO || !range_ok(disk, sector, n as u64) {
+                return answer(status::IOERR, 0, stats);
+            }
+            Op::Write {
+                data: request.detach(),
+                offset: sector * SECTOR,
             }
         }
         req::FLUSH => {
             stats.flushes += 1;
-            if disk.readonly || disk.file.sync_data().is_ok() {
-                status::OK
-            } else {
-                status::IOERR
+            if disk.readonly {
+                return answer(status::OK, 0, stats);
             }
+            Op::Flush
         }
         req::GET_ID => {
             let n = data.len().min(20);
-            if data.write_at(0, &disk.id[..n]).is_err() {
-                status::IOERR
+            return if data.write_at(0, &disk.id[..n]).is_err() {
+                answer(status::IOERR, 0, stats)
             } else {
-                data_len = n as u32;
-                status::OK
+                answer(status::OK, n as u32, stats)
+            };
+        }
+        req::DISCARD | req::WRITE_ZEROES => {
+            if disk.readonly {
+                return answer(status::IOERR, 0, stats);
+            }
+            Op::Discard {
+                segments: request.detach(),
+                zero: kind == req::WRITE_ZEROES,
             }
         }
-        req::DISCARD | req::WRITE_ZEROES => discard(disk, &mut request, kind == req::WRITE_ZEROES),
-        _ => status::UNSUPP,
+        _ => return answer(status::UNSUPP, 0, stats),
     };
-    finish(st, data_len, stats)
+    Parsed::Disk(Job {
+        head,
+        op,
+        status: status_byte.detach(),
+        data_len,
+    })
+}
+
+impl Job {
+    /// Whether it is a read or write of at most `max` bytes (see
+    /// [`INLINE_MAX`]).
+    fn is_small_transfer(&self, max: usize) -> bool {
+        match &self.op {
+            Op::Read { data, .. } | Op::Write { data, .. } => data.len() <= max,
+            Op::Flush | Op::Discard { .. } => false,
+        }
+    }
+
+    /// Moves the data between the image and guest memory (`preadv`/
+    /// `pwritev` straight into the request's buffers), or flushes or
+    /// discards; returns the status. Writes no status byte.
+    ///
+    /// # Safety
+    ///
+    /// `mem` must be the guest memory the job was parsed from, or a clone
+    /// of it: the job's lists point into its mappings.
+    unsafe fn run(&self, disk: &Disk, mem: &GuestMemoryMmap) -> u8 {
+        let ok = match &self.op {
+            Op::Read { data, offset } => {
+                // SAFETY: the caller vouches that `mem` is the job's memory.
+                let data = unsafe { data.attach(mem) };
+                data.read_all_from(disk.file, *offset).is_ok()
+            }
+            Op::Write { data, offset } => {
+                // SAFETY: as above.
+                let data = unsafe { data.attach(mem) };
+                data.write_all_to(disk.file, *offset).is_ok()
+            }
+            Op::Flush => disk.file.sync_data().is_ok(),
+            Op::Discard { segments, zero } => {
+                // SAFETY: as above.
+                let mut segments = unsafe { segments.attach(mem) };
+                return discard(disk, &mut segments, *zero);
+            }
+        };
+        if ok {
+            status::OK
+        } else {
+            status::IOERR
+        }
+    }
+
+    /// Writes the status byte after [`Job::run`] and counts the request;
+    /// what goes into the used ring.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Job::run`].
+    unsafe fn complete(&self, st: u8, mem: &GuestMemoryMmap, stats: &mut Stats) -> Done {
+        match (&self.op, st) {
+            (Op::Read { .. }, status::OK) => stats.reads += 1,
+            (Op::Write { .. }, status::OK) => stats.writes += 1,
+            _ => {}
+        }
+        if st != status::OK {
+            stats.errors += 1;
+        }
+        // SAFETY: the caller vouches that `mem` is the job's memory.
+        let status_byte = unsafe { self.status.attach(mem) };
+        let _ = status_byte.write_at(0, &[st]);
+        let data_len = if st == status::OK { self.data_len } else { 0 };
+        Done {
+            len: data_len + 1,
+            status: st,
+        }
+    }
 }
 
 /// Discard or write-zeroes: one or more 16-byte segments (sector,
@@ -329,18 +479,169 @@ fn discard(disk: &Disk, request: &mut sg::SgList<'_>, zero: bool) -> u8 {
     status::OK
 }
 
-/// Serves every available request; returns whether any buffer was used.
-pub fn process(q: &mut Queue, mem: &GuestMemoryMmap, disk: &Disk, stats: &mut Stats) -> bool {
-    let mut used = false;
-    while let Some(chain) = q.pop_descriptor_chain(mem) {
-        let head = chain.head_index();
-        let done = handle(chain, mem, disk, stats);
-        // A head index past the ring cannot be returned; skip it.
-        if q.add_used(mem, head, done.len).is_ok() {
-            used = true;
+/// A job and the status it ran to.
+type Finished = (Job, u8);
+
+/// The owner of a queue, on the device's worker thread. It alone pops
+/// chains, writes status bytes and the used ring, and interrupts the
+/// guest; its pool's threads only move request data.
+///
+/// At most `max_in_flight` requests (the queue's size) are with the pool
+/// at once: past that the queue is left alone, with the driver's
+/// notifications off, until results come back. Dropping the server drops
+/// the pool, which abandons the jobs not started and waits for the
+/// running ones; the chains in flight are never returned, which a device
+/// reset allows.
+struct QueueServer {
+    aq: ActiveQueue,
+    mem: GuestMemoryMmap,
+    image: Image,
+    irq: Arc<dyn Interrupt>,
+    stats: Arc<Mutex<Stats>>,
+    pool: IoPool<Job, Finished>,
+    in_flight: usize,
+    max_in_flight: usize,
+    inline_max: usize,
+}
+
+impl QueueServer {
+    /// A server with `threads` I/O threads.
+    fn new(
+        aq: ActiveQueue,
+        mem: GuestMemoryMmap,
+        image: Image,
+        irq: Arc<dyn Interrupt>,
+        stats: Arc<Mutex<Stats>>,
+        threads: usize,
+    ) -> std::io::Result<QueueServer> {
+        let (pool_mem, pool_image) = (mem.clone(), image.clone());
+        let pool = IoPool::new("virtio-blk", threads, move |job: Job| {
+            // SAFETY: every job comes from `parse` over the server's
+            // memory, of which `pool_mem` is a clone.
+            let st = unsafe { job.run(&pool_image.disk(), &pool_mem) };
+            (job, st)
+        })?;
+        Ok(QueueServer::with_pool(aq, mem, image, irq, stats, pool))
+    }
+
+    fn with_pool(
+        aq: ActiveQueue,
+        mem: GuestMemoryMmap,
+        image: Image,
+        irq: Arc<dyn Interrupt>,
+        stats: Arc<Mutex<Stats>>,
+        pool: IoPool<Job, Finished>,
+    ) -> QueueServer {
+        let max_in_flight = usize::from(aq.queue.size()).max(1);
+        QueueServer {
+            aq,
+            mem,
+            image,
+            irq,
+            stats,
+            pool,
+            in_flight: 0,
+            max_in_flight,
+            inline_max: INLINE_MAX,
         }
     }
-    used
+
+    /// The guest notified the queue.
+    fn kick(&mut self) {
+        drain(&self.aq.kick);
+        self.serve(false);
+    }
+
+    /// The pool has results: all that are ready go into the used ring,
+    /// then the queue is served again (room in flight may have opened,
+    /// and the driver may have added requests without a kick).
+    fn collect(&mut self) {
+        let mut used = false;
+        {
+            let mut stats = lock_stats(&self.stats);
+            for (job, st) in self.pool.completions() {
+                self.in_flight -= 1;
+                // SAFETY: the job was parsed over `self.mem`.
+                let done = unsafe { job.complete(st, &self.mem, &mut stats) };
+                // A head index past the ring cannot be returned; skip it.
+                if self
+                    .aq
+                    .queue
+                    .add_used(&self.mem, job.head, done.len)
+                    .is_ok()
+                {
+                    used = true;
+                }
+            }
+        }
+        self.serve(used);
+    }
+
+    /// Works the queue with the driver's notifications off (as
+    /// [`super::run_queue`]): pops everything available up to the
+    /// in-flight bound, answers what needs no disk, hands the rest to the
+    /// pool (or runs a lone small transfer here), interrupts the guest if
+    /// it asked for it, turns notifications back on and looks again.
+    /// `used`: buffers were already used since the last interrupt check.
+    fn serve(&mut self, mut used: bool) {
+        loop {
+            let _ = self.aq.queue.disable_notification(&self.mem);
+            let mut jobs = Vec::new();
+            {
+                let mut stats = lock_stats(&self.stats);
+                let disk = self.image.disk();
+                while self.in_flight + jobs.len() < self.max_in_flight {
+                    let Some(chain) = self.aq.queue.pop_descriptor_chain(&self.mem) else {
+                        break;
+                    };
+                    let head = chain.head_index();
+                    match parse(chain, &self.mem, &disk, &mut stats) {
+                        Parsed::Answered(done) => {
+                            if self.aq.queue.add_used(&self.mem, head, done.len).is_ok() {
+                                used = true;
+                            }
+                        }
+                        Parsed::Disk(job) => jobs.push(job),
+                    }
+                }
+                if self.in_flight == 0
+                    && jobs.len() == 1
+                    && jobs[0].is_small_transfer(self.inline_max)
+                {
+                    let job = &jobs[0];
+                    // SAFETY: the job was just parsed over `self.mem`.
+                    let done = unsafe {
+                        let st = job.run(&disk, &self.mem);
+                        job.complete(st, &self.mem, &mut stats)
+                    };
+                    if self
+                        .aq
+                        .queue
+                        .add_used(&self.mem, job.head, done.len)
+                        .is_ok()
+                    {
+                        used = true;
+                    }
+                    jobs.clear();
+                }
+            }
+            if !jobs.is_empty() {
+                self.in_flight += jobs.len();
+                self.pool.submit(jobs);
+            }
+            signal_used(&mut self.aq, &self.mem, self.irq.as_ref(), used);
+            used = false;
+            if self.in_flight >= self.max_in_flight {
+                // Notifications stay off; the next result brings the
+                // worker back here.
+                return;
+            }
+            match self.aq.queue.enable_notification(&self.mem) {
+                Ok(true) => continue,
+                _ => return,
+            }
+        }
+    }
 }
 
 impl VirtioDevice for Blk {
@@ -355,7 +656,7 @@ impl VirtioDevice for Blk {
     }
     fn features(&self) -> u64 {
         let mut f = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
-        if self.readonly {
+        if self.image.readonly {
             f |= F_RO;
         } else {
             f |= F_DISCARD | F_WRITE_ZEROES;
@@ -372,39 +673,40 @@ impl VirtioDevice for Blk {
         mut queues: Vec<ActiveQueue>,
         irq: Arc<dyn Interrupt>,
     ) -> std::io::Result<()> {
-        let Some(mut aq) = queues.pop() else {
+        let Some(aq) = queues.pop() else {
             return Ok(());
         };
-        let file = self.file.clone();
-        let (sectors, readonly, id) = (self.sectors, self.readonly, self.id);
-        let stats = self.stats.clone();
-        let fds = vec![aq.kick.as_raw_fd()];
-        self.worker = Some(Worker::spawn("virtio-blk".into(), fds, move |_| {
-            drain(&aq.kick);
-            let disk = Disk {
-                file: &file,
-                sectors,
-                readonly,
-                id: &id,
-            };
-            let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
-            run_queue(&mut aq, &mem, irq.as_ref(), |q| {
-                process(q, &mem, &disk, &mut s)
-            });
+        let mut server = QueueServer::new(
+            aq,
+            mem,
+            self.image.clone(),
+            irq,
+            self.stats.clone(),
+            IO_THREADS,
+        )?;
+        let fds = vec![server.aq.kick.as_raw_fd(), server.pool.completion_fd()];
+        self.worker = Some(Worker::spawn("virtio-blk".into(), fds, move |token| {
+            match token {
+                0 => server.kick(),
+                _ => server.collect(),
+            }
             true
         })?);
         Ok(())
     }
     fn reset(&mut self) {
-        // Dropping the worker stops its thread.
+        // Dropping the worker stops its thread, which drops the server and
+        // with it the pool: queued jobs are abandoned and running ones
+        // finish before this returns, so no I/O thread touches guest
+        // memory after the reset.
         self.worker = None;
     }
     fn info(&self) -> serde_json::Value {
         serde_json::json!({
             "path": self.path.display().to_string(),
-            "readonly": self.readonly,
-            "sectors": self.sectors,
-            "stats": *self.stats.lock().unwrap_or_else(|e| e.into_inner()),
+            "readonly": self.image.readonly,
+            "sectors": self.image.sectors,
+            "stats": *lock_stats(&self.stats),
         })
     }
 }
@@ -412,9 +714,14 @@ impl VirtioDevice for Blk {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Condvar;
+    use std::time::Duration;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::Queue;
     use vm_memory::{Bytes, GuestAddress};
+    use vmm_sys_util::eventfd::EventFd;
 
     pub(crate) const NEXT: u16 = 1;
     pub(crate) const WRITE: u16 = 2;
@@ -470,18 +777,74 @@ pub(crate) mod tests {
         m.write_obj(sector, GuestAddress(at + 8)).unwrap();
     }
 
+    #[derive(Default)]
+    pub(crate) struct CountIrq(AtomicUsize);
+    impl CountIrq {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+    impl Interrupt for CountIrq {
+        fn queue(&self, _: u16) -> std::io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn config(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn active(q: &MockSplitQueue<GuestMemoryMmap>, event_idx: bool) -> ActiveQueue {
+        let mut queue: Queue = q.create_queue().unwrap();
+        queue.set_event_idx(event_idx);
+        ActiveQueue {
+            index: 0,
+            queue,
+            kick: EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        }
+    }
+
+    /// A queue server over `q` with `threads` I/O threads, which hands
+    /// every transfer to them (no inline fast path), its interrupt
+    /// counter and its statistics.
+    fn server(
+        blk: &Blk,
+        m: &GuestMemoryMmap,
+        q: &MockSplitQueue<GuestMemoryMmap>,
+        threads: usize,
+        event_idx: bool,
+    ) -> (QueueServer, Arc<CountIrq>, Arc<Mutex<Stats>>) {
+        let irq = Arc::new(CountIrq::default());
+        let stats = Arc::new(Mutex::new(Stats::default()));
+        let mut s = QueueServer::new(
+            active(q, event_idx),
+            m.clone(),
+            blk.image.clone(),
+            irq.clone(),
+            stats.clone(),
+            threads,
+        )
+        .unwrap();
+        s.inline_max = 0;
+        (s, irq, stats)
+    }
+
+    /// Collects results as the worker would until nothing is in flight.
+    fn settle(s: &mut QueueServer) {
+        while s.in_flight > 0 {
+            assert!(s.pool.wait(10_000), "results did not come back");
+            s.collect();
+        }
+    }
+
+    /// Serves `descs` (table entries from 0) through the I/O threads.
     fn run(blk: &Blk, m: &GuestMemoryMmap, descs: &[RawDescriptor]) -> (Vec<(u32, u32)>, Stats) {
         let q = MockSplitQueue::create(m, GuestAddress(0), 16);
         q.add_desc_chains(descs, 0).unwrap();
-        let mut queue: Queue = q.create_queue().unwrap();
-        let disk = Disk {
-            file: &blk.file,
-            sectors: blk.sectors,
-            readonly: blk.readonly,
-            id: &blk.id,
-        };
-        let mut stats = Stats::default();
-        process(&mut queue, m, &disk, &mut stats);
+        let (mut s, _, stats) = server(blk, m, &q, 2, false);
+        s.kick();
+        settle(&mut s);
+        let stats = *stats.lock().unwrap();
         (used(m, &q), stats)
     }
 
@@ -766,18 +1129,6 @@ pub(crate) mod tests {
         assert_eq!(std::fs::read(&img.0).unwrap()[40 * 512], 40);
     }
 
-    #[derive(Default)]
-    struct CountIrq(std::sync::atomic::AtomicUsize);
-    impl Interrupt for CountIrq {
-        fn queue(&self, _: u16) -> std::io::Result<()> {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(())
-        }
-        fn config(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// A flush request as descriptors `at` and `at + 1`.
     fn flush_chain(m: &GuestMemoryMmap, q: &MockSplitQueue<GuestMemoryMmap>, at: u16) {
         header(m, HDR, req::FLUSH, 0);
@@ -806,79 +1157,59 @@ pub(crate) mod tests {
         for i in 0..3 {
             flush_chain(&m, &q, 2 * i);
         }
-        let mut queue: Queue = q.create_queue().unwrap();
-        queue.set_event_idx(true);
-        let mut aq = ActiveQueue {
-            index: 0,
-            queue,
-            kick: vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-        };
-        let disk = Disk {
-            file: &blk.file,
-            sectors: blk.sectors,
-            readonly: blk.readonly,
-            id: &blk.id,
-        };
-        let irq = CountIrq::default();
-        let mut stats = Stats::default();
+        let (mut s, irq, _) = server(&blk, &m, &q, 4, true);
 
         // The driver wants an interrupt once entry 2 is used: three
-        // requests served in one go raise exactly one.
+        // requests, however their results come back, raise exactly one.
         m.write_obj(2u16, used_event_addr(&q)).unwrap();
-        let rounds = run_queue(&mut aq, &m, &irq, |q| process(q, &m, &disk, &mut stats));
-        assert_eq!((rounds, used(&m, &q).len()), (1, 3));
-        assert_eq!(irq.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        s.kick();
+        settle(&mut s);
+        assert_eq!(used(&m, &q).len(), 3);
+        assert_eq!(irq.count(), 1);
         // The device wants a notification for the next available entry.
         assert_eq!(m.read_obj::<u16>(avail_event_addr(&q)).unwrap(), 3);
 
         // used_event far ahead (the driver is polling): no interrupt.
         m.write_obj(100u16, used_event_addr(&q)).unwrap();
         flush_chain(&m, &q, 6);
-        run_queue(&mut aq, &m, &irq, |q| process(q, &m, &disk, &mut stats));
+        s.kick();
+        settle(&mut s);
         assert_eq!(used(&m, &q).len(), 4);
-        assert_eq!(irq.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(irq.count(), 1);
         assert_eq!(m.read_obj::<u16>(avail_event_addr(&q)).unwrap(), 4);
 
         // used_event wrapped around the 16-bit index space: entry 65535
         // already passed, so nothing is due.
         m.write_obj(u16::MAX, used_event_addr(&q)).unwrap();
         flush_chain(&m, &q, 8);
-        run_queue(&mut aq, &m, &irq, |q| process(q, &m, &disk, &mut stats));
-        assert_eq!(irq.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        s.kick();
+        settle(&mut s);
+        assert_eq!(irq.count(), 1);
         // used_event = the index just used (4): due.
         m.write_obj(5u16, used_event_addr(&q)).unwrap();
         flush_chain(&m, &q, 10);
-        run_queue(&mut aq, &m, &irq, |q| process(q, &m, &disk, &mut stats));
-        assert_eq!(irq.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        s.kick();
+        settle(&mut s);
+        assert_eq!(irq.count(), 2);
     }
 
     #[test]
     fn notifications_are_off_while_the_queue_is_worked() {
-        let img = image("nonotify");
-        let blk = Blk::new(&img.0, false).unwrap();
         let m = mem();
         let q = MockSplitQueue::create(&m, GuestAddress(0), 16);
         flush_chain(&m, &q, 0);
-        let mut aq = ActiveQueue {
-            index: 0,
-            queue: q.create_queue().unwrap(),
-            kick: vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap(),
-        };
-        let disk = Disk {
-            file: &blk.file,
-            sectors: blk.sectors,
-            readonly: blk.readonly,
-            id: &blk.id,
-        };
+        let mut aq = active(&q, false);
         let irq = CountIrq::default();
-        let mut stats = Stats::default();
         let used_flags = || m.read_obj::<u16>(q.used_addr()).unwrap();
         let mut calls = 0;
         let mut flags_seen = Vec::new();
-        let rounds = run_queue(&mut aq, &m, &irq, |queue| {
+        let rounds = super::super::run_queue(&mut aq, &m, &irq, |queue| {
             calls += 1;
             flags_seen.push(used_flags());
-            let used = process(queue, &m, &disk, &mut stats);
+            let mut used = false;
+            while let Some(chain) = queue.pop_descriptor_chain(&m) {
+                used |= queue.add_used(&m, chain.head_index(), 0).is_ok();
+            }
             if calls == 1 {
                 // The driver adds a request after the device emptied the
                 // ring but before notifications are back on and, seeing
@@ -893,7 +1224,7 @@ pub(crate) mod tests {
         assert_eq!(used_flags(), 0);
         assert_eq!(rounds, 2);
         assert_eq!(used(&m, &q).len(), 2);
-        assert_eq!(irq.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(irq.count(), 2);
     }
 
     #[test]
@@ -905,5 +1236,385 @@ pub(crate) mod tests {
         std::fs::write(&tiny.0, [0u8; 100]).unwrap();
         let e = Blk::new(&tiny.0, false).unwrap_err().to_string();
         assert!(e.contains("smaller than one sector"), "{e}");
+    }
+
+    /// Request `i`'s header, data and status areas.
+    fn slot(i: u64) -> (u64, u64, u64) {
+        let base = 0x4_0000 + i * 0x2000;
+        (base, base + 0x100, base + 0x1f00)
+    }
+
+    /// A read of sectors `sector` and `sector + 1` into slot `i`, as
+    /// descriptors `3i..3i+3`.
+    fn read_chain(m: &GuestMemoryMmap, i: u16, sector: u64) -> Vec<RawDescriptor> {
+        let (h, d, st) = slot(u64::from(i));
+        header(m, h, req::IN, sector);
+        m.write_slice(&[0xee; 1024], GuestAddress(d)).unwrap();
+        m.write_obj(0xeeu8, GuestAddress(st)).unwrap();
+        let at = 3 * i;
+        vec![
+            desc(h, 16, NEXT, at + 1),
+            desc(d, 1024, NEXT | WRITE, at + 2),
+            desc(st, 1, WRITE, 0),
+        ]
+    }
+
+    fn slot_status(m: &GuestMemoryMmap, i: u64) -> u8 {
+        m.read_obj(GuestAddress(slot(i).2)).unwrap()
+    }
+
+    fn slot_data(m: &GuestMemoryMmap, i: u64) -> Vec<u8> {
+        let mut v = vec![0u8; 1024];
+        m.read_slice(&mut v, GuestAddress(slot(i).1)).unwrap();
+        v
+    }
+
+    /// A gate I/O threads wait at until the test opens it.
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<Option<u16>>,
+        changed: Condvar,
+    }
+
+    impl Gate {
+        /// Lets the job with head `head` through.
+        fn let_through(&self, head: u16) {
+            *self.open.lock().unwrap() = Some(head);
+            self.changed.notify_all();
+        }
+        /// Lets every job through.
+        fn open_all(&self) {
+            self.let_through(u16::MAX);
+        }
+        fn wait_for(&self, head: u16) {
+            let mut g = self.open.lock().unwrap();
+            while *g != Some(head) && *g != Some(u16::MAX) {
+                g = self.changed.wait(g).unwrap();
+            }
+        }
+    }
+
+    /// A pool whose threads count each job they take (`started`), wait
+    /// at `gate` for their head, then run it and count it (`ran`).
+    fn gated_pool(
+        blk: &Blk,
+        m: &GuestMemoryMmap,
+        threads: usize,
+        gate: Arc<Gate>,
+        started: Arc<AtomicUsize>,
+        ran: Arc<AtomicUsize>,
+    ) -> IoPool<Job, Finished> {
+        let (pm, image) = (m.clone(), blk.image.clone());
+        IoPool::new("test", threads, move |job: Job| {
+            started.fetch_add(1, Ordering::SeqCst);
+            gate.wait_for(job.head);
+            // SAFETY: the jobs come from a server over `m`, of which `pm`
+            // is a clone.
+            let st = unsafe { job.run(&image.disk(), &pm) };
+            ran.fetch_add(1, Ordering::SeqCst);
+            (job, st)
+        })
+        .unwrap()
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..5000 {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    #[test]
+    fn many_requests_in_flight_with_malformed_ones_among_them() {
+        let img = image("many");
+        let blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 128);
+        let n = 32u16;
+        let mut descs = Vec::new();
+        for i in 0..n {
+            let mut chain = read_chain(&m, i, u64::from(i) * 3);
+            match i % 8 {
+                // Data outside guest memory.
+                3 => chain[1] = desc(0xffff_ffff_0000, 1024, NEXT | WRITE, 3 * i + 2),
+                // Past the end of the disk (127 is the last sector).
+                5 => header(&m, slot(u64::from(i)).0, req::IN, 127),
+                // A write among the reads, of sector 100 + i.
+                6 => {
+                    let (h, d, _) = slot(u64::from(i));
+                    header(&m, h, req::OUT, 100 + u64::from(i) / 8);
+                    m.write_slice(&[0x5a; 512], GuestAddress(d)).unwrap();
+                    chain[1] = desc(d, 512, NEXT, 3 * i + 2);
+                }
+                // Nothing writable, so no status byte.
+                7 => {
+                    let (_, d, st) = slot(u64::from(i));
+                    chain[1] = desc(d, 1024, NEXT, 3 * i + 2);
+                    chain[2] = desc(st, 1, 0, 0);
+                }
+                _ => {}
+            }
+            descs.extend(chain);
+        }
+        q.add_desc_chains(&descs, 0).unwrap();
+        let (mut s, _, stats) = server(&blk, &m, &q, 4, false);
+        s.kick();
+        settle(&mut s);
+
+        let mut u = used(&m, &q);
+        assert_eq!(u.len(), usize::from(n), "every request answered once");
+        u.sort_unstable();
+        for (i, &(id, len)) in u.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(u64::from(id), 3 * i, "head of request {i}");
+            let (want_len, want_status) = match i % 8 {
+                3 | 7 => (0, 0xee),
+                5 => (1, status::IOERR),
+                6 => (1, status::OK),
+                _ => (1025, status::OK),
+            };
+            assert_eq!(
+                (len, slot_status(&m, i)),
+                (want_len, want_status),
+                "request {i}"
+            );
+            let data = slot_data(&m, i);
+            if want_len == 1025 {
+                // Sectors 3i and 3i + 1.
+                assert!(data[..512].iter().all(|b| *b as u64 == 3 * i), "{i}");
+                assert!(data[512..].iter().all(|b| *b as u64 == 3 * i + 1), "{i}");
+            } else if i % 8 != 6 {
+                assert!(data.iter().all(|b| *b == 0xee), "request {i} untouched");
+            }
+        }
+        let file = std::fs::read(&img.0).unwrap();
+        for k in 0..4 {
+            let at = (100 + k) * 512;
+            assert!(file[at..at + 512].iter().all(|b| *b == 0x5a), "write {k}");
+        }
+        let st = *stats.lock().unwrap();
+        assert_eq!((st.reads, st.writes, st.errors), (16, 4, 12));
+    }
+
+    #[test]
+    fn results_out_of_order_are_all_returned() {
+        let img = image("order");
+        let blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 32);
+        let n = 8u16;
+        let descs: Vec<_> = (0..n)
+            .flat_map(|i| read_chain(&m, i, u64::from(i)))
+            .collect();
+        q.add_desc_chains(&descs, 0).unwrap();
+        let gate = Arc::new(Gate::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let pool = gated_pool(&blk, &m, 8, gate.clone(), started.clone(), ran);
+        let irq = Arc::new(CountIrq::default());
+        let mut s = QueueServer::with_pool(
+            active(&q, false),
+            m.clone(),
+            blk.image.clone(),
+            irq.clone(),
+            Arc::default(),
+            pool,
+        );
+        s.kick();
+        assert_eq!(s.in_flight, 8);
+        wait_until("all jobs started", || started.load(Ordering::SeqCst) == 8);
+        // Finish them last to first, collecting each before the next.
+        for i in (0..n).rev() {
+            gate.let_through(3 * i);
+            let left = s.in_flight - 1;
+            while s.in_flight > left {
+                assert!(s.pool.wait(10_000));
+                s.collect();
+            }
+        }
+        let u = used(&m, &q);
+        let want: Vec<_> = (0..u32::from(n)).rev().map(|i| (3 * i, 1025)).collect();
+        assert_eq!(u, want);
+        for i in 0..u64::from(n) {
+            assert_eq!(slot_status(&m, i), status::OK);
+            let data = slot_data(&m, i);
+            assert!(data[..512].iter().all(|b| u64::from(*b) == i));
+            assert!(data[512..].iter().all(|b| u64::from(*b) == i + 1));
+        }
+        assert_eq!(irq.count(), 8, "no EVENT_IDX: one interrupt per batch");
+    }
+
+    #[test]
+    fn in_flight_is_bounded_and_the_rest_waits_with_notifications_off() {
+        let img = image("bound");
+        let blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 32);
+        let descs: Vec<_> = (0..8).flat_map(|i| read_chain(&m, i, 0)).collect();
+        q.add_desc_chains(&descs, 0).unwrap();
+        let gate = Arc::new(Gate::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let pool = gated_pool(&blk, &m, 2, gate.clone(), started, ran.clone());
+        let mut s = QueueServer::with_pool(
+            active(&q, false),
+            m.clone(),
+            blk.image.clone(),
+            Arc::new(CountIrq::default()),
+            Arc::default(),
+            pool,
+        );
+        assert_eq!(s.max_in_flight, 32, "the queue's size");
+        s.max_in_flight = 3;
+        s.kick();
+        assert_eq!(s.in_flight, 3);
+        // NO_NOTIFY stays set while the device is at its bound.
+        assert_eq!(m.read_obj::<u16>(q.used_addr()).unwrap(), 1);
+        gate.open_all();
+        settle(&mut s);
+        assert_eq!(used(&m, &q).len(), 8);
+        assert_eq!(ran.load(Ordering::SeqCst), 8);
+        assert_eq!(m.read_obj::<u16>(q.used_addr()).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_lone_small_request_runs_on_the_worker() {
+        let img = image("inline");
+        let blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 16);
+        q.add_desc_chains(&read_chain(&m, 0, 9), 0).unwrap();
+        let gate = Arc::new(Gate::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let pool = gated_pool(&blk, &m, 1, gate, started.clone(), Arc::default());
+        let mut s = QueueServer::with_pool(
+            active(&q, false),
+            m.clone(),
+            blk.image.clone(),
+            Arc::new(CountIrq::default()),
+            Arc::default(),
+            pool,
+        );
+        s.kick();
+        assert_eq!(s.in_flight, 0);
+        assert_eq!(used(&m, &q), vec![(0, 1025)]);
+        assert_eq!(slot_data(&m, 0)[0], 9);
+        assert_eq!(started.load(Ordering::SeqCst), 0, "the pool saw nothing");
+    }
+
+    #[test]
+    fn dropping_the_server_with_requests_in_flight_leaves_guest_memory_alone() {
+        let img = image("reset");
+        let blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 32);
+        let n = 6u16;
+        let descs: Vec<_> = (0..n)
+            .flat_map(|i| read_chain(&m, i, u64::from(i)))
+            .collect();
+        q.add_desc_chains(&descs, 0).unwrap();
+        let gate = Arc::new(Gate::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let pool = gated_pool(&blk, &m, 2, gate.clone(), started.clone(), ran.clone());
+        let mut s = QueueServer::with_pool(
+            active(&q, false),
+            m.clone(),
+            blk.image.clone(),
+            Arc::new(CountIrq::default()),
+            Arc::default(),
+            pool,
+        );
+        s.kick();
+        assert_eq!(s.in_flight, 6);
+        // Two jobs are running (held at the gate), four wait in the queue.
+        wait_until("two jobs started", || started.load(Ordering::SeqCst) == 2);
+        // The reset: the worker drops its server.
+        let reset = std::thread::spawn(move || drop(s));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reset.is_finished(), "the reset waits for running jobs");
+        gate.open_all();
+        reset.join().unwrap();
+        // The two running reads finished, the others never started, and
+        // no thread that could run them is left.
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+        assert_eq!(Arc::strong_count(&ran), 1);
+        let snapshot = |m: &GuestMemoryMmap| {
+            let mut v = vec![0u8; 0x10_0000];
+            m.read_slice(&mut v, GuestAddress(0)).unwrap();
+            v
+        };
+        let before = snapshot(&m);
+        // Nothing went into the used ring, no status byte was written,
+        // and the abandoned requests' buffers are as the driver left them.
+        assert!(used(&m, &q).is_empty());
+        let untouched = (0..u64::from(n))
+            .filter(|&i| slot_data(&m, i).iter().all(|b| *b == 0xee))
+            .count();
+        assert_eq!(untouched, 4);
+        for i in 0..u64::from(n) {
+            assert_eq!(slot_status(&m, i), 0xee, "status of {i}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(snapshot(&m) == before, "guest memory changed after reset");
+    }
+
+    #[test]
+    fn the_device_serves_many_requests_then_resets_and_serves_again() {
+        let img = image("device");
+        let mut blk = Blk::new(&img.0, false).unwrap();
+        let m = mem();
+        for round in 0..2u64 {
+            let q = MockSplitQueue::create(&m, GuestAddress(0), 64);
+            let descs: Vec<_> = (0..20)
+                .flat_map(|i| read_chain(&m, i, u64::from(i) + round))
+                .collect();
+            q.add_desc_chains(&descs, 0).unwrap();
+            let aq = active(&q, false);
+            let kick = aq.kick.try_clone().unwrap();
+            let irq = Arc::new(CountIrq::default());
+            blk.activate(m.clone(), 0, vec![aq], irq.clone()).unwrap();
+            kick.write(1).unwrap();
+            wait_until("all requests used", || used(&m, &q).len() == 20);
+            wait_until("the interrupt", || irq.count() >= 1);
+            for i in 0..20u64 {
+                assert_eq!(slot_data(&m, i)[0] as u64, i + round, "round {round}");
+                assert_eq!(slot_status(&m, i), status::OK);
+            }
+            blk.reset();
+        }
+        assert_eq!(blk.info()["stats"]["reads"], 40);
+        // A reset with large reads in flight: once it returns, guest
+        // memory stays as it is.
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 64);
+        let descs: Vec<_> = (0..16u16)
+            .flat_map(|i| {
+                let (h, _, st) = slot(u64::from(i));
+                header(&m, h, req::IN, 0);
+                let at = 3 * i;
+                vec![
+                    desc(h, 16, NEXT, at + 1),
+                    desc(0x8_0000, 64 * 1024, NEXT | WRITE, at + 2),
+                    desc(st, 1, WRITE, 0),
+                ]
+            })
+            .collect();
+        q.add_desc_chains(&descs, 0).unwrap();
+        let aq = active(&q, false);
+        let kick = aq.kick.try_clone().unwrap();
+        blk.activate(m.clone(), 0, vec![aq], Arc::new(CountIrq::default()))
+            .unwrap();
+        kick.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        blk.reset();
+        let mut before = vec![0u8; 0x10_0000];
+        m.read_slice(&mut before, GuestAddress(0)).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut after = vec![0u8; 0x10_0000];
+        m.read_slice(&mut after, GuestAddress(0)).unwrap();
+        assert!(before == after, "guest memory changed after reset");
     }
 }

@@ -18,6 +18,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 pub mod blk;
+pub mod io_pool;
 pub mod net;
 pub mod pci;
 pub mod rng;

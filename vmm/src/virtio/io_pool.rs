@@ -25,6 +25,8 @@ use vmm_sys_util::eventfd::EventFd;
 struct Pending<J> {
     jobs: VecDeque<J>,
     closed: bool,
+    /// Threads waiting for a job.
+    idle: usize,
 }
 
 /// What the owner and the pool threads share.
@@ -74,6 +76,7 @@ impl<J: Send + 'static, C: Send + 'static> IoPool<J, C> {
             pending: Mutex::new(Pending {
                 jobs: VecDeque::new(),
                 closed: false,
+                idle: 0,
             }),
             wake: Condvar::new(),
             done: EventFd::new(libc::EFD_NONBLOCK)?,
@@ -98,17 +101,18 @@ impl<J: Send + 'static, C: Send + 'static> IoPool<J, C> {
         Ok(pool)
     }
 
-    /// Queues `jobs`; they start in order as threads become free.
+    /// Queues `jobs`; they start in order as threads become free. Wakes
+    /// one idle thread per job, no more: a busy thread takes the next job
+    /// without sleeping, and a thread woken for nothing would cost a
+    /// context switch.
     pub fn submit(&self, jobs: impl IntoIterator<Item = J>) {
         let mut p = self.shared.lock();
         let before = p.jobs.len();
         p.jobs.extend(jobs);
-        let added = p.jobs.len() - before;
+        let wake = (p.jobs.len() - before).min(p.idle);
         drop(p);
-        if added == 1 {
+        for _ in 0..wake {
             self.shared.wake.notify_one();
-        } else if added > 1 {
-            self.shared.wake.notify_all();
         }
     }
 
@@ -159,7 +163,9 @@ fn serve<J, C>(shared: &Shared<J>, tx: &Sender<C>, run: &(dyn Fn(J) -> C + Send 
                 if let Some(j) = p.jobs.pop_front() {
                     break j;
                 }
+                p.idle += 1;
                 p = shared.wake.wait(p).unwrap_or_else(|e| e.into_inner());
+                p.idle -= 1;
             }
         };
         let result = run(job);

@@ -427,7 +427,9 @@ impl Vm {
         let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
         for d in &config.disks {
             devices.push(Box::new(
-                Blk::new(&d.path, d.readonly).map_err(io("virtio-blk"))?,
+                Blk::new(&d.path, d.readonly)
+                    .map_err(io("virtio-blk"))?
+                    .with_queues(u16::from(config.cpus)),
             ));
         }
         for n in &config.nets {

@@ -29,6 +29,7 @@ const F_SEG_MAX: u64 = 1 << 2;
 const F_RO: u64 = 1 << 5;
 const F_BLK_SIZE: u64 = 1 << 6;
 const F_FLUSH: u64 = 1 << 9;
+const F_MQ: u64 = 1 << 12;
 const F_DISCARD: u64 = 1 << 13;
 const F_WRITE_ZEROES: u64 = 1 << 14;
 
@@ -65,8 +66,10 @@ const MAX_DISCARD_SECTORS: u32 = 1 << 21;
 /// Largest single read or write (the guest's own limit with SEG_MAX
 /// 4 KiB segments is far below this); it bounds one request's system call.
 const MAX_IO: usize = 32 << 20;
-/// I/O threads per queue.
+/// I/O threads of a disk, shared out among its queues (at least one each).
 const IO_THREADS: usize = 4;
+/// Most request queues a disk offers (one per vCPU up to this).
+pub const MAX_QUEUES: u16 = 16;
 /// A read or write of at most this many bytes that arrives alone, while
 /// nothing is in flight, runs on the worker itself: copying it costs less
 /// than handing it to an I/O thread and back.
@@ -77,7 +80,10 @@ const INLINE_MAX: usize = 64 << 10;
 pub struct Blk {
     path: PathBuf,
     image: Image,
-    worker: Option<Worker>,
+    /// Request queues offered (`VIRTIO_BLK_F_MQ` when more than one).
+    queues: u16,
+    /// One worker per active queue.
+    workers: Vec<Worker>,
     stats: Arc<Mutex<Stats>>,
 }
 
@@ -155,9 +161,18 @@ impl Blk {
                 readonly,
                 id,
             },
-            worker: None,
+            queues: 1,
+            workers: Vec::new(),
             stats: Arc::default(),
         })
+    }
+
+    /// Offers `n` request queues (clamped to 1..=[`MAX_QUEUES`]), one per
+    /// vCPU as QEMU does: Linux then gives each CPU its own queue, and a
+    /// request completes on the CPU that made it, without an IPI.
+    pub fn with_queues(mut self, n: u16) -> Blk {
+        self.queues = n.clamp(1, MAX_QUEUES);
+        self
     }
 
     /// Capacity in sectors.
@@ -170,7 +185,7 @@ impl Blk {
         c[0..8].copy_from_slice(&self.image.sectors.to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
-        c[34..36].copy_from_slice(&1u16.to_le_bytes()); // num_queues
+        c[34..36].copy_from_slice(&self.queues.to_le_bytes()); // num_queues
         c[36..40].copy_from_slice(&MAX_DISCARD_SECTORS.to_le_bytes());
         c[40..44].copy_from_slice(&1u32.to_le_bytes()); // max_discard_seg
         c[44..48].copy_from_slice(&1u32.to_le_bytes()); // discard_sector_alignment
@@ -652,10 +667,13 @@ impl VirtioDevice for Blk {
         "blk"
     }
     fn queue_sizes(&self) -> Vec<u16> {
-        vec![256]
+        vec![256; usize::from(self.queues)]
     }
     fn features(&self) -> u64 {
         let mut f = VIRTIO_F_VERSION_1 | VIRTIO_RING_F_EVENT_IDX | F_SEG_MAX | F_BLK_SIZE | F_FLUSH;
+        if self.queues > 1 {
+            f |= F_MQ;
+        }
         if self.image.readonly {
             f |= F_RO;
         } else {
@@ -670,42 +688,48 @@ impl VirtioDevice for Blk {
         &mut self,
         mem: GuestMemoryMmap,
         _acked: u64,
-        mut queues: Vec<ActiveQueue>,
+        queues: Vec<ActiveQueue>,
         irq: Arc<dyn Interrupt>,
     ) -> std::io::Result<()> {
-        let Some(aq) = queues.pop() else {
-            return Ok(());
-        };
-        let mut server = QueueServer::new(
-            aq,
-            mem,
-            self.image.clone(),
-            irq,
-            self.stats.clone(),
-            IO_THREADS,
-        )?;
-        let fds = vec![server.aq.kick.as_raw_fd(), server.pool.completion_fd()];
-        self.worker = Some(Worker::spawn("virtio-blk".into(), fds, move |token| {
-            match token {
-                0 => server.kick(),
-                _ => server.collect(),
-            }
-            true
-        })?);
+        // A driver without MQ enables queue 0 only.
+        let threads = IO_THREADS.div_ceil(queues.len().max(1)).max(1);
+        let mut workers = Vec::new();
+        for aq in queues {
+            let mut server = QueueServer::new(
+                aq,
+                mem.clone(),
+                self.image.clone(),
+                irq.clone(),
+                self.stats.clone(),
+                threads,
+            )?;
+            let fds = vec![server.aq.kick.as_raw_fd(), server.pool.completion_fd()];
+            let name = format!("virtio-blk-q{}", server.aq.index);
+            // On an error, dropping `workers` stops the queues started so far.
+            workers.push(Worker::spawn(name, fds, move |token| {
+                match token {
+                    0 => server.kick(),
+                    _ => server.collect(),
+                }
+                true
+            })?);
+        }
+        self.workers = workers;
         Ok(())
     }
     fn reset(&mut self) {
-        // Dropping the worker stops its thread, which drops the server and
+        // Dropping a worker stops its thread, which drops its server and
         // with it the pool: queued jobs are abandoned and running ones
         // finish before this returns, so no I/O thread touches guest
         // memory after the reset.
-        self.worker = None;
+        self.workers.clear();
     }
     fn info(&self) -> serde_json::Value {
         serde_json::json!({
             "path": self.path.display().to_string(),
             "readonly": self.image.readonly,
             "sectors": self.image.sectors,
+            "queues": self.queues,
             "stats": *lock_stats(&self.stats),
         })
     }
@@ -1616,5 +1640,66 @@ pub(crate) mod tests {
         let mut after = vec![0u8; 0x10_0000];
         m.read_slice(&mut after, GuestAddress(0)).unwrap();
         assert!(before == after, "guest memory changed after reset");
+    }
+
+    #[test]
+    fn a_disk_offers_one_queue_per_vcpu_and_serves_each() {
+        let img = image("mq");
+        let single = Blk::new(&img.0, false).unwrap();
+        assert_eq!(single.features() & F_MQ, 0);
+        let mut blk = Blk::new(&img.0, false).unwrap().with_queues(2);
+        assert_ne!(blk.features() & F_MQ, 0);
+        assert_eq!(blk.queue_sizes().len(), 2);
+        let mut nq = [0u8; 2];
+        blk.read_config(34, &mut nq);
+        assert_eq!(u16::from_le_bytes(nq), 2);
+        assert_eq!(
+            Blk::new(&img.0, false).unwrap().with_queues(999).queues,
+            MAX_QUEUES
+        );
+        assert_eq!(Blk::new(&img.0, false).unwrap().with_queues(0).queues, 1);
+
+        // Two queues with their own rings; requests 0-7 on the first,
+        // 10-17 (into their own slots) on the second.
+        let m = mem();
+        let qa = MockSplitQueue::create(&m, GuestAddress(0), 64);
+        let qb = MockSplitQueue::create(&m, GuestAddress(0x1_0000), 64);
+        let a: Vec<_> = (0..8)
+            .flat_map(|i| read_chain(&m, i, u64::from(i)))
+            .collect();
+        let b: Vec<_> = (0..8u16)
+            .flat_map(|k| {
+                let (h, d, st) = slot(u64::from(10 + k));
+                header(&m, h, req::IN, u64::from(10 + k));
+                m.write_obj(0xeeu8, GuestAddress(st)).unwrap();
+                let at = 3 * k;
+                vec![
+                    desc(h, 16, NEXT, at + 1),
+                    desc(d, 1024, NEXT | WRITE, at + 2),
+                    desc(st, 1, WRITE, 0),
+                ]
+            })
+            .collect();
+        qa.add_desc_chains(&a, 0).unwrap();
+        qb.add_desc_chains(&b, 0).unwrap();
+        let aqa = active(&qa, false);
+        let mut aqb = active(&qb, false);
+        aqb.index = 1;
+        let (ka, kb) = (aqa.kick.try_clone().unwrap(), aqb.kick.try_clone().unwrap());
+        let irq = Arc::new(CountIrq::default());
+        blk.activate(m.clone(), 0, vec![aqa, aqb], irq.clone())
+            .unwrap();
+        kb.write(1).unwrap();
+        wait_until("the second queue's requests", || used(&m, &qb).len() == 8);
+        assert!(used(&m, &qa).is_empty(), "served without its kick");
+        ka.write(1).unwrap();
+        wait_until("the first queue's requests", || used(&m, &qa).len() == 8);
+        for i in (0..8u64).chain(10..18) {
+            assert_eq!(slot_status(&m, i), status::OK, "request {i}");
+            assert_eq!(slot_data(&m, i)[0] as u64, i, "request {i}");
+        }
+        blk.reset();
+        assert_eq!(blk.info()["stats"]["reads"], 16);
+        assert_eq!(blk.info()["queues"], 2);
     }
 }

@@ -18,7 +18,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::io_pool::IoPool;
 use super::{
-    device_type, drain, sg, signal_used, ActiveQueue, Interrupt, VirtioDevice, Worker,
+    device_type, drain, sg, ActiveQueue, Interrupt, Round, VirtioDevice, Worker,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
 };
 
@@ -579,83 +579,74 @@ impl QueueServer {
                 // SAFETY: the job was parsed over `self.mem`.
                 let done = unsafe { job.complete(st, &self.mem, &mut stats) };
                 // A head index past the ring cannot be returned; skip it.
-                if self
+                used |= self
                     .aq
                     .queue
                     .add_used(&self.mem, job.head, done.len)
-                    .is_ok()
-                {
-                    used = true;
-                }
+                    .is_ok();
             }
         }
         self.serve(used);
     }
 
-    /// Works the queue with the driver's notifications off (as
-    /// [`super::run_queue`]): pops everything available up to the
-    /// in-flight bound, answers what needs no disk, hands the rest to the
-    /// pool (or runs a lone small transfer here), interrupts the guest if
-    /// it asked for it, turns notifications back on and looks again.
-    /// `used`: buffers were already used since the last interrupt check.
-    fn serve(&mut self, mut used: bool) {
-        loop {
-            let _ = self.aq.queue.disable_notification(&self.mem);
+    /// Works the queue through [`super::run_queue`]: pops everything
+    /// available up to the in-flight bound, answers what needs no disk,
+    /// hands the rest to the pool (or runs a lone small transfer here),
+    /// and at the bound holds the queue with notifications off, since the
+    /// next result brings the worker back. `used`: buffers were already
+    /// used since the last interrupt check.
+    fn serve(&mut self, used: bool) {
+        let QueueServer {
+            aq,
+            mem,
+            image,
+            irq,
+            stats,
+            pool,
+            in_flight,
+            max_in_flight,
+            inline_max,
+        } = self;
+        let mem: &GuestMemoryMmap = mem;
+        let mut earlier = used;
+        super::run_queue(aq, mem, irq.as_ref(), |queue| {
+            let mut used = std::mem::take(&mut earlier);
             let mut jobs = Vec::new();
             {
-                let mut stats = lock_stats(&self.stats);
-                let disk = self.image.disk();
-                while self.in_flight + jobs.len() < self.max_in_flight {
-                    let Some(chain) = self.aq.queue.pop_descriptor_chain(&self.mem) else {
+                let mut stats = lock_stats(stats);
+                let disk = image.disk();
+                while *in_flight + jobs.len() < *max_in_flight {
+                    let Some(chain) = queue.pop_descriptor_chain(mem) else {
                         break;
                     };
                     let head = chain.head_index();
-                    match parse(chain, &self.mem, &disk, &mut stats) {
+                    match parse(chain, mem, &disk, &mut stats) {
                         Parsed::Answered(done) => {
-                            if self.aq.queue.add_used(&self.mem, head, done.len).is_ok() {
-                                used = true;
-                            }
+                            used |= queue.add_used(mem, head, done.len).is_ok();
                         }
                         Parsed::Disk(job) => jobs.push(job),
                     }
                 }
-                if self.in_flight == 0
-                    && jobs.len() == 1
-                    && jobs[0].is_small_transfer(self.inline_max)
-                {
+                if *in_flight == 0 && jobs.len() == 1 && jobs[0].is_small_transfer(*inline_max) {
                     let job = &jobs[0];
-                    // SAFETY: the job was just parsed over `self.mem`.
+                    // SAFETY: the job was just parsed over `mem`.
                     let done = unsafe {
-                        let st = job.run(&disk, &self.mem);
-                        job.complete(st, &self.mem, &mut stats)
+                        let st = job.run(&disk, mem);
+                        job.complete(st, mem, &mut stats)
                     };
-                    if self
-                        .aq
-                        .queue
-                        .add_used(&self.mem, job.head, done.len)
-                        .is_ok()
-                    {
-                        used = true;
-                    }
+                    used |= queue.add_used(mem, job.head, done.len).is_ok();
                     jobs.clear();
                 }
             }
             if !jobs.is_empty() {
-                self.in_flight += jobs.len();
-                self.pool.submit(jobs);
+                *in_flight += jobs.len();
+                pool.submit(jobs);
             }
-            signal_used(&mut self.aq, &self.mem, self.irq.as_ref(), used);
-            used = false;
-            if self.in_flight >= self.max_in_flight {
-                // Notifications stay off; the next result brings the
-                // worker back here.
-                return;
+            Round {
+                used,
+                hold: *in_flight >= *max_in_flight,
             }
-            match self.aq.queue.enable_notification(&self.mem) {
-                Ok(true) => continue,
-                _ => return,
-            }
-        }
+        });
     }
 }
 
@@ -1240,7 +1231,7 @@ pub(crate) mod tests {
                 // NO_NOTIFY, does not kick.
                 flush_chain(&m, &q, 2);
             }
-            used
+            Round { used, hold: false }
         });
         // VRING_USED_F_NO_NOTIFY while working, cleared afterwards; the
         // request added meanwhile was served without a kick.
@@ -1271,16 +1262,36 @@ pub(crate) mod tests {
     /// A read of sectors `sector` and `sector + 1` into slot `i`, as
     /// descriptors `3i..3i+3`.
     fn read_chain(m: &GuestMemoryMmap, i: u16, sector: u64) -> Vec<RawDescriptor> {
-        let (h, d, st) = slot(u64::from(i));
+        read_chain_into(m, u64::from(i), i, sector)
+    }
+
+    /// [`read_chain`] into slot `slot_i`, as descriptors `3k..3k+3` (for
+    /// a second queue whose table starts again at 0).
+    fn read_chain_into(
+        m: &GuestMemoryMmap,
+        slot_i: u64,
+        k: u16,
+        sector: u64,
+    ) -> Vec<RawDescriptor> {
+        let (h, d, st) = slot(slot_i);
         header(m, h, req::IN, sector);
         m.write_slice(&[0xee; 1024], GuestAddress(d)).unwrap();
         m.write_obj(0xeeu8, GuestAddress(st)).unwrap();
-        let at = 3 * i;
+        let at = 3 * k;
         vec![
             desc(h, 16, NEXT, at + 1),
             desc(d, 1024, NEXT | WRITE, at + 2),
             desc(st, 1, WRITE, 0),
         ]
+    }
+
+    /// Queues `n` reads on `q`: request `i` of sectors `i` and `i + 1`
+    /// into slot `i`.
+    fn add_reads(m: &GuestMemoryMmap, q: &MockSplitQueue<GuestMemoryMmap>, n: u16) {
+        let descs: Vec<_> = (0..n)
+            .flat_map(|i| read_chain(m, i, u64::from(i)))
+            .collect();
+        q.add_desc_chains(&descs, 0).unwrap();
     }
 
     fn slot_status(m: &GuestMemoryMmap, i: u64) -> u8 {
@@ -1318,18 +1329,30 @@ pub(crate) mod tests {
         }
     }
 
-    /// A pool whose threads count each job they take (`started`), wait
-    /// at `gate` for their head, then run it and count it (`ran`).
-    fn gated_pool(
+    /// What the threads of a [`gated_server`]'s pool share with the test.
+    #[derive(Default)]
+    struct Gated {
+        /// Each job waits here for its head.
+        gate: Arc<Gate>,
+        /// Jobs taken by a thread.
+        started: Arc<AtomicUsize>,
+        /// Jobs run through.
+        ran: Arc<AtomicUsize>,
+    }
+
+    /// A queue server over `q` whose pool of `threads` threads counts each
+    /// job it takes (`started`), waits at the gate for the job's head,
+    /// then runs it and counts it (`ran`); with its interrupt counter.
+    fn gated_server(
         blk: &Blk,
         m: &GuestMemoryMmap,
+        q: &MockSplitQueue<GuestMemoryMmap>,
         threads: usize,
-        gate: Arc<Gate>,
-        started: Arc<AtomicUsize>,
-        ran: Arc<AtomicUsize>,
-    ) -> IoPool<Job, Finished> {
+    ) -> (QueueServer, Gated, Arc<CountIrq>) {
+        let g = Gated::default();
         let (pm, image) = (m.clone(), blk.image.clone());
-        IoPool::new("test", threads, move |job: Job| {
+        let (gate, started, ran) = (g.gate.clone(), g.started.clone(), g.ran.clone());
+        let pool = IoPool::new("test", threads, move |job: Job| {
             started.fetch_add(1, Ordering::SeqCst);
             gate.wait_for(job.head);
             // SAFETY: the jobs come from a server over `m`, of which `pm`
@@ -1338,7 +1361,17 @@ pub(crate) mod tests {
             ran.fetch_add(1, Ordering::SeqCst);
             (job, st)
         })
-        .unwrap()
+        .unwrap();
+        let irq = Arc::new(CountIrq::default());
+        let s = QueueServer::with_pool(
+            active(q, false),
+            m.clone(),
+            blk.image.clone(),
+            irq.clone(),
+            Arc::default(),
+            pool,
+        );
+        (s, g, irq)
     }
 
     fn wait_until(what: &str, cond: impl Fn() -> bool) {
@@ -1430,29 +1463,14 @@ pub(crate) mod tests {
         let m = mem();
         let q = MockSplitQueue::create(&m, GuestAddress(0), 32);
         let n = 8u16;
-        let descs: Vec<_> = (0..n)
-            .flat_map(|i| read_chain(&m, i, u64::from(i)))
-            .collect();
-        q.add_desc_chains(&descs, 0).unwrap();
-        let gate = Arc::new(Gate::default());
-        let started = Arc::new(AtomicUsize::new(0));
-        let ran = Arc::new(AtomicUsize::new(0));
-        let pool = gated_pool(&blk, &m, 8, gate.clone(), started.clone(), ran);
-        let irq = Arc::new(CountIrq::default());
-        let mut s = QueueServer::with_pool(
-            active(&q, false),
-            m.clone(),
-            blk.image.clone(),
-            irq.clone(),
-            Arc::default(),
-            pool,
-        );
+        add_reads(&m, &q, n);
+        let (mut s, g, irq) = gated_server(&blk, &m, &q, 8);
         s.kick();
         assert_eq!(s.in_flight, 8);
-        wait_until("all jobs started", || started.load(Ordering::SeqCst) == 8);
+        wait_until("all jobs started", || g.started.load(Ordering::SeqCst) == 8);
         // Finish them last to first, collecting each before the next.
         for i in (0..n).rev() {
-            gate.let_through(3 * i);
+            g.gate.let_through(3 * i);
             let left = s.in_flight - 1;
             while s.in_flight > left {
                 assert!(s.pool.wait(10_000));
@@ -1479,28 +1497,17 @@ pub(crate) mod tests {
         let q = MockSplitQueue::create(&m, GuestAddress(0), 32);
         let descs: Vec<_> = (0..8).flat_map(|i| read_chain(&m, i, 0)).collect();
         q.add_desc_chains(&descs, 0).unwrap();
-        let gate = Arc::new(Gate::default());
-        let started = Arc::new(AtomicUsize::new(0));
-        let ran = Arc::new(AtomicUsize::new(0));
-        let pool = gated_pool(&blk, &m, 2, gate.clone(), started, ran.clone());
-        let mut s = QueueServer::with_pool(
-            active(&q, false),
-            m.clone(),
-            blk.image.clone(),
-            Arc::new(CountIrq::default()),
-            Arc::default(),
-            pool,
-        );
+        let (mut s, g, _) = gated_server(&blk, &m, &q, 2);
         assert_eq!(s.max_in_flight, 32, "the queue's size");
         s.max_in_flight = 3;
         s.kick();
         assert_eq!(s.in_flight, 3);
         // NO_NOTIFY stays set while the device is at its bound.
         assert_eq!(m.read_obj::<u16>(q.used_addr()).unwrap(), 1);
-        gate.open_all();
+        g.gate.open_all();
         settle(&mut s);
         assert_eq!(used(&m, &q).len(), 8);
-        assert_eq!(ran.load(Ordering::SeqCst), 8);
+        assert_eq!(g.ran.load(Ordering::SeqCst), 8);
         assert_eq!(m.read_obj::<u16>(q.used_addr()).unwrap(), 0);
     }
 
@@ -1511,22 +1518,12 @@ pub(crate) mod tests {
         let m = mem();
         let q = MockSplitQueue::create(&m, GuestAddress(0), 16);
         q.add_desc_chains(&read_chain(&m, 0, 9), 0).unwrap();
-        let gate = Arc::new(Gate::default());
-        let started = Arc::new(AtomicUsize::new(0));
-        let pool = gated_pool(&blk, &m, 1, gate, started.clone(), Arc::default());
-        let mut s = QueueServer::with_pool(
-            active(&q, false),
-            m.clone(),
-            blk.image.clone(),
-            Arc::new(CountIrq::default()),
-            Arc::default(),
-            pool,
-        );
+        let (mut s, g, _) = gated_server(&blk, &m, &q, 1);
         s.kick();
         assert_eq!(s.in_flight, 0);
         assert_eq!(used(&m, &q), vec![(0, 1025)]);
         assert_eq!(slot_data(&m, 0)[0], 9);
-        assert_eq!(started.load(Ordering::SeqCst), 0, "the pool saw nothing");
+        assert_eq!(g.started.load(Ordering::SeqCst), 0, "the pool saw nothing");
     }
 
     #[test]
@@ -1536,36 +1533,22 @@ pub(crate) mod tests {
         let m = mem();
         let q = MockSplitQueue::create(&m, GuestAddress(0), 32);
         let n = 6u16;
-        let descs: Vec<_> = (0..n)
-            .flat_map(|i| read_chain(&m, i, u64::from(i)))
-            .collect();
-        q.add_desc_chains(&descs, 0).unwrap();
-        let gate = Arc::new(Gate::default());
-        let started = Arc::new(AtomicUsize::new(0));
-        let ran = Arc::new(AtomicUsize::new(0));
-        let pool = gated_pool(&blk, &m, 2, gate.clone(), started.clone(), ran.clone());
-        let mut s = QueueServer::with_pool(
-            active(&q, false),
-            m.clone(),
-            blk.image.clone(),
-            Arc::new(CountIrq::default()),
-            Arc::default(),
-            pool,
-        );
+        add_reads(&m, &q, n);
+        let (mut s, g, _) = gated_server(&blk, &m, &q, 2);
         s.kick();
         assert_eq!(s.in_flight, 6);
         // Two jobs are running (held at the gate), four wait in the queue.
-        wait_until("two jobs started", || started.load(Ordering::SeqCst) == 2);
+        wait_until("two jobs started", || g.started.load(Ordering::SeqCst) == 2);
         // The reset: the worker drops its server.
         let reset = std::thread::spawn(move || drop(s));
         std::thread::sleep(Duration::from_millis(50));
         assert!(!reset.is_finished(), "the reset waits for running jobs");
-        gate.open_all();
+        g.gate.open_all();
         reset.join().unwrap();
         // The two running reads finished, the others never started, and
         // no thread that could run them is left.
-        assert_eq!(ran.load(Ordering::SeqCst), 2);
-        assert_eq!(Arc::strong_count(&ran), 1);
+        assert_eq!(g.ran.load(Ordering::SeqCst), 2);
+        assert_eq!(Arc::strong_count(&g.ran), 1);
         let snapshot = |m: &GuestMemoryMmap| {
             let mut v = vec![0u8; 0x10_0000];
             m.read_slice(&mut v, GuestAddress(0)).unwrap();
@@ -1664,23 +1647,10 @@ pub(crate) mod tests {
         let m = mem();
         let qa = MockSplitQueue::create(&m, GuestAddress(0), 64);
         let qb = MockSplitQueue::create(&m, GuestAddress(0x1_0000), 64);
-        let a: Vec<_> = (0..8)
-            .flat_map(|i| read_chain(&m, i, u64::from(i)))
-            .collect();
+        add_reads(&m, &qa, 8);
         let b: Vec<_> = (0..8u16)
-            .flat_map(|k| {
-                let (h, d, st) = slot(u64::from(10 + k));
-                header(&m, h, req::IN, u64::from(10 + k));
-                m.write_obj(0xeeu8, GuestAddress(st)).unwrap();
-                let at = 3 * k;
-                vec![
-                    desc(h, 16, NEXT, at + 1),
-                    desc(d, 1024, NEXT | WRITE, at + 2),
-                    desc(st, 1, WRITE, 0),
-                ]
-            })
+            .flat_map(|k| read_chain_into(&m, u64::from(10 + k), k, u64::from(10 + k)))
             .collect();
-        qa.add_desc_chains(&a, 0).unwrap();
         qb.add_desc_chains(&b, 0).unwrap();
         let aqa = active(&qa, false);
         let mut aqb = active(&qb, false);

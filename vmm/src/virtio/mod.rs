@@ -182,18 +182,29 @@ pub fn signal_used(aq: &mut ActiveQueue, mem: &GuestMemoryMmap, irq: &dyn Interr
     }
 }
 
+/// What one round of [`run_queue`]'s `process` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Buffers were used: the guest may be due an interrupt.
+    pub used: bool,
+    /// The device takes no more for now (its requests in flight are at
+    /// their bound): notifications stay off and the queue is left alone
+    /// until the device comes back to it by itself.
+    pub hold: bool,
+}
+
 /// Works a queue after a kick until it is empty, with the driver's
 /// notifications off meanwhile: `process` serves what is available and
-/// says whether it used buffers; the guest is interrupted as it asked
-/// ([`signal_used`]); then notifications go back on, and if the driver
-/// added buffers in between (virtio-queue reads the index again after
-/// enabling), the queue is worked again instead of waiting for a kick
-/// that will not come. Returns how many rounds it took.
+/// says what it did; the guest is interrupted as it asked
+/// ([`signal_used`]); unless `process` holds the queue, notifications go
+/// back on, and if the driver added buffers in between (virtio-queue reads
+/// the index again after enabling), the queue is worked again instead of
+/// waiting for a kick that will not come. Returns how many rounds it took.
 pub fn run_queue(
     aq: &mut ActiveQueue,
     mem: &GuestMemoryMmap,
     irq: &dyn Interrupt,
-    mut process: impl FnMut(&mut Queue) -> bool,
+    mut process: impl FnMut(&mut Queue) -> Round,
 ) -> usize {
     use virtio_queue::QueueT;
     let mut rounds = 0;
@@ -203,8 +214,11 @@ pub fn run_queue(
         // the driver stops notifying by itself once it has passed
         // `avail_event`, which is only moved when notifications go back on.
         let _ = aq.queue.disable_notification(mem);
-        let used = process(&mut aq.queue);
-        signal_used(aq, mem, irq, used);
+        let round = process(&mut aq.queue);
+        signal_used(aq, mem, irq, round.used);
+        if round.hold {
+            return rounds;
+        }
         match aq.queue.enable_notification(mem) {
             Ok(true) => continue,
             _ => return rounds,

@@ -70,8 +70,17 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// The cgroup v2 root of this host, if there is one.
+    /// The cgroup v2 root of this host, if there is one: the usual
+    /// `/sys/fs/cgroup` when it is a cgroup2 mount (one `statfs`), else the
+    /// first cgroup2 mount of the mount table (a hybrid host's
+    /// `/sys/fs/cgroup/unified`).
     pub fn v2_root() -> Option<PathBuf> {
+        const USUAL: &str = "/sys/fs/cgroup";
+        if nix::sys::statfs::statfs(USUAL)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            return Some(PathBuf::from(USUAL));
+        }
         find_v2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
     }
 

@@ -237,12 +237,18 @@ fn ensure_dir(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Bind-mounts `source` on a new file `target` in the container's fresh
+/// `/dev` (so nothing is there to check first: one `mknod` makes the
+/// mount point).
 fn bind(source: &Path, target: &Path) -> Result<(), String> {
-    if fs::symlink_metadata(target).is_err() {
-        step(
-            &format!("creating {}", target.display()),
-            fs::File::create(target),
-        )?;
+    match nix::sys::stat::mknod(
+        target,
+        nix::sys::stat::SFlag::S_IFREG,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        0,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(format!("creating {}: {e}", target.display())),
     }
     step(
         &format!("bind mount of {} on {}", source.display(), target.display()),
@@ -254,6 +260,11 @@ fn bind(source: &Path, target: &Path) -> Result<(), String> {
             None::<&str>,
         ),
     )
+}
+
+/// Makes directory `path` in the container's fresh `/dev`.
+fn dev_dir(path: &str) -> Result<(), String> {
+    step(&format!("mkdir /{path}"), fs::create_dir(path))
 }
 
 fn mount_dev(ctx: &ChildContext<'_>) -> Result<(), String> {
@@ -271,7 +282,7 @@ fn mount_dev(ctx: &ChildContext<'_>) -> Result<(), String> {
     for dev in DEVICES {
         bind(&Path::new("/dev").join(dev), &Path::new("dev").join(dev))?;
     }
-    ensure_dir(Path::new("dev/pts"))?;
+    dev_dir("dev/pts")?;
     step(
         "devpts on /dev/pts",
         mount(
@@ -290,7 +301,7 @@ fn mount_dev(ctx: &ChildContext<'_>) -> Result<(), String> {
     for (n, path) in ctx.tty_paths.iter().enumerate() {
         bind(path, &PathBuf::from(format!("dev/tty{}", n + 1)))?;
     }
-    ensure_dir(Path::new("dev/shm"))?;
+    dev_dir("dev/shm")?;
     step(
         "tmpfs on /dev/shm",
         mount(

@@ -8,12 +8,14 @@
 //! Links are made over rtnetlink with `netd::port`, the code that also
 //! puts VM taps into their bridges: one request creates a pair with its
 //! peer already in the container's namespace and the host end in its
-//! bridge and up (a VLAN-aware bridge then gets the port's VLANs). When
+//! bridge and up (a VLAN-aware bridge then gets the port's VLANs). The
+//! requests go over a blocking socket (`netd::rtnl_sync`): no async
+//! runtime is started for them, which a start would otherwise pay for. When
 //! the container's network namespace goes away, the kernel deletes both
 //! ends of every pair, so nothing is left behind even after a crash.
 
 use netd::port::{self, PortError, PortSpec, VethPeer};
-use netd::rtnl::Rtnl;
+use netd::rtnl_sync::SyncRtnl;
 
 use crate::spec::NetSpec;
 
@@ -50,10 +52,9 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 /// Deletes the link `name` if it exists (deleting one end of a veth pair
 /// deletes both).
 pub fn delete_link(name: &str) -> Result<(), NetError> {
-    port::blocking(async |nl| {
-        nl.delete_link(name).await.map_err(PortError::from)?;
-        Ok::<(), NetError>(())
-    })
+    let mut nl = SyncRtnl::connect().map_err(PortError::from)?;
+    nl.delete_link(name).map_err(PortError::from)?;
+    Ok(())
 }
 
 /// Creates the veth pairs of `nets` for container `vmid`, whose network
@@ -64,32 +65,31 @@ pub fn create_veths(vmid: u32, pid: i32, nets: &[NetSpec]) -> Result<Vec<String>
         return Ok(Vec::new());
     }
     let pid = u32::try_from(pid).expect("a process id is positive");
-    port::blocking(async |nl| {
-        tracing::debug!("container {vmid}: netlink connected");
-        let mut made = Vec::new();
-        for net in nets {
-            match create_veth(nl, vmid, pid, net).await {
-                Ok(name) => made.push(name),
-                Err(e) => {
-                    for name in &made {
-                        let _ = nl.delete_link(name).await;
-                    }
-                    return Err(e);
+    let mut nl = SyncRtnl::connect().map_err(PortError::from)?;
+    tracing::debug!("container {vmid}: netlink connected");
+    let mut made = Vec::new();
+    for net in nets {
+        match create_veth(&mut nl, vmid, pid, net) {
+            Ok(name) => made.push(name),
+            Err(e) => {
+                for name in &made {
+                    let _ = nl.delete_link(name);
                 }
+                return Err(e);
             }
         }
-        Ok(made)
-    })
+    }
+    Ok(made)
 }
 
-async fn create_veth(nl: &Rtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<String, NetError> {
+fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<String, NetError> {
     let host = net.host_name(vmid);
     let port_err = |source| NetError::Port {
         index: net.index,
         source,
     };
     let bridge = match &net.bridge {
-        Some(name) => match nl.link(name).await.map_err(|e| port_err(e.into()))? {
+        Some(name) => match nl.link(name).map_err(|e| port_err(e.into()))? {
             Some(link) if link.is_bridge => Some(link),
             _ => {
                 return Err(NetError::NoBridge {
@@ -118,7 +118,7 @@ async fn create_veth(nl: &Rtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<St
         trunks: Vec::new(),
         mtu: net.mtu,
     };
-    let made = match port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec).await {
+    let made = match port::create_veth_port_sync(nl, &host, &peer, bridge.as_ref(), &spec) {
         // A pair left by a monitor that was killed while its container's
         // namespace lived on cannot exist (the pair dies with the
         // namespace), but a same-named link made by hand would block us.
@@ -126,15 +126,13 @@ async fn create_veth(nl: &Rtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<St
             if netd::rtnl::errno_of(&source) == Some(libc::EEXIST) =>
         {
             tracing::warn!("deleting the existing link {host}");
-            nl.delete_link(&host)
-                .await
-                .map_err(|e| port_err(e.into()))?;
-            port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec).await
+            nl.delete_link(&host).map_err(|e| port_err(e.into()))?;
+            port::create_veth_port_sync(nl, &host, &peer, bridge.as_ref(), &spec)
         }
         other => other,
     };
     if let Err(e) = made {
-        let _ = nl.delete_link(&host).await;
+        let _ = nl.delete_link(&host);
         return Err(port_err(e));
     }
     Ok(host)

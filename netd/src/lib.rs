@@ -27,6 +27,7 @@ pub mod port;
 pub mod reconcile;
 pub mod resolv;
 pub mod rtnl;
+pub mod rtnl_sync;
 pub mod staged;
 pub mod sys;
 pub mod sysfs;

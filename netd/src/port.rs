@@ -14,6 +14,7 @@
 //! calling it again on an attached port converges to the same state.
 
 use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::link::{
     BridgeVlanInfoFlags, InfoData, InfoKind, InfoVeth, LinkExtentMask,
 };
@@ -21,6 +22,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkBridgeVlan, LinkMessageBuilder, LinkUnspec};
 
 use crate::rtnl::{Link, Rtnl, RtnlError};
+use crate::rtnl_sync::SyncRtnl;
 
 /// How a guest's `net[n]` wants its port.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -233,6 +235,57 @@ pub async fn create_veth_port(
     bridge: Option<&Link>,
     spec: &PortSpec,
 ) -> Result<(), PortError> {
+    let msg = veth_port_message(host, peer, bridge, spec)?;
+    nl.handle()
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .map_err(|source| PortError::Request {
+            op: veth_op(host, peer),
+            source,
+        })?;
+    match bridge {
+        Some(b) if b.vlan_filtering => attach(nl, host, &b.name, spec).await,
+        _ => Ok(()),
+    }
+}
+
+/// [`create_veth_port`] over a blocking socket, for a caller without an
+/// async runtime (the container monitor): the same single request. Only
+/// a VLAN-aware bridge, whose port VLANs take several more requests,
+/// brings up a runtime for [`attach`].
+pub fn create_veth_port_sync(
+    nl: &mut SyncRtnl,
+    host: &str,
+    peer: &VethPeer,
+    bridge: Option<&Link>,
+    spec: &PortSpec,
+) -> Result<(), PortError> {
+    let msg = veth_port_message(host, peer, bridge, spec)?;
+    nl.create_link(msg, veth_op(host, peer))
+        .map_err(|e| match e {
+            RtnlError::Request { op, source } => PortError::Request { op, source },
+            other => PortError::Netlink(other),
+        })?;
+    match bridge {
+        Some(b) if b.vlan_filtering => blocking(async |nl| attach(nl, host, &b.name, spec).await),
+        _ => Ok(()),
+    }
+}
+
+fn veth_op(host: &str, peer: &VethPeer) -> String {
+    format!("create the veth pair {host} / {}", peer.name)
+}
+
+/// The one `RTM_NEWLINK` of [`create_veth_port`], after checking `spec`
+/// against `bridge`.
+fn veth_port_message(
+    host: &str,
+    peer: &VethPeer,
+    bridge: Option<&Link>,
+    spec: &PortSpec,
+) -> Result<LinkMessage, PortError> {
     if let Some(b) = bridge {
         check(spec, b)?;
     }
@@ -253,22 +306,8 @@ pub async fn create_veth_port(
     if let Some(b) = bridge {
         m = m.controller(b.index);
     }
-    let msg = m
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
-        .build();
-    nl.handle()
-        .link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(|source| PortError::Request {
-            op: format!("create the veth pair {host} / {}", peer.name),
-            source,
-        })?;
-    match bridge {
-        Some(b) if b.vlan_filtering => attach(nl, host, &b.name, spec).await,
-        _ => Ok(()),
-    }
+    Ok(m.set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
+        .build())
 }
 
 /// Runs `f` with a netlink connection on a runtime of the calling thread,

@@ -34,6 +34,16 @@ pub enum RtnlError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// Sending a request or reading its answer failed
+    /// ([`crate::rtnl_sync::SyncRtnl`]).
+    #[error("{op}: netlink socket: {source}")]
+    Socket {
+        /// What was asked.
+        op: String,
+        /// Why the socket failed.
+        #[source]
+        source: io::Error,
+    },
     /// An interface that must exist does not.
     #[error("interface {0} does not exist")]
     NoSuchLink(String),
@@ -122,7 +132,7 @@ pub struct Link {
 }
 
 impl Link {
-    fn from_message(m: &LinkMessage) -> Link {
+    pub(crate) fn from_message(m: &LinkMessage) -> Link {
         let mut link = Link {
             index: m.header.index,
             name: String::new(),

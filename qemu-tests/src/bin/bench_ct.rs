@@ -13,9 +13,12 @@
 //!   system image, so both run on the same kernel and cgroup tree.
 //!
 //! Usage: `bench-ct [--runs N] [--appliance-runs N] [--iso PATH]
-//! [--runner PATH] [--ctr PATH] [--appliance-ctr PATH] [--no-host] [--no-appliance]`
+//! [--runner PATH] [--ctr PATH] [--appliance-ctr PATH] [--also-ctr LABEL=PATH]
+//! [--no-host] [--no-appliance]`
 //! (`--appliance-ctr` runs that ctr binary in the appliance instead of the
-//! image's own, to try a change without building the image again)
+//! image's own, to try a change without building the image again;
+//! `--also-ctr` adds a second ctr build as a fourth side, on the host and
+//! in the appliance, to compare two versions within one run)
 //! (`make bench-ct` builds everything first).
 
 use std::path::PathBuf;
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
     let mut runner = bins.join("bench-ct-run");
     let mut ctr = bins.join("ctr");
     let mut appliance_ctr: Option<PathBuf> = None;
+    let mut also_ctr: Option<(String, PathBuf)> = None;
     let mut host = true;
     let mut appliance = true;
     let mut args = std::env::args().skip(1);
@@ -47,6 +51,11 @@ fn main() -> Result<()> {
             "--runner" => runner = PathBuf::from(v()?),
             "--ctr" => ctr = PathBuf::from(v()?),
             "--appliance-ctr" => appliance_ctr = Some(PathBuf::from(v()?)),
+            "--also-ctr" => {
+                let value = v()?;
+                let (label, path) = value.split_once('=').context("--also-ctr LABEL=PATH")?;
+                also_ctr = Some((label.to_string(), PathBuf::from(path)));
+            }
             "--no-host" => host = false,
             "--no-appliance" => appliance = false,
             other => bail!("unknown argument {other}"),
@@ -60,6 +69,12 @@ fn main() -> Result<()> {
                 .args(["--config", "privileged", "--runs", &runs.to_string()])
                 .arg("--ctr")
                 .arg(&ctr)
+                .args(also_ctr.iter().flat_map(|(label, path)| {
+                    [
+                        "--also-ctr".to_string(),
+                        format!("{label}={}", path.display()),
+                    ]
+                }))
                 .args(["--work", "/var/tmp/oxbow-bench-ct"])
                 .output()
                 .with_context(|| format!("running {}", runner.display()))?;
@@ -81,12 +96,18 @@ fn main() -> Result<()> {
         if let Some(c) = &appliance_ctr {
             files.push((c.clone(), "ctr"));
         }
+        if let Some((_, c)) = &also_ctr {
+            files.push((c.clone(), "also-ctr"));
+        }
         let mut vm = BenchAppliance::boot(&iso, &files)?;
-        let ctr_arg = if appliance_ctr.is_some() {
+        let mut ctr_arg = if appliance_ctr.is_some() {
             format!(" --ctr {CD_MOUNT}/ctr")
         } else {
             String::new()
         };
+        if let Some((label, _)) = &also_ctr {
+            ctr_arg += &format!(" --also-ctr {}={CD_MOUNT}/also-ctr", shell_quote(label));
+        }
         for config in ["privileged", "unprivileged"] {
             println!("== in the appliance: {config} ==");
             let cmd = format!(
@@ -101,6 +122,7 @@ fn main() -> Result<()> {
                     || l.starts_with("bench-ct-run")
                     || l.starts_with("one exec")
                     || l.starts_with("phase")
+                    || l.starts_with("also")
             }) {
                 println!("{l}");
             }

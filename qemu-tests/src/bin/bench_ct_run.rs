@@ -5,8 +5,9 @@
 //!
 //! ```text
 //! bench-ct-run --config privileged|unprivileged [--runs N] [--work DIR]
-//!              [--ctr PATH] [--busybox PATH]
+//!              [--ctr PATH] [--also-ctr LABEL=PATH] [--busybox PATH]
 //! bench-ct-run floor ROOT HOSTNAME [--userns]
+//! bench-ct-run noop
 //! ```
 //!
 //! All three sides start the same root file system: busybox-static and
@@ -40,6 +41,10 @@
 //! `/proc` mounted, `pivot_root`, the old root detached, the host name
 //! set, `exec` of `/sbin/init`. No `/dev`, no cgroup, no network, no
 //! capability drops, no seccomp.
+//!
+//! `--also-ctr LABEL=PATH` adds another build of `ctr` as a fourth side
+//! (say, the previous commit's), started the same way in every round, to
+//! compare two versions within one run rather than across runs.
 //!
 //! Prints a line per round and, last, one line
 //! `BENCH-CT {"config":..,"runs":..,"ours_ms":[..],"lxc_ms":[..],"floor_ms":[..]}`.
@@ -88,6 +93,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = if args.first().map(String::as_str) == Some("floor") {
         floor(&args[1..]).map(|()| ExitCode::SUCCESS)
+    } else if args.first().map(String::as_str) == Some("noop") {
+        return ExitCode::SUCCESS;
     } else {
         bench(&args).map(|()| ExitCode::SUCCESS)
     };
@@ -102,6 +109,8 @@ struct Setup {
     work: PathBuf,
     rootfs: PathBuf,
     ctr: PathBuf,
+    /// A second build of ctr to compare, with its label.
+    also_ctr: Option<(String, PathBuf)>,
     limits: bool,
 }
 
@@ -111,6 +120,7 @@ fn bench(args: &[String]) -> Result<()> {
     let mut work = PathBuf::from("/var/tmp/bench-ct");
     let mut ctr = PathBuf::from("/usr/lib/oxbow/ctr");
     let mut busybox = PathBuf::from("/bin/busybox");
+    let mut also_ctr = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut v = || it.next().with_context(|| format!("{a} needs a value"));
@@ -126,6 +136,11 @@ fn bench(args: &[String]) -> Result<()> {
             "--work" => work = PathBuf::from(v()?),
             "--ctr" => ctr = PathBuf::from(v()?),
             "--busybox" => busybox = PathBuf::from(v()?),
+            "--also-ctr" => {
+                let value = v()?;
+                let (label, path) = value.split_once('=').context("--also-ctr LABEL=PATH")?;
+                also_ctr = Some((label.to_string(), PathBuf::from(path)));
+            }
             other => bail!("unknown argument {other}"),
         }
     }
@@ -155,6 +170,7 @@ fn bench(args: &[String]) -> Result<()> {
         work: work.clone(),
         rootfs,
         ctr,
+        also_ctr,
         limits,
     };
     if config == Config::Unprivileged {
@@ -190,22 +206,40 @@ fn bench(args: &[String]) -> Result<()> {
     })
     .with_context(|| format!("opening {}", fifo_path.display()))?;
 
-    // For the breakdown: what one exec of `ip` costs here (ctr runs
-    // iproute2 for its veths; LXC and the floor make no such exec).
-    let mut ip_ms = Vec::new();
-    for _ in 0..10 {
-        let t = Instant::now();
-        Command::new("ip")
-            .args(["link", "show", "lo"])
-            .stdout(Stdio::null())
-            .status()?;
-        ip_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    // For the breakdown: what an exec of each side's binary costs here
+    // before it does any work: `ctr --help` (the static binary, its
+    // relocation and its log set-up) and this program's `noop` (the
+    // floor's binary).
+    for (what, mut cmd) in [
+        ("`ctr --help`", {
+            let mut c = Command::new(&setup.ctr);
+            c.arg("--help");
+            c
+        }),
+        ("the floor's binary (`bench-ct-run noop`)", {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.arg("noop");
+            c
+        }),
+    ] {
+        let mut ms = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let st = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if !st.success() {
+                bail!("{what} failed: {st}");
+            }
+        }
+        println!(
+            "one exec of {what}: {:.2} ms (median of 10)",
+            median(&mut ms)
+        );
     }
-    println!(
-        "one exec of `ip link show lo`: {:.2} ms (median of 10)",
-        median(&mut ip_ms)
-    );
-    let sides = ["ours", "lxc", "floor"];
+    let mut sides = vec!["ours", "lxc", "floor"];
+    if setup.also_ctr.is_some() {
+        sides.push("also");
+    }
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let result = (|| -> Result<()> {
         for round in 0..=runs {
@@ -282,7 +316,16 @@ fn bench(args: &[String]) -> Result<()> {
         med[0] / med[2],
         med[1] / med[2]
     );
-    let out = serde_json::json!({
+    if let Some((label, path)) = &setup.also_ctr {
+        println!(
+            "also: {label} ({}) {:.2} ms; ours/{label} {:.2}, {label}/floor {:.2}",
+            path.display(),
+            med[3],
+            med[0] / med[3],
+            med[3] / med[2]
+        );
+    }
+    let mut out = serde_json::json!({
         "config": config.name(),
         "runs": runs,
         "lxc": lxc_version,
@@ -291,6 +334,9 @@ fn bench(args: &[String]) -> Result<()> {
         "lxc_ms": times[1],
         "floor_ms": times[2],
     });
+    if let Some((label, _)) = &setup.also_ctr {
+        out["also"] = serde_json::json!({ "label": label, "ms": times[3] });
+    }
     med.clear();
     println!("BENCH-CT {out}");
     Ok(())
@@ -306,8 +352,12 @@ fn start_once(setup: &Setup, side: &str, fifo: &OwnedFd) -> Result<f64> {
 fn start_with_env(setup: &Setup, side: &str, fifo: &OwnedFd, env: &[(&str, &str)]) -> Result<f64> {
     let log = fs::File::create(setup.work.join(format!("{side}.log")))?;
     let mut cmd = match side {
-        "ours" => {
-            let mut c = Command::new(&setup.ctr);
+        "ours" | "also" => {
+            let ctr = match (&setup.also_ctr, side) {
+                (Some((_, path)), "also") => path,
+                _ => &setup.ctr,
+            };
+            let mut c = Command::new(ctr);
             c.arg("start")
                 .arg("--config")
                 .arg(setup.work.join(format!("ctr/{}.conf", setup.config.vmid())))

@@ -150,8 +150,11 @@ impl Cgroup {
                 unavailable.push(format!("{file}={value}: {e}"));
             }
         }
-        for note in &unavailable {
-            tracing::warn!("container {vmid}: limit not applied: {note}");
+        if !unavailable.is_empty() {
+            tracing::warn!(
+                "container {vmid}: limits not applied: {}",
+                unavailable.join("; ")
+            );
         }
         // Hand every controller we have on to the inner cgroup, in one
         // write; one by one if the kernel refuses the whole list.

@@ -44,6 +44,32 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# QEMU 8.0 or later runs the appliance's tests. QEMU 7.2 (Debian 12's own)
+# translates the code of a position-independent executable anew at every
+# exec, since each run loads it at another random address: every start
+# of one of Oxbow's static-pie binaries inside the appliance paid for
+# translating all the code it ran (docs/perf.md, "Containers"). Later
+# versions translate such code once. Debian 12 gets it from its backports
+# suite, added from the mirror its own packages come from.
+qemu_major=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null | sed -E 's/^[0-9]+://; s/[^0-9].*//')
+if [ "${qemu_major:-0}" -lt 8 ]; then
+    . /etc/os-release
+    backports="${VERSION_CODENAME}-backports"
+    if ! apt-cache policy | grep -q " ${backports}/main "; then
+        mirror=$(apt-cache policy | awk -v suite="${VERSION_CODENAME}/main" '$3 == suite { print $2; exit }')
+        if [ -z "$mirror" ]; then
+            echo "no apt source for ${VERSION_CODENAME}/main to add ${backports} beside" >&2
+            exit 1
+        fi
+        printf 'Types: deb\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+            "$mirror" "$backports" | $SUDO tee /etc/apt/sources.list.d/oxbow-backports.sources >/dev/null
+        $SUDO apt-get update -q
+    fi
+    echo "installing QEMU from ${backports}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends \
+        -t "$backports" qemu-system-x86
+fi
+
 if ! command -v cargo >/dev/null; then
     echo "cargo is missing: install Rust (rustup) first" >&2
     exit 1

@@ -181,8 +181,20 @@ pub fn hosts(current: &str, hostname: &str) -> String {
 /// fsync, rename. A file that already holds `contents` is left alone, so
 /// a restart costs no disk flush.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let old = std::fs::read(path).ok();
+    write_atomic_over(path, old.as_deref(), contents, mode)
+}
+
+/// [`write_atomic`] for a caller that has just read the file (`old`, none
+/// if it could not be read): nothing is written when it holds `contents`.
+fn write_atomic_over(
+    path: &Path,
+    old: Option<&[u8]>,
+    contents: &[u8],
+    mode: u32,
+) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    if std::fs::read(path).is_ok_and(|old| old == contents) {
+    if old == Some(contents) {
         return Ok(());
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -213,10 +225,11 @@ pub fn write_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<()> {
         format!("{}\n", spec.hostname).as_bytes(),
         0o644,
     )?;
-    let current = std::fs::read_to_string(root.join("etc/hosts")).unwrap_or_default();
-    write_atomic(
+    let current = std::fs::read_to_string(root.join("etc/hosts")).ok();
+    write_atomic_over(
         &root.join("etc/hosts"),
-        hosts(&current, &spec.hostname).as_bytes(),
+        current.as_deref().map(str::as_bytes),
+        hosts(current.as_deref().unwrap_or_default(), &spec.hostname).as_bytes(),
         0o644,
     )?;
     match net_style(&spec.ostype, root) {

@@ -266,26 +266,12 @@ fn bind_socket(path: &Path) -> Result<UnixListener, MonitorError> {
 
 /// A pty whose slave belongs to the container's root and tty group.
 fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, PathBuf), MonitorError> {
-    let pty = nix::pty::openpty(None, None).map_err(nix_err("openpty"))?;
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", pty.slave.as_raw_fd()))
-        .map_err(io_err("reading the pty's name"))?;
+    let (master, slave, path) = sys::open_pty().map_err(io_err("opening a pty"))?;
     let root = spec.idmap.host_base;
     let tty_group = spec.idmap.to_host(5).unwrap_or(root);
-    sys::fchown(pty.slave.as_raw_fd(), root, tty_group).map_err(io_err("chown pty"))?;
-    sys::fchmod(pty.slave.as_raw_fd(), 0o620).map_err(io_err("chmod pty"))?;
-    for fd in [&pty.master, &pty.slave] {
-        nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .map_err(nix_err("FD_CLOEXEC"))?;
-    }
-    nix::fcntl::fcntl(
-        pty.master.as_raw_fd(),
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .map_err(nix_err("O_NONBLOCK"))?;
-    Ok((pty.master, pty.slave, path))
+    sys::fchown(slave.as_raw_fd(), root, tty_group).map_err(io_err("chown pty"))?;
+    sys::fchmod(slave.as_raw_fd(), 0o620).map_err(io_err("chmod pty"))?;
+    Ok((master, slave, path))
 }
 
 /// The first go-ahead on the child's pipe: its ids are mapped and it is

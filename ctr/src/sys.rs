@@ -446,20 +446,74 @@ pub fn raw_syscall(nr: libc::c_long, args: [libc::c_long; 4]) -> Result<libc::c_
     Ok(ret)
 }
 
-/// Restores the default disposition of every signal the Rust runtime or
-/// the monitor may have changed (SIGPIPE is ignored by Rust programs), so
-/// that the container's init starts as if started by the kernel.
+/// Restores the default disposition of every signal this process
+/// ignores (SIGPIPE is ignored by Rust programs; others may come from
+/// whoever started the monitor), so that the container's init starts as
+/// if started by the kernel. Handled signals need nothing: `exec` resets
+/// them. The ignored ones are read from the `SigIgn` mask of
+/// `/proc/self/status` (one read, where asking for each signal's
+/// disposition takes a system call each).
 pub fn reset_signal_dispositions() -> io::Result<()> {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    for sig in Signal::iterator() {
-        if matches!(sig, Signal::SIGKILL | Signal::SIGSTOP) {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let ignored = ignored_signals(&status).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "no SigIgn in /proc/self/status")
+    })?;
+    // Signals 32 up to SIGRTMIN belong to the C library's threads
+    // (cancellation, set*id), which it refuses to touch; the guest's own
+    // C library sets them up.
+    let libc_own = 32..libc::SIGRTMIN();
+    for sig in 1..=64 {
+        if ignored & (1u64 << (sig - 1)) == 0
+            || sig == libc::SIGKILL
+            || sig == libc::SIGSTOP
+            || libc_own.contains(&sig)
+        {
             continue;
         }
         // SAFETY: SIG_DFL installs no handler code; this runs in the
         // freshly cloned, single-threaded child right before exec.
-        unsafe { signal(sig, SigHandler::SigDfl) }?;
+        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("signal {sig}: {e}")));
+        }
     }
     Ok(())
+}
+
+/// The `SigIgn` mask of a `/proc/<pid>/status` text: bit `n - 1` is
+/// signal `n`.
+pub fn ignored_signals(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
+/// Opens a new pty: the master (close-on-exec, non-blocking), its slave
+/// (close-on-exec, opened through the master, so it is the slave of this
+/// very master whatever is mounted where) and the slave's path.
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, std::path::PathBuf)> {
+    let master = nix::fcntl::open(
+        "/dev/ptmx",
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )?;
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer, which is valid.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes open flags as an integer and returns a new
+    // descriptor, which is owned from here on.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, flags) };
+    if slave == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above: a new descriptor nothing else owns.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))?;
+    Ok((master, slave, path))
 }
 
 /// Sends signal number `sig` (which may be a real-time signal, which
@@ -524,4 +578,68 @@ pub fn open_file_in_root(root: RawFd, rel: &str) -> io::Result<OwnedFd> {
         );
     let fd = nix::fcntl::openat2(root, rel, how)?;
     Ok(owned(fd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ignored_set_comes_from_sigign() {
+        let status = "Name:\tctr\nSigBlk:\t0000000000010000\nSigIgn:\t0000000000001000\nSigCgt:\t0000000180000000\n";
+        // SIGPIPE (13) is bit 12.
+        assert_eq!(ignored_signals(status), Some(1 << 12));
+        assert_eq!(ignored_signals("Name:\tctr\n"), None);
+        assert_eq!(ignored_signals("SigIgn:\tzz\n"), None);
+    }
+
+    #[test]
+    fn ignored_signals_are_reset_in_a_child() {
+        let code = in_child(|| {
+            // SAFETY: SIG_IGN installs no handler code; this child only
+            // makes system calls and exits.
+            unsafe {
+                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+                libc::signal(libc::SIGRTMIN() + 3, libc::SIG_IGN);
+            }
+            if reset_signal_dispositions().is_err() {
+                return 2;
+            }
+            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+            // Only the C library's own signals may stay ignored.
+            let libc_own = (32..libc::SIGRTMIN()).fold(0u64, |m, s| m | 1 << (s - 1));
+            match ignored_signals(&status) {
+                Some(m) if m & !libc_own == 0 => 0,
+                _ => 1,
+            }
+        });
+        assert_eq!(code, 0);
+    }
+
+    #[test]
+    fn a_pty_opens_with_its_slave_and_path() {
+        let (master, slave, path) = open_pty().expect("pty");
+        assert!(path.starts_with("/dev/pts"), "{}", path.display());
+        let flags = nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert!(OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK));
+        for fd in [&master, &slave] {
+            let fdflags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD).unwrap();
+            assert!(nix::fcntl::FdFlag::from_bits_truncate(fdflags)
+                .contains(nix::fcntl::FdFlag::FD_CLOEXEC));
+        }
+        // What goes into the slave comes out of the master.
+        nix::unistd::write(&slave, b"x").unwrap();
+        let mut buf = [0u8; 8];
+        let mut n = 0;
+        for _ in 0..100 {
+            match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+                Ok(k) => {
+                    n = k;
+                    break;
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(&buf[..n], b"x");
+    }
 }

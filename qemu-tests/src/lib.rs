@@ -148,7 +148,9 @@ pub fn accel_args() -> Vec<String> {
             "-accel".into(),
             "tcg,thread=multi".into(),
             "-cpu".into(),
-            "max".into(),
+            // OXBOW_QEMU_CPU overrides the emulated CPU model, say
+            // `max,la57=off`, to compare models.
+            std::env::var("OXBOW_QEMU_CPU").unwrap_or_else(|_| "max".into()),
         ]
     }
 }

@@ -118,7 +118,7 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         trunks: Vec::new(),
         mtu: net.mtu,
     };
-    let made = match port::create_veth_port_sync(nl, &host, &peer, bridge.as_ref(), &spec) {
+    let made = match port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec) {
         // A pair left by a monitor that was killed while its container's
         // namespace lived on cannot exist (the pair dies with the
         // namespace), but a same-named link made by hand would block us.
@@ -127,7 +127,7 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         {
             tracing::warn!("deleting the existing link {host}");
             nl.delete_link(&host).map_err(|e| port_err(e.into()))?;
-            port::create_veth_port_sync(nl, &host, &peer, bridge.as_ref(), &spec)
+            port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec)
         }
         other => other,
     };

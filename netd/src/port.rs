@@ -226,36 +226,14 @@ pub struct VethPeer {
 /// in its network namespace, both ends with the spec's MTU or else the
 /// bridge's, and `host` already in `bridge` (checked against `spec` first)
 /// and up: one round trip where a create followed by [`attach`] takes six.
-/// On a VLAN-aware bridge the port's VLANs are then set by [`attach`].
-/// Without a bridge the host end is only brought up.
-pub async fn create_veth_port(
-    nl: &Rtnl,
-    host: &str,
-    peer: &VethPeer,
-    bridge: Option<&Link>,
-    spec: &PortSpec,
-) -> Result<(), PortError> {
-    let msg = veth_port_message(host, peer, bridge, spec)?;
-    nl.handle()
-        .link()
-        .add(msg)
-        .execute()
-        .await
-        .map_err(|source| PortError::Request {
-            op: veth_op(host, peer),
-            source,
-        })?;
-    match bridge {
-        Some(b) if b.vlan_filtering => attach(nl, host, &b.name, spec).await,
-        _ => Ok(()),
-    }
-}
-
-/// [`create_veth_port`] over a blocking socket, for a caller without an
-/// async runtime (the container monitor): the same single request. Only
-/// a VLAN-aware bridge, whose port VLANs take several more requests,
-/// brings up a runtime for [`attach`].
-pub fn create_veth_port_sync(
+/// On a VLAN-aware bridge the port's VLANs are then set by [`attach`], on
+/// a runtime started for it (several more requests). Without a bridge the
+/// host end is only brought up.
+///
+/// The request goes over a blocking socket: its caller, the container
+/// monitor, has no async runtime, and starting one for a single request
+/// cost a container start more than the request.
+pub fn create_veth_port(
     nl: &mut SyncRtnl,
     host: &str,
     peer: &VethPeer,
@@ -263,7 +241,7 @@ pub fn create_veth_port_sync(
     spec: &PortSpec,
 ) -> Result<(), PortError> {
     let msg = veth_port_message(host, peer, bridge, spec)?;
-    nl.create_link(msg, veth_op(host, peer))
+    nl.create_link(msg, format!("create the veth pair {host} / {}", peer.name))
         .map_err(|e| match e {
             RtnlError::Request { op, source } => PortError::Request { op, source },
             other => PortError::Netlink(other),
@@ -272,10 +250,6 @@ pub fn create_veth_port_sync(
         Some(b) if b.vlan_filtering => blocking(async |nl| attach(nl, host, &b.name, spec).await),
         _ => Ok(()),
     }
-}
-
-fn veth_op(host: &str, peer: &VethPeer) -> String {
-    format!("create the veth pair {host} / {}", peer.name)
 }
 
 /// The one `RTM_NEWLINK` of [`create_veth_port`], after checking `spec`

@@ -79,7 +79,7 @@ pub fn load_list(list: &Path, dir: &Path) -> std::io::Result<LoadReport> {
     let text = std::fs::read_to_string(list)?;
     let mut report = LoadReport::default();
     for rel in parse_list(&text) {
-        load_file(dir, rel, &mut report);
+        load_file(dir, rel, false, &mut report);
     }
     Ok(report)
 }
@@ -94,9 +94,24 @@ pub fn params_of(module: &str) -> &'static str {
     }
 }
 
+/// The parameters `module` is loaded with, plus the kernel's generic
+/// `async_probe` when `async_probe` is set: the driver then probes its
+/// devices in the background, and the load returns without waiting for
+/// them (without it, the kernel waits for every asynchronous job the
+/// module's init started: for a SATA controller, link detection and the
+/// SCSI scan behind it).
+pub fn load_params(module: &str, async_probe: bool) -> String {
+    let own = params_of(module);
+    match (own.is_empty(), async_probe) {
+        (_, false) => own.to_string(),
+        (true, true) => "async_probe".to_string(),
+        (false, true) => format!("{own} async_probe"),
+    }
+}
+
 /// Loads one module file (a path relative to `dir`) and counts the result.
 /// Returns true unless it failed.
-fn load_file(dir: &Path, rel: &str, report: &mut LoadReport) -> bool {
+fn load_file(dir: &Path, rel: &str, async_probe: bool, report: &mut LoadReport) -> bool {
     // The kernel answers EEXIST only after reading and checking the whole
     // file, which costs about as much as loading it: ask sysfs first.
     if Path::new("/sys/module")
@@ -107,7 +122,7 @@ fn load_file(dir: &Path, rel: &str, report: &mut LoadReport) -> bool {
         report.present += 1;
         return true;
     }
-    let params = CString::new(params_of(&name_of(rel))).unwrap_or_default();
+    let params = CString::new(load_params(&name_of(rel), async_probe)).unwrap_or_default();
     let result = File::open(dir.join(rel))
         .map_err(|e| e.to_string())
         .and_then(|f| {
@@ -386,6 +401,9 @@ pub struct Loader {
     dir: PathBuf,
     index: ModIndex,
     done: HashSet<String>,
+    /// Trees (paths relative to the module directory) whose modules are
+    /// loaded with `async_probe`.
+    async_probe: &'static [&'static str],
     /// What the loader did so far.
     pub report: LoadReport,
 }
@@ -397,8 +415,19 @@ impl Loader {
             dir,
             index,
             done: HashSet::new(),
+            async_probe: &[],
             report: LoadReport::default(),
         }
+    }
+
+    /// Loads the modules under these trees (paths relative to the module
+    /// directory) with `async_probe` from now on: see [`load_params`].
+    pub fn set_async_probe(&mut self, trees: &'static [&'static str]) {
+        self.async_probe = trees;
+    }
+
+    fn probes_async(&self, rel: &str) -> bool {
+        self.async_probe.iter().any(|t| rel.starts_with(t))
     }
 
     /// Replaces the index, keeping what was loaded.
@@ -423,7 +452,8 @@ impl Loader {
             if self.done.contains(&rel) {
                 continue;
             }
-            if load_file(&self.dir, &rel, &mut self.report) {
+            let async_probe = self.probes_async(&rel);
+            if load_file(&self.dir, &rel, async_probe, &mut self.report) {
                 self.done.insert(rel);
             } else {
                 ok = false;
@@ -451,6 +481,7 @@ impl Loader {
             .filter(|files| !files.is_empty())
             .collect();
         let dir = &self.dir;
+        let this = &*self;
         let results: Vec<(Vec<String>, LoadReport)> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
                 .iter()
@@ -458,7 +489,7 @@ impl Loader {
                     scope.spawn(move || {
                         let mut report = LoadReport::default();
                         for f in files {
-                            load_file(dir, f, &mut report);
+                            load_file(dir, f, this.probes_async(f), &mut report);
                         }
                         (files.clone(), report)
                     })
@@ -550,6 +581,24 @@ impl Loader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn async_probe_is_added_to_a_module_own_parameters() {
+        assert_eq!(load_params("ahci", false), "");
+        assert_eq!(load_params("ahci", true), "async_probe");
+        assert_eq!(load_params("bonding", false), "max_bonds=0");
+        assert_eq!(load_params("bonding", true), "max_bonds=0 async_probe");
+    }
+
+    #[test]
+    fn async_probe_follows_the_trees() {
+        let mut l = Loader::new(PathBuf::from("/nonexistent"), ModIndex::default());
+        assert!(!l.probes_async("kernel/drivers/ata/ahci.ko"));
+        l.set_async_probe(&["kernel/drivers/ata/", "kernel/drivers/scsi/"]);
+        assert!(l.probes_async("kernel/drivers/ata/ahci.ko"));
+        assert!(l.probes_async("kernel/drivers/scsi/sr_mod.ko"));
+        assert!(!l.probes_async("kernel/drivers/net/virtio_net.ko"));
+    }
 
     #[test]
     fn list_skips_comments_and_blanks() {

@@ -134,8 +134,18 @@ pub fn run() -> Stage1Error {
 /// controllers probe, rather than later on the way to the network).
 /// Drivers for the controllers come from coldplug.
 const ALWAYS: &[&str] = &[
-    "isofs", "squashfs", "loop", "overlay", "sr_mod", "evdev", "button", "bridge",
+    "isofs", "squashfs", "loop", "sr_mod", "evdev", "button", "bridge",
 ];
+/// Loaded once the medium is found, without `async_probe`: the kernel then
+/// finishes every probe still running (the other ports of the disk
+/// controllers) before the load returns, so the disks present at boot, a
+/// seed volume among them, are all there for stage 2.
+const LAST: &str = "overlay";
+/// Module trees loaded with `async_probe` (see
+/// [`crate::modules::load_params`]): disk controllers, whose probe (SATA
+/// link detection, the SCSI scan) would otherwise hold up the loads and the
+/// search for the medium until every port has been looked at.
+const ASYNC_PROBE: &[&str] = &["kernel/drivers/ata/", "kernel/drivers/scsi/"];
 /// How long coldplug alone may look for the boot medium before every module
 /// of the list is loaded.
 const COLDPLUG_GRACE: Duration = Duration::from_secs(10);
@@ -145,31 +155,68 @@ const MEDIUM_TIMEOUT: Duration = Duration::from_secs(60);
 /// Loads drivers until the medium labelled `label` shows up: first those
 /// of the hardware present (coldplug, repeated as new devices appear), then,
 /// if that is not enough, every module of the initramfs list.
+///
+/// The loads run on a thread of their own while this one looks for the
+/// label every 20 ms: a module load can take long to return (the kernel
+/// makes a driver loaded without `async_probe` wait for every probe still
+/// running, the SATA links and the SCSI scan included), and the medium is
+/// often there before it does.
 fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    let (found, report) = std::thread::scope(|scope| {
+        let plug = scope.spawn(|| coldplug_until(&stop));
+        let start = Instant::now();
+        let found = loop {
+            if let Some((dev, FsKind::Iso9660)) = find_by_label(label) {
+                break Ok(dev);
+            }
+            if start.elapsed() > MEDIUM_TIMEOUT {
+                break Err(Stage1Error::NoMedium(label.to_string()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        stop.store(true, Ordering::Relaxed);
+        let report = plug.join().unwrap_or_else(|_| {
+            say("the module loader of stage 1 panicked");
+            Default::default()
+        });
+        (found, report)
+    });
+    report.announce("modules");
+    found
+}
+
+/// Stage 1's module loads, until `stop` is set: coldplug at once, again
+/// right after each pass that loaded something (a driver makes new devices
+/// appear: virtio_pci the virtio NIC, AHCI the CD) and else every 200 ms;
+/// the whole initramfs list if coldplug has not found the medium within
+/// [`COLDPLUG_GRACE`]. A last pass after `stop` loads [`LAST`] and the
+/// drivers of the devices the last loads made appear (the virtio NIC,
+/// typically) rather than leaving them to stage 2, which would first have
+/// to read the system's module index.
+fn coldplug_until(stop: &std::sync::atomic::AtomicBool) -> crate::modules::LoadReport {
     use crate::modules::{load_list, module_dir, LoadReport, Loader, ModIndex};
+    use std::sync::atomic::Ordering;
     let dir = module_dir();
     let sys = Path::new("/sys");
     let mut loader = match ModIndex::load(&dir) {
-        Ok(idx) => Some(Loader::new(dir.clone(), idx)),
+        Ok(idx) => {
+            let mut l = Loader::new(dir.clone(), idx);
+            l.set_async_probe(ASYNC_PROBE);
+            Some(l)
+        }
         Err(e) => {
             say(format_args!("{}/modules.dep: {e}", dir.display()));
             None
         }
     };
-    if let Some(l) = loader.as_mut() {
-        l.coldplug(sys, boot_driver, ALWAYS);
-    }
     let start = Instant::now();
     let mut full_list: Option<LoadReport> = None;
+    let mut extra = ALWAYS;
     let mut next_scan = start;
-    let dev = loop {
-        if let Some((dev, FsKind::Iso9660)) = find_by_label(label) {
-            break dev;
-        }
+    while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
-        if now > start + MEDIUM_TIMEOUT {
-            return Err(Stage1Error::NoMedium(label.to_string()));
-        }
         if full_list.is_none() && (loader.is_none() || now > start + COLDPLUG_GRACE) {
             say("boot medium not found by hardware match: loading every boot module");
             let list = Path::new("/etc/oxbow/modules.list");
@@ -179,12 +226,10 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
             }));
         }
         if now >= next_scan {
-            // Loading a driver makes new devices appear (virtio_pci → the
-            // virtio NIC, AHCI → the CD): scan again at once after a load,
-            // else every 200 ms.
             let loaded = loader
                 .as_mut()
-                .map_or(0, |l| l.coldplug(sys, boot_driver, &[]));
+                .map_or(0, |l| l.coldplug(sys, boot_driver, extra));
+            extra = &[];
             next_scan = if loaded > 0 {
                 Instant::now()
             } else {
@@ -192,19 +237,15 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
             };
         }
         std::thread::sleep(Duration::from_millis(20));
-    };
-    // The drivers of devices that the last loads made appear (the virtio
-    // NIC behind virtio_pci, typically) are loaded now rather than in
-    // stage 2, which would first have to read the system's module index.
+    }
     if let Some(l) = loader.as_mut() {
-        l.coldplug(sys, boot_driver, &[]);
+        l.coldplug(sys, boot_driver, &[LAST]);
     }
     let mut report = loader.map(|l| l.report).unwrap_or_default();
     if let Some(r) = full_list {
         report.merge(r);
     }
-    report.announce("modules");
-    Ok(dev)
+    report
 }
 
 /// Whether coldplug in stage 1 loads this module: device drivers yes, the

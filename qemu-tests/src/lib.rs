@@ -69,6 +69,8 @@ pub enum IsoBus {
 /// How to boot.
 #[derive(Debug, Clone)]
 pub struct BootOptions {
+    /// The ISO to boot instead of [`iso_path`]'s.
+    pub iso: Option<PathBuf>,
     /// Where the ISO is attached.
     pub iso_bus: IsoBus,
     /// Firmware or direct boot.
@@ -98,6 +100,7 @@ impl BootOptions {
     /// Defaults: 2 GiB, 2 vCPUs, no seed, no test channel.
     pub fn new(firmware: Firmware) -> BootOptions {
         BootOptions {
+            iso: None,
             iso_bus: IsoBus::Ahci,
             firmware,
             seed: None,
@@ -253,7 +256,7 @@ pub struct Appliance {
 impl Appliance {
     /// Boots the ISO as `opts` says.
     pub fn boot(opts: BootOptions) -> Result<Appliance> {
-        let iso = iso_path();
+        let iso = opts.iso.clone().unwrap_or_else(iso_path);
         if !iso.exists() {
             bail!("{} does not exist: build it with `make iso`", iso.display());
         }

@@ -17,13 +17,29 @@
 //! in seconds since QEMU started, seen by polling the console file every
 //! 10 ms.
 //!
+//! `--all-lines` prints every console line on the timeline, the kernel's
+//! too, and `--cmdline TEXT` adds to Oxbow's kernel command line
+//! (`loglevel=7` shows the kernel's driver messages with their times).
+//!
+//! With `--service-logs` Oxbow's runs also connect init's test channel
+//! (`oxbow.testctl`) and, once the API has answered, print the logs of
+//! `netd` and `apid`, whose lines carry the guest's wall-clock time: what
+//! each daemon did between its start and its readiness.
+//!
+//! With `--also-iso LABEL=PATH` (repeatable) every run also boots another
+//! build of the ISO (the same way, with the same seed) and prints its time and
+//! ratio: two builds compared within one run rather than across runs, whose
+//! floors differ by up to a second on this machine. The floor keeps the
+//! initramfs of the main ISO.
+//!
 //! Oxbow's seed gives the management address as the floor has it, static
 //! (`[network] source = "from-answer"`, 10.0.2.15/24 via 10.0.2.2); with
 //! `--network dhcp` it asks QEMU's DHCP server instead, as a seed without
 //! a `[network]` section does.
 //!
 //! Usage: `bench-boot [--runs N] [--floor-init PATH] [--iso-bus ahci|virtio]
-//! [--network static|dhcp] [--timeline]`
+//! [--network static|dhcp] [--timeline] [--all-lines]
+//! [--cmdline TEXT] [--service-logs] [--also-iso LABEL=PATH]`
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -47,8 +63,8 @@ fn main() -> Result<()> {
     let mut runs = 3usize;
     let mut bus = IsoBus::Ahci;
     let mut floor_init = target_dir().join("x86_64-unknown-linux-gnu/release/floor-init");
-    let mut timeline = false;
-    let mut dhcp = false;
+    let mut set = Settings::default();
+    let mut also: Vec<(String, PathBuf)> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -61,9 +77,20 @@ fn main() -> Result<()> {
                     _ => bail!("--iso-bus ahci|virtio"),
                 }
             }
-            "--timeline" => timeline = true,
+            "--timeline" => set.timeline = true,
+            "--all-lines" => {
+                set.timeline = true;
+                set.all_lines = true;
+            }
+            "--service-logs" => set.logs = true,
+            "--cmdline" => set.cmdline = args.next().context("--cmdline TEXT")?,
+            "--also-iso" => {
+                let v = args.next().context("--also-iso LABEL=PATH")?;
+                let (label, path) = v.split_once('=').context("--also-iso LABEL=PATH")?;
+                also.push((label.to_string(), PathBuf::from(path)));
+            }
             "--network" => {
-                dhcp = match args.next().as_deref() {
+                set.dhcp = match args.next().as_deref() {
                     Some("static") => false,
                     Some("dhcp") => true,
                     _ => bail!("--network static|dhcp"),
@@ -76,20 +103,31 @@ fn main() -> Result<()> {
     let floor_initrd = build_floor_initrd(&floor_init, work.path())?;
     let mut floor = Vec::new();
     let mut oxbow = Vec::new();
+    let mut other = vec![Vec::new(); also.len()];
+    // After the kernel: Oxbow's and the other ISOs', with --timeline.
+    let mut oxbow_ak = Vec::new();
+    let mut other_ak = vec![Vec::new(); also.len()];
     for run in 1..=runs {
         let f = time_floor(&floor_initrd, bus)?;
-        let o = time_oxbow(bus, dhcp, timeline)?;
+        let (o, ak) = time_oxbow(None, bus, &set)?;
         println!(
             "run {run}: floor {f:.2} s, oxbow {o:.2} s, ratio {:.2}",
             o / f
         );
+        oxbow_ak.extend(ak);
+        for (i, (label, iso)) in also.iter().enumerate() {
+            let (a, ak) = time_oxbow(Some(iso), bus, &set)?;
+            println!("run {run}: {label} {a:.2} s, ratio {:.2}", a / f);
+            other[i].push(a);
+            other_ak[i].extend(ak);
+        }
         floor.push(f);
         oxbow.push(o);
     }
     let (mf, mo) = (median(&mut floor), median(&mut oxbow));
     println!(
         "ISO attached as {bus:?}; Oxbow's address {}",
-        if dhcp {
+        if set.dhcp {
             "by DHCP"
         } else {
             "static, from the answer file"
@@ -99,6 +137,26 @@ fn main() -> Result<()> {
         "median of {runs}: floor {mf:.2} s, oxbow {mo:.2} s, ratio {:.2} (goal <= 1.3)",
         mo / mf
     );
+    if !oxbow_ak.is_empty() {
+        println!(
+            "median after the kernel (stage 1 to the answer): oxbow {:.2} s",
+            median(&mut oxbow_ak)
+        );
+    }
+    for (i, (label, _)) in also.iter().enumerate() {
+        if !other_ak[i].is_empty() {
+            println!(
+                "median after the kernel (stage 1 to the answer): {label} {:.2} s",
+                median(&mut other_ak[i])
+            );
+        }
+        let ma = median(&mut other[i]);
+        println!(
+            "median of {runs}: {label} {ma:.2} s, ratio {:.2}; oxbow / {label} {:.2}",
+            ma / mf,
+            mo / ma
+        );
+    }
     Ok(())
 }
 
@@ -177,7 +235,12 @@ fn http_ok(port: u16) -> bool {
 /// Polls the console file `path` until `stop` is set and returns each new
 /// line of init's (`oxbow:`) or the kernel's start of `/init`, with the
 /// time since QEMU started (`started` is QEMU's elapsed time at the call).
-fn watch_console(path: PathBuf, started: Duration, stop: Arc<AtomicBool>) -> Vec<(f64, String)> {
+fn watch_console(
+    path: PathBuf,
+    started: Duration,
+    all_lines: bool,
+    stop: Arc<AtomicBool>,
+) -> Vec<(f64, String)> {
     let t0 = Instant::now() - started;
     let mut seen = 0usize;
     let mut out = Vec::new();
@@ -189,7 +252,7 @@ fn watch_console(path: PathBuf, started: Duration, stop: Arc<AtomicBool>) -> Vec
         if let Some(end) = text.iter().rposition(|&b| b == b'\n') {
             if end + 1 > seen {
                 for line in String::from_utf8_lossy(&text[seen..=end]).lines() {
-                    if line.contains("oxbow:") || line.contains("Run /init") {
+                    if all_lines || line.contains("oxbow:") || line.contains("Run /init") {
                         out.push((now, line.trim().to_string()));
                     }
                 }
@@ -203,9 +266,35 @@ fn watch_console(path: PathBuf, started: Duration, stop: Arc<AtomicBool>) -> Vec
     }
 }
 
-fn time_oxbow(bus: IsoBus, dhcp: bool, timeline: bool) -> Result<f64> {
+/// How Oxbow's side boots and what it prints, from the command line.
+#[derive(Debug, Default)]
+struct Settings {
+    dhcp: bool,
+    timeline: bool,
+    all_lines: bool,
+    logs: bool,
+    cmdline: String,
+}
+
+/// Boots Oxbow (`iso`, else the main ISO) and returns the time to the
+/// answer, and with `--timeline` the part of it after the kernel (from
+/// stage 1's first console line).
+fn time_oxbow(iso: Option<&Path>, bus: IsoBus, set: &Settings) -> Result<(f64, Option<f64>)> {
+    let Settings {
+        dhcp,
+        timeline,
+        all_lines,
+        logs,
+        ..
+    } = *set;
     let password = "benchmark-password";
-    let mut opts = BootOptions::new(Firmware::Direct(String::new()));
+    let mut cmdline = set.cmdline.clone();
+    if logs {
+        cmdline.push_str(" oxbow.testctl");
+    }
+    let mut opts = BootOptions::new(Firmware::Direct(cmdline));
+    opts.test_channel = logs;
+    opts.iso = iso.map(Path::to_path_buf);
     opts.iso_bus = bus;
     let seed = match bus {
         IsoBus::Ahci => SeedKind::Iso,
@@ -222,23 +311,38 @@ fn time_oxbow(bus: IsoBus, dhcp: bool, timeline: bool) -> Result<f64> {
         format!("[global]\nroot-password = \"{password}\"\n{network}"),
         seed,
     ));
-    let vm = Appliance::boot(opts)?;
+    let mut vm = Appliance::boot(opts)?;
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = timeline.then(|| {
         let (path, started, stop) = (vm.serial_path(), vm.elapsed(), stop.clone());
-        std::thread::spawn(move || watch_console(path, started, stop))
+        std::thread::spawn(move || watch_console(path, started, all_lines, stop))
     });
     let t = wait_for_api(&vm, password);
     stop.store(true, Ordering::Relaxed);
+    let mut after_kernel = None;
     if let Some(w) = watcher {
         for (at, line) in w.join().expect("the console watcher") {
             println!("  {at:7.3} s  {line}");
+            if after_kernel.is_none() && line.contains("stage 1: initramfs") {
+                after_kernel = t.as_ref().ok().map(|t| t - at);
+            }
         }
         if let Ok(t) = t {
             println!("  {t:7.3} s  (the authenticated /version answered)");
         }
     }
-    t
+    if logs && t.is_ok() {
+        let before = std::fs::read(vm.serial_path()).map_or(0, |c| c.len());
+        for unit in ["netd", "apid"] {
+            vm.show_unit_log(unit);
+        }
+        let console = std::fs::read(vm.serial_path()).unwrap_or_default();
+        let tail = String::from_utf8_lossy(console.get(before..).unwrap_or_default());
+        for line in tail.lines() {
+            println!("  | {}", line.trim_end());
+        }
+    }
+    t.map(|t| (t, after_kernel))
 }
 
 /// Waits for `vm`'s API to log in with `password` and answer `/version`,

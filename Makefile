@@ -78,7 +78,7 @@ test: deps lint ct-template unit fuzz appliance
 
 bench-boot: iso
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin floor-init
-	cargo run --release -p qemu-tests --bin bench-boot -- --runs $(or $(RUNS),3) --iso-bus $(or $(ISO_BUS),ahci) --network $(or $(NETWORK),static) $(if $(TIMELINE),--timeline)
+	cargo run --release -p qemu-tests --bin bench-boot -- --runs $(or $(RUNS),3) --iso-bus $(or $(ISO_BUS),ahci) --network $(or $(NETWORK),static) $(if $(TIMELINE),--timeline) $(if $(ALSO_ISO),--also-iso $(ALSO_ISO))
 
 # The VMM against QEMU, nested in the appliance. The benchmark ISO is the
 # product image plus Debian's qemu-system-x86 (the peer) and iperf3 (the

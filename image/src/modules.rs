@@ -60,11 +60,12 @@ pub const INITRAMFS_REQUIRED: &[&str] =
 /// Feature modules the running system loads, in the order given, on a
 /// thread of their own while services start. Hardware drivers (NICs, disk
 /// controllers, RNGs) are not listed: init loads those of the hardware
-/// present by matching device aliases (coldplug).
+/// present by matching device aliases (coldplug). Nor are KVM's vendor
+/// modules: init loads `kvm_amd` or `kvm_intel` by CPU feature match, as
+/// the other vendor's would be read, checked and relocated only for its
+/// init to refuse the CPU.
 pub const SYSTEM_MODULES: &[&str] = &[
     "kvm",
-    "kvm_amd",
-    "kvm_intel",
     "bridge",
     "8021q",
     "bonding",

@@ -480,7 +480,6 @@ impl Loader {
             })
             .filter(|files| !files.is_empty())
             .collect();
-        let dir = &self.dir;
         let this = &*self;
         let results: Vec<(Vec<String>, LoadReport)> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
@@ -489,7 +488,7 @@ impl Loader {
                     scope.spawn(move || {
                         let mut report = LoadReport::default();
                         for f in files {
-                            load_file(dir, f, this.probes_async(f), &mut report);
+                            load_file(&this.dir, f, this.probes_async(f), &mut report);
                         }
                         (files.clone(), report)
                     })

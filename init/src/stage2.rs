@@ -93,11 +93,6 @@ fn hardware_modules() -> Option<Loader> {
     Some(loader)
 }
 
-/// Modules of the system list that only a CPU feature match loads: the
-/// other vendor's KVM module would be read, checked and relocated only for
-/// its init to refuse the CPU.
-const CPU_MATCHED: &[&str] = &["kvm_amd", "kvm_intel"];
-
 /// Loads the system module list and the background drivers on a thread of
 /// its own, so services start meanwhile, then writes [`MODULES_READY`].
 fn system_modules_in_background(loader: Option<Loader>) {
@@ -132,7 +127,6 @@ fn system_modules_in_background(loader: Option<Loader>) {
                 let listed: Vec<String> = crate::modules::parse_list(&list)
                     .into_iter()
                     .map(crate::modules::name_of)
-                    .filter(|m| !CPU_MATCHED.contains(&m.as_str()))
                     .collect();
                 let listed: Vec<&str> = listed.iter().map(String::as_str).collect();
                 l.coldplug_devices(

@@ -42,15 +42,18 @@ fn main() -> ExitCode {
 }
 
 /// `init supervise --table FILE --socket PATH --log-dir DIR
-/// [--transient-gate FILE]`: the
+/// [--transient-gate FILE] [--settled FILE]`: the
 /// supervisor alone, as an ordinary process, without mounts, seed or power
-/// handling. A shutdown request ends it with status 0 after every unit has
-/// stopped. Used by the host tests and handy for trying a service table.
+/// handling. `--settled` names a file written once the table's services
+/// have settled (when stage 2 would load the feature modules). A shutdown
+/// request ends it with status 0 after every unit has stopped. Used by the
+/// host tests and handy for trying a service table.
 fn supervise(args: &[String]) -> ExitCode {
     let mut table = None;
     let mut socket = None;
     let mut log_dir = None;
     let mut gate = None;
+    let mut settled = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next().cloned();
@@ -59,6 +62,7 @@ fn supervise(args: &[String]) -> ExitCode {
             "--socket" => socket = v,
             "--log-dir" => log_dir = v,
             "--transient-gate" => gate = v.map(PathBuf::from),
+            "--settled" => settled = v.map(PathBuf::from),
             other => {
                 eprintln!("init supervise: unknown argument `{other}`");
                 return ExitCode::from(2);
@@ -84,6 +88,17 @@ fn supervise(args: &[String]) -> ExitCode {
         test_channel: None,
         power_buttons: Vec::new(),
         transient_gate: gate,
+        boot_settled: settled.map(|path| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                if rx.recv().is_ok() {
+                    if let Err(e) = std::fs::write(&path, b"") {
+                        init::console::say(format_args!("{}: {e}", path.display()));
+                    }
+                }
+            });
+            tx
+        }),
     };
     match init::supervisor::Supervisor::new(cfg, parsed.services) {
         Ok(mut s) => {

@@ -61,6 +61,10 @@ pub struct SupervisorConfig {
     /// Transient units wait until this file exists (stage 2 writes it once
     /// the system modules, KVM among them, are loaded).
     pub transient_gate: Option<PathBuf>,
+    /// Told once every service of the table has settled: ready, or given
+    /// up on for now (back-off, failed, stopped). Stage 2 loads the
+    /// feature modules only then, so they do not slow the services' start.
+    pub boot_settled: Option<std::sync::mpsc::Sender<()>>,
 }
 
 #[derive(Debug)]
@@ -170,6 +174,8 @@ pub struct Supervisor {
     shutdown: Option<Shutdown>,
     /// Names in the order they were last started, for the reverse stop.
     start_order: Vec<String>,
+    /// [`SupervisorConfig::boot_settled`], until it is told.
+    boot_settled: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Errors that keep the supervisor from starting.
@@ -258,6 +264,7 @@ impl Supervisor {
             say(format_args!("log directory {}: {e}", cfg.log_dir.display()));
         }
         let units = services.into_iter().map(|s| Unit::new(s, false)).collect();
+        let boot_settled = cfg.boot_settled.clone();
         Ok(Supervisor {
             cfg,
             units,
@@ -268,6 +275,7 @@ impl Supervisor {
             buttons,
             shutdown: None,
             start_order: Vec::new(),
+            boot_settled,
         })
     }
 
@@ -632,6 +640,24 @@ impl Supervisor {
                     }
                 }
                 _ => {}
+            }
+        }
+        self.tell_if_settled();
+    }
+
+    /// Tells [`SupervisorConfig::boot_settled`], once, when no service of
+    /// the table is waiting or starting any more.
+    fn tell_if_settled(&mut self) {
+        if self.boot_settled.is_none() {
+            return;
+        }
+        let settling = self
+            .units
+            .iter()
+            .any(|u| !u.transient && matches!(u.state, UnitState::Waiting | UnitState::Starting));
+        if !settling {
+            if let Some(tx) = self.boot_settled.take() {
+                let _ = tx.send(());
             }
         }
     }

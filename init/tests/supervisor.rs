@@ -311,6 +311,30 @@ fn transient_units_wait_for_the_gate() {
 }
 
 #[test]
+fn settled_only_once_every_service_is_ready() {
+    // `slow` becomes ready about a second after it starts; `fast` at once.
+    let sup = Sup::start_with(
+        "[[service]]\nname = \"fast\"\nexec = [\"/bin/sleep\", \"1000\"]\n\
+         [[service]]\nname = \"slow\"\n\
+         exec = [\"/bin/sh\", \"-c\", \"sleep 1; touch @DIR@/slow.ready; exec sleep 1000\"]\n\
+         ready = { file = \"@DIR@/slow.ready\" }\n",
+        &["--settled", "@DIR@/settled"],
+    );
+    sup.wait_for("fast running", |s| {
+        format!("{:?}", s.status("fast").state) == "Running"
+    });
+    if format!("{:?}", sup.status("slow").state) != "Running" {
+        assert!(
+            !sup.path("settled").exists(),
+            "settled while `slow` was still starting"
+        );
+    }
+    sup.wait_for("settled", |s| s.path("settled").exists());
+    assert_eq!(format!("{:?}", sup.status("slow").state), "Running");
+    sup.shutdown();
+}
+
+#[test]
 fn stop_escalates_to_kill_after_timeout() {
     let sup = Sup::start(
         r#"

@@ -9,8 +9,9 @@
 //! Order, and why:
 //! 1. wait for the monitor's first go-ahead: it has written the id maps
 //!    (this process was born in the inner cgroup by `clone3`, or moved
-//!    there on older kernels); it now creates the veths in this network
-//!    namespace while steps 2-7 run;
+//!    there on older kernels); it now opens the ptys (their numbers follow
+//!    on the pipe, read in step 6 when they are bound) and creates the
+//!    veths in this network namespace while steps 2-7 run;
 //! 2. `unshare(CLONE_NEWCGROUP)`: the current cgroup (the inner one)
 //!    becomes the root the guest sees;
 //! 3. a new session (the console pty, opened as `/dev/console` after the
@@ -58,8 +59,18 @@ pub const DROPPED_CAPS: &[(u32, &str)] = &[
     (17, "sys_rawio"),
 ];
 
-/// Host device nodes bound into the container's `/dev`.
-pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Device nodes of the container's `/dev`, with their numbers (fixed by
+/// the kernel's ABI): made with `mknod` in a privileged container, bound
+/// from the host's `/dev` in an unprivileged one, whose user namespace
+/// may not make device nodes.
+pub const DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
 
 /// What the child needs from the monitor.
 pub struct ChildContext<'a> {
@@ -69,10 +80,6 @@ pub struct ChildContext<'a> {
     pub go: OwnedFd,
     /// Writable end of the pipe an error message goes to; closed by exec.
     pub report: OwnedFd,
-    /// The host paths of the tty ptys' slaves (`/dev/pts/N`).
-    pub tty_paths: Vec<PathBuf>,
-    /// The console pty slave's host path.
-    pub console_path: PathBuf,
     /// Whether a cgroup v2 hierarchy is there to mount.
     pub cgroup: bool,
 }
@@ -103,6 +110,19 @@ fn wait_go(go: &mut std::fs::File, expected: &[u8]) -> Result<(), String> {
         Ok(1) => Err(format!("unexpected go-ahead {:?}", byte[0] as char)),
         _ => Err("the monitor went away before the start".into()),
     }
+}
+
+/// Reads the `N` bytes that follow a go-ahead.
+fn read_after_go<const N: usize>(go: &mut std::fs::File) -> Result<[u8; N], String> {
+    let mut buf = [0u8; N];
+    go.read_exact(&mut buf)
+        .map_err(|_| "the monitor went away before the start".to_string())?;
+    Ok(buf)
+}
+
+/// Reads the host path of the next pty the monitor opened.
+fn next_pty(go: &mut std::fs::File) -> Result<PathBuf, String> {
+    Ok(sys::pty_path(u32::from_le_bytes(read_after_go(go)?)))
 }
 
 fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
@@ -156,7 +176,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     for dir in ["dev", "proc", "sys"] {
         ensure_dir(Path::new(dir))?;
     }
-    mount_dev(ctx)?;
+    mount_dev(&mut go, spec.ttys, spec.privileged)?;
     mount_proc_sys(ctx.cgroup)?;
     // 7. Into the root.
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
@@ -179,6 +199,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     // 8. Names and the guest's own files, once the network is made: a
     // start that fails there leaves the container's tree as it was.
     wait_go(&mut go, crate::monitor::GO_FILES)?;
+    let ignored = u64::from_le_bytes(read_after_go(&mut go)?);
     step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
     step(
         "writing the guest's host name and network files",
@@ -203,7 +224,10 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         "parent-death signal",
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
     )?;
-    step("signal dispositions", sys::reset_signal_dispositions())?;
+    step(
+        "signal dispositions",
+        sys::reset_signal_dispositions(ignored),
+    )?;
     step(
         "signal mask",
         nix::sys::signal::SigSet::empty().thread_set_mask(),
@@ -267,7 +291,9 @@ fn dev_dir(path: &str) -> Result<(), String> {
     step(&format!("mkdir /{path}"), fs::create_dir(path))
 }
 
-fn mount_dev(ctx: &ChildContext<'_>) -> Result<(), String> {
+/// `/dev`; the ptys' numbers are read from the go pipe when they are
+/// needed, as the monitor opens them while the rest is made.
+fn mount_dev(go: &mut std::fs::File, ttys: u32, privileged: bool) -> Result<(), String> {
     let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     step(
         "tmpfs on /dev",
@@ -279,8 +305,27 @@ fn mount_dev(ctx: &ChildContext<'_>) -> Result<(), String> {
             Some("mode=755,size=65536k"),
         ),
     )?;
-    for dev in DEVICES {
-        bind(&Path::new("/dev").join(dev), &Path::new("dev").join(dev))?;
+    // mknod's mode goes through the umask, which the guest's init
+    // inherits: cleared for the nodes only.
+    let umask = privileged.then(|| nix::sys::stat::umask(nix::sys::stat::Mode::empty()));
+    for (dev, major, minor) in DEVICES {
+        let target = Path::new("dev").join(dev);
+        if privileged {
+            step(
+                &format!("mknod /dev/{dev}"),
+                nix::sys::stat::mknod(
+                    &target,
+                    nix::sys::stat::SFlag::S_IFCHR,
+                    nix::sys::stat::Mode::from_bits_truncate(0o666),
+                    nix::sys::stat::makedev(*major, *minor),
+                ),
+            )?;
+        } else {
+            bind(&Path::new("/dev").join(dev), &target)?;
+        }
+    }
+    if let Some(mask) = umask {
+        nix::sys::stat::umask(mask);
     }
     dev_dir("dev/pts")?;
     step(
@@ -297,9 +342,9 @@ fn mount_dev(ctx: &ChildContext<'_>) -> Result<(), String> {
         "/dev/ptmx",
         std::os::unix::fs::symlink("pts/ptmx", "dev/ptmx"),
     )?;
-    bind(&ctx.console_path, Path::new("dev/console"))?;
-    for (n, path) in ctx.tty_paths.iter().enumerate() {
-        bind(path, &PathBuf::from(format!("dev/tty{}", n + 1)))?;
+    bind(&next_pty(go)?, Path::new("dev/console"))?;
+    for n in 1..=ttys {
+        bind(&next_pty(go)?, &PathBuf::from(format!("dev/tty{n}")))?;
     }
     dev_dir("dev/shm")?;
     step(

@@ -167,8 +167,8 @@ struct Running {
     console_master: OwnedFd,
     /// The monitor's own descriptor of the console's slave: while it is
     /// open, the master never reads EIO between two guest processes
-    /// holding the console.
-    console_slave: Option<OwnedFd>,
+    /// holding the console. Held, never read.
+    _console_slave: OwnedFd,
     tty_masters: Vec<OwnedFd>,
     /// The monitor's own descriptors of the tty slaves, for the same
     /// reason: with no slave open (no getty on that tty yet, or ever), a
@@ -265,22 +265,49 @@ fn bind_socket(path: &Path) -> Result<UnixListener, MonitorError> {
 }
 
 /// A pty whose slave belongs to the container's root and tty group.
-fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, PathBuf), MonitorError> {
-    let (master, slave, path) = sys::open_pty().map_err(io_err("opening a pty"))?;
+fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, u32), MonitorError> {
+    let (master, slave, number) = sys::open_pty().map_err(io_err("opening a pty"))?;
     let root = spec.idmap.host_base;
     let tty_group = spec.idmap.to_host(5).unwrap_or(root);
     sys::fchown(slave.as_raw_fd(), root, tty_group).map_err(io_err("chown pty"))?;
     sys::fchmod(slave.as_raw_fd(), 0o620).map_err(io_err("chmod pty"))?;
-    Ok((master, slave, path))
+    Ok((master, slave, number))
 }
 
 /// The first go-ahead on the child's pipe: its ids are mapped and it is
 /// in its cgroup; it may unshare the cgroup namespace and build its
-/// mounts.
+/// mounts. The numbers of the console's and the ttys' ptys follow once
+/// the monitor has opened them, each a little-endian `u32`: the child
+/// reads them when it comes to bind them.
 pub const GO_MOUNTS: &[u8] = b"m";
 /// The second: the network is made; it may write the guest's files and
-/// exec.
+/// exec. The mask of the signals to restore to their default disposition
+/// follows, a little-endian `u64`.
 pub const GO_FILES: &[u8] = b"n";
+
+/// The ptys of a start: the console's and one per tty.
+struct Ptys {
+    console: (OwnedFd, OwnedFd, u32),
+    ttys: Vec<(OwnedFd, OwnedFd, u32)>,
+}
+
+impl Ptys {
+    fn open(spec: &ContainerSpec) -> Result<Ptys, MonitorError> {
+        let console = container_pty(spec)?;
+        let ttys = (0..spec.ttys)
+            .map(|_| container_pty(spec))
+            .collect::<Result<_, _>>()?;
+        Ok(Ptys { console, ttys })
+    }
+
+    /// The numbers, as the child reads them after [`GO_MOUNTS`].
+    fn numbers(&self) -> Vec<u8> {
+        std::iter::once(&self.console)
+            .chain(&self.ttys)
+            .flat_map(|(_, _, n)| n.to_le_bytes())
+            .collect()
+    }
+}
 
 fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, MonitorError> {
     tracing::debug!("container {}: starting", spec.vmid);
@@ -297,18 +324,8 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         }
     };
     tracing::debug!("container {}: cgroup made", spec.vmid);
-    let started = (|| {
+    let cloned = (|| {
         let cgroup_dir = cgroup.as_ref().map(Cgroup::open_inner).transpose()?;
-        let (console_master, console_slave, console_path) = container_pty(spec)?;
-        let mut tty_masters = Vec::new();
-        let mut tty_paths = Vec::new();
-        let mut tty_slaves = Vec::new();
-        for _ in 0..spec.ttys {
-            let (m, s, p) = container_pty(spec)?;
-            tty_masters.push(m);
-            tty_slaves.push(s);
-            tty_paths.push(p);
-        }
         let (go_r, go_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
         let (rep_r, rep_w) =
@@ -336,31 +353,15 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                     spec,
                     go: go_r,
                     report: rep_w,
-                    tty_paths,
-                    console_path: console_path.clone(),
                     cgroup: cgroup.is_some(),
                 })
             }
             Some(pid) => pid,
         };
-        drop(go_r);
-        drop(rep_w);
-        drop(cgroup_dir);
-        let running = Running {
-            pid,
-            cgroup: None,
-            veths: Vec::new(),
-            console_master,
-            console_slave: None,
-            tty_masters,
-            tty_slaves,
-            console_path,
-            stopping: None,
-        };
-        Ok((running, go_w, rep_r, console_slave, placed))
+        Ok((pid, go_w, File::from(rep_r), placed))
     })();
-    let (mut running, go_w, rep_r, console_slave, placed) = match started {
-        Ok(s) => s,
+    let (pid, go_w, mut report, placed) = match cloned {
+        Ok(c) => c,
         Err(e) => {
             if let Some(cg) = &cgroup {
                 let _ = cg.remove();
@@ -368,17 +369,20 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             return Err(e);
         }
     };
-    running.cgroup = cgroup;
+    let mut veths = Vec::new();
+    // Kept open until the child is done with them (even when the start
+    // fails here): a pty closed before the child binds it is gone.
+    let mut ptys = None;
     let prepared = (|| -> Result<(), MonitorError> {
         if !spec.privileged {
             let line = spec.idmap.proc_map_line();
             for map in ["uid_map", "gid_map"] {
-                let path = format!("/proc/{}/{map}", running.pid);
+                let path = format!("/proc/{pid}/{map}");
                 std::fs::write(&path, &line).map_err(io_err(format!("writing {path}")))?;
             }
         }
-        if let Some(cg) = running.cgroup.as_ref().filter(|_| !placed) {
-            cg.add(running.pid.as_raw())?;
+        if let Some(cg) = cgroup.as_ref().filter(|_| !placed) {
+            cg.add(pid.as_raw())?;
         }
         tracing::debug!(
             "container {}: cloned ({}), id maps written",
@@ -389,37 +393,58 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                 "moved into its cgroup"
             }
         );
-        // Two go-aheads: the child builds its mounts while the veths are
-        // made, and writes the guest's files only after the second.
+        // Two go-aheads: the child builds its mounts while the ptys and
+        // the veths are made, and writes the guest's files only after the
+        // second.
         nix::unistd::write(&go_w, GO_MOUNTS).map_err(nix_err("releasing the child"))?;
-        running.veths = net::create_veths(spec.vmid, running.pid.as_raw(), &spec.nets)?;
-        tracing::debug!("container {}: network made", spec.vmid);
-        nix::unistd::write(&go_w, GO_FILES).map_err(nix_err("releasing the child"))?;
+        let opened = ptys.insert(Ptys::open(spec)?);
+        nix::unistd::write(&go_w, &opened.numbers()).map_err(nix_err("releasing the child"))?;
+        veths = net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?;
+        tracing::debug!("container {}: ptys and network made", spec.vmid);
+        // The child inherited the monitor's dispositions with the clone,
+        // and the monitor has changed none since.
+        let ignored = sys::ignored_signals_now().map_err(io_err("reading SigIgn"))?;
+        let mut msg = GO_FILES.to_vec();
+        msg.extend_from_slice(&ignored.to_le_bytes());
+        nix::unistd::write(&go_w, &msg).map_err(nix_err("releasing the child"))?;
         Ok(())
     })();
     drop(go_w);
     // The child reports a failure on the pipe; exec closes it.
     let mut message = String::new();
-    let _ = File::from(rep_r).read_to_string(&mut message);
-    // The monitor keeps its copy of the console slave open: output is not
-    // lost with EIO when the guest closes its last descriptor of it.
-    running.console_slave = Some(console_slave);
-    let checked = match prepared {
-        Ok(()) if !message.is_empty() => Err(MonitorError::Child(message)),
-        other => other,
+    let _ = report.read_to_string(&mut message);
+    let checked = match (prepared, ptys) {
+        (Ok(()), _) if !message.is_empty() => Err(MonitorError::Child(message)),
+        (Ok(()), Some(ptys)) => Ok(ptys),
+        (Err(e), _) => Err(e),
+        (Ok(()), None) => Err(MonitorError::Child("no ptys were opened".into())),
     };
-    if let Err(e) = checked {
-        let _ = kill(running.pid, Signal::SIGKILL);
-        let _ = waitpid(running.pid, None);
-        cleanup(spec, &mut running);
-        return Err(e);
-    }
-    tracing::info!(
-        "container {} started: init is pid {}",
-        spec.vmid,
-        running.pid
-    );
-    Ok(running)
+    let ptys = match checked {
+        Ok(ptys) => ptys,
+        Err(e) => {
+            let _ = kill(pid, Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+            release(spec, cgroup.as_ref(), &veths);
+            return Err(e);
+        }
+    };
+    let (console_master, console_slave, console_number) = ptys.console;
+    let (tty_masters, tty_slaves): (Vec<_>, Vec<_>) =
+        ptys.ttys.into_iter().map(|(m, s, _)| (m, s)).unzip();
+    tracing::info!("container {} started: init is pid {pid}", spec.vmid);
+    Ok(Running {
+        pid,
+        cgroup,
+        veths,
+        console_master,
+        // The monitor keeps its copy of the console slave open: output is
+        // not lost with EIO when the guest closes its last descriptor of it.
+        _console_slave: console_slave,
+        tty_masters,
+        tty_slaves,
+        console_path: sys::pty_path(console_number),
+        stopping: None,
+    })
 }
 
 fn info(spec: &ContainerSpec, running: &Running) -> Info {
@@ -767,7 +792,13 @@ fn outcome(spec: &ContainerSpec, running: &Running, status: WaitStatus) -> Outco
 fn cleanup(spec: &ContainerSpec, running: &mut Running) {
     // The guest is gone: nothing more to keep the ttys open for.
     running.tty_slaves.clear();
-    if let Some(cg) = &running.cgroup {
+    release(spec, running.cgroup.as_ref(), &running.veths);
+}
+
+/// Removes what a start made on the host: the cgroup (killing what is
+/// left in it) and the veths.
+fn release(spec: &ContainerSpec, cgroup: Option<&Cgroup>, veths: &[String]) {
+    if let Some(cg) = cgroup {
         if cg.is_populated() {
             cg.kill();
         }
@@ -775,7 +806,7 @@ fn cleanup(spec: &ContainerSpec, running: &mut Running) {
             tracing::error!("container {}: {e}: {:?}", spec.vmid, e.source_chain());
         }
     }
-    for veth in &running.veths {
+    for veth in veths {
         if let Err(e) = net::delete_link(veth) {
             tracing::warn!("container {}: {e}", spec.vmid);
         }

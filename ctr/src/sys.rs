@@ -446,18 +446,22 @@ pub fn raw_syscall(nr: libc::c_long, args: [libc::c_long; 4]) -> Result<libc::c_
     Ok(ret)
 }
 
-/// Restores the default disposition of every signal this process
-/// ignores (SIGPIPE is ignored by Rust programs; others may come from
-/// whoever started the monitor), so that the container's init starts as
-/// if started by the kernel. Handled signals need nothing: `exec` resets
-/// them. The ignored ones are read from the `SigIgn` mask of
-/// `/proc/self/status` (one read, where asking for each signal's
-/// disposition takes a system call each).
-pub fn reset_signal_dispositions() -> io::Result<()> {
+/// The signals this process ignores, as a mask (bit `n - 1` is signal
+/// `n`), read from the `SigIgn` line of `/proc/self/status` (one read,
+/// where asking for each signal's disposition takes a system call each).
+/// SIGPIPE is ignored by Rust programs; others may come from whoever
+/// started the monitor.
+pub fn ignored_signals_now() -> io::Result<u64> {
     let status = std::fs::read_to_string("/proc/self/status")?;
-    let ignored = ignored_signals(&status).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "no SigIgn in /proc/self/status")
-    })?;
+    ignored_signals(&status)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no SigIgn in /proc/self/status"))
+}
+
+/// Restores the default disposition of every signal in `ignored` (as
+/// [`ignored_signals_now`] gives it), so that the container's init starts
+/// as if started by the kernel. Handled signals need nothing: `exec`
+/// resets them.
+pub fn reset_signal_dispositions(ignored: u64) -> io::Result<()> {
     // Signals 32 up to SIGRTMIN belong to the C library's threads
     // (cancellation, set*id), which it refuses to touch; the guest's own
     // C library sets them up.
@@ -489,8 +493,9 @@ pub fn ignored_signals(status: &str) -> Option<u64> {
 
 /// Opens a new pty: the master (close-on-exec, non-blocking), its slave
 /// (close-on-exec, opened through the master, so it is the slave of this
-/// very master whatever is mounted where) and the slave's path.
-pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, std::path::PathBuf)> {
+/// very master whatever is mounted where) and the slave's number (its
+/// path is [`pty_path`]).
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, u32)> {
     let master = nix::fcntl::open(
         "/dev/ptmx",
         OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK,
@@ -512,8 +517,19 @@ pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd, std::path::PathBuf)> {
     }
     // SAFETY: as above: a new descriptor nothing else owns.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    let path = std::fs::read_link(format!("/proc/self/fd/{}", slave.as_raw_fd()))?;
-    Ok((master, slave, path))
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int to the pointer, which is
+    // valid for that.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((master, slave, number))
+}
+
+/// The path of pty slave `number` of the devpts instance that `/dev/ptmx`
+/// opens, the one mounted on `/dev/pts`.
+pub fn pty_path(number: u32) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/dev/pts/{number}"))
 }
 
 /// Sends signal number `sig` (which may be a real-time signal, which
@@ -602,7 +618,10 @@ mod tests {
                 libc::signal(libc::SIGUSR1, libc::SIG_IGN);
                 libc::signal(libc::SIGRTMIN() + 3, libc::SIG_IGN);
             }
-            if reset_signal_dispositions().is_err() {
+            let Ok(ignored) = ignored_signals_now() else {
+                return 2;
+            };
+            if reset_signal_dispositions(ignored).is_err() {
                 return 2;
             }
             let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -618,8 +637,14 @@ mod tests {
 
     #[test]
     fn a_pty_opens_with_its_slave_and_path() {
-        let (master, slave, path) = open_pty().expect("pty");
-        assert!(path.starts_with("/dev/pts"), "{}", path.display());
+        let (master, slave, number) = open_pty().expect("pty");
+        // The number names the slave: the same file as the descriptor.
+        let by_path = std::fs::metadata(pty_path(number)).expect("the slave's path");
+        let by_fd = nix::sys::stat::fstat(slave.as_raw_fd()).unwrap();
+        assert_eq!(
+            std::os::unix::fs::MetadataExt::rdev(&by_path),
+            by_fd.st_rdev
+        );
         let flags = nix::fcntl::fcntl(master.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).unwrap();
         assert!(OFlag::from_bits_truncate(flags).contains(OFlag::O_NONBLOCK));
         for fd in [&master, &slave] {

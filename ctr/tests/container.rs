@@ -27,6 +27,7 @@ say capbnd=$(grep CapBnd /proc/self/status | cut -f2)
 say seccomp=$(grep '^Seccomp:' /proc/self/status | cut -f2)
 say cgroup=$(cat /proc/self/cgroup | tr '\n' ' ')
 say dev=$(ls /dev | tr '\n' ,)
+say devnodes=$(for d in null zero full random urandom tty; do stat -c %n:%a:%t:%T /dev/$d; done | tr '\n' ,) reads=$(head -c 3 /dev/zero | wc -c)$(head -c 3 /dev/urandom | wc -c) writes=$(echo x >/dev/null && echo ok)
 say console=$(readlink /proc/self/fd/0)
 if echo x > /proc/sysrq-trigger 2>/dev/null; then say sysrq=writable; else say sysrq=ro; fi
 if mkdir /sys/kernel/oxbow 2>/dev/null; then say sys=writable; else say sys=ro; fi
@@ -438,6 +439,7 @@ fn container_runs_its_init_as_pid_1_confined() {
         );
     }
     assert_eq!(line(&console, "seccomp="), "2", "a seccomp filter is on");
+    assert_device_nodes(&console);
     let dev = line(&console, "dev=");
     for d in [
         "null", "zero", "full", "random", "urandom", "tty", "ptmx", "console", "pts", "tty1",
@@ -790,6 +792,9 @@ fn privileged_container_runs_as_host_root_with_capabilities_dropped() {
     assert_eq!(line(&console, "seccomp="), "2", "a seccomp filter is on");
     assert_eq!(line(&console, "sysrq="), "ro");
     assert_eq!(line(&console, "sys="), "ro");
+    // Its device nodes are made with mknod rather than bound: the same
+    // devices, usable.
+    assert_device_nodes(&console);
     // Files the guest creates belong to the host's root, and the
     // template's owners were kept.
     let created = fs::metadata(ct.rootfs().join("root/created-in-guest")).unwrap();
@@ -1035,4 +1040,19 @@ fn console_socket_reaches_the_guest_console() {
     let (status, log) = ct.wait_exit(10);
     assert_eq!(status.code(), Some(0), "{log}");
     ct.assert_nothing_left(None);
+}
+
+/// The guest's /dev/null, zero, full, random, urandom and tty are those
+/// devices (numbers in hex, as stat prints them), readable and writable by
+/// everyone, and work.
+fn assert_device_nodes(console: &str) {
+    let devnodes = line(console, "devnodes=");
+    let devnodes = devnodes.split(' ').next().unwrap_or_default();
+    assert_eq!(
+        devnodes,
+        "/dev/null:666:1:3,/dev/zero:666:1:5,/dev/full:666:1:7,/dev/random:666:1:8,\
+         /dev/urandom:666:1:9,/dev/tty:666:5:0,",
+        "{console}"
+    );
+    assert!(console.contains("reads=33 writes=ok"), "{console}");
 }

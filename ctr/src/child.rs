@@ -29,10 +29,11 @@
 //!    `/proc/sysrq-trigger` read-only), `/sys` read-only, `cgroup2` on
 //!    `/sys/fs/cgroup`;
 //! 7. `pivot_root(".", ".")` and detach the old root;
-//! 8. wait for the second go-ahead (the veths are there); host name;
-//!    the guest's host name and network files;
-//! 9. drop capabilities, install the seccomp filter, ask for SIGKILL if
-//!    the monitor dies, restore signal dispositions and mask;
+//! 8. drop capabilities, install the seccomp filter, ask for SIGKILL if
+//!    the monitor dies (while the monitor may still be making the veths);
+//! 9. wait for the second go-ahead (the veths are there); host name;
+//!    the guest's host name and network files; restore signal
+//!    dispositions and mask;
 //! 10. exec the guest's init with `container=lxc`.
 
 use std::ffi::CString;
@@ -196,16 +197,9 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         step("dup2 console", nix::unistd::dup2(console, fd))?;
     }
     step("TIOCSCTTY", sys::set_controlling_tty(0))?;
-    // 8. Names and the guest's own files, once the network is made: a
-    // start that fails there leaves the container's tree as it was.
-    wait_go(&mut go, crate::monitor::GO_FILES)?;
-    let ignored = u64::from_le_bytes(read_after_go(&mut go)?);
-    step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
-    step(
-        "writing the guest's host name and network files",
-        crate::guestfiles::write_guest_files(spec, Path::new("/")),
-    )?;
-    // 9. Privileges.
+    // 8. Privileges, while the monitor may still be making the network:
+    // nothing after this needs what they take away (the seccomp filter
+    // denies module loading, kexec, open_by_handle_at and keyctl only).
     let mut mask = 0u64;
     for (cap, name) in DROPPED_CAPS {
         step(
@@ -223,6 +217,15 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     step(
         "parent-death signal",
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
+    )?;
+    // 9. Names and the guest's own files, once the network is made: a
+    // start that fails there leaves the container's tree as it was.
+    wait_go(&mut go, crate::monitor::GO_FILES)?;
+    let ignored = u64::from_le_bytes(read_after_go(&mut go)?);
+    step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
+    step(
+        "writing the guest's host name and network files",
+        crate::guestfiles::write_guest_files(spec, Path::new("/")),
     )?;
     step(
         "signal dispositions",

@@ -179,6 +179,9 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     }
     mount_dev(&mut go, spec.ttys, spec.privileged)?;
     mount_proc_sys(ctx.cgroup)?;
+    // The last line of the child's own on the monitor's log: after the
+    // pivot its standard streams are the console.
+    tracing::debug!("container {}: child: mounts made", spec.vmid);
     // 7. Into the root.
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
     step("detaching the old root", umount2(".", MntFlags::MNT_DETACH))?;

@@ -222,13 +222,18 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
     )?;
     // 9. Names and the guest's own files, once the network is made: a
-    // start that fails there leaves the container's tree as it was.
+    // start that fails there leaves the container's tree as it was. What
+    // they should hold is worked out while waiting.
+    let files = step(
+        "reading the guest's host name and network files",
+        crate::guestfiles::plan_guest_files(spec, Path::new("/")),
+    )?;
     wait_go(&mut go, crate::monitor::GO_FILES)?;
     let ignored = u64::from_le_bytes(read_after_go(&mut go)?);
     step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
     step(
         "writing the guest's host name and network files",
-        crate::guestfiles::write_guest_files(spec, Path::new("/")),
+        files.write(),
     )?;
     step(
         "signal dispositions",

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use guestconf::{Ipv4Config, Ipv6Config};
 
@@ -217,39 +217,71 @@ fn write_atomic_over(
     Ok(())
 }
 
-/// Writes the host name and network files into the guest whose root is
-/// `root` (`/` when called inside the container).
-pub fn write_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<()> {
-    write_atomic(
-        &root.join("etc/hostname"),
-        format!("{}\n", spec.hostname).as_bytes(),
-        0o644,
-    )?;
-    let current = std::fs::read_to_string(root.join("etc/hosts")).ok();
-    write_atomic_over(
-        &root.join("etc/hosts"),
-        current.as_deref().map(str::as_bytes),
-        hosts(current.as_deref().unwrap_or_default(), &spec.hostname).as_bytes(),
-        0o644,
-    )?;
+/// The guest's host name and network files that differ from what they
+/// should be, read by [`plan_guest_files`] and written by
+/// [`GuestFiles::write`]: a start reads and compares them while it waits
+/// for the network, and writes only once the network is made.
+#[derive(Debug, Default)]
+pub struct GuestFiles {
+    changes: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl GuestFiles {
+    /// Writes each changed file (atomically: temporary file, fsync,
+    /// rename).
+    pub fn write(self) -> io::Result<()> {
+        for (path, contents) in self.changes {
+            write_atomic_over(&path, None, &contents, 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// The files that would be written.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.changes.iter().map(|(p, _)| p.as_path())
+    }
+}
+
+/// Reads the host name and network files of the guest whose root is
+/// `root` (`/` when called inside the container) and keeps those that
+/// differ from what `spec` says they should be.
+pub fn plan_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<GuestFiles> {
+    let mut wanted: Vec<(PathBuf, String)> =
+        vec![(root.join("etc/hostname"), format!("{}\n", spec.hostname))];
+    let hosts_path = root.join("etc/hosts");
+    let current = std::fs::read_to_string(&hosts_path).ok();
+    let hosts = hosts(current.as_deref().unwrap_or_default(), &spec.hostname);
+    let mut plan = GuestFiles::default();
+    if current.as_deref() != Some(hosts.as_str()) {
+        plan.changes.push((hosts_path, hosts.into_bytes()));
+    }
     match net_style(&spec.ostype, root) {
-        NetStyle::Ifupdown => write_atomic(
-            &root.join("etc/network/interfaces"),
-            interfaces(&spec.nets).as_bytes(),
-            0o644,
-        )?,
+        NetStyle::Ifupdown => {
+            wanted.push((root.join("etc/network/interfaces"), interfaces(&spec.nets)));
+        }
         NetStyle::Networkd => {
             for net in &spec.nets {
                 let path = root.join(format!(
                     "etc/systemd/network/eth-oxbow-{}.network",
                     net.name
                 ));
-                write_atomic(&path, networkd_unit(net).as_bytes(), 0o644)?;
+                wanted.push((path, networkd_unit(net)));
             }
         }
         NetStyle::None => {}
     }
-    Ok(())
+    for (path, contents) in wanted {
+        if std::fs::read(&path).ok().as_deref() != Some(contents.as_bytes()) {
+            plan.changes.push((path, contents.into_bytes()));
+        }
+    }
+    Ok(plan)
+}
+
+/// Writes the host name and network files into the guest whose root is
+/// `root` (`/` when called inside the container).
+pub fn write_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<()> {
+    plan_guest_files(spec, root)?.write()
 }
 
 #[cfg(test)]
@@ -329,5 +361,26 @@ mod tests {
         assert_eq!(read("etc/hostname"), "ct1\n");
         assert!(read("etc/hosts").contains("127.0.1.1\tct1\n"));
         assert!(read("etc/network/interfaces").contains("iface eth0 inet dhcp\n"));
+        // Once written, nothing is left to change.
+        let again = plan_guest_files(&spec, dir.path()).unwrap();
+        assert_eq!(again.paths().count(), 0);
+        // A changed host name changes the two files that carry it, and a
+        // plan writes nothing until it is written.
+        let renamed = guestconf::GuestConfig::parse(
+            "unprivileged: 1\nhostname: ct2\nostype: debian\nnet0: name=eth0,bridge=br0,ip=dhcp\n",
+        )
+        .unwrap();
+        let spec = ContainerSpec::from_config(101, &renamed, dir.path().into()).unwrap();
+        let plan = plan_guest_files(&spec, dir.path()).unwrap();
+        let mut changed: Vec<_> = plan
+            .paths()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().to_path_buf())
+            .collect();
+        changed.sort();
+        assert_eq!(changed, [Path::new("etc/hostname"), Path::new("etc/hosts")]);
+        assert_eq!(read("etc/hostname"), "ct1\n");
+        plan.write().unwrap();
+        assert_eq!(read("etc/hostname"), "ct2\n");
+        assert!(read("etc/hosts").contains("127.0.1.1\tct2\n"));
     }
 }

@@ -30,10 +30,13 @@
 //!    `/sys/fs/cgroup`;
 //! 7. `pivot_root(".", ".")` and detach the old root;
 //! 8. drop capabilities, install the seccomp filter, ask for SIGKILL if
-//!    the monitor dies (while the monitor may still be making the veths);
-//! 9. wait for the second go-ahead (the veths are there); host name;
-//!    the guest's host name and network files; restore signal
-//!    dispositions and mask;
+//!    the monitor dies, set the host name (the UTS namespace's, not a
+//!    file), read the guest's files to see what must change, and restore
+//!    the signal dispositions (the monitor's mask follows the pty
+//!    numbers): all while the monitor may still be making the veths;
+//! 9. wait for the second go-ahead (the veths are there); write the
+//!    guest's host name and network files that must change; empty the
+//!    signal mask;
 //! 10. exec the guest's init with `container=lxc`.
 
 use std::ffi::CString;
@@ -228,16 +231,17 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         "reading the guest's host name and network files",
         crate::guestfiles::plan_guest_files(spec, Path::new("/")),
     )?;
-    wait_go(&mut go, crate::monitor::GO_FILES)?;
-    let ignored = u64::from_le_bytes(read_after_go(&mut go)?);
+    // The host name lives in the UTS namespace, not in the tree.
     step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
-    step(
-        "writing the guest's host name and network files",
-        files.write(),
-    )?;
+    let ignored = u64::from_le_bytes(read_after_go(&mut go)?);
     step(
         "signal dispositions",
         sys::reset_signal_dispositions(ignored),
+    )?;
+    wait_go(&mut go, crate::monitor::GO_FILES)?;
+    step(
+        "writing the guest's host name and network files",
+        files.write(),
     )?;
     step(
         "signal mask",

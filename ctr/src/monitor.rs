@@ -277,12 +277,12 @@ fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, u32), Monito
 /// The first go-ahead on the child's pipe: its ids are mapped and it is
 /// in its cgroup; it may unshare the cgroup namespace and build its
 /// mounts. The numbers of the console's and the ttys' ptys follow once
-/// the monitor has opened them, each a little-endian `u32`: the child
-/// reads them when it comes to bind them.
+/// the monitor has opened them, each a little-endian `u32` (the child
+/// reads them when it comes to bind them), then the mask of the signals
+/// to restore to their default disposition, a little-endian `u64`.
 pub const GO_MOUNTS: &[u8] = b"m";
 /// The second: the network is made; it may write the guest's files and
-/// exec. The mask of the signals to restore to their default disposition
-/// follows, a little-endian `u64`.
+/// exec.
 pub const GO_FILES: &[u8] = b"n";
 
 /// The ptys of a start: the console's and one per tty.
@@ -399,14 +399,14 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         nix::unistd::write(&go_w, GO_MOUNTS).map_err(nix_err("releasing the child"))?;
         let opened = ptys.insert(Ptys::open(spec)?);
         nix::unistd::write(&go_w, &opened.numbers()).map_err(nix_err("releasing the child"))?;
-        veths = net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?;
-        tracing::debug!("container {}: ptys and network made", spec.vmid);
         // The child inherited the monitor's dispositions with the clone,
         // and the monitor has changed none since.
         let ignored = sys::ignored_signals_now().map_err(io_err("reading SigIgn"))?;
-        let mut msg = GO_FILES.to_vec();
-        msg.extend_from_slice(&ignored.to_le_bytes());
-        nix::unistd::write(&go_w, &msg).map_err(nix_err("releasing the child"))?;
+        nix::unistd::write(&go_w, &ignored.to_le_bytes())
+            .map_err(nix_err("releasing the child"))?;
+        veths = net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?;
+        tracing::debug!("container {}: ptys and network made", spec.vmid);
+        nix::unistd::write(&go_w, GO_FILES).map_err(nix_err("releasing the child"))?;
         Ok(())
     })();
     drop(go_w);

@@ -169,6 +169,9 @@ fn find_medium(label: &str) -> Result<PathBuf, Stage1Error> {
         let start = Instant::now();
         let found = loop {
             if let Some((dev, FsKind::Iso9660)) = find_by_label(label) {
+                // Said now, not after the loads below: when the medium
+                // appeared, apart from what finishing the loads takes.
+                say(format_args!("boot medium {label} is {}", dev.display()));
                 break Ok(dev);
             }
             if start.elapsed() > MEDIUM_TIMEOUT {
@@ -263,7 +266,6 @@ fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {
     let cmdline = KernelCmdline::read();
     let label = cmdline.value("oxbow.label").unwrap_or("OXBOW").to_string();
     let dev = find_medium(&label)?;
-    say(format_args!("boot medium {label} is {}", dev.display()));
     let ro = MsFlags::MS_RDONLY;
     mnt(
         Some(&dev.to_string_lossy()),

@@ -138,15 +138,92 @@ pub fn apply_answer_text(text: &str, paths: &SeedPaths) -> Result<Answer, String
     Ok(answer)
 }
 
-/// Finds, mounts, reads and applies the seed volume. `prepare` runs once
-/// the volume's filesystem is known, before it is mounted (stage 2 loads
-/// the filesystem's module there).
-pub fn load_seed(paths: &SeedPaths, prepare: impl FnOnce(FsKind)) -> SeedOutcome {
+/// How long the seed search waits for USB storage still being set up.
+const USB_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// USB mass-storage interfaces (`bInterfaceClass` 08) of the sysfs root
+/// `sys` that a driver has claimed but that have no block device yet: the
+/// kernel's usb-storage waits a second (`delay_use`) before it scans a new
+/// stick, so at boot one is often still on its way. Interfaces without a
+/// driver are not counted: nothing would make their disk appear.
+pub fn usb_storage_settling(sys: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(sys.join("bus/usb/devices")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            std::fs::read_to_string(p.join("bInterfaceClass")).is_ok_and(|c| c.trim() == "08")
+                && p.join("driver").exists()
+                && !has_block_device(p, 5)
+        })
+        .count()
+}
+
+/// Whether a `block` directory lies within `depth` levels under `dir`
+/// (an interface's disk is at `host*/target*/*/block/sd*`).
+fn has_block_device(dir: &Path, depth: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        is_dir
+            && (e.file_name() == "block" || (depth > 0 && has_block_device(&e.path(), depth - 1)))
+    })
+}
+
+/// What the seed search asks its caller to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedNeed {
+    /// The module of the seed's filesystem, before it is mounted.
+    Filesystem(FsKind),
+    /// The SCSI disk driver (`sd_mod`), asked for once when USB storage is
+    /// being set up: a stick's disk appears only when it is loaded, and a
+    /// boot from a CD has not needed it yet.
+    UsbDisks,
+}
+
+/// [`find_by_label`] for the seed, waiting (at most [`USB_SETTLE_LIMIT`])
+/// while USB storage is still being set up and no seed was found.
+fn find_seed(sys: &Path, need: &mut impl FnMut(SeedNeed)) -> Option<(PathBuf, FsKind)> {
+    let start = std::time::Instant::now();
+    let mut asked = false;
+    loop {
+        if let Some(found) = find_by_label(SEED_LABEL) {
+            return Some(found);
+        }
+        let settling = usb_storage_settling(sys);
+        if settling > 0 && !asked {
+            asked = true;
+            crate::console::say(format_args!(
+                "seed: waiting for {settling} USB storage device(s) to show their disks"
+            ));
+            need(SeedNeed::UsbDisks);
+        }
+        if settling == 0 {
+            // The last disk may have appeared between the two looks.
+            return find_by_label(SEED_LABEL);
+        }
+        if start.elapsed() > USB_SETTLE_LIMIT {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Finds, mounts, reads and applies the seed volume. `need` loads what
+/// the search asks for (see [`SeedNeed`]): the filesystem's module once
+/// the volume's filesystem is known, before it is mounted, and the SCSI
+/// disk driver when a USB stick still being set up (see
+/// [`usb_storage_settling`]) is waited for.
+pub fn load_seed(paths: &SeedPaths, mut need: impl FnMut(SeedNeed)) -> SeedOutcome {
     use nix::mount::{mount, umount, MsFlags};
-    let Some((dev, kind)) = find_by_label(SEED_LABEL) else {
+    let Some((dev, kind)) = find_seed(Path::new("/sys"), &mut need) else {
         return SeedOutcome::Absent;
     };
-    prepare(kind);
+    need(SeedNeed::Filesystem(kind));
     if let Err(e) = mkdir_mode(&paths.mount_point, 0o700) {
         return SeedOutcome::Unusable(format!("{}: {e}", paths.mount_point.display()));
     }
@@ -249,5 +326,32 @@ mod tests {
         assert!(!shadow.contains("pa55word"));
         assert!(installer::verify_password("pa55word", shadow.trim()));
         assert!(apply_answer_text("[global]\n", &paths).is_err());
+    }
+
+    #[test]
+    fn usb_storage_settles_once_its_disk_is_there() {
+        let sys = tempfile::tempdir().unwrap();
+        let devices = sys.path().join("bus/usb/devices");
+        let stick = devices.join("1-1:1.0");
+        let keyboard = devices.join("1-2:1.0");
+        let unclaimed = devices.join("1-3:1.0");
+        for (dir, class, claimed) in [
+            (&stick, "08", true),
+            (&keyboard, "03", true),
+            (&unclaimed, "08", false),
+        ] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("bInterfaceClass"), format!("{class}\n")).unwrap();
+            if claimed {
+                std::fs::create_dir(dir.join("driver")).unwrap();
+            }
+        }
+        // A claimed stick without its disk yet: settling; a keyboard and
+        // an interface no driver claimed are not waited for.
+        assert_eq!(usb_storage_settling(sys.path()), 1);
+        std::fs::create_dir_all(stick.join("host2/target2:0:0/2:0:0:0/block/sdb")).unwrap();
+        assert_eq!(usb_storage_settling(sys.path()), 0);
+        // No USB at all.
+        assert_eq!(usb_storage_settling(&sys.path().join("nothing")), 0);
     }
 }

@@ -16,7 +16,7 @@ use nix::sys::reboot::set_cad_enabled;
 use crate::cmdline::KernelCmdline;
 use crate::console::say;
 use crate::modules::{load_list, module_dir, Loader, ModIndex};
-use crate::seed::{load_seed, FsKind, SeedOutcome, SeedPaths};
+use crate::seed::{load_seed, FsKind, SeedNeed, SeedOutcome, SeedPaths};
 use crate::service::parse_table;
 use crate::supervisor::{prepare_cgroups, Supervisor, SupervisorConfig};
 
@@ -231,16 +231,19 @@ pub fn run() -> ! {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "oxbow".to_string());
-    let fat_modules = |kind: FsKind| {
-        if kind == FsKind::Vfat {
-            if let Some(l) = loader.as_mut() {
-                for m in ["vfat", "nls_cp437", "nls_utf8", "nls_ascii"] {
-                    l.load(m);
-                }
+    let seed_modules = |need: SeedNeed| {
+        let modules: &[&str] = match need {
+            SeedNeed::Filesystem(FsKind::Vfat) => &["vfat", "nls_cp437", "nls_utf8", "nls_ascii"],
+            SeedNeed::Filesystem(_) => &[],
+            SeedNeed::UsbDisks => &["sd_mod"],
+        };
+        if let Some(l) = loader.as_mut() {
+            for m in modules {
+                l.load(m);
             }
         }
     };
-    let seed = load_seed(&seed_paths, fat_modules);
+    let seed = load_seed(&seed_paths, seed_modules);
     let (settled_tx, settled_rx) = std::sync::mpsc::channel();
     system_modules_in_background(loader, settled_rx);
     match seed {

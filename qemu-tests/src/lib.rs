@@ -54,6 +54,9 @@ pub enum SeedKind {
     Iso,
     /// A FAT image on a virtio disk.
     Fat,
+    /// A FAT image on a USB stick (usb-storage on an xHCI controller),
+    /// as one is plugged into a server.
+    UsbFat,
 }
 
 /// How the ISO is attached.
@@ -219,7 +222,7 @@ pub fn make_seed(dir: &Path, answer: &str, kind: SeedKind) -> Result<PathBuf> {
             )?;
             Ok(img)
         }
-        SeedKind::Fat => {
+        SeedKind::Fat | SeedKind::UsbFat => {
             let img = dir.join("seed.img");
             run(Command::new("mkfs.vfat")
                 .args(["-C", "-n", "OXBOW-SEED"])
@@ -374,6 +377,13 @@ impl Appliance {
                     "-drive",
                     &format!("file={},format=raw,if=virtio", img.display()),
                 ]),
+                SeedKind::UsbFat => cmd
+                    .args(["-device", "qemu-xhci,id=usbseedhc"])
+                    .args([
+                        "-drive",
+                        &format!("file={},format=raw,if=none,id=usbseed", img.display()),
+                    ])
+                    .args(["-device", "usb-storage,bus=usbseedhc.0,drive=usbseed"]),
             };
         }
         if opts.extra_cds.len() > 4 {

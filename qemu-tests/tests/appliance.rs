@@ -65,17 +65,20 @@ fn bios_boot_with_iso_seed_and_dhcp() {
     });
 }
 
+/// The seed on a USB stick: usb-storage scans a new stick only after a
+/// second, so stage 2 waits for a claimed stick's disk before it gives up
+/// on the seed.
 #[test]
-fn uefi_boot_with_fat_seed_and_static_network() {
+fn uefi_boot_with_usb_fat_seed_and_static_network() {
     let opts = || {
         let mut opts = BootOptions::new(Firmware::Uefi);
-        opts.seed = Some((static_answer(), SeedKind::Fat));
+        opts.seed = Some((static_answer(), SeedKind::UsbFat));
         opts
     };
     with_appliance(opts, |vm| {
         login_and_version(vm);
         let console = vm.serial();
-        assert!(console.contains("seed: answer.toml applied"));
+        assert!(console.contains("seed: answer.toml applied"), "{console}");
         assert!(
             console.contains("netd is ready: 10.0.2.15/24 via 10.0.2.2 (static)"),
             "static address not applied"

@@ -44,19 +44,18 @@ fn mount_if_missing(src: &str, target: &str, fstype: &str, flags: MsFlags, data:
 /// plain reader lock on fork and exit.
 fn mount_cgroup2(flags: MsFlags) {
     const TARGET: &str = "/sys/fs/cgroup";
-    if crate::stage1::is_mount_point(TARGET) {
-        return;
-    }
-    let _ = std::fs::create_dir_all(TARGET);
-    let mut last = None;
-    for data in ["nsdelegate,favordynmods", "nsdelegate"] {
-        match nix::mount::mount(Some("cgroup2"), TARGET, Some("cgroup2"), flags, Some(data)) {
-            Ok(()) => return,
-            Err(e) => last = Some(e),
-        }
-    }
-    if let Some(e) = last {
-        say(format_args!("mount cgroup2 on {TARGET}: {e}"));
+    let favoured = !crate::stage1::is_mount_point(TARGET)
+        && std::fs::create_dir_all(TARGET).is_ok()
+        && nix::mount::mount(
+            Some("cgroup2"),
+            TARGET,
+            Some("cgroup2"),
+            flags,
+            Some("nsdelegate,favordynmods"),
+        )
+        .is_ok();
+    if !favoured {
+        mount_if_missing("cgroup2", TARGET, "cgroup2", flags, Some("nsdelegate"));
     }
 }
 

@@ -174,8 +174,6 @@ pub struct Supervisor {
     shutdown: Option<Shutdown>,
     /// Names in the order they were last started, for the reverse stop.
     start_order: Vec<String>,
-    /// [`SupervisorConfig::boot_settled`], until it is told.
-    boot_settled: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Errors that keep the supervisor from starting.
@@ -264,7 +262,6 @@ impl Supervisor {
             say(format_args!("log directory {}: {e}", cfg.log_dir.display()));
         }
         let units = services.into_iter().map(|s| Unit::new(s, false)).collect();
-        let boot_settled = cfg.boot_settled.clone();
         Ok(Supervisor {
             cfg,
             units,
@@ -275,7 +272,6 @@ impl Supervisor {
             buttons,
             shutdown: None,
             start_order: Vec::new(),
-            boot_settled,
         })
     }
 
@@ -645,10 +641,11 @@ impl Supervisor {
         self.tell_if_settled();
     }
 
-    /// Tells [`SupervisorConfig::boot_settled`], once, when no service of
-    /// the table is waiting or starting any more.
+    /// Tells [`SupervisorConfig::boot_settled`], once (it is taken from the
+    /// configuration), when no service of the table is waiting or starting
+    /// any more.
     fn tell_if_settled(&mut self) {
-        if self.boot_settled.is_none() {
+        if self.cfg.boot_settled.is_none() {
             return;
         }
         let settling = self
@@ -656,7 +653,7 @@ impl Supervisor {
             .iter()
             .any(|u| !u.transient && matches!(u.state, UnitState::Waiting | UnitState::Starting));
         if !settling {
-            if let Some(tx) = self.boot_settled.take() {
+            if let Some(tx) = self.cfg.boot_settled.take() {
                 let _ = tx.send(());
             }
         }

@@ -178,25 +178,10 @@ pub fn hosts(current: &str, hostname: &str) -> String {
 }
 
 /// Writes `contents` to `path` atomically: a temporary file beside it,
-/// fsync, rename. A file that already holds `contents` is left alone, so
-/// a restart costs no disk flush.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let old = std::fs::read(path).ok();
-    write_atomic_over(path, old.as_deref(), contents, mode)
-}
-
-/// [`write_atomic`] for a caller that has just read the file (`old`, none
-/// if it could not be read): nothing is written when it holds `contents`.
-fn write_atomic_over(
-    path: &Path,
-    old: Option<&[u8]>,
-    contents: &[u8],
-    mode: u32,
-) -> io::Result<()> {
+/// fsync, rename. [`plan_guest_files`] has already left out the files that
+/// hold what they should, so a restart costs no disk flush.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    if old == Some(contents) {
-        return Ok(());
-    }
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
@@ -231,7 +216,7 @@ impl GuestFiles {
     /// rename).
     pub fn write(self) -> io::Result<()> {
         for (path, contents) in self.changes {
-            write_atomic_over(&path, None, &contents, 0o644)?;
+            write_atomic(&path, &contents, 0o644)?;
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ pub const INITRAMFS_REQUIRED: &[&str] =
     &["cdrom", "sr_mod", "isofs", "squashfs", "overlay", "loop"];
 
 /// Feature modules the running system loads, in the order given, on a
-/// thread of their own while services start. Hardware drivers (NICs, disk
+/// thread of their own once the services have started. Hardware drivers (NICs, disk
 /// controllers, RNGs) are not listed: init loads those of the hardware
 /// present by matching device aliases (coldplug). Nor are KVM's vendor
 /// modules: init loads `kvm_amd` or `kvm_intel` by CPU feature match, as

@@ -142,10 +142,10 @@ pub fn apply_answer_text(text: &str, paths: &SeedPaths) -> Result<Answer, String
 const USB_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// USB mass-storage interfaces (`bInterfaceClass` 08) of the sysfs root
-/// `sys` that a driver has claimed but that have no block device yet: the
-/// kernel's usb-storage waits a second (`delay_use`) before it scans a new
-/// stick, so at boot one is often still on its way. Interfaces without a
-/// driver are not counted: nothing would make their disk appear.
+/// `sys` that have no block device yet: a stick enumerated after stage 2's
+/// hardware pass has no driver yet, and the kernel's usb-storage waits a
+/// second (`delay_use`) before it scans a new stick, so at boot one is
+/// often still on its way.
 pub fn usb_storage_settling(sys: &Path) -> usize {
     let Ok(entries) = std::fs::read_dir(sys.join("bus/usb/devices")) else {
         return 0;
@@ -155,7 +155,6 @@ pub fn usb_storage_settling(sys: &Path) -> usize {
         .map(|e| e.path())
         .filter(|p| {
             std::fs::read_to_string(p.join("bInterfaceClass")).is_ok_and(|c| c.trim() == "08")
-                && p.join("driver").exists()
                 && !has_block_device(p, 5)
         })
         .count()
@@ -179,9 +178,11 @@ fn has_block_device(dir: &Path, depth: u32) -> bool {
 pub enum SeedNeed {
     /// The module of the seed's filesystem, before it is mounted.
     Filesystem(FsKind),
-    /// The SCSI disk driver (`sd_mod`), asked for once when USB storage is
-    /// being set up: a stick's disk appears only when it is loaded, and a
-    /// boot from a CD has not needed it yet.
+    /// The USB storage drivers (`usb_storage`, `uas`) and the SCSI disk
+    /// driver (`sd_mod`), asked for once when USB storage is being set up:
+    /// a stick that appeared after the hardware pass has no driver yet, and
+    /// its disk appears only once `sd_mod` is loaded, which a boot from a CD
+    /// has not needed.
     UsbDisks,
 }
 
@@ -346,10 +347,13 @@ mod tests {
                 std::fs::create_dir(dir.join("driver")).unwrap();
             }
         }
-        // A claimed stick without its disk yet: settling; a keyboard and
-        // an interface no driver claimed are not waited for.
-        assert_eq!(usb_storage_settling(sys.path()), 1);
+        // Both sticks without their disks yet are settling, the one no
+        // driver has claimed yet too (its driver is loaded for it); a
+        // keyboard is not waited for.
+        assert_eq!(usb_storage_settling(sys.path()), 2);
         std::fs::create_dir_all(stick.join("host2/target2:0:0/2:0:0:0/block/sdb")).unwrap();
+        assert_eq!(usb_storage_settling(sys.path()), 1);
+        std::fs::create_dir_all(unclaimed.join("host3/target3:0:0/3:0:0:0/block/sdc")).unwrap();
         assert_eq!(usb_storage_settling(sys.path()), 0);
         // No USB at all.
         assert_eq!(usb_storage_settling(&sys.path().join("nothing")), 0);

@@ -234,7 +234,7 @@ pub fn run() -> ! {
         let modules: &[&str] = match need {
             SeedNeed::Filesystem(FsKind::Vfat) => &["vfat", "nls_cp437", "nls_utf8", "nls_ascii"],
             SeedNeed::Filesystem(_) => &[],
-            SeedNeed::UsbDisks => &["sd_mod"],
+            SeedNeed::UsbDisks => &["usb_storage", "uas", "sd_mod"],
         };
         if let Some(l) = loader.as_mut() {
             for m in modules {

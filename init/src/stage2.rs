@@ -17,7 +17,7 @@ use crate::cmdline::KernelCmdline;
 use crate::console::say;
 use crate::modules::{load_list, module_dir, Loader, ModIndex};
 use crate::seed::{load_seed, FsKind, SeedNeed, SeedOutcome, SeedPaths};
-use crate::service::parse_table;
+use crate::service::{parse_table, ServiceTable};
 use crate::supervisor::{prepare_cgroups, Supervisor, SupervisorConfig};
 
 /// The service table.
@@ -191,6 +191,33 @@ fn system_modules_in_background(loader: Option<Loader>, settled: std::sync::mpsc
 }
 
 /// Runs PID 1. Never returns.
+/// Reads the programs of the table's services once, on a thread of their
+/// own, while this one does the hardware pass and the seed: their pages
+/// are then in the page cache when the services start, instead of being
+/// read and decompressed from the squashfs one fault at a time on their
+/// way to readiness.
+fn prefetch_programs(table: &ServiceTable) {
+    let programs: Vec<PathBuf> = table
+        .services
+        .iter()
+        .filter_map(|s| s.exec.first())
+        .map(PathBuf::from)
+        .collect();
+    let spawned = std::thread::Builder::new()
+        .name("prefetch".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 128 * 1024];
+            for path in programs {
+                if let Ok(mut f) = std::fs::File::open(&path) {
+                    while matches!(std::io::Read::read(&mut f, &mut buf), Ok(n) if n > 0) {}
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        say(format_args!("prefetching the services' programs: {e}"));
+    }
+}
+
 pub fn run() -> ! {
     crate::console::install_panic_hook();
     if let Err(e) = crate::stage1::mount_pseudo_filesystems() {
@@ -217,6 +244,13 @@ pub fn run() -> ! {
     }
     // Ctrl-alt-del then reaches PID 1 as SIGINT instead of an instant reboot.
     let _ = set_cad_enabled(false);
+
+    let table_text = std::fs::read_to_string(SERVICE_TABLE).unwrap_or_else(|e| {
+        say(format_args!("{SERVICE_TABLE}: {e}"));
+        String::new()
+    });
+    let table = parse_table(&table_text);
+    prefetch_programs(&table);
 
     let cmdline = KernelCmdline::read();
     let mut loader = hardware_modules();
@@ -277,11 +311,6 @@ pub fn run() -> ! {
         }
     };
 
-    let table_text = std::fs::read_to_string(SERVICE_TABLE).unwrap_or_else(|e| {
-        say(format_args!("{SERVICE_TABLE}: {e}"));
-        String::new()
-    });
-    let table = parse_table(&table_text);
     for p in &table.problems {
         say(format_args!("{SERVICE_TABLE}: {p}"));
     }

@@ -131,12 +131,7 @@ const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// on-demand loading.
 fn system_modules_in_background(loader: Option<Loader>, settled: std::sync::mpsc::Receiver<()>) {
     let work = move || {
-        // Signals belong to the supervisor's signalfd, never to this thread.
-        let _ = nix::sys::signal::pthread_sigmask(
-            nix::sys::signal::SigmaskHow::SIG_BLOCK,
-            Some(&nix::sys::signal::SigSet::all()),
-            None,
-        );
+        block_signals();
         let _ = settled.recv_timeout(SETTLE_LIMIT);
         // One module at a time at the lowest priority: the services that
         // start meanwhile come first. (Nice values are per thread on Linux.)
@@ -190,7 +185,17 @@ fn system_modules_in_background(loader: Option<Loader>, settled: std::sync::mpsc
     }
 }
 
-/// Runs PID 1. Never returns.
+/// Blocks every signal in the calling thread: PID 1's signals belong to
+/// the supervisor's signalfd, and one delivered to a helper thread instead
+/// would be lost.
+fn block_signals() {
+    let _ = nix::sys::signal::pthread_sigmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&nix::sys::signal::SigSet::all()),
+        None,
+    );
+}
+
 /// Reads the programs of the table's services once, on a thread of their
 /// own, while this one does the hardware pass and the seed: their pages
 /// are then in the page cache when the services start, instead of being
@@ -206,6 +211,7 @@ fn prefetch_programs(table: &ServiceTable) {
     let spawned = std::thread::Builder::new()
         .name("prefetch".into())
         .spawn(move || {
+            block_signals();
             let mut buf = vec![0u8; 128 * 1024];
             for path in programs {
                 if let Ok(mut f) = std::fs::File::open(&path) {
@@ -218,6 +224,7 @@ fn prefetch_programs(table: &ServiceTable) {
     }
 }
 
+/// Runs PID 1. Never returns.
 pub fn run() -> ! {
     crate::console::install_panic_hook();
     if let Err(e) = crate::stage1::mount_pseudo_filesystems() {

@@ -326,7 +326,7 @@ fn run_steps() -> Result<std::convert::Infallible, Stage1Error> {
         // The image puts one build of init in the initramfs and in the
         // system image: this process goes on as stage 2 instead of
         // executing the copy in the squashfs, whose pages would have to be
-        // read and decompressed again (0.15 s under emulation).
+        // read and decompressed again (0.1 s under emulation).
         crate::stage2::run()
     }
     let init = CString::new(STAGE2).unwrap_or_default();

@@ -160,6 +160,100 @@ pub fn usb_storage_settling(sys: &Path) -> usize {
         .count()
 }
 
+/// Ports of the USB hubs of the sysfs root `sys` (root hubs included)
+/// that have a device connected which the kernel has not enumerated yet:
+/// the hub driver debounces a new connection for at least 100 ms before it
+/// resets and addresses the device, so at boot a stick can be on its port
+/// and still absent from sysfs. `connected(node, port)` asks the hub whose
+/// usbfs node is `node` whether `port` has a device ([`hub_port_connected`]
+/// on a real machine); only ports without a child device are asked.
+pub fn usb_ports_enumerating(
+    sys: &Path,
+    dev: &Path,
+    mut connected: impl FnMut(&Path, u32) -> bool,
+) -> usize {
+    let devices = sys.join("bus/usb/devices");
+    let Ok(entries) = std::fs::read_dir(&devices) else {
+        return 0;
+    };
+    let number =
+        |p: PathBuf| -> Option<u32> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let mut pending = 0;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.contains(':') {
+            continue; // an interface, not a device
+        }
+        let hub = e.path();
+        let Some(ports) = number(hub.join("maxchild")).filter(|&n| n > 0) else {
+            continue;
+        };
+        let (Some(bus), Some(devnum)) = (number(hub.join("busnum")), number(hub.join("devnum")))
+        else {
+            continue;
+        };
+        let node = dev.join(format!("bus/usb/{bus:03}/{devnum:03}"));
+        for port in 1..=ports {
+            let child = match name.strip_prefix("usb") {
+                Some(bus) => format!("{bus}-{port}"),
+                None => format!("{name}.{port}"),
+            };
+            // Asked first: a hub busy enumerating answers once it is done,
+            // and the child is then there.
+            if connected(&node, port) && !devices.join(&child).exists() {
+                pending += 1;
+            }
+        }
+    }
+    pending
+}
+
+/// Asks the hub at usbfs node `node` (`/dev/bus/usb/BBB/DDD`) for the
+/// status of `port` (the hub class's GET_STATUS, as `lsusb -v` does) and
+/// says whether a device is connected to it. Opening the node waits while
+/// the hub driver is enumerating one of the hub's ports.
+pub fn hub_port_connected(node: &Path, port: u32) -> bool {
+    /// `struct usbdevfs_ctrltransfer` of `<linux/usbdevice_fs.h>`.
+    #[repr(C)]
+    struct CtrlTransfer {
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        length: u16,
+        timeout_ms: u32,
+        data: *mut u8,
+    }
+    nix::ioctl_readwrite!(usbdevfs_control, b'U', 0, CtrlTransfer);
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(node)
+    else {
+        return false;
+    };
+    let Ok(index) = u16::try_from(port) else {
+        return false;
+    };
+    let mut status = [0u8; 4];
+    let mut xfer = CtrlTransfer {
+        // Device to host, class request, recipient "other" (a port).
+        request_type: 0xa3,
+        request: 0, // GET_STATUS
+        value: 0,
+        index,
+        length: 4,
+        timeout_ms: 1000,
+        data: status.as_mut_ptr(),
+    };
+    use std::os::fd::AsRawFd;
+    // SAFETY: `xfer` is a valid usbdevfs_ctrltransfer whose data pointer
+    // addresses `status`, 4 bytes as its length says, alive for the call.
+    let done = unsafe { usbdevfs_control(file.as_raw_fd(), &mut xfer) };
+    // wPortStatus bit 0: PORT_CONNECTION, on USB 2 and USB 3 hubs alike.
+    matches!(done, Ok(4)) && status[0] & 1 != 0
+}
+
 /// Whether a `block` directory lies within `depth` levels under `dir`
 /// (an interface's disk is at `host*/target*/*/block/sd*`).
 fn has_block_device(dir: &Path, depth: u32) -> bool {
@@ -187,15 +281,23 @@ pub enum SeedNeed {
 }
 
 /// [`find_by_label`] for the seed, waiting (at most [`USB_SETTLE_LIMIT`])
-/// while USB storage is still being set up and no seed was found.
+/// while USB devices are still being enumerated or USB storage is still
+/// being set up and no seed was found.
 fn find_seed(sys: &Path, need: &mut impl FnMut(SeedNeed)) -> Option<(PathBuf, FsKind)> {
     let start = std::time::Instant::now();
-    let mut asked = false;
+    let (mut asked, mut told) = (false, false);
     loop {
         if let Some(found) = find_by_label(SEED_LABEL) {
             return Some(found);
         }
+        let enumerating = usb_ports_enumerating(sys, Path::new("/dev"), hub_port_connected);
         let settling = usb_storage_settling(sys);
+        if enumerating > 0 && !told {
+            told = true;
+            crate::console::say(format_args!(
+                "seed: waiting for {enumerating} USB device(s) being enumerated"
+            ));
+        }
         if settling > 0 && !asked {
             asked = true;
             crate::console::say(format_args!(
@@ -203,7 +305,7 @@ fn find_seed(sys: &Path, need: &mut impl FnMut(SeedNeed)) -> Option<(PathBuf, Fs
             ));
             need(SeedNeed::UsbDisks);
         }
-        if settling == 0 {
+        if settling == 0 && enumerating == 0 {
             // The last disk may have appeared between the two looks.
             return find_by_label(SEED_LABEL);
         }
@@ -357,5 +459,50 @@ mod tests {
         assert_eq!(usb_storage_settling(sys.path()), 0);
         // No USB at all.
         assert_eq!(usb_storage_settling(&sys.path().join("nothing")), 0);
+    }
+
+    #[test]
+    fn usb_ports_with_a_device_not_yet_in_sysfs_are_enumerating() {
+        let sys = tempfile::tempdir().unwrap();
+        let devices = sys.path().join("bus/usb/devices");
+        // A root hub with 4 ports (the stick on port 2 is in sysfs) and a
+        // hub on its port 3 with 2 ports.
+        for (name, bus, devnum, ports) in [("usb1", 1, 1, 4), ("1-3", 1, 3, 2), ("1-2", 1, 2, 0)] {
+            let d = devices.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            for (attr, v) in [("busnum", bus), ("devnum", devnum), ("maxchild", ports)] {
+                std::fs::write(d.join(attr), format!("{v}\n")).unwrap();
+            }
+        }
+        std::fs::create_dir_all(devices.join("1-0:1.0")).unwrap();
+        let dev = Path::new("/dev");
+        let mut asked = Vec::new();
+        // Connected: root ports 2 and 3 (both enumerated) and 4 (not yet),
+        // the hub's port 1 (not yet).
+        let n = usb_ports_enumerating(sys.path(), dev, |node, port| {
+            asked.push((node.to_path_buf(), port));
+            matches!(
+                (node.to_str().unwrap(), port),
+                ("/dev/bus/usb/001/001", 2..=4) | ("/dev/bus/usb/001/003", 1)
+            )
+        });
+        assert_eq!(n, 2);
+        asked.sort();
+        assert_eq!(asked.len(), 6, "{asked:?}");
+        assert!(asked.contains(&(PathBuf::from("/dev/bus/usb/001/003"), 2)));
+        std::fs::create_dir_all(devices.join("1-4")).unwrap();
+        std::fs::create_dir_all(devices.join("1-3.1")).unwrap();
+        let connected = |node: &Path, port| {
+            matches!(
+                (node.to_str().unwrap(), port),
+                ("/dev/bus/usb/001/001", 2..=4) | ("/dev/bus/usb/001/003", 1)
+            )
+        };
+        assert_eq!(usb_ports_enumerating(sys.path(), dev, connected), 0);
+        // No USB at all.
+        assert_eq!(
+            usb_ports_enumerating(&sys.path().join("nothing"), dev, |_, _| true),
+            0
+        );
     }
 }

@@ -377,13 +377,21 @@ impl Appliance {
                     "-drive",
                     &format!("file={},format=raw,if=virtio", img.display()),
                 ]),
+                // The stick sits behind a hub, as on many servers' front
+                // ports: it is enumerated later than on a root port, and
+                // init's wait for ports still being enumerated looks
+                // through the hub too.
                 SeedKind::UsbFat => cmd
                     .args(["-device", "qemu-xhci,id=usbseedhc"])
+                    .args(["-device", "usb-hub,bus=usbseedhc.0,port=1"])
                     .args([
                         "-drive",
                         &format!("file={},format=raw,if=none,id=usbseed", img.display()),
                     ])
-                    .args(["-device", "usb-storage,bus=usbseedhc.0,drive=usbseed"]),
+                    .args([
+                        "-device",
+                        "usb-storage,bus=usbseedhc.0,port=1.1,drive=usbseed",
+                    ]),
             };
         }
         if opts.extra_cds.len() > 4 {

@@ -65,8 +65,9 @@ fn bios_boot_with_iso_seed_and_dhcp() {
     });
 }
 
-/// The seed on a USB stick: usb-storage scans a new stick only after a
-/// second, so stage 2 waits for a claimed stick's disk before it gives up
+/// The seed on a USB stick behind a USB hub: the stick may still be being
+/// enumerated when stage 2 looks for the seed, and usb-storage scans a new
+/// stick only after a second, so stage 2 waits for both before it gives up
 /// on the seed.
 #[test]
 fn uefi_boot_with_usb_fat_seed_and_static_network() {

@@ -160,32 +160,84 @@ pub fn usb_storage_settling(sys: &Path) -> usize {
         .count()
 }
 
-/// Ports of the USB hubs of the sysfs root `sys` (root hubs included)
-/// that have a device connected which the kernel has not enumerated yet:
-/// the hub driver debounces a new connection for at least 100 ms before it
-/// resets and addresses the device, so at boot a stick can be on its port
-/// and still absent from sysfs. `connected(node, port)` asks the hub whose
-/// usbfs node is `node` whether `port` has a device ([`hub_port_connected`]
-/// on a real machine); only ports without a child device are asked.
-pub fn usb_ports_enumerating(
-    sys: &Path,
-    dev: &Path,
-    mut connected: impl FnMut(&Path, u32) -> bool,
-) -> usize {
+/// How long after a hub appeared its ports may still be powering up: the
+/// hub driver switches their power on when it configures the hub and looks
+/// at them only after the hub's power-on delay (at least 100 ms for a hub
+/// that is not a root hub); until then a hub may report no connection.
+const HUB_POWER_SETTLE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// What [`usb_ports_enumerating`] asks a hub, named by its usbfs node
+/// (`/dev/bus/usb/BBB/DDD`).
+pub trait HubProbe {
+    /// Whether a device is connected to `port` of the hub.
+    fn port_connected(&mut self, node: &Path, port: u32) -> bool;
+    /// Whether the hub appeared so recently that its ports may still be
+    /// powering up ([`HUB_POWER_SETTLE`]).
+    fn powering_up(&mut self, node: &Path) -> bool;
+}
+
+/// [`HubProbe`] on the running system, through usbfs.
+pub struct Usbfs;
+
+impl HubProbe for Usbfs {
+    fn port_connected(&mut self, node: &Path, port: u32) -> bool {
+        hub_port_connected(node, port)
+    }
+
+    /// devtmpfs makes a device's node when the device is added, and its
+    /// change time is then; the hub is configured right after.
+    fn powering_up(&mut self, node: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(node) else {
+            return false;
+        };
+        let made = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(meta.ctime()).unwrap_or(0),
+                u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+            );
+        std::time::SystemTime::now()
+            .duration_since(made)
+            .is_ok_and(|age| age < HUB_POWER_SETTLE)
+    }
+}
+
+/// USB hubs of the sysfs root `sys` (root hubs included) that may still
+/// bring a device: the hub driver debounces a new connection for at least
+/// 100 ms before it resets and addresses the device, so at boot a stick
+/// can be on its port and still absent from sysfs. Counted: each connected
+/// port with no device in sysfs yet; each hub not configured yet (its
+/// number of ports still 0: a stick behind it shows only later); each hub
+/// whose ports may still be powering up ([`HubProbe::powering_up`]); and
+/// one more when a device appeared while the hubs were asked.
+/// `dev` is where the usbfs nodes are (`/dev`).
+pub fn usb_ports_enumerating(sys: &Path, dev: &Path, probe: &mut impl HubProbe) -> usize {
     let devices = sys.join("bus/usb/devices");
-    let Ok(entries) = std::fs::read_dir(&devices) else {
-        return 0;
+    // Interfaces have a colon in their names.
+    let device_names = || -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&devices) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.contains(':'))
+            .collect()
     };
     let number =
         |p: PathBuf| -> Option<u32> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+    let seen = device_names();
     let mut pending = 0;
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.contains(':') {
-            continue; // an interface, not a device
-        }
-        let hub = e.path();
+    for name in &seen {
+        let hub = devices.join(name);
+        let is_hub =
+            std::fs::read_to_string(hub.join("bDeviceClass")).is_ok_and(|c| c.trim() == "09");
         let Some(ports) = number(hub.join("maxchild")).filter(|&n| n > 0) else {
+            // The hub driver learns the number of ports from the hub's
+            // descriptor when it configures the hub.
+            if is_hub {
+                pending += 1;
+            }
             continue;
         };
         let (Some(bus), Some(devnum)) = (number(hub.join("busnum")), number(hub.join("devnum")))
@@ -193,6 +245,10 @@ pub fn usb_ports_enumerating(
             continue;
         };
         let node = dev.join(format!("bus/usb/{bus:03}/{devnum:03}"));
+        if probe.powering_up(&node) {
+            pending += 1;
+            continue;
+        }
         for port in 1..=ports {
             let child = match name.strip_prefix("usb") {
                 Some(bus) => format!("{bus}-{port}"),
@@ -200,10 +256,16 @@ pub fn usb_ports_enumerating(
             };
             // Asked first: a hub busy enumerating answers once it is done,
             // and the child is then there.
-            if connected(&node, port) && !devices.join(&child).exists() {
+            if probe.port_connected(&node, port) && !devices.join(&child).exists() {
                 pending += 1;
             }
         }
+    }
+    // Asking a hub waits while the hub driver enumerates one of its
+    // ports, so devices (a hub, say) may have appeared since the list was
+    // read: they are looked at the next time.
+    if device_names().iter().any(|n| !seen.contains(n)) {
+        pending += 1;
     }
     pending
 }
@@ -290,7 +352,7 @@ fn find_seed(sys: &Path, need: &mut impl FnMut(SeedNeed)) -> Option<(PathBuf, Fs
         if let Some(found) = find_by_label(SEED_LABEL) {
             return Some(found);
         }
-        let enumerating = usb_ports_enumerating(sys, Path::new("/dev"), hub_port_connected);
+        let enumerating = usb_ports_enumerating(sys, Path::new("/dev"), &mut Usbfs);
         let settling = usb_storage_settling(sys);
         if enumerating > 0 && !told {
             told = true;
@@ -463,45 +525,93 @@ mod tests {
 
     #[test]
     fn usb_ports_with_a_device_not_yet_in_sysfs_are_enumerating() {
+        /// Connected: root ports 2 and 3 and the first hub's port 1.
+        #[derive(Default)]
+        struct Fake {
+            asked: Vec<(PathBuf, u32)>,
+            powering: Vec<&'static str>,
+            /// Made while the first port is asked, as the kernel adds a
+            /// device while usbfs waits for the hub.
+            appears: Option<PathBuf>,
+        }
+        impl HubProbe for Fake {
+            fn port_connected(&mut self, node: &Path, port: u32) -> bool {
+                self.asked.push((node.to_path_buf(), port));
+                if let Some(dir) = self.appears.take() {
+                    std::fs::create_dir_all(dir).unwrap();
+                }
+                matches!(
+                    (node.to_str().unwrap(), port),
+                    ("/dev/bus/usb/001/001", 2..=4) | ("/dev/bus/usb/001/003", 1)
+                )
+            }
+            fn powering_up(&mut self, node: &Path) -> bool {
+                self.powering.iter().any(|p| node == Path::new(p))
+            }
+        }
         let sys = tempfile::tempdir().unwrap();
         let devices = sys.path().join("bus/usb/devices");
-        // A root hub with 4 ports (the stick on port 2 is in sysfs) and a
-        // hub on its port 3 with 2 ports.
-        for (name, bus, devnum, ports) in [("usb1", 1, 1, 4), ("1-3", 1, 3, 2), ("1-2", 1, 2, 0)] {
+        let add = |name: &str, class: &str, bus: u32, devnum: u32, ports: u32| {
             let d = devices.join(name);
             std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("bDeviceClass"), format!("{class}\n")).unwrap();
             for (attr, v) in [("busnum", bus), ("devnum", devnum), ("maxchild", ports)] {
                 std::fs::write(d.join(attr), format!("{v}\n")).unwrap();
             }
-        }
+        };
+        // A root hub with 4 ports: a stick on port 2 and a hub with 2
+        // ports on port 3, both in sysfs; a device on port 4 not yet, nor
+        // the one on the hub's port 1.
+        add("usb1", "09", 1, 1, 4);
+        add("1-2", "00", 1, 2, 0);
+        add("1-3", "09", 1, 3, 2);
         std::fs::create_dir_all(devices.join("1-0:1.0")).unwrap();
         let dev = Path::new("/dev");
-        let mut asked = Vec::new();
-        // Connected: root ports 2 and 3 (both enumerated) and 4 (not yet),
-        // the hub's port 1 (not yet).
-        let n = usb_ports_enumerating(sys.path(), dev, |node, port| {
-            asked.push((node.to_path_buf(), port));
-            matches!(
-                (node.to_str().unwrap(), port),
-                ("/dev/bus/usb/001/001", 2..=4) | ("/dev/bus/usb/001/003", 1)
-            )
-        });
-        assert_eq!(n, 2);
-        asked.sort();
-        assert_eq!(asked.len(), 6, "{asked:?}");
-        assert!(asked.contains(&(PathBuf::from("/dev/bus/usb/001/003"), 2)));
+        let mut fake = Fake::default();
+        assert_eq!(usb_ports_enumerating(sys.path(), dev, &mut fake), 2);
+        // Every port of both hubs asked once; the stick is no hub.
+        assert_eq!(fake.asked.len(), 6, "{:?}", fake.asked);
+        assert!(fake
+            .asked
+            .contains(&(PathBuf::from("/dev/bus/usb/001/003"), 2)));
         std::fs::create_dir_all(devices.join("1-4")).unwrap();
         std::fs::create_dir_all(devices.join("1-3.1")).unwrap();
-        let connected = |node: &Path, port| {
-            matches!(
-                (node.to_str().unwrap(), port),
-                ("/dev/bus/usb/001/001", 2..=4) | ("/dev/bus/usb/001/003", 1)
-            )
-        };
-        assert_eq!(usb_ports_enumerating(sys.path(), dev, connected), 0);
-        // No USB at all.
         assert_eq!(
-            usb_ports_enumerating(&sys.path().join("nothing"), dev, |_, _| true),
+            usb_ports_enumerating(sys.path(), dev, &mut Fake::default()),
+            0
+        );
+        // A hub just enumerated on the hub's port 2: not configured yet,
+        // then configured and powering its ports up, then settled.
+        add("1-3.2", "09", 1, 5, 0);
+        assert_eq!(
+            usb_ports_enumerating(sys.path(), dev, &mut Fake::default()),
+            1
+        );
+        add("1-3.2", "09", 1, 5, 4);
+        let mut powering = Fake {
+            powering: vec!["/dev/bus/usb/001/005"],
+            ..Fake::default()
+        };
+        assert_eq!(usb_ports_enumerating(sys.path(), dev, &mut powering), 1);
+        assert!(!powering.asked.iter().any(|(n, _)| n.ends_with("005")));
+        assert_eq!(
+            usb_ports_enumerating(sys.path(), dev, &mut Fake::default()),
+            0
+        );
+        // A device added while the hubs are asked is looked at next time.
+        let mut adding = Fake {
+            appears: Some(devices.join("1-3.2.1")),
+            ..Fake::default()
+        };
+        assert_eq!(usb_ports_enumerating(sys.path(), dev, &mut adding), 1);
+        assert_eq!(
+            usb_ports_enumerating(sys.path(), dev, &mut Fake::default()),
+            0
+        );
+        // No USB at all.
+        let nothing = sys.path().join("nothing");
+        assert_eq!(
+            usb_ports_enumerating(&nothing, dev, &mut Fake::default()),
             0
         );
     }

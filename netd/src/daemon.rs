@@ -96,7 +96,10 @@ async fn serve(cfg: &Config) -> Result<(), NetdError> {
         nl.clone(),
         crate::staged::NetworkFiles::new(cfg.interfaces.clone()),
     ));
-    let plan = plan::plan(cfg);
+    let plan = tokio::select! {
+        plan = wait_for_nic(cfg, &nl, plan::plan(cfg)) => plan,
+        () = stop.wait() => return Ok(()),
+    };
     let bridge = apply::apply_links(&nl, &plan).await?;
     match plan.addressing {
         Addressing::Static(ip) => {
@@ -258,6 +261,54 @@ fn write_ready(cfg: &Config, ip: Option<(&IpConfig, &str)>) -> Result<(), NetdEr
 
 /// How long DHCP waits for the bridge's carrier before sending anyway.
 const CARRIER_WAIT: Duration = Duration::from_secs(3);
+
+/// How long netd waits at start for its NIC when there is none yet (or
+/// the one it was given does not exist yet): a driver may still be probing
+/// (one loading its firmware, a USB NIC still being enumerated).
+const NIC_WAIT: Duration = Duration::from_secs(10);
+
+/// Returns `plan` once its NIC exists: the one named, or the first one
+/// [`crate::sysfs::pick_nic`] finds, looking every 100 ms for at most
+/// [`NIC_WAIT`]. After that the plan goes on without an uplink, as
+/// `apply::apply_links` reports.
+async fn wait_for_nic(cfg: &Config, nl: &Rtnl, mut plan: plan::MgmtPlan) -> plan::MgmtPlan {
+    let start = tokio::time::Instant::now();
+    let mut told = false;
+    loop {
+        if let Some(name) = &plan.nic {
+            if matches!(nl.link(name).await, Ok(Some(_))) {
+                if told {
+                    tracing::info!("{name} appeared after {} ms", start.elapsed().as_millis());
+                }
+                return plan;
+            }
+        }
+        if start.elapsed() >= NIC_WAIT {
+            if plan.nic.is_none() {
+                tracing::error!(
+                    "no physical Ethernet NIC appeared within {} s; {} will have no uplink",
+                    NIC_WAIT.as_secs(),
+                    plan.bridge
+                );
+            }
+            return plan;
+        }
+        if !told {
+            told = true;
+            let what = plan.nic.as_deref().unwrap_or("a physical Ethernet NIC");
+            tracing::info!(
+                "waiting up to {} s for {what} to appear",
+                NIC_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if cfg.nic.is_none() {
+            if let Ok(Some(nic)) = crate::sysfs::pick_nic(&cfg.sys_class_net, &plan.bridge) {
+                plan.nic = Some(nic.name);
+            }
+        }
+    }
+}
 
 /// Waits until the bridge reports a carrier (a port is up and forwarding),
 /// for at most [`CARRIER_WAIT`]: a DISCOVER sent before that is dropped, and

@@ -155,10 +155,9 @@ pub fn plan(cfg: &Config) -> MgmtPlan {
         None => match crate::sysfs::pick_nic(&cfg.sys_class_net, &cfg.bridge) {
             Ok(Some(n)) => Some(n.name),
             Ok(None) => {
-                tracing::error!(
-                    "no physical Ethernet NIC found in {}; {} will have no uplink",
-                    cfg.sys_class_net.display(),
-                    cfg.bridge
+                tracing::info!(
+                    "no physical Ethernet NIC in {} yet",
+                    cfg.sys_class_net.display()
                 );
                 None
             }

@@ -541,8 +541,10 @@ fn missing_nic_still_creates_the_bridge() {
     let lab = Lab::new("nonic", "203.0.113.1/24");
     write_static_answer(&lab);
     let mut netd = lab.netd("netd.log", &["--nic", "nosuchnic"]);
-    lab.wait_ready(&mut netd, Duration::from_secs(15));
+    // netd waits 10 s for the NIC first.
+    lab.wait_ready(&mut netd, Duration::from_secs(40));
     let log = netd.log();
+    assert!(log.contains("waiting up to 10 s for nosuchnic"), "{log}");
     assert!(log.contains("NIC nosuchnic does not exist"), "{log}");
     assert!(log.contains("created bridge vmbr0"), "{log}");
     let br = lab.link("vmbr0");
@@ -552,6 +554,56 @@ fn missing_nic_still_creates_the_bridge() {
         "nic0 was left alone"
     );
     assert_eq!(lab.ipv4("vmbr0"), ["203.0.113.10/24"]);
+    assert!(netd.terminate().success());
+}
+
+/// A NIC that appears after netd started (a driver still probing) joins
+/// the bridge: the one named with `--nic`, and, without it, the first
+/// physical NIC found (here in a sysfs tree of the test's own, since a
+/// veth has no `device` link to tell it from a physical NIC).
+#[test]
+fn a_nic_that_appears_late_joins_the_bridge() {
+    let lab = Lab::new("latenic", "203.0.113.1/24");
+    write_static_answer(&lab);
+    // Named: nic0 is renamed away first and comes back a second later.
+    lab.client.ip(&["link", "set", "nic0", "name", "later0"]);
+    let mut netd = lab.netd("netd1.log", &["--nic", "nic0"]);
+    lab.wait_log(
+        &mut netd,
+        "waiting up to 10 s for nic0",
+        Duration::from_secs(15),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    lab.client.ip(&["link", "set", "later0", "name", "nic0"]);
+    lab.wait_ready(&mut netd, Duration::from_secs(20));
+    assert!(netd.log().contains("nic0 appeared after"), "{}", netd.log());
+    lab.assert_bridge();
+    lab.ping("203.0.113.1");
+    assert!(netd.terminate().success());
+
+    // Picked: the sysfs tree shows no physical NIC, then nic0.
+    lab.client.ip(&["link", "del", "vmbr0"]);
+    let class_net = lab.path("class-net");
+    fs::create_dir_all(&class_net).unwrap();
+    fs::remove_file(lab.path("netd.ready")).unwrap();
+    let mut netd = lab.netd(
+        "netd2.log",
+        &["--sys-class-net", class_net.to_str().unwrap()],
+    );
+    lab.wait_log(
+        &mut netd,
+        "waiting up to 10 s for a physical Ethernet NIC",
+        Duration::from_secs(15),
+    );
+    let nic = class_net.join("nic0");
+    fs::create_dir_all(nic.join("device")).unwrap();
+    fs::write(nic.join("type"), "1\n").unwrap();
+    let ifindex = lab.link("nic0")["ifindex"].to_string();
+    fs::write(nic.join("ifindex"), format!("{ifindex}\n")).unwrap();
+    lab.wait_ready(&mut netd, Duration::from_secs(20));
+    assert!(netd.log().contains("nic0 appeared after"), "{}", netd.log());
+    lab.assert_bridge();
+    lab.ping("203.0.113.1");
     assert!(netd.terminate().success());
 }
 

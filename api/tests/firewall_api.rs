@@ -50,6 +50,15 @@ fn firewall_rules_are_edited_validated_and_applied() {
     let state = dir.path().to_path_buf();
     write_root_password(&state, PASSWORD);
     let cluster_fw = state.join("firewall/cluster.fw");
+    // A guest with an alias and an IP set of its own.
+    std::fs::create_dir_all(state.join("qemu-server")).unwrap();
+    std::fs::write(state.join("qemu-server/101.conf"), "memory: 512\n").unwrap();
+    std::fs::create_dir_all(state.join("firewall")).unwrap();
+    std::fs::write(
+        state.join("firewall/101.fw"),
+        "[ALIASES]\n\nlocal0 192.0.2.0/24 # lab net\n\n[IPSET lab]\n\n192.0.2.5\n",
+    )
+    .unwrap();
     let ns_ref = &ns;
     ns.enter(|| {
         tokio::runtime::Builder::new_multi_thread()
@@ -259,6 +268,46 @@ fn firewall_rules_are_edited_validated_and_applied() {
                 let (_, sets) = s.get(&server, "/cluster/firewall/ipset").await;
                 assert_eq!(sets["data"][0]["name"], "blocked");
                 assert_eq!(sets["data"][0]["comment"], "bad hosts");
+                // What a rule may name, for the rule editor: the set and
+                // the alias with their scoped references.
+                let (status, refs) = s.get(&server, "/cluster/firewall/refs").await;
+                assert_eq!(status, StatusCode::OK, "{refs}");
+                assert_eq!(
+                    refs["data"],
+                    serde_json::json!([
+                        {"type": "ipset", "name": "blocked", "ref": "+dc/blocked", "scope": "dc", "comment": "bad hosts"},
+                        {"type": "alias", "name": "office", "ref": "dc/office", "scope": "dc", "comment": "HQ"},
+                    ])
+                );
+                let (_, aliases) = s.get(&server, "/cluster/firewall/refs?type=alias").await;
+                assert_eq!(aliases["data"].as_array().map(Vec::len), Some(1), "{aliases}");
+                assert_eq!(aliases["data"][0]["ref"], "dc/office");
+                let (status, _) = s.get(&server, "/cluster/firewall/refs?type=group").await;
+                assert_eq!(status, StatusCode::BAD_REQUEST);
+                // A guest's: the cluster's, then its own.
+                let (status, refs) = s
+                    .get(
+                        &server,
+                        &format!("/nodes/{}/qemu/101/firewall/refs", common::NODE),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{refs}");
+                let got: Vec<(&str, &str)> = refs["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r["ref"].as_str().unwrap(), r["scope"].as_str().unwrap()))
+                    .collect();
+                assert_eq!(
+                    got,
+                    [
+                        ("+dc/blocked", "dc"),
+                        ("dc/office", "dc"),
+                        ("+guest/lab", "guest"),
+                        ("guest/local0", "guest")
+                    ]
+                );
+                assert_eq!(refs["data"][3]["comment"], "lab net");
                 let (_, entries) = s.get(&server, "/cluster/firewall/ipset/blocked").await;
                 assert_eq!(entries["data"][0]["cidr"], "203.0.113.0/24");
                 assert_eq!(entries["data"][1]["cidr"], "203.0.113.7");
@@ -393,6 +442,13 @@ fn firewall_rules_are_edited_validated_and_applied() {
                     .get(
                         &server,
                         &format!("/nodes/{}/qemu/100/firewall/rules", common::NODE),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                let (status, _) = s
+                    .get(
+                        &server,
+                        &format!("/nodes/{}/qemu/100/firewall/refs", common::NODE),
                     )
                     .await;
                 assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);

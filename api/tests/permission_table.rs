@@ -185,6 +185,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
         STORAGE_ADMIN,
     ),
     ("GET", "/cluster/firewall", ANY),
+    ("GET", "/cluster/firewall/refs", SYS_AUDIT),
     ("GET", "/cluster/firewall/aliases", SYS_AUDIT),
     ("POST", "/cluster/firewall/aliases", ROOT_ONLY),
     ("DELETE", "/cluster/firewall/aliases/{name}", ROOT_ONLY),
@@ -227,6 +228,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/nodes/{node}/firewall/rules/{pos}", SYS_AUDIT),
     ("PUT", "/nodes/{node}/firewall/rules/{pos}", ROOT_ONLY),
     ("GET", "/nodes/{node}/lxc/{vmid}/firewall", VM_AUDIT),
+    ("GET", "/nodes/{node}/lxc/{vmid}/firewall/refs", VM_AUDIT),
     ("GET", "/nodes/{node}/lxc/{vmid}/firewall/aliases", VM_AUDIT),
     (
         "POST",
@@ -319,6 +321,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/nodes/{node}/network/{iface}", SYS_AUDIT),
     ("PUT", "/nodes/{node}/network/{iface}", ROOT_ONLY),
     ("GET", "/nodes/{node}/qemu/{vmid}/firewall", VM_AUDIT),
+    ("GET", "/nodes/{node}/qemu/{vmid}/firewall/refs", VM_AUDIT),
     (
         "GET",
         "/nodes/{node}/qemu/{vmid}/firewall/aliases",

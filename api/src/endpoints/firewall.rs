@@ -318,6 +318,12 @@ const CIDR: Param = string(
     "Network/IP specification in CIDR format.",
 );
 const COMMENT: Param = string("comment", Some(&formats::SINGLE_LINE), "Comment.").optional();
+const REF_TYPE: Param = one_of(
+    "type",
+    &["alias", "ipset"],
+    "Only list references of specified type.",
+)
+.optional();
 
 const fn index(
     path: &'static str,
@@ -344,10 +350,20 @@ pub static CLUSTER: &[Endpoint] = &[
         Permission::Anyone("everybody"),
         |_, _| {
             Box::pin(async {
-                Ok(json!([{"name": "aliases"}, {"name": "groups"}, {"name": "ipset"}, {"name": "macros"}, {"name": "options"}, {"name": "rules"}]).into())
+                Ok(json!([{"name": "aliases"}, {"name": "groups"}, {"name": "ipset"}, {"name": "macros"}, {"name": "options"}, {"name": "refs"}, {"name": "rules"}]).into())
             })
         },
     ),
+    Endpoint {
+        method: Method::GET,
+        path: "/cluster/firewall/refs",
+        description:
+            "Lists possible IPSet/Alias reference which are allowed in source/dest properties.",
+        params: &[REF_TYPE],
+        extra: None,
+        permission: privs("/", &["Sys.Audit"]),
+        handler: |s, c| Box::pin(refs(s, c, Scope::Cluster)),
+    },
     Endpoint {
         method: Method::GET,
         path: "/cluster/firewall/macros",
@@ -484,16 +500,27 @@ pub static HOST_OPTIONS: &[Endpoint] = options_endpoints!(
 macro_rules! guest_tables {
     ($kind:literal, $scope:expr, $index:ident, $rules:ident, $options:ident, $aliases:ident, $ipsets:ident) => {
         #[doc = concat!("The firewall index of a guest (", $kind, ").")]
-        pub static $index: &[Endpoint] = &[index(
-            concat!("/nodes/{node}/", $kind, "/{vmid}/firewall"),
-            &[NODE, VMID],
-            privs("/vms/{vmid}", &["VM.Audit"]),
-            |_, _| {
-                Box::pin(async {
-            Ok(json!([{"name": "aliases"}, {"name": "ipset"}, {"name": "options"}, {"name": "rules"}]).into())
-                })
+        pub static $index: &[Endpoint] = &[
+            index(
+                concat!("/nodes/{node}/", $kind, "/{vmid}/firewall"),
+                &[NODE, VMID],
+                privs("/vms/{vmid}", &["VM.Audit"]),
+                |_, _| {
+                    Box::pin(async {
+                        Ok(json!([{"name": "aliases"}, {"name": "ipset"}, {"name": "options"}, {"name": "refs"}, {"name": "rules"}]).into())
+                    })
+                },
+            ),
+            Endpoint {
+                method: Method::GET,
+                path: concat!("/nodes/{node}/", $kind, "/{vmid}/firewall/refs"),
+                description: "Lists possible IPSet/Alias reference which are allowed in source/dest properties.",
+                params: &[NODE, VMID, REF_TYPE],
+                extra: None,
+                permission: privs("/vms/{vmid}", &["VM.Audit"]),
+                handler: |s, c| Box::pin(refs(s, c, $scope)),
             },
-        )];
+        ];
         #[doc = "A guest's rules."]
         pub static $rules: &[Endpoint] = rule_endpoints!(
             concat!("/nodes/{node}/", $kind, "/{vmid}/firewall/rules"),
@@ -951,6 +978,52 @@ fn alias_pos(doc: &FwDocument, name: &str) -> Result<usize, ApiError> {
         .iter()
         .position(|a| a.0.eq_ignore_ascii_case(name))
         .ok_or_else(|| ApiError::failed(format!("no such alias '{name}'")))
+}
+
+/// The aliases and IP sets a rule of the scope's file may name, as
+/// Proxmox's `firewall/refs` lists them for the rule editor: the cluster's
+/// (scope `dc`) and, for a guest, its own (scope `guest`), each with the
+/// scoped reference a rule takes (`dc/office`, `+guest/blocked`).
+async fn refs(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {
+    let mut files = vec![("cluster.fw".to_string(), "dc")];
+    if scope != Scope::Cluster {
+        files.push((file_of(&state, &call, scope)?, "guest"));
+    }
+    let want = call.params.get("type");
+    let mut out = Vec::new();
+    for (file, scope) in files {
+        let (_, doc) = load(&state, &file)?;
+        let mut entry = |kind: &str, name: &str, reference: String, comment: Option<&str>| {
+            let mut o = json!({"type": kind, "name": name, "ref": reference, "scope": scope});
+            if let Some(c) = comment {
+                o["comment"] = json!(c);
+            }
+            out.push(o);
+        };
+        if want != Some("alias") {
+            for (id, comment) in doc.sections() {
+                if let SectionId::IpSet(name) = id {
+                    entry(
+                        "ipset",
+                        &name,
+                        format!("+{scope}/{name}"),
+                        comment.as_deref(),
+                    );
+                }
+            }
+        }
+        if want != Some("ipset") {
+            for (name, _, comment) in alias_entries(&doc) {
+                entry(
+                    "alias",
+                    &name,
+                    format!("{scope}/{name}"),
+                    comment.as_deref(),
+                );
+            }
+        }
+    }
+    Ok(Value::Array(out).into())
 }
 
 async fn list_aliases(state: Arc<AppState>, call: Call, scope: Scope) -> ApiResult {

@@ -556,15 +556,31 @@ pub fn exit_now(code: i32) -> ! {
 /// `root`, absolute targets start at it), never through `/proc` magic
 /// links, never onto another mount.
 pub fn open_dir_in_root(root: RawFd, rel: &Path) -> io::Result<OwnedFd> {
-    let how = nix::fcntl::OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(
+    open_in_root(
+        root,
+        rel,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+    )
+}
+
+/// `openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS |
+/// RESOLVE_NO_XDEV`. The kernel answers `EAGAIN` when a rename or a mount
+/// anywhere on the system raced with a `..` of the path and it cannot
+/// prove the walk stayed inside; the call is then simply made again, as
+/// openat2(2) advises (a busy host renames files all the time).
+fn open_in_root(root: RawFd, rel: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let mut tries = 0;
+    loop {
+        let how = nix::fcntl::OpenHow::new().flags(flags).resolve(
             nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
                 | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS
                 | nix::fcntl::ResolveFlag::RESOLVE_NO_XDEV,
         );
-    let fd = nix::fcntl::openat2(root, rel, how)?;
-    Ok(owned(fd))
+        match nix::fcntl::openat2(root, rel, how) {
+            Err(nix::errno::Errno::EAGAIN) if tries < 100 => tries += 1,
+            done => return Ok(owned(done?)),
+        }
+    }
 }
 
 /// Renames `from` to `to`, both in directory `dir`; a link at `to` is
@@ -585,15 +601,11 @@ pub fn fsync(fd: RawFd) -> io::Result<()> {
 /// Opens the file `rel` below `root` for reading, resolving links inside
 /// the root as [`open_dir_in_root`] does; never blocks on a fifo.
 pub fn open_file_in_root(root: RawFd, rel: &str) -> io::Result<OwnedFd> {
-    let how = nix::fcntl::OpenHow::new()
-        .flags(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)
-        .resolve(
-            nix::fcntl::ResolveFlag::RESOLVE_IN_ROOT
-                | nix::fcntl::ResolveFlag::RESOLVE_NO_MAGICLINKS
-                | nix::fcntl::ResolveFlag::RESOLVE_NO_XDEV,
-        );
-    let fd = nix::fcntl::openat2(root, rel, how)?;
-    Ok(owned(fd))
+    open_in_root(
+        root,
+        Path::new(rel),
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+    )
 }
 
 #[cfg(test)]

@@ -169,8 +169,8 @@ const HUB_POWER_SETTLE: std::time::Duration = std::time::Duration::from_millis(3
 /// What [`usb_ports_enumerating`] asks a hub, named by its usbfs node
 /// (`/dev/bus/usb/BBB/DDD`).
 pub trait HubProbe {
-    /// Whether a device is connected to `port` of the hub.
-    fn port_connected(&mut self, node: &Path, port: u32) -> bool;
+    /// Which of the hub's ports `1..=ports` have a device connected.
+    fn connected_ports(&mut self, node: &Path, ports: u32) -> Vec<u32>;
     /// Whether the hub appeared so recently that its ports may still be
     /// powering up ([`HUB_POWER_SETTLE`]).
     fn powering_up(&mut self, node: &Path) -> bool;
@@ -180,8 +180,8 @@ pub trait HubProbe {
 pub struct Usbfs;
 
 impl HubProbe for Usbfs {
-    fn port_connected(&mut self, node: &Path, port: u32) -> bool {
-        hub_port_connected(node, port)
+    fn connected_ports(&mut self, node: &Path, ports: u32) -> Vec<u32> {
+        hub_connected_ports(node, ports)
     }
 
     /// devtmpfs makes a device's node when the device is added, and its
@@ -249,14 +249,14 @@ pub fn usb_ports_enumerating(sys: &Path, dev: &Path, probe: &mut impl HubProbe) 
             pending += 1;
             continue;
         }
-        for port in 1..=ports {
+        // Asked first: a hub busy enumerating answers once it is done,
+        // and the child is then there.
+        for port in probe.connected_ports(&node, ports) {
             let child = match name.strip_prefix("usb") {
                 Some(bus) => format!("{bus}-{port}"),
                 None => format!("{name}.{port}"),
             };
-            // Asked first: a hub busy enumerating answers once it is done,
-            // and the child is then there.
-            if probe.port_connected(&node, port) && !devices.join(&child).exists() {
+            if !devices.join(&child).exists() {
                 pending += 1;
             }
         }
@@ -271,10 +271,10 @@ pub fn usb_ports_enumerating(sys: &Path, dev: &Path, probe: &mut impl HubProbe) 
 }
 
 /// Asks the hub at usbfs node `node` (`/dev/bus/usb/BBB/DDD`) for the
-/// status of `port` (the hub class's GET_STATUS, as `lsusb -v` does) and
-/// says whether a device is connected to it. Opening the node waits while
-/// the hub driver is enumerating one of the hub's ports.
-pub fn hub_port_connected(node: &Path, port: u32) -> bool {
+/// status of each of its ports `1..=ports` (the hub class's GET_STATUS, as
+/// `lsusb -v` does) and returns those with a device connected. Opening the
+/// node waits while the hub driver is enumerating one of the hub's ports.
+pub fn hub_connected_ports(node: &Path, ports: u32) -> Vec<u32> {
     /// `struct usbdevfs_ctrltransfer` of `<linux/usbdevice_fs.h>`.
     #[repr(C)]
     struct CtrlTransfer {
@@ -287,33 +287,37 @@ pub fn hub_port_connected(node: &Path, port: u32) -> bool {
         data: *mut u8,
     }
     nix::ioctl_readwrite!(usbdevfs_control, b'U', 0, CtrlTransfer);
+    use std::os::fd::AsRawFd;
     let Ok(file) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(node)
     else {
-        return false;
+        return Vec::new();
     };
-    let Ok(index) = u16::try_from(port) else {
-        return false;
+    let connected = |port: u32| {
+        let Ok(index) = u16::try_from(port) else {
+            return false;
+        };
+        let mut status = [0u8; 4];
+        let mut xfer = CtrlTransfer {
+            // Device to host, class request, recipient "other" (a port).
+            request_type: 0xa3,
+            request: 0, // GET_STATUS
+            value: 0,
+            index,
+            length: 4,
+            timeout_ms: 1000,
+            data: status.as_mut_ptr(),
+        };
+        // SAFETY: `xfer` is a valid usbdevfs_ctrltransfer whose data
+        // pointer addresses `status`, 4 bytes as its length says, alive
+        // for the call.
+        let done = unsafe { usbdevfs_control(file.as_raw_fd(), &mut xfer) };
+        // wPortStatus bit 0: PORT_CONNECTION, on USB 2 and USB 3 hubs alike.
+        matches!(done, Ok(4)) && status[0] & 1 != 0
     };
-    let mut status = [0u8; 4];
-    let mut xfer = CtrlTransfer {
-        // Device to host, class request, recipient "other" (a port).
-        request_type: 0xa3,
-        request: 0, // GET_STATUS
-        value: 0,
-        index,
-        length: 4,
-        timeout_ms: 1000,
-        data: status.as_mut_ptr(),
-    };
-    use std::os::fd::AsRawFd;
-    // SAFETY: `xfer` is a valid usbdevfs_ctrltransfer whose data pointer
-    // addresses `status`, 4 bytes as its length says, alive for the call.
-    let done = unsafe { usbdevfs_control(file.as_raw_fd(), &mut xfer) };
-    // wPortStatus bit 0: PORT_CONNECTION, on USB 2 and USB 3 hubs alike.
-    matches!(done, Ok(4)) && status[0] & 1 != 0
+    (1..=ports).filter(|&p| connected(p)).collect()
 }
 
 /// Whether a `block` directory lies within `depth` levels under `dir`
@@ -525,25 +529,30 @@ mod tests {
 
     #[test]
     fn usb_ports_with_a_device_not_yet_in_sysfs_are_enumerating() {
-        /// Connected: root ports 2 and 3 and the first hub's port 1.
+        /// Connected: root ports 2 to 4 and the hub 1-3's port 1.
         #[derive(Default)]
         struct Fake {
             asked: Vec<(PathBuf, u32)>,
             powering: Vec<&'static str>,
-            /// Made while the first port is asked, as the kernel adds a
+            /// Made while the first hub is asked, as the kernel adds a
             /// device while usbfs waits for the hub.
             appears: Option<PathBuf>,
         }
         impl HubProbe for Fake {
-            fn port_connected(&mut self, node: &Path, port: u32) -> bool {
-                self.asked.push((node.to_path_buf(), port));
+            fn connected_ports(&mut self, node: &Path, ports: u32) -> Vec<u32> {
                 if let Some(dir) = self.appears.take() {
                     std::fs::create_dir_all(dir).unwrap();
                 }
-                matches!(
-                    (node.to_str().unwrap(), port),
-                    ("/dev/bus/usb/001/001", 2..=4) | ("/dev/bus/usb/001/003", 1)
-                )
+                self.asked
+                    .extend((1..=ports).map(|port| (node.to_path_buf(), port)));
+                (1..=ports)
+                    .filter(|&port| {
+                        matches!(
+                            (node.to_str().unwrap(), port),
+                            ("/dev/bus/usb/001/001", 2..=4) | ("/dev/bus/usb/001/003", 1)
+                        )
+                    })
+                    .collect()
             }
             fn powering_up(&mut self, node: &Path) -> bool {
                 self.powering.iter().any(|p| node == Path::new(p))

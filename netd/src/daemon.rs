@@ -276,7 +276,8 @@ async fn wait_for_nic(cfg: &Config, nl: &Rtnl, mut plan: plan::MgmtPlan) -> plan
     let mut told = false;
     loop {
         if let Some(name) = &plan.nic {
-            if matches!(nl.link(name).await, Ok(Some(_))) {
+            // A NIC picked from sysfs is there; only a named one is looked up.
+            if cfg.nic.is_none() || matches!(nl.link(name).await, Ok(Some(_))) {
                 if told {
                     tracing::info!("{name} appeared after {} ms", start.elapsed().as_millis());
                 }

@@ -438,20 +438,11 @@ fn firewall_rules_are_edited_validated_and_applied() {
                 let (_, options) = s.get(&server, "/cluster/firewall/options").await;
                 assert_eq!(options["data"]["enable"], 1);
                 assert_eq!(options["data"]["policy_in"], "DROP");
-                let (status, _) = s
-                    .get(
-                        &server,
-                        &format!("/nodes/{}/qemu/100/firewall/rules", common::NODE),
-                    )
-                    .await;
-                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-                let (status, _) = s
-                    .get(
-                        &server,
-                        &format!("/nodes/{}/qemu/100/firewall/refs", common::NODE),
-                    )
-                    .await;
-                assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+                for what in ["rules", "refs"] {
+                    let path = format!("/nodes/{}/qemu/100/firewall/{what}", common::NODE);
+                    let (status, _) = s.get(&server, &path).await;
+                    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}");
+                }
 
                 // Switching the firewall off removes the tables.
                 let (status, _) = s

@@ -111,6 +111,21 @@ pub fn load_params(module: &str, async_probe: bool) -> String {
 
 /// Loads one module file (a path relative to `dir`) and counts the result.
 /// Returns true unless it failed.
+/// Whether the module file `rel` lies under one of `trees`.
+fn in_trees(trees: &[&str], rel: &str) -> bool {
+    trees.iter().any(|t| rel.starts_with(t))
+}
+
+/// Loads `files` in order on the calling thread; one job of
+/// [`Loader::load_parallel`] and [`Loader::coldplug`].
+fn run_job(dir: &Path, async_probe: &[&str], files: Vec<String>) -> (Vec<String>, LoadReport) {
+    let mut report = LoadReport::default();
+    for f in &files {
+        load_file(dir, f, in_trees(async_probe, f), &mut report);
+    }
+    (files, report)
+}
+
 fn load_file(dir: &Path, rel: &str, async_probe: bool, report: &mut LoadReport) -> bool {
     // The kernel answers EEXIST only after reading and checking the whole
     // file, which costs about as much as loading it: ask sysfs first.
@@ -427,7 +442,7 @@ impl Loader {
     }
 
     fn probes_async(&self, rel: &str) -> bool {
-        self.async_probe.iter().any(|t| rel.starts_with(t))
+        in_trees(self.async_probe, rel)
     }
 
     /// Replaces the index, keeping what was loaded.
@@ -468,38 +483,36 @@ impl Loader {
     /// need the same dependency are fine: the kernel makes the second wait
     /// for the first and then answers `EEXIST`.
     pub fn load_parallel(&mut self, names: &[String]) {
-        let jobs: Vec<Vec<String>> = names
-            .iter()
-            .map(|n| {
-                self.index
-                    .load_order(n)
-                    .into_iter()
-                    .filter(|f| !self.done.contains(*f))
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .filter(|files| !files.is_empty())
-            .collect();
-        let this = &*self;
+        let jobs: Vec<Vec<String>> = names.iter().map(|n| self.job(n)).collect();
+        let (dir, async_probe) = (self.dir.as_path(), self.async_probe);
         let results: Vec<(Vec<String>, LoadReport)> = std::thread::scope(|scope| {
             let handles: Vec<_> = jobs
-                .iter()
-                .map(|files| {
-                    scope.spawn(move || {
-                        let mut report = LoadReport::default();
-                        for f in files {
-                            load_file(&this.dir, f, this.probes_async(f), &mut report);
-                        }
-                        (files.clone(), report)
-                    })
-                })
+                .into_iter()
+                .filter(|files| !files.is_empty())
+                .map(|files| scope.spawn(move || run_job(dir, async_probe, files)))
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
-        // Merge: each file counts once, as loaded if any thread loaded it.
+        self.tally(&results);
+    }
+
+    /// The files still to load for module `name`, dependencies first.
+    fn job(&self, name: &str) -> Vec<String> {
+        self.index
+            .load_order(name)
+            .into_iter()
+            .filter(|f| !self.done.contains(*f))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Counts the loads of parallel jobs into the report: each file once,
+    /// as loaded if any job loaded it, as failed if one failed and none
+    /// loaded it, else as present.
+    fn tally(&mut self, results: &[(Vec<String>, LoadReport)]) {
         let mut loaded: HashSet<String> = HashSet::new();
         let mut failed: HashMap<String, String> = HashMap::new();
-        for (files, report) in &results {
+        for (files, report) in results {
             loaded.extend(report.names.iter().cloned());
             for (f, e) in &report.failed {
                 failed.insert(f.clone(), e.clone());
@@ -508,8 +521,12 @@ impl Loader {
                 self.done.insert(f.clone());
             }
         }
-        let all: HashSet<&String> = results.iter().flat_map(|(f, _)| f).collect();
-        for f in all {
+        // In the order the jobs finished.
+        let mut seen = HashSet::new();
+        for f in results.iter().flat_map(|(f, _)| f) {
+            if !seen.insert(f) {
+                continue;
+            }
             let name = name_of(f);
             if loaded.contains(&name) {
                 self.report.loaded += 1;
@@ -522,12 +539,102 @@ impl Loader {
         }
     }
 
+    /// The modules matching `devices` (whose path `wanted` accepts) and
+    /// the modules `extra`, minus those tried already and those in `skip`.
+    fn fresh_matches(
+        &self,
+        devices: &[String],
+        wanted: &impl Fn(&str) -> bool,
+        extra: &[&str],
+        skip: &HashSet<String>,
+    ) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        let add = |m: &str, names: &mut Vec<String>| {
+            if !skip.contains(m) && !names.iter().any(|n| n == m) {
+                names.push(m.to_string());
+            }
+        };
+        // Device drivers first: a controller's probe (AHCI link detection,
+        // say) then runs while the rest loads.
+        for alias in devices {
+            for m in self.index.matching(alias) {
+                let fresh = self
+                    .index
+                    .path(m)
+                    .is_some_and(|p| !self.done.contains(p) && wanted(p));
+                if fresh {
+                    add(m, &mut names);
+                }
+            }
+        }
+        for m in extra {
+            if self.index.path(m).is_some_and(|p| !self.done.contains(p)) {
+                add(m, &mut names);
+            }
+        }
+        names
+    }
+
     /// Loads the drivers of the devices of the sysfs root `sys` (see
     /// [`device_modaliases`]) whose path is accepted by `wanted`, together
-    /// with the modules `extra`, all in parallel. Returns how many modules
+    /// with the modules `extra`, all in parallel. Whenever one of the loads
+    /// finishes, the devices are read again and the drivers of those that
+    /// appeared meanwhile start at once: `virtio_pci` makes the virtio NIC
+    /// appear, and its driver need not wait for the disk controllers' loads
+    /// (the NIC's carrier then reaches the kernel's link watch, which runs
+    /// at most once a second, that much sooner). Returns how many modules
     /// were newly tried.
     pub fn coldplug(&mut self, sys: &Path, wanted: impl Fn(&str) -> bool, extra: &[&str]) -> usize {
-        self.coldplug_devices(&device_modaliases(sys), wanted, extra, true)
+        let (dir, async_probe) = (self.dir.clone(), self.async_probe);
+        let (tx, rx) = std::sync::mpsc::channel::<(String, Vec<String>, LoadReport)>();
+        let mut started: HashSet<String> = HashSet::new();
+        let mut results: Vec<(Vec<String>, LoadReport)> = Vec::new();
+        std::thread::scope(|scope| {
+            let mut running = 0usize;
+            let mut extra = extra;
+            loop {
+                let names = self.fresh_matches(&device_modaliases(sys), &wanted, extra, &started);
+                extra = &[];
+                for name in names {
+                    started.insert(name.clone());
+                    // Files another job is loading stay in this one: the
+                    // kernel makes the second load of a module wait for
+                    // the first, so a dependency is live before its user.
+                    let files = self.job(&name);
+                    let (tx, dir) = (tx.clone(), dir.as_path());
+                    running += 1;
+                    scope.spawn(move || {
+                        // Answers even if the job panics: the loop waits
+                        // for one answer per job.
+                        let copy = files.clone();
+                        let job = std::panic::AssertUnwindSafe(|| run_job(dir, async_probe, copy));
+                        let (files, report) = std::panic::catch_unwind(job).unwrap_or_else(|_| {
+                            let mut r = LoadReport::default();
+                            r.failed.push((name.clone(), "the load panicked".into()));
+                            (files, r)
+                        });
+                        let _ = tx.send((name, files, report));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((name, files, report)) = rx.recv() else {
+                    break;
+                };
+                running -= 1;
+                for f in &files {
+                    self.done.insert(f.clone());
+                }
+                // A module that failed is not tried again on the next pass.
+                if let Some(p) = self.index.path(&name) {
+                    self.done.insert(p.to_string());
+                }
+                results.push((files, report));
+            }
+        });
+        self.tally(&results);
+        started.len()
     }
 
     /// [`Loader::coldplug`] for modaliases read already, in parallel or one
@@ -539,26 +646,7 @@ impl Loader {
         extra: &[&str],
         parallel: bool,
     ) -> usize {
-        // Device drivers first: a controller's probe (AHCI link detection,
-        // say) then runs while the rest loads.
-        let mut names: Vec<String> = Vec::new();
-        for alias in devices {
-            for m in self.index.matching(alias) {
-                let fresh = self
-                    .index
-                    .path(m)
-                    .is_some_and(|p| !self.done.contains(p) && wanted(p));
-                if fresh && !names.iter().any(|n: &String| n == m) {
-                    names.push(m.to_string());
-                }
-            }
-        }
-        for m in extra {
-            let fresh = self.index.path(m).is_some_and(|p| !self.done.contains(p));
-            if fresh && !names.iter().any(|n| n == m) {
-                names.push(m.to_string());
-            }
-        }
+        let names = self.fresh_matches(devices, &wanted, extra, &HashSet::new());
         let n = names.len();
         if parallel {
             self.load_parallel(&names);
@@ -689,6 +777,58 @@ alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci\n";
         assert!(!glob("x[ab", "xa"), "an unclosed class matches nothing");
         assert!(glob("*0081*", ",0000,0081,00C0"));
         assert!(!glob("*0081*", ",0000,0080,00C0"));
+    }
+
+    #[test]
+    fn coldplug_tries_each_driver_of_the_present_devices_once() {
+        let sys = tempfile::tempdir().unwrap();
+        for (bus, dev, alias) in [
+            (
+                "pci",
+                "0000:00:02.0",
+                "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00",
+            ),
+            (
+                "pci",
+                "0000:00:1f.2",
+                "pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01",
+            ),
+            ("virtio", "virtio0", "virtio:d00000001v00001AF4"),
+        ] {
+            let d = sys.path().join("bus").join(bus).join("devices").join(dev);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("modalias"), format!("{alias}\n")).unwrap();
+        }
+        let dep = "kernel/test/oxbowtest_ahci.ko: kernel/test/oxbowtest_lib.ko\n\
+kernel/test/oxbowtest_lib.ko:\n\
+kernel/test/oxbowtest_vpci.ko: kernel/test/oxbowtest_lib.ko\n\
+kernel/test/oxbowtest_vnet.ko:\n\
+kernel/test/oxbowtest_extra.ko:\n";
+        let alias = "alias pci:v*d*sv*sd*bc01sc06i01* oxbowtest_ahci\n\
+alias pci:v00001AF4d00001000sv*sd*bc*sc*i* oxbowtest_vpci\n\
+alias virtio:d00000001v* oxbowtest_vnet\n";
+        // No module files: every load fails, each is reported once.
+        let mut l = Loader::new(sys.path().join("no-modules"), ModIndex::parse(dep, alias));
+        assert_eq!(l.coldplug(sys.path(), |_| true, &["oxbowtest_extra"]), 4);
+        let mut failed: Vec<&str> = l.report.failed.iter().map(|(f, _)| f.as_str()).collect();
+        failed.sort();
+        assert_eq!(
+            failed,
+            [
+                "kernel/test/oxbowtest_ahci.ko",
+                "kernel/test/oxbowtest_extra.ko",
+                "kernel/test/oxbowtest_lib.ko",
+                "kernel/test/oxbowtest_vnet.ko",
+                "kernel/test/oxbowtest_vpci.ko",
+            ]
+        );
+        assert_eq!((l.report.loaded, l.report.present), (0, 0));
+        // Nothing is tried twice.
+        assert_eq!(l.coldplug(sys.path(), |_| true, &["oxbowtest_extra"]), 0);
+        assert_eq!(l.report.failed.len(), 5);
+        // Drivers refused by `wanted` are not tried.
+        let mut l = Loader::new(sys.path().join("no-modules"), ModIndex::parse(dep, alias));
+        assert_eq!(l.coldplug(sys.path(), |p| !p.contains("vnet"), &[]), 2);
     }
 
     #[test]

@@ -344,6 +344,10 @@ pub enum SeedNeed {
     /// its disk appears only once `sd_mod` is loaded, which a boot from a CD
     /// has not needed.
     UsbDisks,
+    /// The drivers of the hardware present (stage 2's hardware pass, which
+    /// runs meanwhile), asked for once before the search gives up: the seed
+    /// may sit on a disk whose controller only that pass gives a driver.
+    Drivers,
 }
 
 /// [`find_by_label`] for the seed, waiting (at most [`USB_SETTLE_LIMIT`])
@@ -351,7 +355,7 @@ pub enum SeedNeed {
 /// being set up and no seed was found.
 fn find_seed(sys: &Path, need: &mut impl FnMut(SeedNeed)) -> Option<(PathBuf, FsKind)> {
     let start = std::time::Instant::now();
-    let (mut asked, mut told) = (false, false);
+    let (mut asked, mut told, mut drivers) = (false, false, false);
     loop {
         if let Some(found) = find_by_label(SEED_LABEL) {
             return Some(found);
@@ -373,7 +377,15 @@ fn find_seed(sys: &Path, need: &mut impl FnMut(SeedNeed)) -> Option<(PathBuf, Fs
         }
         if settling == 0 && enumerating == 0 {
             // The last disk may have appeared between the two looks.
-            return find_by_label(SEED_LABEL);
+            let found = find_by_label(SEED_LABEL);
+            if found.is_some() || drivers {
+                return found;
+            }
+            // Once more with every driver of the hardware loaded: new
+            // controllers, new USB hubs to wait for.
+            drivers = true;
+            need(SeedNeed::Drivers);
+            continue;
         }
         if start.elapsed() > USB_SETTLE_LIMIT {
             return None;

@@ -117,6 +117,61 @@ fn hardware_modules() -> Option<Loader> {
     Some(loader)
 }
 
+/// Stage 2's hardware pass ([`hardware_modules`]), running on a thread of
+/// its own while the seed is looked for, or its result. Under emulation
+/// the pass takes 0.1-0.2 s, mostly reading the module index, and a seed
+/// on a CD, whose drivers stage 1 loaded, needs none of it: the seed
+/// search waits for the pass only when it needs a module or finds no seed
+/// without it.
+enum HardwarePass {
+    Running(std::thread::JoinHandle<Option<Loader>>),
+    Done(Option<Box<Loader>>),
+}
+
+impl HardwarePass {
+    fn start() -> Self {
+        let spawned = std::thread::Builder::new()
+            .name("hardware".into())
+            .spawn(|| {
+                block_signals();
+                hardware_modules()
+            });
+        match spawned {
+            Ok(handle) => HardwarePass::Running(handle),
+            Err(e) => {
+                say(format_args!("cannot start the hardware pass thread: {e}"));
+                HardwarePass::Done(hardware_modules().map(Box::new))
+            }
+        }
+    }
+
+    /// Waits for the pass to end and returns its loader.
+    fn loader(&mut self) -> Option<&mut Loader> {
+        if let HardwarePass::Running(_) = self {
+            if let HardwarePass::Running(h) = std::mem::replace(self, HardwarePass::Done(None)) {
+                let loader = h.join().unwrap_or_else(|_| {
+                    say("the hardware pass panicked");
+                    None
+                });
+                *self = HardwarePass::Done(loader.map(Box::new));
+            }
+        }
+        match self {
+            HardwarePass::Done(l) => l.as_deref_mut(),
+            HardwarePass::Running(_) => None,
+        }
+    }
+
+    /// Waits for the pass to end and hands its loader over.
+    fn into_loader(mut self) -> Option<Loader> {
+        self.loader();
+        match self {
+            HardwarePass::Done(l) => l.map(|l| *l),
+            HardwarePass::Running(_) => None,
+        }
+    }
+}
+
 /// How long the feature modules wait for the services to settle before
 /// they load anyway (a service stuck in its start, say).
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -129,9 +184,10 @@ const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// them earlier: guests wait for [`MODULES_READY`], and a VLAN, bond or
 /// nftables request before then loads its module through the kernel's own
 /// on-demand loading.
-fn system_modules_in_background(loader: Option<Loader>, settled: std::sync::mpsc::Receiver<()>) {
+fn system_modules_in_background(hardware: HardwarePass, settled: std::sync::mpsc::Receiver<()>) {
     let work = move || {
         block_signals();
+        let loader = hardware.into_loader();
         let _ = settled.recv_timeout(SETTLE_LIMIT);
         // One module at a time at the lowest priority: the services that
         // start meanwhile come first. (Nice values are per thread on Linux.)
@@ -260,7 +316,7 @@ pub fn run() -> ! {
     prefetch_programs(&table);
 
     let cmdline = KernelCmdline::read();
-    let mut loader = hardware_modules();
+    let mut hardware = HardwarePass::start();
     let seed_paths = SeedPaths {
         mount_point: PathBuf::from("/run/oxbow/seed"),
         answer_copy: PathBuf::from("/run/oxbow/answer.toml"),
@@ -274,10 +330,11 @@ pub fn run() -> ! {
     let seed_modules = |need: SeedNeed| {
         let modules: &[&str] = match need {
             SeedNeed::Filesystem(FsKind::Vfat) => &["vfat", "nls_cp437", "nls_utf8", "nls_ascii"],
-            SeedNeed::Filesystem(_) => &[],
+            SeedNeed::Filesystem(_) => return,
             SeedNeed::UsbDisks => &["usb_storage", "uas", "sd_mod"],
+            SeedNeed::Drivers => &[],
         };
-        if let Some(l) = loader.as_mut() {
+        if let Some(l) = hardware.loader() {
             for m in modules {
                 l.load(m);
             }
@@ -285,7 +342,7 @@ pub fn run() -> ! {
     };
     let seed = load_seed(&seed_paths, seed_modules);
     let (settled_tx, settled_rx) = std::sync::mpsc::channel();
-    system_modules_in_background(loader, settled_rx);
+    system_modules_in_background(hardware, settled_rx);
     match seed {
         SeedOutcome::Applied(answer) => {
             say("seed: answer.toml applied (root password set)");

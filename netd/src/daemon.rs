@@ -1,5 +1,6 @@
 //! The daemon: plan, apply, address, signal readiness, keep the lease.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -111,6 +112,7 @@ async fn serve(cfg: &Config) -> Result<(), NetdError> {
                 tracing::info!("{}: {ip} (static) already configured", bridge.name);
             }
             write_resolv(cfg, &ip, "static, from the answer file")?;
+            announce(cfg, &bridge, &ip);
             write_ready(cfg, Some((&ip, "static")))?;
             stop.wait().await;
             Ok(())
@@ -205,6 +207,7 @@ async fn handle_event(
             if current.as_ref().map(|l| (l.address, l.prefix))
                 != Some((lease.address, lease.prefix))
             {
+                announce(cfg, bridge, &ip);
                 write_ready(cfg, Some((&ip, "dhcp")))?;
             }
             *current = Some(lease);
@@ -225,6 +228,20 @@ async fn handle_event(
         }
     }
     Ok(())
+}
+
+/// Announces a new IPv4 management address on the bridge (see
+/// [`crate::announce`]).
+fn announce(cfg: &Config, bridge: &Link, ip: &IpConfig) {
+    if let (IpAddr::V4(v4), Some(mac)) = (ip.address, bridge.mac) {
+        crate::announce::spawn(
+            cfg.sys_class_net.clone(),
+            &bridge.name,
+            bridge.index,
+            mac,
+            v4,
+        );
+    }
 }
 
 fn write_resolv(cfg: &Config, ip: &IpConfig, origin: &str) -> Result<bool, NetdError> {

@@ -15,6 +15,7 @@
 //! twice, or restarting the daemon, leaves the same state and never takes
 //! an interface down.
 
+pub mod announce;
 pub mod apply;
 pub mod daemon;
 pub mod dhcp;

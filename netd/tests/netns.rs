@@ -321,6 +321,75 @@ impl Lab {
     }
 }
 
+/// Collects the ARP packets that reach `dev` in namespace `ns` for
+/// `within`, on a thread that enters the namespace (an AF_PACKET socket
+/// bound to the interface): each packet's 28 bytes.
+fn capture_arp(ns: &Netns, dev: &str, within: Duration) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let (path, dev) = (format!("/run/netns/{}", ns.name), dev.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let f = fs::File::open(&path).unwrap();
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let proto = 0x0806u16.to_be();
+        // SAFETY: socket(2) takes no pointers; the descriptor is checked.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, i32::from(proto)) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let name = std::ffi::CString::new(dev.clone()).unwrap();
+        // SAFETY: a valid NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        assert!(ifindex > 0, "no interface {dev} in {path}");
+        // SAFETY: sockaddr_ll is plain old data; all zeroes is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_protocol = proto;
+        addr.sll_ifindex = ifindex as i32;
+        let tv = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: the address and the option live through the calls, with
+        // the lengths given.
+        unsafe {
+            assert_eq!(
+                libc::bind(
+                    fd,
+                    std::ptr::addr_of!(addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32
+                ),
+                0
+            );
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                std::ptr::addr_of!(tv).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            );
+        }
+        tx.send(()).unwrap();
+        let end = Instant::now() + within;
+        let mut packets = Vec::new();
+        let mut buf = [0u8; 1500];
+        while Instant::now() < end {
+            // SAFETY: the buffer is valid for its length.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 28 {
+                packets.push(buf[..28].to_vec());
+            }
+        }
+        // SAFETY: the descriptor is ours and closed once.
+        unsafe { libc::close(fd) };
+        packets
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the capture thread did not start");
+    handle
+}
+
 fn write_static_answer(lab: &Lab) {
     fs::write(
         lab.path("answer.toml"),
@@ -441,10 +510,29 @@ fn dhcp_lease_from_dnsmasq_renewal_and_restart() {
 fn static_answer_address_route_and_resolver() {
     let lab = Lab::new("static", "203.0.113.1/24");
     write_static_answer(&lab);
+    let arp = capture_arp(&lab.server, "srv0", Duration::from_secs(6));
     let mut netd = lab.netd("netd1.log", &["--nic", "nic0"]);
     let ready = lab.wait_ready(&mut netd, Duration::from_secs(15));
     assert_eq!(ready, "203.0.113.10/24 via 203.0.113.1 (static)\n");
     lab.assert_bridge();
+    // The address is announced twice (RFC 5227), from the bridge's MAC,
+    // before anyone asked for it.
+    let mac: Vec<u8> = lab.link("vmbr0")["address"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let mut announcement = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    announcement.extend(&mac);
+    announcement.extend([203, 0, 113, 10, 0, 0, 0, 0, 0, 0, 203, 0, 113, 10]);
+    let seen = arp.join().unwrap();
+    assert_eq!(
+        seen.iter().filter(|p| **p == announcement).count(),
+        2,
+        "ARP seen by the server: {seen:?}\n{}",
+        netd.log()
+    );
     assert_eq!(lab.ipv4("vmbr0"), ["203.0.113.10/24"]);
     let route = lab.default_route();
     assert_eq!(route["gateway"], "203.0.113.1", "{route}");

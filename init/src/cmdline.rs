@@ -52,6 +52,30 @@ impl KernelCmdline {
             .and_then(|(_, v)| v.as_deref())
     }
 
+    /// The parameters the command line gives module `module` (words
+    /// `module.param=value` before `--`, with `-` and `_` alike in the
+    /// module name, as the kernel and modprobe take them), in order, as
+    /// `param=value` (`param` for a bare flag), ready for `finit_module`.
+    pub fn module_params(&self, module: &str) -> Vec<String> {
+        let norm = |s: &str| s.replace('-', "_");
+        let module = norm(module);
+        self.words
+            .iter()
+            .take_while(|(k, v)| !(k == "--" && v.is_none()))
+            .filter_map(|(k, v)| {
+                let (m, param) = k.split_once('.')?;
+                if norm(m) != module || param.is_empty() {
+                    return None;
+                }
+                Some(match v {
+                    Some(v) if v.contains(char::is_whitespace) => format!("{param}=\"{v}\""),
+                    Some(v) => format!("{param}={v}"),
+                    None => param.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// Whether `key` appears as a flag, or as `key=1|yes|on|true`.
     pub fn flag(&self, key: &str) -> bool {
         self.words
@@ -65,6 +89,18 @@ impl KernelCmdline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_parameters() {
+        let c = KernelCmdline::parse(
+            "quiet kvm_amd.nested=1 kvm-amd.avic=0 kvm.ignore_msrs libata.force=\"1.00:noncq, 2:1.5g\" oxbow.label=X kvm_amdx.y=1 -- kvm_amd.npt=0",
+        );
+        assert_eq!(c.module_params("kvm_amd"), ["nested=1", "avic=0"]);
+        assert_eq!(c.module_params("kvm-amd"), ["nested=1", "avic=0"]);
+        assert_eq!(c.module_params("kvm"), ["ignore_msrs"]);
+        assert_eq!(c.module_params("libata"), ["force=\"1.00:noncq, 2:1.5g\""]);
+        assert!(c.module_params("ahci").is_empty());
+    }
 
     #[test]
     fn words_flags_and_quotes() {

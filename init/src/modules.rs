@@ -17,8 +17,11 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
+
+use crate::cmdline::KernelCmdline;
 use nix::kmod::{finit_module, ModuleInitFlags};
 
 /// What a walk over a module list did.
@@ -100,17 +103,86 @@ pub fn params_of(module: &str) -> &'static str {
 /// them (without it, the kernel waits for every asynchronous job the
 /// module's init started: for a SATA controller, link detection and the
 /// SCSI scan behind it).
+///
+/// Between the two come the options init set for this machine
+/// ([`set_options`]) and the module's parameters on the kernel command
+/// line (`kvm_amd.nested=1`, say), which modprobe would read from
+/// `/proc/cmdline` for a module that is not built in; the kernel takes the
+/// last value of a parameter given twice, so the command line wins.
 pub fn load_params(module: &str, async_probe: bool) -> String {
-    let own = params_of(module);
-    match (own.is_empty(), async_probe) {
-        (_, false) => own.to_string(),
-        (true, true) => "async_probe".to_string(),
-        (false, true) => format!("{own} async_probe"),
+    static CMDLINE: OnceLock<KernelCmdline> = OnceLock::new();
+    let cmdline = CMDLINE.get_or_init(KernelCmdline::read);
+    let options = OPTIONS.get().map(Vec::as_slice).unwrap_or_default();
+    load_params_with(module, async_probe, options, cmdline)
+}
+
+/// [`load_params`] with the machine's options and command line given.
+pub fn load_params_with(
+    module: &str,
+    async_probe: bool,
+    options: &[(String, String)],
+    cmdline: &KernelCmdline,
+) -> String {
+    let name = module.replace('-', "_");
+    let mut words: Vec<String> = Vec::new();
+    words.extend(
+        Some(params_of(module))
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+    );
+    words.extend(
+        options
+            .iter()
+            .filter(|(m, _)| m.replace('-', "_") == name)
+            .map(|(_, p)| p.clone()),
+    );
+    words.extend(cmdline.module_params(module));
+    if async_probe {
+        words.push("async_probe".to_string());
+    }
+    words.join(" ")
+}
+
+/// Module options init chose for this machine, as modprobe.d's `options`
+/// lines would give them: `(module, "param=value")`.
+static OPTIONS: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// The module options this machine needs: `libata force=nodbdelay` when
+/// every SATA controller is QEMU's emulated AHCI (PCI class 0x0106,
+/// subsystem vendor 0x1af4). libata waits 200 ms after resuming a SATA
+/// link before it looks at the link's status, for physical PHYs that
+/// misbehave when polled at once; an emulated link has no PHY, and the
+/// boot CD's link comes up that much sooner. A real controller passed
+/// through to the VM keeps the delay.
+pub fn machine_options(sys: &Path) -> Vec<(String, String)> {
+    let (mut sata, mut emulated) = (0, 0);
+    let read = |p: PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    for dev in std::fs::read_dir(sys.join("bus/pci/devices"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if !read(dev.path().join("class")).trim().starts_with("0x0106") {
+            continue;
+        }
+        sata += 1;
+        if read(dev.path().join("subsystem_vendor")).trim() == "0x1af4" {
+            emulated += 1;
+        }
+    }
+    if sata > 0 && sata == emulated {
+        vec![("libata".to_string(), "force=nodbdelay".to_string())]
+    } else {
+        Vec::new()
     }
 }
 
-/// Loads one module file (a path relative to `dir`) and counts the result.
-/// Returns true unless it failed.
+/// Sets the machine's module options (see [`load_params`]), once, before
+/// the first load; later calls are ignored.
+pub fn set_options(options: Vec<(String, String)>) {
+    let _ = OPTIONS.set(options);
+}
+
 /// Whether the module file `rel` lies under one of `trees`.
 fn in_trees(trees: &[&str], rel: &str) -> bool {
     trees.iter().any(|t| rel.starts_with(t))
@@ -126,6 +198,8 @@ fn run_job(dir: &Path, async_probe: &[&str], files: Vec<String>) -> (Vec<String>
     (files, report)
 }
 
+/// Loads one module file (a path relative to `dir`) and counts the result.
+/// Returns true unless it failed.
 fn load_file(dir: &Path, rel: &str, async_probe: bool, report: &mut LoadReport) -> bool {
     // The kernel answers EEXIST only after reading and checking the whole
     // file, which costs about as much as loading it: ask sysfs first.
@@ -384,6 +458,11 @@ fn class(p: &[u8], c: u8) -> Option<usize> {
 /// reads a few hundred entries where a walk of `devices/` reads thousands
 /// (on the development host 2.4 ms against 8 ms, natively; stage 1
 /// repeats the scan every 200 ms while it waits for the boot medium).
+///
+/// A virtio PCI device also gives the modalias of the virtio device that
+/// `virtio_pci` will make of it (see [`virtio_modalias`]), so that the
+/// virtio driver (`virtio_net`, `virtio_blk`…) loads alongside
+/// `virtio_pci` rather than after it.
 pub fn device_modaliases(sys: &Path) -> Vec<String> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let children = |dir: &Path| -> Vec<PathBuf> {
@@ -402,12 +481,34 @@ pub fn device_modaliases(sys: &Path) -> Vec<String> {
     for d in dirs {
         if let Ok(text) = std::fs::read_to_string(d.join("modalias")) {
             let text = text.trim().to_string();
-            if !text.is_empty() && seen.insert(text.clone()) {
-                out.push(text);
+            let virtio = virtio_modalias(&text);
+            for alias in std::iter::once(text).chain(virtio) {
+                if !alias.is_empty() && seen.insert(alias.clone()) {
+                    out.push(alias);
+                }
             }
         }
     }
     out
+}
+
+/// The modalias of the virtio device behind a virtio PCI function, from
+/// the PCI modalias (`pci:v00001AF4d…sv…sd…`): the virtio device type is
+/// the PCI device ID minus 0x1040 for a modern device (0x1040-0x107f) and
+/// the subsystem ID for a transitional one (0x1000-0x103f), and the virtio
+/// vendor is the subsystem vendor, as `virtio_pci` sets them.
+pub fn virtio_modalias(pci: &str) -> Option<String> {
+    let rest = pci.strip_prefix("pci:v00001AF4d")?;
+    let hex = |s: &str| u32::from_str_radix(s.get(..8)?, 16).ok();
+    let device = hex(rest)?;
+    let sv = hex(rest.get(8..)?.strip_prefix("sv")?)?;
+    let sd = hex(rest.get(18..)?.strip_prefix("sd")?)?;
+    let kind = match device {
+        0x1000..=0x103f => sd,
+        0x1040..=0x107f => device - 0x1040,
+        _ => return None,
+    };
+    Some(format!("virtio:d{kind:08X}v{sv:08X}"))
 }
 
 /// Loads modules from one module directory, remembering what it loaded.
@@ -671,10 +772,58 @@ mod tests {
 
     #[test]
     fn async_probe_is_added_to_a_module_own_parameters() {
-        assert_eq!(load_params("ahci", false), "");
-        assert_eq!(load_params("ahci", true), "async_probe");
-        assert_eq!(load_params("bonding", false), "max_bonds=0");
-        assert_eq!(load_params("bonding", true), "max_bonds=0 async_probe");
+        let none = KernelCmdline::default();
+        assert_eq!(load_params_with("ahci", false, &[], &none), "");
+        assert_eq!(load_params_with("ahci", true, &[], &none), "async_probe");
+        assert_eq!(
+            load_params_with("bonding", false, &[], &none),
+            "max_bonds=0"
+        );
+        assert_eq!(
+            load_params_with("bonding", true, &[], &none),
+            "max_bonds=0 async_probe"
+        );
+    }
+
+    #[test]
+    fn only_emulated_sata_controllers_skip_the_debounce_delay() {
+        let sys = tempfile::tempdir().unwrap();
+        let add = |name: &str, class: &str, sv: &str| {
+            let d = sys.path().join("bus/pci/devices").join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("class"), format!("{class}\n")).unwrap();
+            std::fs::write(d.join("subsystem_vendor"), format!("{sv}\n")).unwrap();
+        };
+        assert!(machine_options(sys.path()).is_empty(), "no SATA at all");
+        add("0000:00:02.0", "0x020000", "0x8086");
+        add("0000:00:1f.2", "0x010601", "0x1af4");
+        assert_eq!(
+            machine_options(sys.path()),
+            [("libata".to_string(), "force=nodbdelay".to_string())]
+        );
+        add("0000:03:00.0", "0x010601", "0x15d9");
+        assert!(
+            machine_options(sys.path()).is_empty(),
+            "a passed-through controller"
+        );
+    }
+
+    #[test]
+    fn options_then_command_line_then_async_probe() {
+        let options = vec![
+            ("libata".to_string(), "force=nodbdelay".to_string()),
+            ("kvm-amd".to_string(), "avic=1".to_string()),
+        ];
+        let cmdline = KernelCmdline::parse("libata.force=1:noncq kvm_amd.nested=1 quiet");
+        assert_eq!(
+            load_params_with("libata", true, &options, &cmdline),
+            "force=nodbdelay force=1:noncq async_probe"
+        );
+        assert_eq!(
+            load_params_with("kvm_amd", false, &options, &cmdline),
+            "avic=1 nested=1"
+        );
+        assert_eq!(load_params_with("ahci", false, &options, &cmdline), "");
     }
 
     #[test]
@@ -777,6 +926,29 @@ alias pci:v00001AF4d00001000sv*sd*bc*sc*i* virtio_pci\n";
         assert!(!glob("x[ab", "xa"), "an unclosed class matches nothing");
         assert!(glob("*0081*", ",0000,0081,00C0"));
         assert!(!glob("*0081*", ",0000,0080,00C0"));
+    }
+
+    #[test]
+    fn virtio_pci_functions_name_their_virtio_device() {
+        // Transitional virtio-net (QEMU's default), modern virtio-blk.
+        assert_eq!(
+            virtio_modalias("pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00").as_deref(),
+            Some("virtio:d00000001v00001AF4")
+        );
+        assert_eq!(
+            virtio_modalias("pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00").as_deref(),
+            Some("virtio:d00000002v00001AF4")
+        );
+        // Not virtio: another vendor, or a Red Hat device outside the range.
+        assert_eq!(
+            virtio_modalias("pci:v00008086d00002922sv00001AF4sd00001100bc01sc06i01"),
+            None
+        );
+        assert_eq!(
+            virtio_modalias("pci:v00001AF4d00001100sv00001AF4sd00001100bc00sc00i00"),
+            None
+        );
+        assert_eq!(virtio_modalias("pci:v00001AF4d0000"), None);
     }
 
     #[test]

@@ -204,6 +204,7 @@ fn coldplug_until(stop: &std::sync::atomic::AtomicBool) -> crate::modules::LoadR
     use std::sync::atomic::Ordering;
     let dir = module_dir();
     let sys = Path::new("/sys");
+    crate::modules::set_options(crate::modules::machine_options(sys));
     let mut loader = match ModIndex::load(&dir) {
         Ok(idx) => {
             let mut l = Loader::new(dir.clone(), idx);

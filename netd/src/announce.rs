@@ -94,14 +94,8 @@ pub fn send(ifindex: u32, mac: Mac, ip: Ipv4Addr) -> io::Result<()> {
 pub fn spawn(sys_class_net: PathBuf, bridge: &str, ifindex: u32, mac: Mac, ip: Ipv4Addr) {
     let bridge = bridge.to_string();
     tokio::spawn(async move {
-        let carrier = sys_class_net.join(&bridge).join("carrier");
-        let start = tokio::time::Instant::now();
-        while start.elapsed() < CARRIER_WAIT {
-            if std::fs::read_to_string(&carrier).is_ok_and(|s| s.trim() == "1") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Sent anyway without a carrier: it may still reach someone.
+        crate::sysfs::wait_for_carrier(&sys_class_net, &bridge, CARRIER_WAIT).await;
         for i in 0..ANNOUNCE_NUM {
             if i > 0 {
                 tokio::time::sleep(ANNOUNCE_INTERVAL).await;

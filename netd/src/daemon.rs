@@ -333,27 +333,14 @@ async fn wait_for_nic(cfg: &Config, nl: &Rtnl, mut plan: plan::MgmtPlan) -> plan
 /// its retransmission comes a second later. Without a readable `carrier`
 /// file (another sysfs layout) it does not wait.
 async fn wait_for_carrier(cfg: &Config, bridge: &str) {
-    let file = cfg.sys_class_net.join(bridge).join("carrier");
-    let start = tokio::time::Instant::now();
-    loop {
-        match std::fs::read_to_string(&file) {
-            Ok(s) if s.trim() == "1" => {
-                tracing::info!("{bridge}: carrier after {} ms", start.elapsed().as_millis());
-                return;
-            }
-            Ok(_) | Err(_) if start.elapsed() >= CARRIER_WAIT => {
-                tracing::warn!(
-                    "{bridge}: no carrier after {} s; sending DHCP anyway",
-                    CARRIER_WAIT.as_secs()
-                );
-                return;
-            }
-            // No carrier yet, or EINVAL while the link is still down.
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
-            Err(_) => return,
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    use crate::sysfs::Carrier;
+    match crate::sysfs::wait_for_carrier(&cfg.sys_class_net, bridge, CARRIER_WAIT).await {
+        Carrier::Up(after) => tracing::info!("{bridge}: carrier after {} ms", after.as_millis()),
+        Carrier::TimedOut => tracing::warn!(
+            "{bridge}: no carrier after {} s; sending DHCP anyway",
+            CARRIER_WAIT.as_secs()
+        ),
+        Carrier::Unknown => {}
     }
 }
 

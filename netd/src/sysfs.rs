@@ -1,10 +1,12 @@
-//! Finding the NIC for the management bridge in sysfs.
+//! Finding the NIC for the management bridge in sysfs, and waiting for a
+//! link's carrier there.
 //!
 //! The directory is a parameter so that tests can build a fake tree.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where the kernel lists network interfaces.
 pub const SYS_CLASS_NET: &str = "/sys/class/net";
@@ -22,6 +24,37 @@ pub struct SysNic {
     /// The interface it is enslaved to, if any (only ever the management
     /// bridge for a candidate).
     pub master: Option<String>,
+}
+
+/// What [`wait_for_carrier`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carrier {
+    /// The link had a carrier after this long.
+    Up(Duration),
+    /// No carrier within the limit.
+    TimedOut,
+    /// The `carrier` file cannot be read (another sysfs layout): not waited
+    /// for.
+    Unknown,
+}
+
+/// Waits until `link` under `sys_class_net` reports a carrier (for a
+/// bridge: a port up and forwarding), looking every 20 ms for at most
+/// `limit`. While the link is down the kernel answers `EINVAL`, which
+/// counts as no carrier yet.
+pub async fn wait_for_carrier(sys_class_net: &Path, link: &str, limit: Duration) -> Carrier {
+    let file = sys_class_net.join(link).join("carrier");
+    let start = tokio::time::Instant::now();
+    loop {
+        match fs::read_to_string(&file) {
+            Ok(s) if s.trim() == "1" => return Carrier::Up(start.elapsed()),
+            Ok(_) | Err(_) if start.elapsed() >= limit => return Carrier::TimedOut,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+            Err(_) => return Carrier::Unknown,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A failure to list the interfaces.

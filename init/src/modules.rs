@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use nix::errno::Errno;
+use nix::kmod::{finit_module, ModuleInitFlags};
 
 use crate::cmdline::KernelCmdline;
-use nix::kmod::{finit_module, ModuleInitFlags};
 
 /// What a walk over a module list did.
 #[derive(Debug, Default)]
@@ -189,7 +189,7 @@ fn in_trees(trees: &[&str], rel: &str) -> bool {
 }
 
 /// Loads `files` in order on the calling thread; one job of
-/// [`Loader::load_parallel`] and [`Loader::coldplug`].
+/// [`Loader::load_jobs`].
 fn run_job(dir: &Path, async_probe: &[&str], files: Vec<String>) -> (Vec<String>, LoadReport) {
     let mut report = LoadReport::default();
     for f in &files {
@@ -584,17 +584,69 @@ impl Loader {
     /// need the same dependency are fine: the kernel makes the second wait
     /// for the first and then answers `EEXIST`.
     pub fn load_parallel(&mut self, names: &[String]) {
-        let jobs: Vec<Vec<String>> = names.iter().map(|n| self.job(n)).collect();
-        let (dir, async_probe) = (self.dir.as_path(), self.async_probe);
-        let results: Vec<(Vec<String>, LoadReport)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = jobs
-                .into_iter()
-                .filter(|files| !files.is_empty())
-                .map(|files| scope.spawn(move || run_job(dir, async_probe, files)))
-                .collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        let mut first = Some(names.to_vec());
+        self.load_jobs(|_, _| first.take().unwrap_or_default());
+    }
+
+    /// Runs one load job per module on threads of their own, dependencies
+    /// first in each. `next` names the modules to start, given the loader
+    /// and the modules started so far: once at first, then each time a
+    /// job has finished, while the others go on; it ends when no job runs
+    /// and `next` names none. A module is started once; after its job it
+    /// counts as tried, so a failed one is not tried again later. Returns
+    /// how many modules were started.
+    fn load_jobs(&mut self, mut next: impl FnMut(&Self, &HashSet<String>) -> Vec<String>) -> usize {
+        let (dir, async_probe) = (self.dir.clone(), self.async_probe);
+        let (tx, rx) = std::sync::mpsc::channel::<(String, Vec<String>, LoadReport)>();
+        let mut started: HashSet<String> = HashSet::new();
+        let mut results: Vec<(Vec<String>, LoadReport)> = Vec::new();
+        std::thread::scope(|scope| {
+            let mut running = 0usize;
+            loop {
+                for name in next(self, &started) {
+                    if !started.insert(name.clone()) {
+                        continue;
+                    }
+                    // Files another job is loading stay in this one: the
+                    // kernel makes the second load of a module wait for
+                    // the first, so a dependency is live before its user.
+                    let files = self.job(&name);
+                    if files.is_empty() {
+                        continue;
+                    }
+                    let (tx, dir) = (tx.clone(), dir.as_path());
+                    running += 1;
+                    scope.spawn(move || {
+                        // Answers even if the job panics: the loop waits
+                        // for one answer per job.
+                        let copy = files.clone();
+                        let job = std::panic::AssertUnwindSafe(|| run_job(dir, async_probe, copy));
+                        let (files, report) = std::panic::catch_unwind(job).unwrap_or_else(|_| {
+                            let mut r = LoadReport::default();
+                            r.failed.push((name.clone(), "the load panicked".into()));
+                            (files, r)
+                        });
+                        let _ = tx.send((name, files, report));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                let Ok((name, files, report)) = rx.recv() else {
+                    break;
+                };
+                running -= 1;
+                for f in &files {
+                    self.done.insert(f.clone());
+                }
+                if let Some(p) = self.index.path(&name) {
+                    self.done.insert(p.to_string());
+                }
+                results.push((files, report));
+            }
         });
         self.tally(&results);
+        started.len()
     }
 
     /// The files still to load for module `name`, dependencies first.
@@ -686,56 +738,12 @@ impl Loader {
     /// at most once a second, that much sooner). Returns how many modules
     /// were newly tried.
     pub fn coldplug(&mut self, sys: &Path, wanted: impl Fn(&str) -> bool, extra: &[&str]) -> usize {
-        let (dir, async_probe) = (self.dir.clone(), self.async_probe);
-        let (tx, rx) = std::sync::mpsc::channel::<(String, Vec<String>, LoadReport)>();
-        let mut started: HashSet<String> = HashSet::new();
-        let mut results: Vec<(Vec<String>, LoadReport)> = Vec::new();
-        std::thread::scope(|scope| {
-            let mut running = 0usize;
-            let mut extra = extra;
-            loop {
-                let names = self.fresh_matches(&device_modaliases(sys), &wanted, extra, &started);
-                extra = &[];
-                for name in names {
-                    started.insert(name.clone());
-                    // Files another job is loading stay in this one: the
-                    // kernel makes the second load of a module wait for
-                    // the first, so a dependency is live before its user.
-                    let files = self.job(&name);
-                    let (tx, dir) = (tx.clone(), dir.as_path());
-                    running += 1;
-                    scope.spawn(move || {
-                        // Answers even if the job panics: the loop waits
-                        // for one answer per job.
-                        let copy = files.clone();
-                        let job = std::panic::AssertUnwindSafe(|| run_job(dir, async_probe, copy));
-                        let (files, report) = std::panic::catch_unwind(job).unwrap_or_else(|_| {
-                            let mut r = LoadReport::default();
-                            r.failed.push((name.clone(), "the load panicked".into()));
-                            (files, r)
-                        });
-                        let _ = tx.send((name, files, report));
-                    });
-                }
-                if running == 0 {
-                    break;
-                }
-                let Ok((name, files, report)) = rx.recv() else {
-                    break;
-                };
-                running -= 1;
-                for f in &files {
-                    self.done.insert(f.clone());
-                }
-                // A module that failed is not tried again on the next pass.
-                if let Some(p) = self.index.path(&name) {
-                    self.done.insert(p.to_string());
-                }
-                results.push((files, report));
-            }
-        });
-        self.tally(&results);
-        started.len()
+        let mut extra = extra;
+        self.load_jobs(|me, started| {
+            let names = me.fresh_matches(&device_modaliases(sys), &wanted, extra, started);
+            extra = &[];
+            names
+        })
     }
 
     /// [`Loader::coldplug`] for modaliases read already, in parallel or one

@@ -619,6 +619,10 @@ fn containers_ping_each_other_across_a_bridge() {
             .find(|l| l.contains(&format!(" {veth}@")))
             .unwrap_or_else(|| panic!("{veth} missing:\n{links}"));
         assert!(l.contains("master br0"), "{l}");
+        // One queue each way (not one per possible CPU).
+        let detail = net.exec(&["ip", "-d", "-o", "link", "show", veth]);
+        let detail = String::from_utf8_lossy(&detail.stdout);
+        assert!(detail.contains("numtxqueues 1 numrxqueues 1 "), "{detail}");
     }
     let ping = net.exec(&["ping", "-c", "1", "-W", "2", "192.0.2.12"]);
     assert!(

@@ -504,18 +504,59 @@ pub async fn relink(nl: &Rtnl, files: &NetworkFiles, name: &str) -> Result<Vec<O
     Ok(ops)
 }
 
+/// The kernel's `ifi_change` on the `RTM_NEWLINK` that announces a link
+/// new to the namespace (registered, or moved in): every flag.
+const APPEARED: u32 = u32::MAX;
+
+/// A socket filter that lets through only the `RTM_NEWLINK` messages of
+/// links that appeared ([`APPEARED`]). Every other link event (a port
+/// joining a bridge, a carrier, a bridge's features or address changing,
+/// a link going away) is dropped in the kernel, so netd is not woken for
+/// them: they came by the dozen with every guest start, each a wakeup of
+/// netd competing with the start for the CPU (docs/perf.md, "Containers").
+/// Classic BPF loads halfwords and words big-endian; `ifi_change` is all
+/// ones either way, the message type is compared byte-swapped.
+fn appeared_filter() -> [libc::sock_filter; 6] {
+    const fn op(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+        libc::sock_filter {
+            code: code as u16,
+            jt,
+            jf,
+            k,
+        }
+    }
+    // nlmsghdr: len u32, type u16 at 4; ifinfomsg from 16: family u8,
+    // pad u8, type u16, index i32, flags u32, change u32 at 16 + 12.
+    let newlink_be = u32::from(libc::RTM_NEWLINK.swap_bytes());
+    [
+        op(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 4),
+        op(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            3,
+            newlink_be,
+        ),
+        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 28),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, APPEARED),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+    ]
+}
+
 /// Watches the kernel's link events until the process ends, and calls
-/// [`relink`] for every link that appears or changes: a NIC plugged in, or
-/// a port (a veth, a tap) deleted and made again, gets its place in the
-/// file back (bridge, bond, MTU, VLANs, up) without an operator's apply.
-/// Events that arrive within 200 ms of each other are handled together.
+/// [`relink`] for every link that appears: a NIC plugged in, or a port (a
+/// veth, a tap) deleted and made again, gets its place in the file back
+/// (bridge, bond, MTU, VLANs, up) without an operator's apply. Changes to
+/// links that exist are not watched (see [`appeared_filter`]). Events
+/// that arrive within 200 ms of each other are handled together.
 pub async fn watch_links(nl: Rtnl, files: NetworkFiles) {
     use futures_util::StreamExt;
     use rtnetlink::packet_core::NetlinkPayload;
     use rtnetlink::packet_route::link::LinkAttribute;
     use rtnetlink::packet_route::RouteNetlinkMessage;
+    use std::os::fd::{AsRawFd, BorrowedFd};
 
-    let (conn, _, mut events) =
+    let (mut conn, _, mut events) =
         match rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link]) {
             Ok(c) => c,
             Err(e) => {
@@ -523,9 +564,19 @@ pub async fn watch_links(nl: Rtnl, files: NetworkFiles) {
                 return;
             }
         };
+    let fd = conn.socket_mut().as_raw_fd();
+    // SAFETY: the connection owns the socket and is alive here; the
+    // borrow ends with the call.
+    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+    if let Err(e) = crate::sys::attach_filter(fd, &appeared_filter()) {
+        tracing::warn!("link events not filtered in the kernel: {e}");
+    }
     tokio::spawn(conn);
+    // The same test in user space, for a kernel that refused the filter.
     let name_of = |payload: NetlinkPayload<RouteNetlinkMessage>| match payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m))
+            if m.header.change_mask.bits() == APPEARED =>
+        {
             m.attributes.into_iter().find_map(|a| match a {
                 LinkAttribute::IfName(n) => Some(n),
                 _ => None,

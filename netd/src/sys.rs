@@ -13,3 +13,36 @@ pub fn async_socket(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     // always returns that descriptor.
     unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)
 }
+
+/// Attaches the classic BPF `program` to socket `fd` (`SO_ATTACH_FILTER`):
+/// the kernel then queues only what the program accepts, and the process
+/// is not woken for the rest.
+pub fn attach_filter(
+    fd: std::os::fd::BorrowedFd<'_>,
+    program: &[libc::sock_filter],
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `prog` points at `program`, which outlives the call; the
+    // kernel copies the instructions and writes nothing through the
+    // pointer. The option's length is that of the `sock_fprog` passed.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const prog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -3,8 +3,11 @@
 //!
 //! It is one single-threaded loop around `poll(2)`: a signalfd (children,
 //! shutdown signals), the control socket and its connections, the optional
-//! test control channel, and the power-button input devices. A 100 ms tick
-//! drives readiness checks, restart back-off and stop timeouts.
+//! test control channel, and the power-button input devices. Timers wake
+//! it only while something is due: a 100 ms tick while a unit waits for
+//! its dependencies or its readiness, else the next restart back-off, stop
+//! timeout or back-off reset. With every unit running, PID 1 sleeps until
+//! an event comes.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -284,11 +287,45 @@ impl Supervisor {
                 self.stop_all();
                 return s;
             }
-            self.wait_for_events(TICK);
+            let wake = self.next_wake(Instant::now());
+            self.wait_for_events(wake);
         }
     }
 
-    fn wait_for_events(&mut self, timeout: Duration) {
+    /// How long the loop may sleep before [`Supervisor::tick`] has work:
+    /// [`TICK`] while a unit waits to start or to be ready (both are polled:
+    /// a file, a TCP port, the transient gate), else until the earliest
+    /// back-off, stop deadline or back-off reset; `None` when nothing is
+    /// due.
+    fn next_wake(&self, now: Instant) -> Option<Duration> {
+        let mut next: Option<Instant> = None;
+        let mut at = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for u in &self.units {
+            match u.state {
+                UnitState::Waiting | UnitState::Starting => return Some(TICK),
+                UnitState::Backoff => {
+                    if let Some(t) = u.next_start {
+                        at(t);
+                    }
+                }
+                UnitState::Stopping => {
+                    if let Some(t) = u.stop_deadline {
+                        at(t);
+                    }
+                }
+                UnitState::Running if u.backoff != BACKOFF_START => {
+                    if let Some(t) = u.started_instant {
+                        at(t + STABLE_AFTER + Duration::from_millis(1));
+                    }
+                }
+                _ => {}
+            }
+        }
+        next.map(|t| t.saturating_duration_since(now))
+    }
+
+    /// Waits for an event, or `timeout` (`None`: no limit).
+    fn wait_for_events(&mut self, timeout: Option<Duration>) {
         let ready = {
             let mut fds: Vec<PollFd> = Vec::new();
             fds.push(PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN));
@@ -302,8 +339,14 @@ impl Supervisor {
             for b in &self.buttons {
                 fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
             }
-            let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-            match poll(&mut fds, PollTimeout::from(ms)) {
+            let timeout = match timeout {
+                // Rounded up, so a deadline is not polled for again early.
+                Some(t) => PollTimeout::from(
+                    u16::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX),
+                ),
+                None => PollTimeout::NONE,
+            };
+            match poll(&mut fds, timeout) {
                 Ok(_) => fds
                     .iter()
                     .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
@@ -857,7 +900,7 @@ impl Supervisor {
             }
             self.begin_stop(i, false);
             while self.units[i].pid.is_some() {
-                self.wait_for_events(TICK);
+                self.wait_for_events(Some(TICK));
                 self.tick();
             }
             say(format_args!("stopped {name}"));

@@ -382,3 +382,50 @@ fn oxctl_client() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such unit"));
     sup.shutdown();
 }
+
+/// The supervisor's voluntary context switches so far, all threads.
+fn wakeups(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status =
+            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+#[test]
+fn sleeps_while_nothing_is_due() {
+    let sup = Sup::start(
+        r#"
+[[service]]
+name = "idle"
+exec = ["/bin/sleep", "1000"]
+"#,
+    );
+    sup.wait_for("idle running", |s| {
+        format!("{:?}", s.status("idle").state) == "Running"
+    });
+    // Let the status calls' connections close.
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = sup.child.id();
+    let before = wakeups(pid);
+    std::thread::sleep(Duration::from_millis(1500));
+    let woke = wakeups(pid) - before;
+    // A timer tick would wake it 15 times; an idle PID 1 sleeps.
+    assert!(woke <= 1, "the idle supervisor woke {woke} times in 1.5 s");
+    // Still answers at once, and restarts what fails on time.
+    sup.call(Request::Kill {
+        unit: "idle".into(),
+        signal: "KILL".into(),
+    })
+    .unwrap();
+    sup.wait_for("idle restarted", |s| {
+        format!("{:?}", s.status("idle").state) == "Running" && s.status("idle").restarts == 1
+    });
+    sup.shutdown();
+}

@@ -6,6 +6,7 @@
 //! ```text
 //! bench-ct-run --config privileged|unprivileged [--runs N] [--work DIR]
 //!              [--ctr PATH] [--also-ctr LABEL=PATH] [--busybox PATH]
+//!              [--settle-ms MS]
 //! bench-ct-run floor ROOT HOSTNAME [--userns]
 //! bench-ct-run noop
 //! ```
@@ -41,6 +42,12 @@
 //! `/proc` mounted, `pivot_root`, the old root detached, the host name
 //! set, `exec` of `/sbin/init`. No `/dev`, no cgroup, no network, no
 //! capability drops, no seccomp.
+//!
+//! Before each start the machine is left alone for `--settle-ms`
+//! milliseconds (default 100): a container's network namespace, veth and
+//! cgroup are torn down by the kernel after its runtime has exited (the
+//! network namespace on a workqueue), and without the pause that work
+//! fell on whichever side came next in the round (0 measures that way).
 //!
 //! `--also-ctr LABEL=PATH` adds another build of `ctr` as a fourth side
 //! (say, the previous commit's), started the same way in every round, to
@@ -121,6 +128,7 @@ fn bench(args: &[String]) -> Result<()> {
     let mut ctr = PathBuf::from("/usr/lib/oxbow/ctr");
     let mut busybox = PathBuf::from("/bin/busybox");
     let mut also_ctr = None;
+    let mut settle = Duration::from_millis(100);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut v = || it.next().with_context(|| format!("{a} needs a value"));
@@ -133,6 +141,7 @@ fn bench(args: &[String]) -> Result<()> {
                 })
             }
             "--runs" => runs = v()?.parse().context("--runs")?,
+            "--settle-ms" => settle = Duration::from_millis(v()?.parse().context("--settle-ms")?),
             "--work" => work = PathBuf::from(v()?),
             "--ctr" => ctr = PathBuf::from(v()?),
             "--busybox" => busybox = PathBuf::from(v()?),
@@ -184,8 +193,9 @@ fn bench(args: &[String]) -> Result<()> {
     write_ctr_config(&setup)?;
     write_lxc_config(&setup)?;
     println!(
-        "bench-ct-run: {} configuration, {runs} runs; LXC {lxc_version}; cgroup v2 limits {}",
+        "bench-ct-run: {} configuration, {runs} runs, {} ms of quiet before each start; LXC {lxc_version}; cgroup v2 limits {}",
         config.name(),
+        settle.as_millis(),
         if limits {
             "applied by both"
         } else {
@@ -245,6 +255,7 @@ fn bench(args: &[String]) -> Result<()> {
         for round in 0..=runs {
             let mut line = Vec::new();
             for (i, side) in sides.iter().enumerate() {
+                std::thread::sleep(settle);
                 let ms = start_once(&setup, side, &fifo)
                     .with_context(|| format!("round {round}, {side}"))?;
                 if round > 0 {
@@ -264,6 +275,7 @@ fn bench(args: &[String]) -> Result<()> {
     // One more start of ours, not timed, with the monitor's debug log: its
     // steps, each at its time since the spawn.
     let phases = result.as_ref().ok().map(|_| {
+        std::thread::sleep(settle);
         let spawned = std::time::SystemTime::now();
         let marker = start_with_env(&setup, "ours", &fifo, &[("RUST_LOG", "debug")]);
         (spawned, marker)

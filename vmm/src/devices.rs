@@ -37,6 +37,7 @@ impl Trigger for ResetTrigger {
     type E = std::convert::Infallible;
 
     fn trigger(&self) -> Result<(), Self::E> {
+        eprintln!("vmm: the guest asked for a reset (i8042)");
         self.0.request(ExitReason::Reset);
         Ok(())
     }
@@ -90,7 +91,10 @@ impl AcpiPm {
                     self.exit.request(ExitReason::PowerOff);
                 }
             }
-            acpi::RESET_PORT if value == acpi::RESET_VALUE => self.exit.request(ExitReason::Reset),
+            acpi::RESET_PORT if value == acpi::RESET_VALUE => {
+                eprintln!("vmm: the guest asked for a reset (ACPI reset register)");
+                self.exit.request(ExitReason::Reset)
+            }
             _ => {}
         }
     }

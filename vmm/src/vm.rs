@@ -662,10 +662,29 @@ fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
             Ok(VcpuExit::MmioRead(addr, data)) => h.bus.mmio_read(addr, data),
             Ok(VcpuExit::MmioWrite(addr, data)) => h.bus.mmio_write(addr, data),
             Ok(VcpuExit::Hlt) | Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => {}
-            Ok(VcpuExit::Shutdown) => h.exit.request(ExitReason::Reset),
+            Ok(VcpuExit::Shutdown) => {
+                // A triple fault: the guest crashed rather than asked for
+                // a reset, though the machine resets the same way. Say so,
+                // with where it was, so a crash loop can be told apart.
+                let regs = vcpu.get_regs().ok();
+                let sregs = vcpu.get_sregs().ok();
+                eprintln!(
+                    "vmm: triple fault (rip {:#x}, rsp {:#x}, cr0 {:#x}, cr3 {:#x}, cr4 {:#x}, efer {:#x}): the guest resets",
+                    regs.map_or(0, |r| r.rip),
+                    regs.map_or(0, |r| r.rsp),
+                    sregs.map_or(0, |s| s.cr0),
+                    sregs.map_or(0, |s| s.cr3),
+                    sregs.map_or(0, |s| s.cr4),
+                    sregs.map_or(0, |s| s.efer),
+                );
+                h.exit.request(ExitReason::Reset)
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                 kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => h.exit.request(ExitReason::PowerOff),
-                kvm_bindings::KVM_SYSTEM_EVENT_RESET => h.exit.request(ExitReason::Reset),
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                    eprintln!("vmm: the guest asked for a reset (KVM system event)");
+                    h.exit.request(ExitReason::Reset)
+                }
                 other => h
                     .exit
                     .request(ExitReason::Crashed(format!("system event {other}"))),

@@ -39,6 +39,14 @@
 //! label contains TEXT; `--also-vmm` adds another build of Oxbow's VMM as
 //! a side of its own, e.g. the previous commit's, carried on the
 //! benchmark CD).
+//!
+//! `--threads` prints, every 2 s of each side's run, the appliance's CPU
+//! counters (the `cpu` line of `/proc/stat`: user, nice, system, idle,
+//! iowait, irq, softirq, in ticks) and the user and system ticks of each
+//! thread of the side's VMM process, and of its vhost worker when it has
+//! one (`CPU-SAMPLE <uptime> <cpu counters> | [name]=user+system ...`), for
+//! seeing where the appliance's time goes. The sampling reads `/proc` with
+//! the shell's builtins only (no process per sample).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -78,6 +86,7 @@ fn main() -> Result<()> {
     let mut only: Option<String> = None;
     let mut also: Vec<(String, PathBuf)> = Vec::new();
     let mut vhost = false;
+    let mut threads = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -88,6 +97,7 @@ fn main() -> Result<()> {
             "--only" => only = Some(value()?),
             "--iso" => iso = PathBuf::from(value()?),
             "--vhost" => vhost = true,
+            "--threads" => threads = true,
             "--also-vmm" => {
                 let v = value()?;
                 let (label, path) = v.split_once('=').context("--also-vmm LABEL=PATH")?;
@@ -263,7 +273,11 @@ fn main() -> Result<()> {
         order.rotate_left((round - 1) % sides.len());
         for (label, argv) in &order {
             let t = Instant::now();
-            let script = format!("exec timeout -s KILL {limit} {}", shell_command(argv));
+            let script = if threads {
+                sampled_command(&shell_command(argv), limit)
+            } else {
+                format!("exec timeout -s KILL {limit} {}", shell_command(argv))
+            };
             let (e, console) = match vm.run_status(&script, Duration::from_secs(limit + 60)) {
                 Ok(r) => r,
                 Err(err) => {
@@ -319,6 +333,11 @@ fn main() -> Result<()> {
                 num(&v, "rx_mbit_s"),
                 e.how
             );
+            if threads {
+                for l in console.lines().filter(|l| l.starts_with("CPU-SAMPLE ")) {
+                    println!("    {l}");
+                }
+            }
             results.entry(label.clone()).or_default().push(v);
         }
     }
@@ -370,6 +389,27 @@ fn main() -> Result<()> {
 }
 
 /// A number from the guest's line (0 when missing or not a number).
+/// `command` in the background, killed after `limit` seconds, with a
+/// `CPU-SAMPLE` line every 2 s while it runs (see `--threads`); the
+/// script's status is the command's.
+fn sampled_command(command: &str, limit: u64) -> String {
+    // `stat` fields after "pid (comm) ": utime is the 12th, stime the 13th.
+    // Only builtins in the loop: a subshell per thread per sample would
+    // cost more than what it measures under emulation.
+    let ticks = r#"read -r l < "$1/stat"; set -- ${l##*) }; T="${12}+${13}""#;
+    format!(
+        "ticks() {{ {ticks}; }}; \
+         {command} & p=$!; (sleep {limit}; kill -9 $p 2>/dev/null) & w=$!; \
+         while kill -0 $p 2>/dev/null; do \
+           read -r up _ < /proc/uptime; read -r cpu < /proc/stat; s=\"CPU-SAMPLE $up ${{cpu#cpu }} |\"; \
+           for t in /proc/$p/task/*; do read -r c < $t/comm; ticks $t; s=\"$s [$c]=$T\"; done; \
+           for k in /proc/[0-9]*; do read -r c < $k/comm 2>/dev/null || continue; \
+             [ \"$c\" = \"vhost-$p\" ] && ticks $k && s=\"$s [vhost]=$T\"; done; \
+           echo \"$s\"; sleep 2; \
+         done; kill $w 2>/dev/null; wait $p"
+    )
+}
+
 fn num(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(0.0)
 }

@@ -666,17 +666,24 @@ fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
                 // A triple fault: the guest crashed rather than asked for
                 // a reset, though the machine resets the same way. Say so,
                 // with where it was, so a crash loop can be told apart.
+                // On AMD, KVM reinitializes the vCPU on the shutdown
+                // intercept, so the registers read back as the reset
+                // state (rip 0xfff0, cr0 0x10) and say nothing.
                 let regs = vcpu.get_regs().ok();
                 let sregs = vcpu.get_sregs().ok();
-                eprintln!(
-                    "vmm: triple fault (rip {:#x}, rsp {:#x}, cr0 {:#x}, cr3 {:#x}, cr4 {:#x}, efer {:#x}): the guest resets",
-                    regs.map_or(0, |r| r.rip),
-                    regs.map_or(0, |r| r.rsp),
-                    sregs.map_or(0, |s| s.cr0),
-                    sregs.map_or(0, |s| s.cr3),
-                    sregs.map_or(0, |s| s.cr4),
-                    sregs.map_or(0, |s| s.efer),
-                );
+                let rip = regs.map_or(0, |r| r.rip);
+                let cr0 = sregs.map_or(0, |s| s.cr0);
+                if rip == 0xfff0 && cr0 == 0x10 {
+                    eprintln!("vmm: triple fault (the vCPU's state was reset with it): the guest resets");
+                } else {
+                    eprintln!(
+                        "vmm: triple fault (rip {rip:#x}, rsp {:#x}, cr0 {cr0:#x}, cr3 {:#x}, cr4 {:#x}, efer {:#x}): the guest resets",
+                        regs.map_or(0, |r| r.rsp),
+                        sregs.map_or(0, |s| s.cr3),
+                        sregs.map_or(0, |s| s.cr4),
+                        sregs.map_or(0, |s| s.efer),
+                    );
+                }
                 h.exit.request(ExitReason::Reset)
             }
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {

@@ -333,6 +333,9 @@ fn main() -> Result<()> {
                 num(&v, "rx_mbit_s"),
                 e.how
             );
+            for l in console.lines().filter(|l| l.contains("OXBOW-IO stat ")) {
+                println!("    {}", l.trim());
+            }
             if threads {
                 for l in console.lines().filter(|l| l.starts_with("CPU-SAMPLE ")) {
                     println!("    {l}");

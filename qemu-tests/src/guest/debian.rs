@@ -68,7 +68,10 @@ pub const IO_BENCH_INIT: &str = "/usr/local/sbin/oxbow-io-bench";
 /// start`, then one `OXBOW-IO {json}` line (4 KiB random read IOPS and
 /// 1 MiB sequential read KiB/s from fio's terse output, guest-to-host and
 /// host-to-guest Mbit/s from iperf3's receiver summary), or `OXBOW-IO fail
-/// <why>`, and powers off through sysrq.
+/// <why>`, and powers off through sysrq. Around the iperf3 runs it also
+/// prints `OXBOW-IO stat <when> <vector>=<interrupts>... rx_bytes=…
+/// rx_packets=… tx_bytes=… tx_packets=…` (the NIC's interrupts from
+/// `/proc/interrupts`, eth0's counters from `/proc/net/dev`).
 const IO_BENCH_SCRIPT: &str = r#"#!/bin/sh
 # bench-vmm-io's guest side (qemu-tests/src/guest/debian.rs), run as PID 1
 # by the guest initramfs: fio on the data disk, iperf3 against the host.
@@ -103,8 +106,18 @@ iperf_run() {
 }
 set -- $(fio_run randread randread 4k 32); rr_iops=$2
 set -- $(fio_run seqread read 1M 8); sr_kib=$1
+# The NIC's interrupts (each virtio MSI-X vector of the device: input,
+# output, config) and eth0's packet and byte counters, before and after
+# an iperf3 run: what a run cost the guest, as `OXBOW-IO stat` lines.
+nic_stat() {
+    irqs=$(awk '/virtio[0-9]+-(input|output)/ {n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; else break; printf "%s=%d ", $NF, n}' /proc/interrupts)
+    echo "OXBOW-IO stat $1 $irqs$(awk '/eth0:/ {sub(/.*eth0:/, ""); print "rx_bytes=" $1, "rx_packets=" $2, "tx_bytes=" $9, "tx_packets=" $10}' /proc/net/dev)" >&2
+}
+nic_stat before-tx
 tx=$(iperf_run)
+nic_stat after-tx
 rx=$(iperf_run -R)
+nic_stat after-rx
 printf 'OXBOW-IO {"randread_iops":%s,"seqread_kib_s":%s,"tx_mbit_s":%s,"rx_mbit_s":%s}\n' \
     "${rr_iops:-0}" "${sr_kib:-0}" "${tx:-0}" "${rx:-0}"
 off

@@ -674,7 +674,9 @@ fn vcpu_loop(mut vcpu: VcpuFd, h: &VmHandle) {
                 let rip = regs.map_or(0, |r| r.rip);
                 let cr0 = sregs.map_or(0, |s| s.cr0);
                 if rip == 0xfff0 && cr0 == 0x10 {
-                    eprintln!("vmm: triple fault (the vCPU's state was reset with it): the guest resets");
+                    eprintln!(
+                        "vmm: triple fault (the vCPU's state was reset with it): the guest resets"
+                    );
                 } else {
                     eprintln!(
                         "vmm: triple fault (rip {rip:#x}, rsp {:#x}, cr0 {cr0:#x}, cr3 {:#x}, cr4 {:#x}, efer {:#x}): the guest resets",

@@ -554,7 +554,6 @@ pub async fn watch_links(nl: Rtnl, files: NetworkFiles) {
     use rtnetlink::packet_core::NetlinkPayload;
     use rtnetlink::packet_route::link::LinkAttribute;
     use rtnetlink::packet_route::RouteNetlinkMessage;
-    use std::os::fd::{AsRawFd, BorrowedFd};
 
     let (mut conn, _, mut events) =
         match rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link]) {
@@ -564,11 +563,7 @@ pub async fn watch_links(nl: Rtnl, files: NetworkFiles) {
                 return;
             }
         };
-    let fd = conn.socket_mut().as_raw_fd();
-    // SAFETY: the connection owns the socket and is alive here; the
-    // borrow ends with the call.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    if let Err(e) = crate::sys::attach_filter(fd, &appeared_filter()) {
+    if let Err(e) = crate::sys::attach_filter(conn.socket_mut(), &appeared_filter()) {
         tracing::warn!("link events not filtered in the kernel: {e}");
     }
     tokio::spawn(conn);

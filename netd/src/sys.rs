@@ -14,14 +14,13 @@ pub fn async_socket(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)
 }
 
-/// Attaches the classic BPF `program` to socket `fd` (`SO_ATTACH_FILTER`):
+/// Attaches the classic BPF `program` to `socket` (`SO_ATTACH_FILTER`):
 /// the kernel then queues only what the program accepts, and the process
 /// is not woken for the rest.
 pub fn attach_filter(
-    fd: std::os::fd::BorrowedFd<'_>,
+    socket: &impl std::os::fd::AsRawFd,
     program: &[libc::sock_filter],
 ) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
     let len = u16::try_from(program.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "BPF program too long"))?;
     let prog = libc::sock_fprog {
@@ -30,10 +29,11 @@ pub fn attach_filter(
     };
     // SAFETY: `prog` points at `program`, which outlives the call; the
     // kernel copies the instructions and writes nothing through the
-    // pointer. The option's length is that of the `sock_fprog` passed.
+    // pointer. The option's length is that of the `sock_fprog` passed. A
+    // descriptor that is not an open socket gets an error, nothing worse.
     let r = unsafe {
         libc::setsockopt(
-            fd.as_raw_fd(),
+            socket.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_ATTACH_FILTER,
             (&raw const prog).cast(),

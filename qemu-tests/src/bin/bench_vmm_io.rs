@@ -391,7 +391,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// A number from the guest's line (0 when missing or not a number).
 /// `command` in the background, killed after `limit` seconds, with a
 /// `CPU-SAMPLE` line every 2 s while it runs (see `--threads`); the
 /// script's status is the command's.
@@ -413,6 +412,7 @@ fn sampled_command(command: &str, limit: u64) -> String {
     )
 }
 
+/// A number from the guest's line (0 when missing or not a number).
 fn num(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(0.0)
 }

@@ -106,8 +106,8 @@ iperf_run() {
 }
 set -- $(fio_run randread randread 4k 32); rr_iops=$2
 set -- $(fio_run seqread read 1M 8); sr_kib=$1
-# The NIC's interrupts (each virtio MSI-X vector of the device: input,
-# output, config) and eth0's packet and byte counters, before and after
+# The NIC's interrupts (each of its queues' virtio MSI-X vectors, input
+# and output) and eth0's packet and byte counters, before and after
 # an iperf3 run: what a run cost the guest, as `OXBOW-IO stat` lines.
 nic_stat() {
     irqs=$(awk '/virtio[0-9]+-(input|output)/ {n = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; else break; printf "%s=%d ", $NF, n}' /proc/interrupts)

@@ -105,45 +105,61 @@ impl Cgroup {
             remove_tree(&outer).map_err(io_err("removing the stale cgroup", &outer))?;
         }
         let parent = root.join(PARENT);
-        match fs::create_dir(&parent) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-                return Err(io_err("creating", &parent)(e))
-            }
-            _ => {}
-        }
-        let available = read_words(&root.join("cgroup.controllers"));
-        let mut unavailable = Vec::new();
         let files = limits.cgroup_files();
         let mut wanted: Vec<&str> = files.iter().map(|(f, _)| controller_of(f)).collect();
+        wanted.sort_unstable();
         wanted.dedup();
-        // The root first, then `oxbow/`: a controller reaches a cgroup
-        // only through its parent. Written only when missing: every write
-        // waits for the release of earlier containers' removed cgroups.
-        for dir in [root, parent.as_path()] {
-            let control = dir.join("cgroup.subtree_control");
-            let enabled = read_words(&control);
-            for controller in &wanted {
-                if !available.iter().any(|c| c == controller)
-                    || enabled.iter().any(|c| c == controller)
-                {
-                    continue;
+        // The controllers `oxbow/` hands down are the ones the container's
+        // cgroup will have. Once they include every one wanted (every start
+        // but the first), that is all there is to read.
+        let mut here = read_words(&parent.join("cgroup.subtree_control"));
+        let mut available = None;
+        if !wanted.iter().all(|c| here.iter().any(|h| h == c)) {
+            match fs::create_dir(&parent) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                    return Err(io_err("creating", &parent)(e))
                 }
-                if let Err(e) = fs::write(&control, format!("+{controller}")) {
-                    tracing::warn!("enabling {controller} in {}: {e}", control.display());
+                _ => {}
+            }
+            let root_has = read_words(&root.join("cgroup.controllers"));
+            // The root first, then `oxbow/`: a controller reaches a cgroup
+            // only through its parent. Written only when missing: every
+            // write waits for the release of earlier containers' removed
+            // cgroups.
+            for dir in [root, parent.as_path()] {
+                let control = dir.join("cgroup.subtree_control");
+                let enabled = read_words(&control);
+                for controller in &wanted {
+                    if !root_has.iter().any(|c| c == controller)
+                        || enabled.iter().any(|c| c == controller)
+                    {
+                        continue;
+                    }
+                    if let Err(e) = fs::write(&control, format!("+{controller}")) {
+                        tracing::warn!("enabling {controller} in {}: {e}", control.display());
+                    }
                 }
             }
+            here = read_words(&parent.join("cgroup.subtree_control"));
+            available = Some(root_has);
         }
         fs::create_dir(&outer).map_err(io_err("creating", &outer))?;
-        let here = read_words(&outer.join("cgroup.controllers"));
+        let mut unavailable = Vec::new();
         for (file, value) in &files {
             let controller = controller_of(file);
             if !here.iter().any(|c| c == controller) {
-                let why = if available.iter().any(|c| c == controller) {
+                let root_has =
+                    available.get_or_insert_with(|| read_words(&root.join("cgroup.controllers")));
+                let why = if root_has.iter().any(|c| c == controller) {
                     "could not be enabled for this cgroup"
                 } else {
                     "is not available in the cgroup v2 hierarchy (bound to cgroup v1, or not built)"
                 };
                 unavailable.push(format!("{file}={value}: the {controller} controller {why}"));
+                continue;
+            }
+            // The cgroup is new: a value it already holds needs no write.
+            if fresh_value(file) == Some(value.as_str()) {
                 continue;
             }
             if let Err(e) = fs::write(outer.join(file), value) {
@@ -168,7 +184,8 @@ impl Cgroup {
         let inner = outer.join(INNER);
         fs::create_dir(&inner).map_err(io_err("creating", &inner))?;
         // Delegation: the container's root owns its sub-tree, as the
-        // cgroup v2 documentation asks (the directory and these files).
+        // cgroup v2 documentation asks (the directory and these files; a
+        // kernel without `cgroup.threads` has one fewer).
         let owner = idmap.host_base;
         for path in [
             inner.clone(),
@@ -176,9 +193,11 @@ impl Cgroup {
             inner.join("cgroup.threads"),
             inner.join("cgroup.subtree_control"),
         ] {
-            if path.exists() {
-                std::os::unix::fs::chown(&path, Some(owner), Some(owner))
-                    .map_err(io_err("chown", &path))?;
+            match std::os::unix::fs::chown(&path, Some(owner), Some(owner)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_err("chown", &path)(e))
+                }
+                _ => {}
             }
         }
         Ok(Cgroup {
@@ -217,6 +236,17 @@ impl Cgroup {
     /// first: a systemd in the container makes its own below `ns`.
     pub fn remove(&self) -> Result<(), CgroupError> {
         remove_tree(&self.outer).map_err(io_err("removing", &self.outer))
+    }
+}
+
+/// What interface file `file` of a newly made cgroup holds before anything
+/// is written to it, for the limits [`Limits::cgroup_files`] writes.
+fn fresh_value(file: &str) -> Option<&'static str> {
+    match file {
+        "memory.max" | "memory.swap.max" | "pids.max" => Some("max"),
+        "cpu.max" => Some("max 100000"),
+        "cpu.weight" => Some("100"),
+        _ => None,
     }
 }
 

@@ -1,8 +1,20 @@
 //! `ctr`: Oxbow's container runtime, a thin front over the `ctr` library
 //! (see docs/ctr.md).
+//!
+//! The program has its own C `main` instead of Rust's start-up
+//! (`lang_start`): a container start begins with an exec of this binary,
+//! and Rust's start-up spends part of a millisecond under emulation on
+//! what the monitor does not use (it finds the main thread's stack by
+//! reading `/proc/self/maps` and maps an alternate signal stack, to report
+//! stack overflows by name). What it does that matters is kept: SIGPIPE is
+//! ignored, so that a write to a closed pipe or socket is an error, not
+//! death. `std::env::args` still works (glibc hands the arguments to
+//! Rust's standard library at load time); a stack overflow is a plain
+//! SIGSEGV and a panic aborts, since nothing can unwind out of `main`.
+// (Not for the unit tests: their harness brings its own `main`.)
+#![cfg_attr(not(test), no_main)]
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,7 +37,22 @@ const USAGE: &str = "usage:
   ctr console SOCKET
       attach the terminal to a container's console socket (Ctrl-a q quits)";
 
-fn main() -> ExitCode {
+/// The program's entry, called by the C library's start-up.
+// SAFETY: the one `main` symbol of this program, with the C signature the
+// C library's start-up calls; nothing else defines it (`no_main`).
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory
+    // effects; no handler is involved.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let code = run();
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    libc::c_int::from(code)
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn run() -> u8 {
     netd::logging::init(
         "RUST_LOG",
         tracing_subscriber::filter::LevelFilter::INFO,
@@ -41,18 +68,18 @@ fn main() -> ExitCode {
         Some("console") => console(&args[1..]).map(|()| 0),
         Some("--help" | "-h" | "help") => {
             println!("{USAGE}");
-            return ExitCode::SUCCESS;
+            return 0;
         }
         _ => {
             eprintln!("{USAGE}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) => {
             eprintln!("ctr: {e:#}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -94,9 +94,12 @@ bench-vmm: bench-iso guest
 
 # virtio-blk (fio) and virtio-net (iperf3) of the VMM against QEMU with
 # vhost-net on and off, nested in the same benchmark ISO (docs/perf.md).
+# INTERLEAVED=N: the network only, every guest up at once and iperf3 run
+# against each in turn, N rounds.
 bench-vmm-io: bench-iso guest guest-debian-bench
 	cargo run --release -p qemu-tests --bin bench-vmm-io -- --runs $(or $(RUNS),3) \
-		--secs $(or $(SECS),10) --iso $(BENCH_ISO) $(if $(VHOST),--vhost)
+		--secs $(or $(SECS),10) --iso $(BENCH_ISO) $(if $(VHOST),--vhost) \
+		$(if $(INTERLEAVED),--interleaved $(INTERLEAVED))
 
 # apid against a bare hyper + rustls floor under wrk (docs/perf.md).
 bench-api: deps

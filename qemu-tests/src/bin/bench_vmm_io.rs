@@ -34,11 +34,21 @@
 //! QEMU with vhost.
 //!
 //! Usage: `bench-vmm-io [--runs N] [--secs S] [--only TEXT] [--kernel
-//! vmlinux|vmlinuz] [--iso PATH] [--also-vmm LABEL=PATH]... [--vhost]` (`make
+//! vmlinux|vmlinuz] [--iso PATH] [--also-vmm LABEL=PATH]... [--vhost]
+//! [--threads] [--interleaved ROUNDS]` (`make
 //! bench-vmm-io` builds everything first; `--only` keeps the sides whose
 //! label contains TEXT; `--also-vmm` adds another build of Oxbow's VMM as
 //! a side of its own, e.g. the previous commit's, carried on the
 //! benchmark CD).
+//!
+//! `--interleaved ROUNDS` measures the network only, and in a different
+//! way: every side's guest is booted once and all stay up together in one
+//! appliance, each on a tap of its own serving iperf3 (the guest script's
+//! `oxbow.bench.mode=serve`), while the appliance runs iperf3 against
+//! each in turn, ROUNDS times over in a rotated order, so that the sides'
+//! runs lie seconds apart instead of a guest boot and a fio run apart.
+//! Each pair of sides is then also compared round by round (the median of
+//! the per-round ratios, and how many rounds ours was ahead).
 //!
 //! `--threads` prints, every 2 s of each side's run, the appliance's CPU
 //! counters (the `cpu` line of `/proc/stat`: user, nice, system, idle,
@@ -87,6 +97,7 @@ fn main() -> Result<()> {
     let mut also: Vec<(String, PathBuf)> = Vec::new();
     let mut vhost = false;
     let mut threads = false;
+    let mut interleaved: Option<usize> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().with_context(|| format!("{a} needs a value"));
@@ -98,6 +109,13 @@ fn main() -> Result<()> {
             "--iso" => iso = PathBuf::from(value()?),
             "--vhost" => vhost = true,
             "--threads" => threads = true,
+            "--interleaved" => {
+                let n: usize = value()?.parse().context("--interleaved ROUNDS")?;
+                if n == 0 {
+                    bail!("--interleaved needs at least 1 round");
+                }
+                interleaved = Some(n);
+            }
             "--also-vmm" => {
                 let v = value()?;
                 let (label, path) = v.split_once('=').context("--also-vmm LABEL=PATH")?;
@@ -191,69 +209,117 @@ fn main() -> Result<()> {
     };
     let (mut vm, root, qemu_version, iperf_version, kernel_version) = bring_up()?;
 
-    let cmdline = format!(
-        "console=ttyS0 quiet panic=-1 ro oxbow.root=/dev/vda oxbow.init={init} \
-         oxbow.bench.secs={secs} oxbow.bench.ip={GUEST_IP} oxbow.bench.peer={HOST_IP} \
-         oxbow.bench.disk=/dev/vdb",
-        init = debian::IO_BENCH_INIT,
-    );
-    let g = GuestSpec::from_assets(&kernel, &cmdline, GUEST_MIB);
-    // `net_options` follows the NIC's tap and MAC (`,vhost=on`).
-    let vmm_devices = |net_options: &str| {
-        [
-            "--disk".into(),
-            format!("{root},readonly"),
-            "--disk".into(),
-            format!("{DATA},readonly"),
-            "--net".into(),
-            format!("tap={TAP},mac={GUEST_MAC}{net_options}"),
-        ]
-    };
-    let ours = oxbow_argv(&g, &vmm_devices(""));
-    let ours_vhost = oxbow_argv(&g, &vmm_devices(",vhost=on"));
-    let qemu = |vhost: &str| {
-        qemu_argv(
-            "q35",
-            &g,
-            &[
-                "-drive".into(),
-                format!("file={root},format=raw,if=none,id=root,readonly=on,cache=writeback,aio=threads"),
-                "-device".into(),
-                "virtio-blk-pci,drive=root".into(),
-                "-drive".into(),
-                format!("file={DATA},format=raw,if=none,id=data,readonly=on,cache=writeback,aio=threads"),
-                "-device".into(),
-                "virtio-blk-pci,drive=data".into(),
-                "-netdev".into(),
-                format!("tap,id=n0,ifname={TAP},script=no,downscript=no,vhost={vhost}"),
-                "-device".into(),
-                format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC}"),
-            ],
+    let cmdline = |ip: &str, mode: &str| {
+        format!(
+            "console=ttyS0 quiet panic=-1 ro oxbow.root=/dev/vda oxbow.init={init} \
+             oxbow.bench.secs={secs} oxbow.bench.ip={ip} oxbow.bench.peer={HOST_IP} \
+             oxbow.bench.disk=/dev/vdb{mode}",
+            init = debian::IO_BENCH_INIT,
         )
     };
-    let mut sides: Vec<(String, Vec<String>)> = vec![
-        ("oxbow".into(), ours),
-        ("qemu-vhost-on".into(), qemu("on")),
-        ("qemu-vhost-off".into(), qemu("off")),
-    ];
-    if vhost {
-        sides.insert(1, ("oxbow-vhost".into(), ours_vhost));
-    }
-    for (label, _) in &also {
-        let mut argv = oxbow_argv(&g, &vmm_devices(""));
-        argv[0] = format!("{CD_MOUNT}/{label}");
-        sides.push((format!("oxbow-{label}"), argv));
-    }
-    if let Some(only) = &only {
-        sides.retain(|(label, _)| label.contains(only.as_str()));
-        if sides.is_empty() {
-            bail!("--only {only}: no side's label contains it");
+    // Every side's command line, for a guest `g` whose NIC is on `tap`.
+    let make_sides = |g: &GuestSpec, tap: &str| -> Vec<(String, Vec<String>)> {
+        // `net_options` follows the NIC's tap and MAC (`,vhost=on`).
+        let vmm_devices = |net_options: &str| {
+            [
+                "--disk".into(),
+                format!("{root},readonly"),
+                "--disk".into(),
+                format!("{DATA},readonly"),
+                "--net".into(),
+                format!("tap={tap},mac={GUEST_MAC}{net_options}"),
+            ]
+        };
+        let qemu = |vhost: &str| {
+            qemu_argv(
+                "q35",
+                g,
+                &[
+                    "-drive".into(),
+                    format!("file={root},format=raw,if=none,id=root,readonly=on,cache=writeback,aio=threads"),
+                    "-device".into(),
+                    "virtio-blk-pci,drive=root".into(),
+                    "-drive".into(),
+                    format!("file={DATA},format=raw,if=none,id=data,readonly=on,cache=writeback,aio=threads"),
+                    "-device".into(),
+                    "virtio-blk-pci,drive=data".into(),
+                    "-netdev".into(),
+                    format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost={vhost}"),
+                    "-device".into(),
+                    format!("virtio-net-pci,netdev=n0,mac={GUEST_MAC}"),
+                ],
+            )
+        };
+        let mut sides: Vec<(String, Vec<String>)> = vec![
+            ("oxbow".into(), oxbow_argv(g, &vmm_devices(""))),
+            ("qemu-vhost-on".into(), qemu("on")),
+            ("qemu-vhost-off".into(), qemu("off")),
+        ];
+        if vhost {
+            sides.insert(
+                1,
+                (
+                    "oxbow-vhost".into(),
+                    oxbow_argv(g, &vmm_devices(",vhost=on")),
+                ),
+            );
         }
+        for (label, _) in &also {
+            let mut argv = oxbow_argv(g, &vmm_devices(""));
+            argv[0] = format!("{CD_MOUNT}/{label}");
+            sides.push((format!("oxbow-{label}"), argv));
+        }
+        if let Some(only) = &only {
+            sides.retain(|(label, _)| label.contains(only.as_str()));
+        }
+        sides
+    };
+    let g = GuestSpec::from_assets(&kernel, &cmdline(GUEST_IP, ""), GUEST_MIB);
+    let sides = make_sides(&g, TAP);
+    if sides.is_empty() {
+        bail!(
+            "--only {}: no side's label contains it",
+            only.as_deref().unwrap_or_default()
+        );
     }
     println!(
         "appliance up after {:.0} s; QEMU {qemu_version}; {iperf_version}; appliance kernel {kernel_version}",
         started.elapsed().as_secs_f64(),
     );
+    if let Some(rounds) = interleaved {
+        let guests: Vec<NetGuest> = (0..sides.len())
+            .map(|i| {
+                let tap = format!("ilv{i}");
+                let net = 10 + i;
+                let gi = GuestSpec::from_assets(
+                    &kernel,
+                    &cmdline(&format!("10.77.{net}.2/24"), " oxbow.bench.mode=serve"),
+                    GUEST_MIB,
+                );
+                let (label, argv) = make_sides(&gi, &tap).swap_remove(i);
+                NetGuest {
+                    label,
+                    argv,
+                    tap,
+                    net,
+                }
+            })
+            .collect();
+        // Nested, the appliance sometimes goes down (docs/perf.md): the
+        // whole interleaved run is then made again in a new one, twice at
+        // most.
+        for attempt in 1.. {
+            match interleaved_net(&mut vm, &guests, rounds, secs, &kernel) {
+                Ok(()) => break,
+                Err(e) if attempt < 3 => {
+                    println!("attempt {attempt} failed: {e:#}\nbooting a new appliance");
+                    vm = bring_up()?.0;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(());
+    }
     println!(
         "data disk: {DATA_MIB} MiB of random bytes in a tmpfs ({DATA}); root: {root} \
          (debian-bench.raw, snapshot=on); guest: {kernel}, 2 vCPUs, {GUEST_MIB} MiB; \
@@ -389,6 +455,205 @@ fn main() -> Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// One guest of `--interleaved`: a side's command line, its own tap and
+/// subnet (`10.77.<net>.0/24`, the guest at `.2`).
+struct NetGuest {
+    label: String,
+    argv: Vec<String>,
+    tap: String,
+    net: usize,
+}
+
+/// `--interleaved`: every side's guest is booted once, all of them up at
+/// the same time in one appliance, each serving iperf3 on its own tap;
+/// then the appliance runs iperf3 against them in turn, `rounds` times
+/// over, guest to host and host to guest, in an order rotated every
+/// round (after 10 s of quiet and an untimed run each way per guest), so
+/// that the sides' runs follow each other within seconds and whatever
+/// drifts in the appliance drifts for all of them. Besides the
+/// medians, each pair of sides is compared round by round (the median of
+/// the per-round ratios).
+fn interleaved_net(
+    vm: &mut BenchAppliance,
+    guests: &[NetGuest],
+    rounds: usize,
+    secs: u32,
+    kernel: &str,
+) -> Result<()> {
+    const BOOT_LIMIT: u64 = 600;
+    let run_limit = 4 * u64::from(secs) + 60;
+    let total =
+        BOOT_LIMIT * guests.len() as u64 + 3 * run_limit * 2 * guests.len() as u64 * rounds as u64;
+    println!(
+        "interleaved: {rounds} rounds of iperf3 against every guest, {secs} s per run; guests:"
+    );
+    for g in guests {
+        println!(
+            "  {} (tap {}, 10.77.{}.2): {}",
+            g.label,
+            g.tap,
+            g.net,
+            g.argv.join(" ")
+        );
+    }
+    let mut script = String::from(
+        "set -u; pids=; stop() { kill -9 $pids 2>/dev/null; wait; }; \
+         rate() { awk '/receiver/ {for (i = 2; i <= NF; i++) if ($i == \"Mbits/sec\") v = $(i - 1)} \
+         END {print v + 0}' \"$1\"; }; ",
+    );
+    for g in guests {
+        let (tap, n, label) = (&g.tap, g.net, &g.label);
+        let log = format!("/run/bench/{tap}.log");
+        script += &format!(
+            "ip tuntap add dev {tap} mode tap && ip addr add 10.77.{n}.1/24 dev {tap} && \
+             ip link set {tap} up || {{ stop; exit 3; }}; \
+             timeout -s KILL {total} {cmd} >{log} 2>&1 </dev/null & p=$!; pids=\"$pids $p\"; \
+             for t in $(seq {BOOT_LIMIT}); do grep -q 'OXBOW-IO serving' {log} && break; \
+               kill -0 $p 2>/dev/null || break; sleep 1; done; \
+             if grep -q 'OXBOW-IO serving' {log}; then echo \"NET-UP {label} $t\"; \
+             else echo \"NET-FAIL {label} did not come up\"; tail -n 60 {log}; stop; exit 4; fi; ",
+            cmd = shell_command(&g.argv),
+        );
+    }
+    // Quiet after the last boot, then one untimed run each way per guest
+    // (the first connection of a guest's life sets up what later ones
+    // find ready: ARP, the sockets' memory, the code paths).
+    script += "sleep 10; ";
+    for g in guests {
+        script += &format!(
+            "for flag in -R ''; do timeout {run_limit} iperf3 -c 10.77.{n}.2 -t 2 -f m $flag \
+             >/dev/null 2>&1; done; ",
+            n = g.net
+        );
+    }
+    for round in 1..=rounds {
+        let mut order: Vec<&NetGuest> = guests.iter().collect();
+        order.rotate_left((round - 1) % guests.len());
+        for (dir, flag) in [("tx", " -R"), ("rx", "")] {
+            for g in &order {
+                script += &format!(
+                    "v=0; for try in 1 2 3; do \
+                       if timeout {run_limit} iperf3 -c 10.77.{n}.2 -t {secs} -O 1 -f m{flag} \
+                         >/run/bench/iperf.out 2>&1; then v=$(rate /run/bench/iperf.out); break; fi; \
+                       cat /run/bench/iperf.out; sleep 2; done; \
+                     echo \"NET-RUN {round} {label} {dir} $v\"; ",
+                    n = g.net,
+                    label = g.label,
+                );
+            }
+        }
+    }
+    script += "for f in /run/bench/ilv*.log; do grep -h 'vmm:' $f; done; stop; exit 0";
+    let before = vm.appliance().serial().len();
+    let t = Instant::now();
+    let outcome = vm.run_status(&script, Duration::from_secs(total + 120));
+    let console = vm
+        .appliance()
+        .serial()
+        .get(before..)
+        .unwrap_or_default()
+        .to_string();
+    match &outcome {
+        Ok((e, _)) => println!(
+            "the run ended ({}) after {:.0} s",
+            e.how,
+            t.elapsed().as_secs_f64()
+        ),
+        Err(err) => println!(
+            "the appliance stopped after {:.0} s: {err:#}\nthe runs it finished are below",
+            t.elapsed().as_secs_f64()
+        ),
+    }
+    // (round, label, dir) -> Mbit/s
+    let mut runs: BTreeMap<(usize, String, String), f64> = BTreeMap::new();
+    let mut failed = false;
+    for l in console.lines() {
+        if let Some((_, rest)) = l.split_once("NET-UP ") {
+            println!("  up: {}", rest.trim());
+        } else if let Some((_, rest)) = l.split_once("NET-FAIL ") {
+            // The end of that guest's console follows.
+            println!("  failed: {}", rest.trim());
+            failed = true;
+        } else if failed {
+            println!("    | {l}");
+        } else if l.contains("vmm:") {
+            println!("  {}", l.trim());
+        } else if let Some((_, rest)) = l.split_once("NET-RUN ") {
+            let w: Vec<&str> = rest.split_whitespace().collect();
+            if let [round, label, dir, v] = w[..] {
+                let (Ok(round), Ok(v)) = (round.parse::<usize>(), v.parse::<f64>()) else {
+                    continue;
+                };
+                println!("round {round} {label:<15} {dir} {v:>8.1} Mbit/s");
+                if v > 0.0 {
+                    runs.insert((round, label.to_string(), dir.to_string()), v);
+                }
+            }
+        }
+    }
+    let labels: Vec<&str> = guests.iter().map(|g| g.label.as_str()).collect();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    for peer in ["qemu-vhost-on", "qemu-vhost-off"] {
+        for ours in labels.iter().filter(|l| l.starts_with("oxbow")) {
+            if labels.contains(&peer) {
+                pairs.push((ours, peer));
+            }
+        }
+    }
+    // Another build (`--also-vmm`) against the VMM of the image.
+    if labels.contains(&"oxbow") {
+        for other in labels.iter().filter(|l| l.starts_with("oxbow-")) {
+            pairs.push((other, "oxbow"));
+        }
+    }
+    println!(
+        "\nmedians over {rounds} interleaved rounds ({kernel}, 2 vCPUs, {GUEST_MIB} MiB, \
+         {secs} s per run; nested KVM inside the appliance under QEMU TCG; runs per side in \
+         parentheses):"
+    );
+    for (dir, what) in [
+        ("tx", "iperf3 guest->host Mbit/s"),
+        ("rx", "iperf3 host->guest Mbit/s"),
+    ] {
+        let vals = |label: &str| -> Vec<f64> {
+            runs.iter()
+                .filter(|((_, l, d), _)| l == label && d == dir)
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        print!("  {what:<28}");
+        for label in &labels {
+            let v = vals(label);
+            print!(" {label} {:.1} ({})", median(&v), v.len());
+        }
+        println!();
+        for (ours, peer) in &pairs {
+            let ratios: Vec<f64> = (1..=rounds)
+                .filter_map(|r| {
+                    let a = runs.get(&(r, ours.to_string(), dir.to_string()))?;
+                    let b = runs.get(&(r, peer.to_string(), dir.to_string()))?;
+                    Some(a / b)
+                })
+                .collect();
+            let mut sorted = ratios.clone();
+            sorted.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "    {ours}/{peer}: ratio of medians {:.2}; per round: median {:.2}, range {:.2}-{:.2} over {} rounds, ahead in {}",
+                median(&vals(ours)) / median(&vals(peer)),
+                median(&ratios),
+                sorted.first().copied().unwrap_or(f64::NAN),
+                sorted.last().copied().unwrap_or(f64::NAN),
+                ratios.len(),
+                ratios.iter().filter(|r| **r >= 1.0).count(),
+            );
+        }
+    }
+    match outcome? {
+        (e, _) if e.code == Some(0) => Ok(()),
+        (e, _) => bail!("the interleaved run failed ({})", e.how),
+    }
 }
 
 /// `command` in the background, killed after `limit` seconds, with a

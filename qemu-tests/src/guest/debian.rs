@@ -63,13 +63,16 @@ pub const IO_BENCH_INIT: &str = "/usr/local/sbin/oxbow-io-bench";
 
 /// The script at [`IO_BENCH_INIT`]. Parameters come from the kernel
 /// command line: `oxbow.bench.secs` (seconds per run), `oxbow.bench.ip`
-/// (the NIC's address/prefix), `oxbow.bench.peer` (the iperf3 server) and
-/// `oxbow.bench.disk` (the data disk, read-only). It prints `OXBOW-IO
-/// start`, then one `OXBOW-IO {json}` line (4 KiB random read IOPS and
-/// 1 MiB sequential read KiB/s from fio's terse output, guest-to-host and
-/// host-to-guest Mbit/s from iperf3's receiver summary), or `OXBOW-IO fail
-/// <why>`, and powers off through sysrq. Around the iperf3 runs it also
-/// prints `OXBOW-IO stat <when> <vector>=<interrupts>... rx_bytes=…
+/// (the NIC's address/prefix), `oxbow.bench.peer` (the iperf3 server),
+/// `oxbow.bench.disk` (the data disk, read-only) and `oxbow.bench.mode`.
+/// It prints `OXBOW-IO start` and addresses the NIC. With
+/// `oxbow.bench.mode=serve` it then runs an iperf3 server, prints
+/// `OXBOW-IO serving` and waits to be stopped (the host is the client).
+/// Otherwise it prints one `OXBOW-IO {json}` line (4 KiB random read IOPS
+/// and 1 MiB sequential read KiB/s from fio's terse output, guest-to-host
+/// and host-to-guest Mbit/s from iperf3's receiver summary), or `OXBOW-IO
+/// fail <why>`, and powers off through sysrq. Around the iperf3 runs it
+/// also prints `OXBOW-IO stat <when> <vector>=<interrupts>... rx_bytes=…
 /// rx_packets=… tx_bytes=… tx_packets=…` (the NIC's interrupts from
 /// `/proc/interrupts`, eth0's counters from `/proc/net/dev`).
 const IO_BENCH_SCRIPT: &str = r#"#!/bin/sh
@@ -86,6 +89,13 @@ secs=$(arg oxbow.bench.secs); ip=$(arg oxbow.bench.ip)
 peer=$(arg oxbow.bench.peer); disk=$(arg oxbow.bench.disk)
 echo "OXBOW-IO start"
 ip link set lo up && ip link set eth0 up && ip addr add "$ip" dev eth0 || fail network
+# Serving: an iperf3 server for the host to run against, until the VMM is
+# stopped (bench-vmm-io --interleaved: several guests up at once).
+if [ "$(arg oxbow.bench.mode)" = serve ]; then
+    iperf3 -s -D || fail "iperf3 -s"
+    echo "OXBOW-IO serving" >&2
+    while :; do sleep 3600; done
+fi
 # fio NAME RW BS DEPTH: prints "KiB/s IOPS" of the reads.
 fio_run() {
     fio --name="$1" --filename="$disk" --readonly --direct=1 --ioengine=libaio \

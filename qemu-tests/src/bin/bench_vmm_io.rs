@@ -513,6 +513,7 @@ fn interleaved_net(
              for t in $(seq {BOOT_LIMIT}); do grep -q 'OXBOW-IO serving' {log} && break; \
                kill -0 $p 2>/dev/null || break; sleep 1; done; \
              if grep -q 'OXBOW-IO serving' {log}; then echo \"NET-UP {label} $t\"; \
+               sed -n 's/^.*OXBOW-IO info /NET-INFO {label} /p' {log}; \
              else echo \"NET-FAIL {label} did not come up\"; tail -n 60 {log}; stop; exit 4; fi; ",
             cmd = shell_command(&g.argv),
         );
@@ -572,6 +573,8 @@ fn interleaved_net(
     for l in console.lines() {
         if let Some((_, rest)) = l.split_once("NET-UP ") {
             println!("  up: {}", rest.trim());
+        } else if let Some((_, rest)) = l.split_once("NET-INFO ") {
+            println!("  guest: {}", rest.trim());
         } else if let Some((_, rest)) = l.split_once("NET-FAIL ") {
             // The end of that guest's console follows.
             println!("  failed: {}", rest.trim());

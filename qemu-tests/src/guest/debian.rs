@@ -66,7 +66,10 @@ pub const IO_BENCH_INIT: &str = "/usr/local/sbin/oxbow-io-bench";
 /// (the NIC's address/prefix), `oxbow.bench.peer` (the iperf3 server),
 /// `oxbow.bench.disk` (the data disk, read-only) and `oxbow.bench.mode`.
 /// It prints `OXBOW-IO start` and addresses the NIC. With
-/// `oxbow.bench.mode=serve` it then runs an iperf3 server, prints
+/// `oxbow.bench.mode=serve` it then prints `OXBOW-IO info` lines (clock
+/// source, CPU flags, CPU vulnerability mitigations, the kernel's KVM
+/// messages), runs an iperf3
+/// server, prints
 /// `OXBOW-IO serving` and waits to be stopped (the host is the client).
 /// Otherwise it prints one `OXBOW-IO {json}` line (4 KiB random read IOPS
 /// and 1 MiB sequential read KiB/s from fio's terse output, guest-to-host
@@ -92,6 +95,16 @@ ip link set lo up && ip link set eth0 up && ip addr add "$ip" dev eth0 || fail n
 # Serving: an iperf3 server for the host to run against, until the VMM is
 # stopped (bench-vmm-io --interleaved: several guests up at once).
 if [ "$(arg oxbow.bench.mode)" = serve ]; then
+    # What the guest made of its machine: CPU flags, clock source,
+    # mitigations (they differ between VMMs when CPUID does).
+    {
+        echo "OXBOW-IO info clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+        echo "OXBOW-IO info flags $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)"
+        for f in /sys/devices/system/cpu/vulnerabilities/*; do
+            echo "OXBOW-IO info vuln ${f##*/}: $(cat "$f")"
+        done
+        dmesg | grep -i 'kvm' | sed 's/^/OXBOW-IO info dmesg /'
+    } >&2
     iperf3 -s -D || fail "iperf3 -s"
     echo "OXBOW-IO serving" >&2
     while :; do sleep 3600; done

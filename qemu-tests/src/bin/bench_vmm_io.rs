@@ -313,7 +313,11 @@ fn main() -> Result<()> {
                 Ok(()) => break,
                 Err(e) if attempt < 3 => {
                     println!("attempt {attempt} failed: {e:#}\nbooting a new appliance");
-                    vm = bring_up()?.0;
+                    let (new_vm, new_root, ..) = bring_up()?;
+                    if new_root != root {
+                        bail!("the new appliance has the root disk at {new_root}, not {root}");
+                    }
+                    vm = new_vm;
                 }
                 Err(e) => return Err(e),
             }
@@ -598,11 +602,12 @@ fn interleaved_net(
     }
     let labels: Vec<&str> = guests.iter().map(|g| g.label.as_str()).collect();
     let mut pairs: Vec<(&str, &str)> = Vec::new();
-    for peer in ["qemu-vhost-on", "qemu-vhost-off"] {
+    for peer in ["qemu-vhost-on", "qemu-vhost-off"]
+        .into_iter()
+        .filter(|p| labels.contains(p))
+    {
         for ours in labels.iter().filter(|l| l.starts_with("oxbow")) {
-            if labels.contains(&peer) {
-                pairs.push((ours, peer));
-            }
+            pairs.push((ours, peer));
         }
     }
     // Another build (`--also-vmm`) against the VMM of the image.

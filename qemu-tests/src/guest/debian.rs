@@ -68,9 +68,8 @@ pub const IO_BENCH_INIT: &str = "/usr/local/sbin/oxbow-io-bench";
 /// It prints `OXBOW-IO start` and addresses the NIC. With
 /// `oxbow.bench.mode=serve` it then prints `OXBOW-IO info` lines (clock
 /// source, CPU flags, CPU vulnerability mitigations, the kernel's KVM
-/// messages), runs an iperf3
-/// server, prints
-/// `OXBOW-IO serving` and waits to be stopped (the host is the client).
+/// messages), runs an iperf3 server, prints `OXBOW-IO serving` and waits
+/// to be stopped (the host is the client).
 /// Otherwise it prints one `OXBOW-IO {json}` line (4 KiB random read IOPS
 /// and 1 MiB sequential read KiB/s from fio's terse output, guest-to-host
 /// and host-to-guest Mbit/s from iperf3's receiver summary), or `OXBOW-IO

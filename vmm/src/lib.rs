@@ -16,6 +16,7 @@ pub mod control;
 pub mod cpu;
 pub mod devices;
 pub mod exit;
+pub mod irq;
 pub mod kcache;
 pub mod layout;
 pub mod pci;

@@ -21,6 +21,7 @@ use crate::boot::{self, BootError};
 use crate::cpu::{self, CpuError};
 use crate::devices::{AcpiPm, IrqTrigger, PortBus, ResetTrigger};
 use crate::exit::{ExitReason, ExitSignal};
+use crate::irq::MsiRouter;
 use crate::layout;
 use crate::pci::{self, PciBus};
 use crate::virtio::blk::Blk;
@@ -440,9 +441,10 @@ impl Vm {
         if config.rng {
             devices.push(Box::new(Rng::new()));
         }
+        let router = Arc::new(MsiRouter::new(vm.clone()));
         for (n, dev) in devices.into_iter().enumerate() {
             let name = dev.name();
-            let p = VirtioPci::new(dev, vm.clone(), mem.clone(), pci_virtio::bar_address(n))
+            let p = VirtioPci::new(dev, router.clone(), mem.clone(), pci_virtio::bar_address(n))
                 .map_err(io(format!("virtio-{name} on PCI")))?;
             pci.add(Box::new(p));
         }

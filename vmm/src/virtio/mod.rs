@@ -50,6 +50,12 @@ pub trait Interrupt: Send + Sync {
     fn queue(&self, index: u16) -> io::Result<()>;
     /// The device configuration changed.
     fn config(&self) -> io::Result<()>;
+    /// An eventfd whose every write raises queue `index`'s interrupt in
+    /// the kernel (a KVM irqfd), for a data path outside the vmm (the
+    /// kernel's vhost-net) to signal directly; `None` if there is none.
+    fn queue_eventfd(&self, _index: u16) -> Option<EventFd> {
+        None
+    }
 }
 
 /// A queue handed to a device when the driver sets DRIVER_OK.

@@ -9,10 +9,12 @@
 //! (12 bytes, `IFF_VNET_HDR`) and its offloads, set from the acked features
 //! as on the VMM's own path.
 //!
-//! vhost-net tells of used buffers through one eventfd per queue; a worker
-//! thread turns each into the queue's MSI-X interrupt through the
-//! transport's [`Interrupt`], so masking and vector changes behave as on
-//! the VMM's own path.
+//! vhost-net tells of used buffers through one eventfd per queue. That is
+//! the queue's MSI-X vector's own eventfd, a KVM irqfd
+//! ([`Interrupt::queue_eventfd`]), so the kernel raises the guest's
+//! interrupt itself; masking detaches the irqfd, as on the VMM's own path.
+//! A queue with no vector gets an eventfd of its own and a worker thread
+//! relays its calls through the transport's [`Interrupt`].
 //!
 //! Only the features vhost-net itself understands (ring layout, event
 //! index, mergeable receive buffers, version 1) are passed to it; the
@@ -41,7 +43,8 @@ pub struct VhostNet {
     backend: KernNet<Arc<GuestMemoryMmap>>,
     /// The queues, kept so their kick eventfds stay what the kernel holds.
     _queues: Vec<ActiveQueue>,
-    _worker: Worker,
+    /// Relays the calls of queues with no irqfd, if any.
+    _worker: Option<Worker>,
 }
 
 impl std::fmt::Debug for VhostNet {
@@ -89,10 +92,17 @@ impl VhostNet {
             .set_mem_table(&regions)
             .map_err(err("set the memory table"))?;
 
+        // A queue whose interrupt is an irqfd gets it as its call eventfd:
+        // the kernel then signals the guest with no thread of ours in
+        // between. Otherwise a worker relays the calls.
         let mut calls = Vec::new();
         for q in &queues {
             let i = usize::from(q.index);
-            let call = EventFd::new(libc::EFD_NONBLOCK)?;
+            let direct = interrupt.queue_eventfd(q.index);
+            let call = match &direct {
+                Some(fd) => fd.try_clone()?,
+                None => EventFd::new(libc::EFD_NONBLOCK)?,
+            };
             let size = q.queue.size();
             backend.set_vring_num(i, size).map_err(err("ring size"))?;
             let config = VringConfigData {
@@ -116,7 +126,9 @@ impl VhostNet {
             backend
                 .set_vring_kick(i, &q.kick)
                 .map_err(err("kick eventfd"))?;
-            calls.push((q.index, call));
+            if direct.is_none() {
+                calls.push((q.index, call));
+            }
         }
         for q in &queues {
             backend
@@ -126,14 +138,18 @@ impl VhostNet {
             q.kick.write(1)?;
         }
 
-        let fds = calls.iter().map(|(_, c)| c.as_raw_fd()).collect();
-        let worker = Worker::spawn(name, fds, move |token| {
-            if let Some((index, call)) = calls.get(token) {
-                drain(call);
-                let _ = interrupt.queue(*index);
-            }
-            true
-        })?;
+        let worker = if calls.is_empty() {
+            None
+        } else {
+            let fds = calls.iter().map(|(_, c)| c.as_raw_fd()).collect();
+            Some(Worker::spawn(name, fds, move |token| {
+                if let Some((index, call)) = calls.get(token) {
+                    drain(call);
+                    let _ = interrupt.queue(*index);
+                }
+                true
+            })?)
+        };
         Ok(VhostNet {
             backend,
             _queues: queues,

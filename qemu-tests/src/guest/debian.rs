@@ -84,7 +84,9 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t tmpfs -o size=64m tmpfs /tmp
 mount -t tmpfs -o size=16m tmpfs /run
 arg() { for w in $(cat /proc/cmdline); do case "$w" in "$1"=*) echo "${w#*=}";; esac; done; }
-off() { sync; echo o >/proc/sysrq-trigger; sleep 60; }
+# The pause lets the console drain the last line before the kernel's own
+# power-off message, which would otherwise land inside it.
+off() { sync; sleep 1; echo o >/proc/sysrq-trigger; sleep 60; }
 # Messages go to stderr, the console, also from inside $(...).
 fail() { echo "OXBOW-IO fail $*" >&2; off; }
 secs=$(arg oxbow.bench.secs); ip=$(arg oxbow.bench.ip)

@@ -98,7 +98,7 @@ bench-vmm: bench-iso guest
 # against each in turn, N rounds.
 bench-vmm-io: bench-iso guest guest-debian-bench
 	cargo run --release -p qemu-tests --bin bench-vmm-io -- --runs $(or $(RUNS),3) \
-		--secs $(or $(SECS),10) --iso $(BENCH_ISO) $(if $(VHOST),--vhost) \
+		--secs $(or $(SECS),10) --iso $(BENCH_ISO) $(if $(OWN_PATH),--own-path) \
 		$(if $(INTERLEAVED),--interleaved $(INTERLEAVED))
 
 # apid against a bare hyper + rustls floor under wrk (docs/perf.md).

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
+use kvm_ioctls::{IoEventAddress, NoDatamatch};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
@@ -135,6 +135,40 @@ struct Vector {
 }
 
 impl Vector {
+    /// Brings the route and the irqfd in line with `want`, the message
+    /// the vector sends now (`None` while it may not interrupt): the route
+    /// carries the message once it may, and the irqfd is attached exactly
+    /// while it may. A raise counted while it was masked is delivered on
+    /// attaching.
+    fn sync(&mut self, want: Option<MsiMessage>, router: &MsiRouter) -> std::io::Result<()> {
+        let Some(msg) = want else {
+            if self.attached {
+                self.attached = false;
+                router
+                    .vm()
+                    .unregister_irqfd(&self.fd, self.gsi)
+                    .map_err(|e| crate::irq::kvm_error("detach an irqfd", e))?;
+            }
+            return Ok(());
+        };
+        if self.route != Some(msg) {
+            router.set(self.gsi, msg)?;
+            self.route = Some(msg);
+        }
+        if !self.attached {
+            let pending = self.fd.read().is_ok();
+            router
+                .vm()
+                .register_irqfd(&self.fd, self.gsi)
+                .map_err(|e| crate::irq::kvm_error("attach an irqfd", e))?;
+            self.attached = true;
+            if pending {
+                self.fd.write(1)?;
+            }
+        }
+        Ok(())
+    }
+
     fn pending(&self) -> bool {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),
@@ -160,6 +194,10 @@ impl std::fmt::Debug for PciInterrupt {
 }
 
 impl PciInterrupt {
+    fn queue_vector(&self, index: u16) -> Option<&Arc<EventFd>> {
+        self.queue_vectors.get(usize::from(index))?.as_ref()
+    }
+
     fn send(&self, vector: Option<&Arc<EventFd>>, isr_bit: u8) -> std::io::Result<()> {
         self.isr.fetch_or(isr_bit, Ordering::SeqCst);
         match vector {
@@ -171,21 +209,13 @@ impl PciInterrupt {
 
 impl Interrupt for PciInterrupt {
     fn queue(&self, index: u16) -> std::io::Result<()> {
-        let v = self
-            .queue_vectors
-            .get(usize::from(index))
-            .and_then(Option::as_ref);
-        self.send(v, 1)
+        self.send(self.queue_vector(index), 1)
     }
     fn config(&self) -> std::io::Result<()> {
         self.send(self.config_vector.as_ref(), 2)
     }
     fn queue_eventfd(&self, index: u16) -> Option<EventFd> {
-        self.queue_vectors
-            .get(usize::from(index))?
-            .as_ref()?
-            .try_clone()
-            .ok()
+        self.queue_vector(index)?.try_clone().ok()
     }
 }
 
@@ -204,7 +234,6 @@ struct QueueRegs {
 pub struct VirtioPci {
     config: PciConfig,
     device: Box<dyn VirtioDevice>,
-    vm: Arc<VmFd>,
     router: Arc<MsiRouter>,
     mem: GuestMemoryMmap,
     msix: Msix,
@@ -254,7 +283,7 @@ impl VirtioPci {
         mem: GuestMemoryMmap,
         bar_addr: u64,
     ) -> std::io::Result<VirtioPci> {
-        let vm = router.vm().clone();
+        let vm = router.vm();
         let ty = device.device_type();
         let class = match ty {
             super::device_type::NET => 0x02_0000,
@@ -308,7 +337,6 @@ impl VirtioPci {
         Ok(VirtioPci {
             config,
             device,
-            vm,
             router,
             mem,
             msix: Msix::new(vectors),
@@ -523,48 +551,13 @@ impl VirtioPci {
         }
     }
 
-    /// Brings vector `i`'s route and irqfd in line with the MSI-X state:
-    /// the route carries the entry's message once it may interrupt, and
-    /// the irqfd is attached exactly while it may. A raise counted while
-    /// it was masked is delivered on attaching.
+    /// Brings vector `i` in line with the MSI-X state ([`Vector::sync`]).
     fn sync_vector(&mut self, i: usize) {
         let want = self.msix.deliverable(i);
         let Some(v) = self.vectors.get_mut(i) else {
             return;
         };
-        let r = match want {
-            Some(msg) => {
-                let mut r = Ok(());
-                if v.route != Some(msg) {
-                    r = self.router.set(v.gsi, msg);
-                    if r.is_ok() {
-                        v.route = Some(msg);
-                    }
-                }
-                if r.is_ok() && !v.attached {
-                    let pending = v.fd.read().is_ok();
-                    r = self
-                        .vm
-                        .register_irqfd(&v.fd, v.gsi)
-                        .map_err(|e| crate::irq::kvm_error("attach an irqfd", e));
-                    if r.is_ok() {
-                        v.attached = true;
-                        if pending {
-                            r = v.fd.write(1);
-                        }
-                    }
-                }
-                r
-            }
-            None if v.attached => {
-                v.attached = false;
-                self.vm
-                    .unregister_irqfd(&v.fd, v.gsi)
-                    .map_err(|e| crate::irq::kvm_error("detach an irqfd", e))
-            }
-            None => Ok(()),
-        };
-        if let Err(e) = r {
+        if let Err(e) = v.sync(want, &self.router) {
             eprintln!(
                 "vmm: virtio-{} MSI-X vector {i} (GSI {}): {e}",
                 self.device.name(),
@@ -594,14 +587,16 @@ impl VirtioPci {
         }
         for (i, q) in self.queues.iter().enumerate() {
             let step = i as u64 * u64::from(NOTIFY_MULTIPLIER);
-            let _ = self.vm.unregister_ioevent(
+            let _ = self.router.vm().unregister_ioevent(
                 &q.kick,
                 &IoEventAddress::Mmio(self.notify_base + step),
                 NoDatamatch,
             );
-            let _ =
-                self.vm
-                    .register_ioevent(&q.kick, &IoEventAddress::Mmio(base + step), NoDatamatch);
+            let _ = self.router.vm().register_ioevent(
+                &q.kick,
+                &IoEventAddress::Mmio(base + step),
+                NoDatamatch,
+            );
         }
         self.notify_base = base;
     }

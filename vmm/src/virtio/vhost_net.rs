@@ -98,10 +98,9 @@ impl VhostNet {
         let mut calls = Vec::new();
         for q in &queues {
             let i = usize::from(q.index);
-            let direct = interrupt.queue_eventfd(q.index);
-            let call = match &direct {
-                Some(fd) => fd.try_clone()?,
-                None => EventFd::new(libc::EFD_NONBLOCK)?,
+            let (call, relay) = match interrupt.queue_eventfd(q.index) {
+                Some(fd) => (fd, false),
+                None => (EventFd::new(libc::EFD_NONBLOCK)?, true),
             };
             let size = q.queue.size();
             backend.set_vring_num(i, size).map_err(err("ring size"))?;
@@ -126,7 +125,7 @@ impl VhostNet {
             backend
                 .set_vring_kick(i, &q.kick)
                 .map_err(err("kick eventfd"))?;
-            if direct.is_none() {
+            if relay {
                 calls.push((q.index, call));
             }
         }

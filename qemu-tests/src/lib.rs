@@ -634,11 +634,14 @@ impl Appliance {
     /// Copies `/var/log/oxbow/<name>.log` (a unit's stdout and stderr) onto
     /// the serial console between marker lines, so a failing test prints
     /// it with the console. Best effort: errors are ignored.
+    /// (Also the kernel's last records of processes killed by their
+    /// seccomp filter, such as a VMM's.)
     pub fn show_unit_log(&mut self, name: &str) {
         let shower = format!("show-log-{name}");
         let script = format!(
             "exec >/dev/console 2>&1; echo '----- /var/log/oxbow/{name}.log -----'; \
-             cat /var/log/oxbow/{name}.log; echo '----- end of {name}.log -----'"
+             cat /var/log/oxbow/{name}.log; echo '----- end of {name}.log -----'; \
+             dmesg | grep 'type=1326' | tail -n 20 | sed 's/^/seccomp: /'"
         );
         if self.run_unit(&shower, &["/bin/sh", "-c", &script]).is_ok() {
             let _ = self.wait_unit_stopped(&shower, Duration::from_secs(60));

@@ -133,6 +133,32 @@ fn drive_a_vm(vm: &mut Appliance, python: &Path) {
         vmm["state"], "running",
         "the VMM after apid was killed: {vmm}"
     );
+    // apid had the VMM give up root for VM 100's own user and install its
+    // seccomp filter (docs/vmm.md, "The sandbox").
+    let pid = vmm["pid"].as_i64().expect("the VMM's pid");
+    let before = vm.serial().len();
+    let script = format!(
+        "exec >/dev/console 2>&1; grep -E '^(Uid|CapEff|Seccomp):' /proc/{pid}/status \
+         | tr -s '\t' ' ' | tr '\n' ';' | sed 's/^/VMM-STATUS /'; echo"
+    );
+    vm.run_unit("vmm-status", &["/bin/sh", "-c", &script])
+        .unwrap();
+    vm.wait_unit_stopped("vmm-status", BOOT).unwrap();
+    let serial = vm.serial();
+    let status = serial
+        .get(before..)
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.contains("VMM-STATUS "))
+        .unwrap_or_default()
+        .to_string();
+    for field in [
+        "Uid: 3000000100 3000000100 3000000100 3000000100;",
+        "CapEff: 0000000000000000;",
+        "Seccomp: 2;",
+    ] {
+        assert!(status.contains(field), "VM 100's VMM: {status:?}");
+    }
 
     run_phase(vm, python, "after-kill", &state);
 

@@ -32,6 +32,11 @@ usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
   --kernel-cache DIR  keep the kernel unpacked from an xz bzImage in DIR and
                       boot it through its PVH entry, skipping the guest's
                       decompressor from the next boot on (docs/vmm.md)
+  --user UID[:GID]    give up root for this user and group once the VM is
+                      built, before the guest runs (start as root)
+  --seccomp MODE      the system call filter installed then: on (a call
+                      outside the VMM's list kills it), log (logged and
+                      allowed) or off [default: on]
 
 exit status: 0 the guest powered off (or `stop`), 3 the guest reset,
 1 an error or a guest KVM could not run, 2 bad usage";
@@ -154,6 +159,8 @@ pub fn parse(args: &[String]) -> Result<VmConfig, String> {
             "--net" => c.nets.push(parse_net(&value()?)?),
             "--no-rng" => c.rng = false,
             "--kernel-cache" => c.kernel_cache = Some(PathBuf::from(value()?)),
+            "--user" => c.sandbox.user = Some(crate::sandbox::parse_user(&value()?)?),
+            "--seccomp" => c.sandbox.seccomp = value()?.parse()?,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -211,6 +218,22 @@ mod tests {
         .unwrap();
         let modes: Vec<VhostMode> = c.nets.iter().map(|n| n.vhost).collect();
         assert_eq!(modes, [VhostMode::On, VhostMode::Off, VhostMode::Auto]);
+    }
+
+    #[test]
+    fn sandbox_arguments() {
+        use crate::sandbox::SeccompMode;
+        let c = parse(&args("--kernel /k")).unwrap();
+        assert_eq!(c.sandbox.user, None);
+        assert_eq!(c.sandbox.seccomp, SeccompMode::On);
+        let c = parse(&args(
+            "--kernel /k --user 3000000100:3000000100 --seccomp log",
+        ))
+        .unwrap();
+        assert_eq!(c.sandbox.user, Some((3_000_000_100, 3_000_000_100)));
+        assert_eq!(c.sandbox.seccomp, SeccompMode::Log);
+        assert!(parse(&args("--kernel /k --user 0")).is_err());
+        assert!(parse(&args("--kernel /k --seccomp strict")).is_err());
     }
 
     #[test]

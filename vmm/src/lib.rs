@@ -7,7 +7,8 @@
 //! ([`acpi`]), a 16550 console and an i8042 reset line ([`devices`]), and a
 //! JSON control socket ([`control`]). [`probe`] proves that `/dev/kvm` runs
 //! guest code at all. Its devices are virtio over PCI with MSI-X
-//! ([`pci`], [`virtio`]): block, net and rng.
+//! ([`pci`], [`virtio`]): block, net and rng. Before the guest runs, it
+//! gives up root and installs a system call filter ([`sandbox`]).
 
 pub mod acpi;
 pub mod boot;
@@ -21,6 +22,7 @@ pub mod kcache;
 pub mod layout;
 pub mod pci;
 pub mod probe;
+pub mod sandbox;
 pub mod virtio;
 pub mod vm;
 

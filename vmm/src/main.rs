@@ -66,6 +66,7 @@ fn main() -> ExitCode {
         }
     };
     let socket = config.api_socket.clone();
+    let sandbox = config.sandbox.clone();
     let vm = match Vm::new(config) {
         Ok(vm) => vm,
         Err(e) => {
@@ -73,14 +74,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(path) = &socket {
-        match vmm::control::bind(path) {
-            Ok(l) => vmm::control::serve(l, vm.handle()),
-            Err(e) => {
-                eprintln!("vmm: control socket {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
+    let listener = match socket.as_deref().map(vmm::control::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            let path = socket.as_deref().unwrap_or(std::path::Path::new(""));
+            eprintln!("vmm: control socket {}: {e}", path.display());
+            return ExitCode::FAILURE;
         }
+    };
+    // Everything is open: give up what the guest's run does not need.
+    if let Err(e) = vmm::sandbox::enter(&sandbox) {
+        eprintln!("vmm: sandbox: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(l) = listener {
+        vmm::control::serve(l, vm.handle());
     }
     let result = vm.run();
     if let Some(path) = &socket {

@@ -67,6 +67,8 @@ pub struct VmConfig {
     /// Where kernels unpacked from bzImages are kept ([`crate::kcache`]);
     /// `None` boots a bzImage through its own decompressor every time.
     pub kernel_cache: Option<PathBuf>,
+    /// What the VMM gives up before the guest runs.
+    pub sandbox: crate::sandbox::Sandbox,
 }
 
 /// A NIC.
@@ -103,6 +105,7 @@ impl Default for VmConfig {
             nets: Vec::new(),
             rng: true,
             kernel_cache: None,
+            sandbox: crate::sandbox::Sandbox::default(),
         }
     }
 }

@@ -47,6 +47,9 @@ pub struct VmRuntime {
     /// Where the VMMs keep kernels unpacked from bzImages (`vmm
     /// --kernel-cache`); `None` leaves every bzImage to its own decompressor.
     pub kernel_cache: Option<PathBuf>,
+    /// Whether each VMM gives up root for a user of its own once its VM is
+    /// built ([`vmm_user`]); only a root apid can have it do so.
+    pub vmm_users: bool,
     /// The last answer of [`VmRuntime::states`] and when it came.
     cache: tokio::sync::Mutex<Option<(Instant, StateMap)>>,
     /// Bumped whenever apid starts or stops a VM.
@@ -71,6 +74,18 @@ pub fn ct_unit_name(vmid: u32) -> String {
 
 /// How long a container's monitor waits for a clean shutdown by default.
 pub const CT_SHUTDOWN_TIMEOUT: u64 = 60;
+
+/// The first user (and group) id of the VMMs' own users: VM `vmid`'s VMM
+/// runs as `VMM_USER_BASE + vmid`, far above the container id maps
+/// (100000 up) and below `(uid_t)-1` for every VMID Proxmox allows.
+pub const VMM_USER_BASE: u32 = 3_000_000_000;
+
+/// The user and group id VM `vmid`'s VMM runs as (`vmm --user`): one of
+/// its own, owning nothing on the host, so a VMM taken over by its guest
+/// cannot signal, trace or read another VM's.
+pub fn vmm_user(vmid: u32) -> u32 {
+    VMM_USER_BASE.saturating_add(vmid)
+}
 
 /// The tap of network device `index` of VM `vmid`, named as Proxmox does.
 pub fn tap_name(vmid: u32, index: u32) -> String {
@@ -111,6 +126,8 @@ impl VmRuntime {
             vmm_binary,
             ctr_binary,
             kernel_cache: None,
+            // SAFETY: geteuid has no arguments and cannot fail.
+            vmm_users: unsafe { libc::geteuid() } == 0,
             cache: tokio::sync::Mutex::new(None),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
@@ -194,6 +211,10 @@ impl VmRuntime {
         ]);
         if let Some(dir) = &self.kernel_cache {
             argv.extend(["--kernel-cache".into(), path_arg(dir)?]);
+        }
+        if self.vmm_users {
+            let id = vmm_user(vmid);
+            argv.extend(["--user".into(), format!("{id}:{id}")]);
         }
         // Every drive becomes a virtio-blk disk, in bus order (virtio,
         // scsi, sata, ide) and index order.
@@ -455,11 +476,13 @@ impl VmRuntime {
         Ok(())
     }
 
-    /// Waits until the VM is stopped; false if `timeout` passed first.
+    /// Waits until the VM is stopped, then removes its control socket;
+    /// false if `timeout` passed first.
     pub async fn wait_stopped(&self, vmid: u32, timeout: Duration) -> Result<bool, String> {
         let end = Instant::now() + timeout;
         loop {
             if self.state(vmid).await? == VmState::Stopped {
+                let _ = std::fs::remove_file(self.control_socket(vmid));
                 return Ok(true);
             }
             if Instant::now() >= end {
@@ -469,13 +492,16 @@ impl VmRuntime {
         }
     }
 
-    /// Forgets the stopped unit of `vmid` and removes its taps.
+    /// Forgets the stopped unit of `vmid` and removes its control socket
+    /// (a VMM that gave up root cannot remove it from the run directory)
+    /// and its taps.
     pub async fn cleanup(&self, vmid: u32, config: Option<&GuestConfig>) {
         let _ = self
             .init_call(Request::Remove {
                 unit: unit_name(vmid),
             })
             .await;
+        let _ = std::fs::remove_file(self.control_socket(vmid));
         if let Some(config) = config {
             for entry in config.main().entries() {
                 if let Some(index) = entry.key().strip_prefix("net").and_then(|n| n.parse().ok()) {
@@ -568,12 +594,15 @@ mod tests {
     use super::*;
 
     fn runtime() -> VmRuntime {
-        VmRuntime::new(
-            "/run/init.sock".into(),
-            "/run/guests".into(),
-            "/usr/lib/oxbow/vmm".into(),
-            "/usr/lib/oxbow/ctr".into(),
-        )
+        VmRuntime {
+            vmm_users: false,
+            ..VmRuntime::new(
+                "/run/init.sock".into(),
+                "/run/guests".into(),
+                "/usr/lib/oxbow/vmm".into(),
+                "/usr/lib/oxbow/ctr".into(),
+            )
+        }
     }
 
     fn resolve(volume: &str) -> Result<PathBuf, String> {
@@ -627,6 +656,15 @@ mod tests {
         let cached = runtime().with_kernel_cache(Some("/var/cache/k".into()));
         let plan = cached.plan(100, &tagged, &resolve).unwrap();
         assert!(plan.argv.join(" ").contains(" --kernel-cache /var/cache/k"));
+        let users = VmRuntime {
+            vmm_users: true,
+            ..runtime()
+        };
+        let plan = users.plan(104, &tagged, &resolve).unwrap();
+        assert!(plan
+            .argv
+            .join(" ")
+            .contains(" --user 3000000104:3000000104"));
     }
 
     #[test]

@@ -44,7 +44,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::tap::{self, Tap, VNET_HDR_LEN};
-use super::vhost_net::VhostNet;
+use super::vhost_net::{self, VhostNet};
 use super::{
     device_type, drain, sg, ActiveQueue, Interrupt, VirtioDevice, Worker, VIRTIO_F_VERSION_1,
     VIRTIO_RING_F_EVENT_IDX,
@@ -223,8 +223,8 @@ pub struct Net {
     mac: MacAddr,
     worker: Option<Worker>,
     stats: Arc<Stats>,
-    /// Whether the data path is the kernel's vhost-net.
-    vhost: bool,
+    /// The kernel's vhost-net, when it moves the frames.
+    vhost: Option<Arc<vhost_net::Device>>,
     vhost_running: Option<VhostNet>,
 }
 
@@ -257,7 +257,7 @@ impl Net {
             mac,
             worker: None,
             stats: Arc::default(),
-            vhost: false,
+            vhost: None,
             vhost_running: None,
         })
     }
@@ -267,21 +267,16 @@ impl Net {
     pub fn with_vhost(tap_name: &str, mac: Option<MacAddr>, mode: VhostMode) -> io::Result<Net> {
         let mut net = Net::new(tap_name, mac)?;
         net.vhost = match mode {
-            VhostMode::Off => false,
-            VhostMode::Auto => VhostNet::probe().is_ok(),
-            VhostMode::On => {
-                VhostNet::probe().map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "tap {tap_name}: vhost=on: {}: {e}",
-                            super::vhost_net::DEVICE
-                        ),
-                    )
-                })?;
-                true
-            }
-        };
+            VhostMode::Off => None,
+            VhostMode::Auto => vhost_net::Device::open().ok(),
+            VhostMode::On => Some(vhost_net::Device::open().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("tap {tap_name}: vhost=on: {}: {e}", vhost_net::DEVICE),
+                )
+            })?),
+        }
+        .map(Arc::new);
         Ok(net)
     }
 
@@ -355,10 +350,11 @@ impl VirtioDevice for Net {
             ));
         };
         self.tap.set_offload(tap::offload_flags(acked_features))?;
-        if self.vhost {
+        if let Some(device) = &self.vhost {
             let name = format!("vhost-{}", self.tap.name());
             self.vhost_running = Some(VhostNet::start(
                 name,
+                device,
                 &mem,
                 acked_features,
                 &self.tap,
@@ -419,7 +415,7 @@ impl VirtioDevice for Net {
             "mac": self.mac.to_string(),
             // With vhost-net the kernel moves the frames: the counters
             // below stay at zero.
-            "vhost": self.vhost,
+            "vhost": self.vhost.is_some(),
             "rx_packets": get(&s.rx_packets),
             "rx_bytes": get(&s.rx_bytes),
             "rx_dropped": get(&s.rx_dropped),

@@ -20,12 +20,14 @@
 //! index, mergeable receive buffers, version 1) are passed to it; the
 //! offloads concern the tap alone.
 
+use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
-use vhost::net::VhostNet as _;
-use vhost::vhost_kern::net::Net as KernNet;
+use vhost::vhost_kern::vhost_binding::{vhost_vring_file, VHOST_NET_SET_BACKEND};
+use vhost::vhost_kern::VhostKernBackend;
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use virtio_queue::QueueT;
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -37,10 +39,78 @@ use super::{drain, ActiveQueue, Interrupt, Worker};
 /// The device node.
 pub const DEVICE: &str = "/dev/vhost-net";
 
+/// An open `/dev/vhost-net` for one NIC. It is opened with the NIC, while
+/// the VMM may still open device nodes (before its sandbox, docs/vmm.md),
+/// and serves every activation of the device: a reset gives up the
+/// ownership (`VHOST_RESET_OWNER`) so the next activation can take it again.
+#[derive(Debug)]
+pub struct Device(File);
+
+impl Device {
+    /// Opens the device node.
+    pub fn open() -> io::Result<Device> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(DEVICE)
+            .map(Device)
+    }
+}
+
+/// The kernel backend of one activation: the device and the guest memory
+/// its rings live in. Dropping it gives up the ownership.
+struct Backend {
+    device: Arc<Device>,
+    mem: Arc<GuestMemoryMmap>,
+}
+
+impl AsRawFd for Backend {
+    fn as_raw_fd(&self) -> RawFd {
+        self.device.0.as_raw_fd()
+    }
+}
+
+impl VhostKernBackend for Backend {
+    type AS = Arc<GuestMemoryMmap>;
+
+    fn mem(&self) -> &Self::AS {
+        &self.mem
+    }
+}
+
+impl Backend {
+    /// Attaches `tap` to queue `index`, or detaches it.
+    fn set_backend(&self, index: usize, tap: Option<&File>) -> io::Result<()> {
+        let file = vhost_vring_file {
+            index: index as u32,
+            fd: tap.map_or(-1, AsRawFd::as_raw_fd),
+        };
+        // SAFETY: the descriptor is an open vhost-net device and `file` is
+        // the argument VHOST_NET_SET_BACKEND reads; the result is checked.
+        let r = unsafe {
+            vmm_sys_util::ioctl::ioctl_with_ref(&self.device.0, VHOST_NET_SET_BACKEND(), &file)
+        };
+        if r < 0 {
+            return Err(io::Error::other(format!(
+                "vhost-net: attach the tap: {}",
+                io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.reset_owner();
+    }
+}
+
 /// A running vhost-net backend for one NIC. Dropping it detaches the tap
 /// and stops the kernel's worker.
 pub struct VhostNet {
-    backend: KernNet<Arc<GuestMemoryMmap>>,
+    backend: Backend,
     /// The queues, kept so their kick eventfds stay what the kernel holds.
     _queues: Vec<ActiveQueue>,
     /// Relays the calls of queues with no irqfd, if any.
@@ -63,13 +133,17 @@ impl VhostNet {
     /// features. `name` names the interrupt thread.
     pub fn start(
         name: String,
+        device: &Arc<Device>,
         mem: &GuestMemoryMmap,
         acked: u64,
         tap: &Tap,
         queues: Vec<ActiveQueue>,
         interrupt: Arc<dyn Interrupt>,
     ) -> io::Result<VhostNet> {
-        let backend = KernNet::new(Arc::new(mem.clone())).map_err(err("open"))?;
+        let backend = Backend {
+            device: device.clone(),
+            mem: Arc::new(mem.clone()),
+        };
         backend.set_owner().map_err(err("set owner"))?;
         let supported = backend.get_features().map_err(err("get features"))?;
         backend
@@ -130,9 +204,7 @@ impl VhostNet {
             }
         }
         for q in &queues {
-            backend
-                .set_backend(usize::from(q.index), Some(tap.file()))
-                .map_err(err("attach the tap"))?;
+            backend.set_backend(usize::from(q.index), Some(tap.file()))?;
             // Chains the driver queued before activation.
             q.kick.write(1)?;
         }
@@ -154,15 +226,6 @@ impl VhostNet {
             _queues: queues,
             _worker: worker,
         })
-    }
-
-    /// Whether this host has vhost-net: its device node opens.
-    pub fn probe() -> io::Result<()> {
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(DEVICE)
-            .map(drop)
     }
 }
 

@@ -212,7 +212,10 @@ fn vmm_boots_bzimage_guest_nested() {
         // tap: the first's frames moved by the kernel's vhost-net, which
         // raises the guest's interrupts through the vectors' irqfds
         // itself, the second's by the VMM (`vhost=off` spelt out, as by
-        // default).
+        // default). Each guest then unbinds its NIC from the driver and
+        // binds it again: the device is reset (vhost-net's ownership given
+        // up) and set up anew (taken again, in the VMM's sandbox, from the
+        // instance it opened before), and the network works again.
         let vhost = ["--net", "tap=vmtap1,mac=02:0b:0b:00:00:03,vhost=on"];
         let no_vhost = ["--net", "tap=vmtap1,mac=02:0b:0b:00:00:03,vhost=off"];
         for (unit, how, net) in [
@@ -221,13 +224,14 @@ fn vmm_boots_bzimage_guest_nested() {
         ] {
             let mut extra = vec!["--kernel-cache", KERNEL_CACHE];
             extra.extend_from_slice(net);
-            let cmdline = format!("{CMDLINE} oxbow.ip=10.99.0.3/24 oxbow.peer=10.99.0.1");
+            let cmdline =
+                format!("{CMDLINE} oxbow.ip=10.99.0.3/24 oxbow.peer=10.99.0.1 oxbow.net-rebind");
             let (exit, console) = run_vmm(vm, unit, "vmlinuz", &cmdline, &extra);
             check_guest(vm, unit, &exit, &console, 0);
             let lines = guest_lines(&unsplice_init_lines(&console)).join("\n");
             assert!(
-                lines.contains("net=ok "),
-                "{unit}: virtio-net ({}) over vmtap1: {lines}",
+                lines.contains("net=ok ") && lines.contains("net-rebind=ok "),
+                "{unit}: virtio-net ({}) over vmtap1, and after a rebind: {lines}",
                 net[1]
             );
             let said = format!("booting its vmlinux, {how}, through the PVH entry");

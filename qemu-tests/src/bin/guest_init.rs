@@ -14,6 +14,7 @@
 //! OXBOW-GUEST disk=ok|ro|none|fail <why>  /dev/vda: pattern written to sector 1
 //! OXBOW-GUEST rng=ok|none|fail <why>      virtio-rng is the current hwrng and reads
 //! OXBOW-GUEST net=ok|none|skipped|fail <why>
+//! OXBOW-GUEST net-rebind=ok|fail <why>    with oxbow.net-rebind only
 //! OXBOW-GUEST done
 //! ```
 //!
@@ -26,7 +27,11 @@
 //! The network check brings up the first NIC (`eth0`) with the address of
 //! `oxbow.ip=ADDR/PREFIX` and sends ICMP echo requests to `oxbow.peer=ADDR`
 //! until one is answered (`net=ok`) or 20 s have passed (`net=fail`);
-//! without those parameters it prints `net=skipped`.
+//! without those parameters it prints `net=skipped`. With
+//! `oxbow.net-rebind` and a working NIC it then unbinds the NIC's virtio
+//! device from `virtio_net` (the driver resets the device) and binds it
+//! again (the device is set up anew), and checks the network once more:
+//! `net-rebind=ok` or `fail`.
 //!
 //! With `oxbow.wait-power` on the command line it then prints
 //! `OXBOW-GUEST waiting for the power button`, waits for a KEY_POWER press
@@ -98,7 +103,15 @@ fn main() {
     }
     say(&format!("disk={}", check_disk()));
     say(&format!("rng={}", check_rng()));
-    say(&format!("net={}", check_net(&cmdline)));
+    let net = check_net(&cmdline);
+    say(&format!("net={net}"));
+    if net.starts_with("ok ") && cmdline.split_whitespace().any(|w| w == "oxbow.net-rebind") {
+        let again = match rebind_nic() {
+            Ok(()) => check_net(&cmdline),
+            Err(e) => format!("fail {e}"),
+        };
+        say(&format!("net-rebind={again}"));
+    }
     if cmdline.split_whitespace().any(|w| w == "oxbow.wait-power") {
         say("waiting for the power button");
         wait_power_button();
@@ -477,6 +490,25 @@ fn find_nic() -> Option<String> {
         .position(|n| n == "eth0")
         .map(|i| names.swap_remove(i))
         .or_else(|| names.into_iter().next())
+}
+
+/// Unbinds the NIC's virtio device from its driver and binds it again,
+/// waiting for its interface to go and to come back.
+fn rebind_nic() -> Result<(), String> {
+    let nic = find_nic().ok_or("no NIC to rebind")?;
+    let link = std::fs::read_link(format!("/sys/class/net/{nic}/device"))
+        .map_err(|e| format!("{nic}: no device link: {e}"))?;
+    let dev = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or("the device link has no name")?;
+    let driver = "/sys/bus/virtio/drivers/virtio_net";
+    std::fs::write(format!("{driver}/unbind"), &dev)
+        .map_err(|e| format!("unbinding {dev}: {e}"))?;
+    wait_for(|| find_nic().is_none().then_some(()))
+        .ok_or_else(|| format!("{nic} stayed after {dev} was unbound"))?;
+    std::fs::write(format!("{driver}/bind"), &dev).map_err(|e| format!("binding {dev}: {e}"))?;
+    Ok(())
 }
 
 fn check_net(cmdline: &str) -> String {

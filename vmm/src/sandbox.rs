@@ -117,8 +117,11 @@ const ALLOWED: &[(&str, libc::c_long)] = &[
     ("exit", libc::SYS_exit),
     ("exit_group", libc::SYS_exit_group),
     ("restart_syscall", libc::SYS_restart_syscall),
-    // Time and randomness (virtio-rng, hash seeds).
+    // Time (through the vDSO where the clock source allows, else these)
+    // and randomness (virtio-rng, hash seeds).
     ("clock_gettime", libc::SYS_clock_gettime),
+    ("gettimeofday", libc::SYS_gettimeofday),
+    ("time", libc::SYS_time),
     ("clock_nanosleep", libc::SYS_clock_nanosleep),
     ("nanosleep", libc::SYS_nanosleep),
     ("getrandom", libc::SYS_getrandom),

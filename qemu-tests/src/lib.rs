@@ -681,6 +681,11 @@ impl Appliance {
     }
 }
 
+/// `vmm --user` as apid passes it to VM 100's VMM (3000000000 + VMID,
+/// `api::guests::runtime::vmm_user`), for the nested tests and benchmarks
+/// that run the VMM as apid does.
+pub const VMM_USER_OF_VM_100: &str = "3000000100:3000000100";
+
 /// What a Linux kernel prints when it panics, locks up or stalls.
 pub const KERNEL_FAILURES: &[&str] = &[
     "Kernel panic",

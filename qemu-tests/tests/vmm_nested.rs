@@ -23,7 +23,7 @@ const MEDIA: &str = "/run/g";
 const VMM: &str = "/usr/lib/oxbow/vmm";
 const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 /// The user every VMM here gives up root for, as apid's VMM of VM 100 does.
-const VMM_USER: &str = "3000000100:3000000100";
+const VMM_USER: &str = qemu_tests::VMM_USER_OF_VM_100;
 /// The VMM's kernel cache in the appliance (`--kernel-cache`).
 const KERNEL_CACHE: &str = "/run/kernel-cache";
 

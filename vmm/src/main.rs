@@ -74,13 +74,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match socket.as_deref().map(vmm::control::bind).transpose() {
-        Ok(l) => l,
-        Err(e) => {
-            let path = socket.as_deref().unwrap_or(std::path::Path::new(""));
-            eprintln!("vmm: control socket {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    let listener = match &socket {
+        None => None,
+        Some(path) => match vmm::control::bind(path) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("vmm: control socket {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
     };
     // Everything is open: give up what the guest's run does not need.
     if let Err(e) = vmm::sandbox::enter(&sandbox) {

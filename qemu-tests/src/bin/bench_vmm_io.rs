@@ -73,9 +73,6 @@ use serde_json::Value;
 const GUEST_MIB: u32 = 512;
 /// The NIC options apid gives the VMM (`api::guests::runtime`).
 const APID_NET: &str = ",vhost=auto";
-/// The user apid has VM 100's VMM give up root for (`--user`; its
-/// seccomp filter is on by default).
-const APID_USER: &str = "3000000100:3000000100";
 const TAP: &str = "bench0";
 const HOST_IP: &str = "10.77.0.1";
 const GUEST_IP: &str = "10.77.0.2/24";
@@ -236,8 +233,9 @@ fn main() -> Result<()> {
                 format!("{DATA},readonly"),
                 "--net".into(),
                 format!("tap={tap},mac={GUEST_MAC}{net_options}"),
+                // As apid runs it: its own user (the filter is on by default).
                 "--user".into(),
-                APID_USER.into(),
+                qemu_tests::VMM_USER_OF_VM_100.into(),
             ]
         };
         let qemu = |vhost: &str| {

@@ -59,7 +59,8 @@ impl Device {
 }
 
 /// The kernel backend of one activation: the device and the guest memory
-/// its rings live in. Dropping it gives up the ownership.
+/// its rings live in. Dropping it gives up the ownership, which also
+/// detaches the tap from both rings and stops the kernel's worker.
 struct Backend {
     device: Arc<Device>,
     mem: Arc<GuestMemoryMmap>,
@@ -80,11 +81,11 @@ impl VhostKernBackend for Backend {
 }
 
 impl Backend {
-    /// Attaches `tap` to queue `index`, or detaches it.
-    fn set_backend(&self, index: usize, tap: Option<&File>) -> io::Result<()> {
+    /// Attaches `tap` to queue `index`.
+    fn set_backend(&self, index: usize, tap: &File) -> io::Result<()> {
         let file = vhost_vring_file {
             index: index as u32,
-            fd: tap.map_or(-1, AsRawFd::as_raw_fd),
+            fd: tap.as_raw_fd(),
         };
         // SAFETY: the descriptor is an open vhost-net device and `file` is
         // the argument VHOST_NET_SET_BACKEND reads; the result is checked.
@@ -110,7 +111,9 @@ impl Drop for Backend {
 /// A running vhost-net backend for one NIC. Dropping it detaches the tap
 /// and stops the kernel's worker.
 pub struct VhostNet {
-    backend: Backend,
+    /// Held for its drop, which gives up the ownership (and with it the
+    /// tap and the worker).
+    _backend: Backend,
     /// The queues, kept so their kick eventfds stay what the kernel holds.
     _queues: Vec<ActiveQueue>,
     /// Relays the calls of queues with no irqfd, if any.
@@ -204,7 +207,7 @@ impl VhostNet {
             }
         }
         for q in &queues {
-            backend.set_backend(usize::from(q.index), Some(tap.file()))?;
+            backend.set_backend(usize::from(q.index), tap.file())?;
             // Chains the driver queued before activation.
             q.kick.write(1)?;
         }
@@ -222,17 +225,9 @@ impl VhostNet {
             })?)
         };
         Ok(VhostNet {
-            backend,
+            _backend: backend,
             _queues: queues,
             _worker: worker,
         })
-    }
-}
-
-impl Drop for VhostNet {
-    fn drop(&mut self) {
-        for i in 0..2 {
-            let _ = self.backend.set_backend(i, None);
-        }
     }
 }

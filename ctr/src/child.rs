@@ -32,8 +32,9 @@
 //! 8. drop capabilities, install the seccomp filter, ask for SIGKILL if
 //!    the monitor dies, set the host name (the UTS namespace's, not a
 //!    file), read the guest's files to see what must change, and restore
-//!    the signal dispositions (the monitor's mask follows the pty
-//!    numbers): all while the monitor may still be making the veths;
+//!    the signal dispositions the clone brought (those the monitor
+//!    ignores, read from `/proc/self/status`): all while the monitor may
+//!    still be making the veths;
 //! 9. wait for the second go-ahead (the veths are there); write the
 //!    guest's host name and network files that must change; empty the
 //!    signal mask;
@@ -41,8 +42,8 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -105,35 +106,96 @@ fn step<T, E: std::fmt::Display>(what: &str, r: Result<T, E>) -> Result<T, Strin
     r.map_err(|e| format!("{what}: {e}"))
 }
 
-/// Waits for the monitor's go-ahead `expected` on the go pipe; end of
-/// file means the monitor gave up.
-fn wait_go(go: &mut std::fs::File, expected: &[u8]) -> Result<(), String> {
-    let mut byte = [0u8; 1];
-    match go.read(&mut byte) {
-        Ok(1) if byte[..] == *expected => Ok(()),
-        Ok(1) => Err(format!("unexpected go-ahead {:?}", byte[0] as char)),
-        _ => Err("the monitor went away before the start".into()),
+/// The child's end of the go pipe. The monitor's messages come within a
+/// few milliseconds of each other, so a read first polls without
+/// sleeping (yielding the CPU to anything else runnable) for up to
+/// [`Go::SPIN`] before it blocks: a child asleep in `read` leaves its CPU
+/// idle, and the monitor's write must then wake it there, an
+/// inter-processor interrupt and the idle CPU's way back, which costs
+/// milliseconds under emulation (docs/perf.md, "a start's wake-ups").
+struct Go {
+    fd: OwnedFd,
+}
+
+impl Go {
+    const SPIN: std::time::Duration = std::time::Duration::from_millis(20);
+
+    fn new(fd: OwnedFd) -> Result<Go, String> {
+        // The flag is on the pipe's open file description, which only this
+        // process reads (the monitor closed its copy of this end).
+        let flags = step(
+            "go pipe flags",
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL),
+        )?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        step(
+            "go pipe flags",
+            nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)),
+        )?;
+        Ok(Go { fd })
     }
-}
 
-/// Reads the `N` bytes that follow a go-ahead.
-fn read_after_go<const N: usize>(go: &mut std::fs::File) -> Result<[u8; N], String> {
-    let mut buf = [0u8; N];
-    go.read_exact(&mut buf)
-        .map_err(|_| "the monitor went away before the start".to_string())?;
-    Ok(buf)
-}
+    /// Fills `buf`; end of file means the monitor gave up.
+    fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        let gone = || "the monitor went away before the start".to_string();
+        let mut got = 0;
+        let mut spin_until = None;
+        while got < buf.len() {
+            match nix::unistd::read(self.fd.as_raw_fd(), &mut buf[got..]) {
+                Ok(0) => return Err(gone()),
+                Ok(n) => got += n,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => {
+                    let now = std::time::Instant::now();
+                    let until = *spin_until.get_or_insert(now + Go::SPIN);
+                    if now < until {
+                        std::thread::yield_now();
+                    } else {
+                        let mut fds = [nix::poll::PollFd::new(
+                            self.fd.as_fd(),
+                            nix::poll::PollFlags::POLLIN,
+                        )];
+                        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+                            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                            Err(_) => return Err(gone()),
+                        }
+                    }
+                }
+                Err(_) => return Err(gone()),
+            }
+        }
+        Ok(())
+    }
 
-/// Reads the host path of the next pty the monitor opened.
-fn next_pty(go: &mut std::fs::File) -> Result<PathBuf, String> {
-    Ok(sys::pty_path(u32::from_le_bytes(read_after_go(go)?)))
+    /// Waits for the go-ahead `expected`.
+    fn wait(&mut self, expected: &[u8]) -> Result<(), String> {
+        let mut byte = [0u8; 1];
+        self.read_exact(&mut byte)?;
+        if byte[..] == *expected {
+            Ok(())
+        } else {
+            Err(format!("unexpected go-ahead {:?}", byte[0] as char))
+        }
+    }
+
+    /// Reads the `N` bytes that follow a go-ahead.
+    fn read_array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut buf = [0u8; N];
+        self.read_exact(&mut buf)?;
+        Ok(buf)
+    }
+
+    /// Reads the host path of the next pty the monitor opened.
+    fn next_pty(&mut self) -> Result<PathBuf, String> {
+        Ok(sys::pty_path(u32::from_le_bytes(self.read_array()?)))
+    }
 }
 
 fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     let spec = ctx.spec;
     // 1. The monitor's first go-ahead.
-    let mut go = std::fs::File::from(step("dup go pipe", ctx.go.try_clone())?);
-    wait_go(&mut go, crate::monitor::GO_MOUNTS)?;
+    let mut go = Go::new(step("dup go pipe", ctx.go.try_clone())?)?;
+    go.wait(crate::monitor::GO_MOUNTS)?;
     // 2. The cgroup namespace, rooted at the cgroup we were placed in.
     if ctx.cgroup {
         step(
@@ -233,12 +295,15 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     )?;
     // The host name lives in the UTS namespace, not in the tree.
     step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
-    let ignored = u64::from_le_bytes(read_after_go(&mut go)?);
+    // The dispositions came with the clone from the monitor, which
+    // changes none; reading them here keeps the monitor's path, the
+    // longer one while it makes the veths, short.
+    let ignored = step("reading SigIgn", sys::ignored_signals_now())?;
     step(
         "signal dispositions",
         sys::reset_signal_dispositions(ignored),
     )?;
-    wait_go(&mut go, crate::monitor::GO_FILES)?;
+    go.wait(crate::monitor::GO_FILES)?;
     step(
         "writing the guest's host name and network files",
         files.write(),
@@ -308,7 +373,7 @@ fn dev_dir(path: &str) -> Result<(), String> {
 
 /// `/dev`; the ptys' numbers are read from the go pipe when they are
 /// needed, as the monitor opens them while the rest is made.
-fn mount_dev(go: &mut std::fs::File, ttys: u32, privileged: bool) -> Result<(), String> {
+fn mount_dev(go: &mut Go, ttys: u32, privileged: bool) -> Result<(), String> {
     let nosuid_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
     step(
         "tmpfs on /dev",
@@ -357,9 +422,9 @@ fn mount_dev(go: &mut std::fs::File, ttys: u32, privileged: bool) -> Result<(), 
         "/dev/ptmx",
         std::os::unix::fs::symlink("pts/ptmx", "dev/ptmx"),
     )?;
-    bind(&next_pty(go)?, Path::new("dev/console"))?;
+    bind(&go.next_pty()?, Path::new("dev/console"))?;
     for n in 1..=ttys {
-        bind(&next_pty(go)?, &PathBuf::from(format!("dev/tty{n}")))?;
+        bind(&go.next_pty()?, &PathBuf::from(format!("dev/tty{n}")))?;
     }
     dev_dir("dev/shm")?;
     step(

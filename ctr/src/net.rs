@@ -89,7 +89,7 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         source,
     };
     let bridge = match &net.bridge {
-        Some(name) => match nl.link(name).map_err(|e| port_err(e.into()))? {
+        Some(name) => match nl.link_brief(name).map_err(|e| port_err(e.into()))? {
             Some(link) if link.is_bridge => Some(link),
             _ => {
                 return Err(NetError::NoBridge {

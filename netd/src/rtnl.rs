@@ -132,18 +132,27 @@ pub struct Link {
 }
 
 impl Link {
-    pub(crate) fn from_message(m: &LinkMessage) -> Link {
-        let mut link = Link {
-            index: m.header.index,
+    /// Link `index` with nothing else known yet.
+    pub(crate) fn empty(index: u32) -> Link {
+        Link {
+            index,
             name: String::new(),
             mac: None,
-            up: m.header.flags.contains(LinkFlags::Up),
-            lower_up: m.header.flags.contains(LinkFlags::LowerUp),
+            up: false,
+            lower_up: false,
             controller: None,
             alias: None,
             is_bridge: false,
             vlan_filtering: false,
             mtu: None,
+        }
+    }
+
+    pub(crate) fn from_message(m: &LinkMessage) -> Link {
+        let mut link = Link {
+            up: m.header.flags.contains(LinkFlags::Up),
+            lower_up: m.header.flags.contains(LinkFlags::LowerUp),
+            ..Link::empty(m.header.index)
         };
         for attr in &m.attributes {
             match attr {

@@ -564,6 +564,59 @@ fn guest_port_joins_its_bridge_with_the_bridge_mtu() {
     assert!(node.link("veth101i0").unwrap().get("master").is_none());
 }
 
+/// The container monitor's quick bridge lookup reads the same index,
+/// name, MTU, kind and VLAN filtering as the full parse, for a bridge, a
+/// VLAN-aware bridge (where the kernel has VLAN filtering), a link that is
+/// not a bridge and one that is not there.
+#[test]
+fn brief_link_lookup_agrees_with_the_full_one() {
+    use netd::rtnl_sync::SyncRtnl;
+    let node = Netns::new("brief");
+    node.ip(&["link", "add", "vmbr1", "mtu", "1400", "type", "bridge"]);
+    node.ip(&[
+        "link", "add", "veth7i0", "type", "veth", "peer", "name", "ct7",
+    ]);
+    let vlan_aware = Command::new("ip")
+        .args(["-n", &node.name, "link", "add", "vmbr2", "type", "bridge"])
+        .args(["vlan_filtering", "1"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let path = format!("/run/netns/{}", node.name);
+    let found = std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let mut nl = SyncRtnl::connect().unwrap();
+        ["lo", "vmbr1", "vmbr2", "veth7i0", "vmbr9"].map(|name| {
+            let full = nl.link(name).unwrap();
+            let brief = nl.link_brief(name).unwrap();
+            let key = |l: netd::rtnl::Link| (l.index, l.name, l.mtu, l.is_bridge, l.vlan_filtering);
+            (name, full.map(key), brief.map(key))
+        })
+    })
+    .join()
+    .unwrap();
+    for (name, full, brief) in found {
+        assert_eq!(full, brief, "{name}");
+        match name {
+            "vmbr1" => assert_eq!(
+                brief,
+                Some((
+                    brief.as_ref().unwrap().0,
+                    "vmbr1".into(),
+                    Some(1400),
+                    true,
+                    false
+                ))
+            ),
+            "vmbr2" if vlan_aware => assert!(brief.is_some_and(|b| b.3 && b.4), "{name}"),
+            "veth7i0" => assert!(brief.is_some_and(|b| !b.3 && !b.4), "{name}"),
+            "vmbr9" => assert!(brief.is_none()),
+            _ => {}
+        }
+    }
+}
+
 #[test]
 fn a_port_made_again_is_put_back_by_the_link_watch() {
     let node = Netns::new("relink");

@@ -99,11 +99,6 @@ impl Cgroup {
         idmap: &IdMap,
     ) -> Result<Cgroup, CgroupError> {
         let outer = Cgroup::path_of(root, vmid);
-        if outer.exists() {
-            tracing::warn!("removing the stale cgroup {}", outer.display());
-            kill_tree(&outer);
-            remove_tree(&outer).map_err(io_err("removing the stale cgroup", &outer))?;
-        }
         let parent = root.join(PARENT);
         let files = limits.cgroup_files();
         let mut wanted: Vec<&str> = files.iter().map(|(f, _)| controller_of(f)).collect();
@@ -143,7 +138,17 @@ impl Cgroup {
             here = read_words(&parent.join("cgroup.subtree_control"));
             available = Some(root_has);
         }
-        fs::create_dir(&outer).map_err(io_err("creating", &outer))?;
+        // Made first and looked at only if it is there already (a failed
+        // lookup in the cgroup file system costs as much as the mkdir).
+        match fs::create_dir(&outer) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                tracing::warn!("removing the stale cgroup {}", outer.display());
+                kill_tree(&outer);
+                remove_tree(&outer).map_err(io_err("removing the stale cgroup", &outer))?;
+                fs::create_dir(&outer).map_err(io_err("creating", &outer))?;
+            }
+            other => other.map_err(io_err("creating", &outer))?,
+        }
         let mut unavailable = Vec::new();
         for (file, value) in &files {
             let controller = controller_of(file);

@@ -7,38 +7,41 @@
 //! not have and becomes the guest's PID 1.
 //!
 //! Order, and why:
-//! 1. wait for the monitor's first go-ahead: it has written the id maps
-//!    (this process was born in the inner cgroup by `clone3`, or moved
-//!    there on older kernels); it now opens the ptys (their numbers follow
-//!    on the pipe, read in step 6 when they are bound) and creates the
-//!    veths in this network namespace while steps 2-7 run;
-//! 2. `unshare(CLONE_NEWCGROUP)`: the current cgroup (the inner one)
-//!    becomes the root the guest sees;
-//! 3. a new session (the console pty, opened as `/dev/console` after the
-//!    pivot, becomes its controlling terminal and the standard streams);
-//! 4. all mounts private; bind the root directory onto itself (a mount
-//!    point, as `pivot_root` needs) and `chdir` into it; this is done
-//!    before changing ids, as the host path to the root belongs to host
-//!    root;
-//! 5. become the container's root (`setgroups`, `setresgid`,
+//! 1. while the monitor writes the id maps: `unshare(CLONE_NEWCGROUP)`
+//!    (the inner cgroup this process was born in by `clone3` becomes the
+//!    root the guest sees), a new session (the console pty, opened as
+//!    `/dev/console` after the pivot, becomes its controlling terminal
+//!    and the standard streams), all mounts private, the root directory
+//!    bound onto itself (a mount point, as `pivot_root` needs) and made
+//!    the working directory (before changing ids, as the host path to
+//!    the root belongs to host root), `/proc` (with `/proc/sys` and
+//!    `/proc/sysrq-trigger` read-only), `/sys` read-only and `cgroup2`
+//!    on `/sys/fs/cgroup`: none of it makes a file, which the unmapped
+//!    ids could not own;
+//! 2. wait for the monitor's first go-ahead: it has written the id maps
+//!    (on kernels without `clone3`'s cgroup it has also moved this
+//!    process into the inner cgroup, and the cgroup namespace is
+//!    unshared only now); it now opens the ptys (their numbers follow on
+//!    the pipe, read in step 4 when they are bound) and creates the veths
+//!    in this network namespace while steps 3-7 run;
+//! 3. become the container's root (`setgroups`, `setresgid`,
 //!    `setresuid` to 0: host ids 100000, or the host's root when
 //!    privileged);
-//! 6. `/dev` (tmpfs with bind mounts of the host's null, zero, full,
+//! 4. `/dev` (tmpfs with bind mounts of the host's null, zero, full,
 //!    random, urandom and tty, a private devpts with `ptmx`, the console
-//!    and tty ptys of the monitor), `/proc` (with `/proc/sys` and
-//!    `/proc/sysrq-trigger` read-only), `/sys` read-only, `cgroup2` on
-//!    `/sys/fs/cgroup`;
-//! 7. `pivot_root(".", ".")` and detach the old root;
-//! 8. drop capabilities, install the seccomp filter, ask for SIGKILL if
+//!    and tty ptys of the monitor); `/proc` and `/sys` now if the root
+//!    lacked their directories;
+//! 5. `pivot_root(".", ".")` and detach the old root;
+//! 6. drop capabilities, install the seccomp filter, ask for SIGKILL if
 //!    the monitor dies, set the host name (the UTS namespace's, not a
 //!    file), read the guest's files to see what must change, and restore
 //!    the signal dispositions the clone brought (those the monitor
 //!    ignores, read from `/proc/self/status`): all while the monitor may
 //!    still be making the veths;
-//! 9. wait for the second go-ahead (the veths are there); write the
+//! 7. wait for the second go-ahead (the veths are there); write the
 //!    guest's host name and network files that must change; empty the
 //!    signal mask;
-//! 10. exec the guest's init with `container=lxc`.
+//! 8. exec the guest's init with `container=lxc`.
 
 use std::ffi::CString;
 use std::fs;
@@ -87,6 +90,9 @@ pub struct ChildContext<'a> {
     pub report: OwnedFd,
     /// Whether a cgroup v2 hierarchy is there to mount.
     pub cgroup: bool,
+    /// Whether the child was born in its cgroup (`clone3`); if not, the
+    /// monitor moves it there before the first go-ahead.
+    pub placed: bool,
 }
 
 /// Runs the child's steps and execs the guest's init. On a failure the
@@ -193,19 +199,17 @@ impl Go {
 
 fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     let spec = ctx.spec;
-    // 1. The monitor's first go-ahead.
     let mut go = Go::new(step("dup go pipe", ctx.go.try_clone())?)?;
-    go.wait(crate::monitor::GO_MOUNTS)?;
-    // 2. The cgroup namespace, rooted at the cgroup we were placed in.
-    if ctx.cgroup {
-        step(
-            "unshare(CLONE_NEWCGROUP)",
-            nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
-        )?;
+    // 1. What needs neither the id maps nor the cgroup (unless the child
+    // was born in it), done while the monitor writes them instead of
+    // waiting for its go-ahead: the cgroup namespace, rooted at the
+    // cgroup the child was born in; a new session (the console becomes
+    // its terminal after the pivot); mounts private; the root directory
+    // as a mount point; /proc and /sys, which make no files.
+    if ctx.cgroup && ctx.placed {
+        unshare_cgroup()?;
     }
-    // 3. A new session; the console becomes its terminal after the pivot.
     step("setsid", nix::unistd::setsid())?;
-    // 4. Mounts private; the root directory as a mount point.
     step(
         "making mounts private",
         mount(
@@ -228,7 +232,21 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         ),
     )?;
     step("chdir into the root", nix::unistd::chdir(rootfs))?;
-    // 5. The container's root user.
+    // A directory made now would belong to the host's root (the child's
+    // ids are not mapped yet): a root without /proc or /sys gets them
+    // after the go-ahead.
+    let is_dir = |d: &str| fs::symlink_metadata(d).is_ok_and(|m| m.is_dir());
+    let early_proc = (!ctx.cgroup || ctx.placed) && is_dir("proc") && is_dir("sys");
+    if early_proc {
+        mount_proc_sys(ctx.cgroup)?;
+    }
+    // 2. The monitor's first go-ahead: the id maps are written (and the
+    // child is in its cgroup).
+    go.wait(crate::monitor::GO_MOUNTS)?;
+    if ctx.cgroup && !ctx.placed {
+        unshare_cgroup()?;
+    }
+    // 3. The container's root user.
     step("setgroups", nix::unistd::setgroups(&[]))?;
     step(
         "setresgid",
@@ -238,16 +256,18 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         "setresuid",
         nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)),
     )?;
-    // 6. /dev, /proc, /sys.
+    // 4. /dev (and /proc and /sys if not yet).
     for dir in ["dev", "proc", "sys"] {
         ensure_dir(Path::new(dir))?;
     }
     mount_dev(&mut go, spec.ttys, spec.privileged)?;
-    mount_proc_sys(ctx.cgroup)?;
+    if !early_proc {
+        mount_proc_sys(ctx.cgroup)?;
+    }
     // The last line of the child's own on the monitor's log: after the
     // pivot its standard streams are the console.
     tracing::debug!("container {}: child: mounts made", spec.vmid);
-    // 7. Into the root.
+    // 5. Into the root.
     step("pivot_root", nix::unistd::pivot_root(".", "."))?;
     step("detaching the old root", umount2(".", MntFlags::MNT_DETACH))?;
     step("chdir /", nix::unistd::chdir("/"))?;
@@ -265,7 +285,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         step("dup2 console", nix::unistd::dup2(console, fd))?;
     }
     step("TIOCSCTTY", sys::set_controlling_tty(0))?;
-    // 8. Privileges, while the monitor may still be making the network:
+    // 6. Privileges, while the monitor may still be making the network:
     // nothing after this needs what they take away (the seccomp filter
     // denies module loading, kexec, open_by_handle_at and keyctl only).
     let mut mask = 0u64;
@@ -286,7 +306,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         "parent-death signal",
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
     )?;
-    // 9. Names and the guest's own files, once the network is made: a
+    // 7. Names and the guest's own files, once the network is made: a
     // start that fails there leaves the container's tree as it was. What
     // they should hold is worked out while waiting.
     let files = step(
@@ -312,7 +332,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         "signal mask",
         nix::sys::signal::SigSet::empty().thread_set_mask(),
     )?;
-    // 10. The guest's init.
+    // 8. The guest's init.
     let init = step("init path", CString::new(spec.init.as_str()))?;
     let ttys: Vec<String> = (1..=spec.ttys).map(|n| format!("tty{n}")).collect();
     let env = [
@@ -328,6 +348,14 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         .collect();
     let err = nix::unistd::execve(&init, &[&init], &env).unwrap_err();
     Err(format!("executing {}: {err}", spec.init))
+}
+
+/// A cgroup namespace rooted at the cgroup the child is in.
+fn unshare_cgroup() -> Result<(), String> {
+    step(
+        "unshare(CLONE_NEWCGROUP)",
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP),
+    )
 }
 
 fn ensure_dir(path: &Path) -> Result<(), String> {

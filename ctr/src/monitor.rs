@@ -353,6 +353,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                     go: go_r,
                     report: rep_w,
                     cgroup: cgroup.is_some(),
+                    placed,
                 })
             }
             Some(pid) => pid,

@@ -17,7 +17,8 @@
 //!    the root belongs to host root), `/proc` (with `/proc/sys` and
 //!    `/proc/sysrq-trigger` read-only), `/sys` read-only and `cgroup2`
 //!    on `/sys/fs/cgroup`: none of it makes a file, which the unmapped
-//!    ids could not own;
+//!    ids could not own; then the capability drops and the seccomp
+//!    filter, which nothing after them needs;
 //! 2. wait for the monitor's first go-ahead: it has written the id maps
 //!    (on kernels without `clone3`'s cgroup it has also moved this
 //!    process into the inner cgroup, and the cgroup namespace is
@@ -32,12 +33,11 @@
 //!    and tty ptys of the monitor); `/proc` and `/sys` now if the root
 //!    lacked their directories;
 //! 5. `pivot_root(".", ".")` and detach the old root;
-//! 6. drop capabilities, install the seccomp filter, ask for SIGKILL if
-//!    the monitor dies, set the host name (the UTS namespace's, not a
+//! 6. ask for SIGKILL if the monitor dies, set the host name (the UTS namespace's, not a
 //!    file), read the guest's files to see what must change, and restore
-//!    the signal dispositions the clone brought (those the monitor
-//!    ignores, read from `/proc/self/status`): all while the monitor may
-//!    still be making the veths;
+//!    the signal dispositions (the monitor's mask of ignored signals
+//!    follows the pty numbers): all while the monitor may still be making
+//!    the veths;
 //! 7. wait for the second go-ahead (the veths are there); write the
 //!    guest's host name and network files that must change; empty the
 //!    signal mask;
@@ -240,6 +240,25 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     if early_proc {
         mount_proc_sys(ctx.cgroup)?;
     }
+    // Privileges: nothing after this needs what they take away (the
+    // seccomp filter denies module loading, kexec, open_by_handle_at and
+    // keyctl only). The capability sets lose the dropped ones here and
+    // keep losing them when the ids change: becoming the namespace's
+    // root copies the permitted set, without them, to the effective one.
+    let mut mask = 0u64;
+    for (cap, name) in DROPPED_CAPS {
+        step(
+            &format!("dropping cap_{name}"),
+            sys::drop_bounding_cap(*cap),
+        )?;
+        mask |= 1 << cap;
+    }
+    step("dropping capabilities", sys::drop_caps(mask))?;
+    step("clearing ambient capabilities", sys::clear_ambient_caps())?;
+    step(
+        "seccomp filter",
+        crate::seccomp::install(spec.features.keyctl),
+    )?;
     // 2. The monitor's first go-ahead: the id maps are written (and the
     // child is in its cgroup).
     go.wait(crate::monitor::GO_MOUNTS)?;
@@ -285,23 +304,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         step("dup2 console", nix::unistd::dup2(console, fd))?;
     }
     step("TIOCSCTTY", sys::set_controlling_tty(0))?;
-    // 6. Privileges, while the monitor may still be making the network:
-    // nothing after this needs what they take away (the seccomp filter
-    // denies module loading, kexec, open_by_handle_at and keyctl only).
-    let mut mask = 0u64;
-    for (cap, name) in DROPPED_CAPS {
-        step(
-            &format!("dropping cap_{name}"),
-            sys::drop_bounding_cap(*cap),
-        )?;
-        mask |= 1 << cap;
-    }
-    step("dropping capabilities", sys::drop_caps(mask))?;
-    step("clearing ambient capabilities", sys::clear_ambient_caps())?;
-    step(
-        "seccomp filter",
-        crate::seccomp::install(spec.features.keyctl),
-    )?;
+    // 6. The parent-death signal (after the id change, which clears it).
     step(
         "parent-death signal",
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
@@ -315,10 +318,7 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     )?;
     // The host name lives in the UTS namespace, not in the tree.
     step("sethostname", nix::unistd::sethostname(&spec.hostname))?;
-    // The dispositions came with the clone from the monitor, which
-    // changes none; reading them here keeps the monitor's path, the
-    // longer one while it makes the veths, short.
-    let ignored = step("reading SigIgn", sys::ignored_signals_now())?;
+    let ignored = u64::from_le_bytes(go.read_array()?);
     step(
         "signal dispositions",
         sys::reset_signal_dispositions(ignored),

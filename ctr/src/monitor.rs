@@ -278,7 +278,8 @@ fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, u32), Monito
 /// in its cgroup; it may unshare the cgroup namespace and build its
 /// mounts. The numbers of the console's and the ttys' ptys follow once
 /// the monitor has opened them, each a little-endian `u32` (the child
-/// reads them when it comes to bind them).
+/// reads them when it comes to bind them), then the mask of the signals
+/// to restore to their default disposition, a little-endian `u64`.
 pub const GO_MOUNTS: &[u8] = b"m";
 /// The second: the network is made; it may write the guest's files and
 /// exec.
@@ -399,6 +400,12 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         nix::unistd::write(&go_w, GO_MOUNTS).map_err(nix_err("releasing the child"))?;
         let opened = ptys.insert(Ptys::open(spec)?);
         nix::unistd::write(&go_w, &opened.numbers()).map_err(nix_err("releasing the child"))?;
+        // The child inherited the monitor's dispositions with the clone,
+        // and the monitor has changed none since. Read here, where the
+        // monitor has time to spare while the child builds its mounts.
+        let ignored = sys::ignored_signals_now().map_err(io_err("reading SigIgn"))?;
+        nix::unistd::write(&go_w, &ignored.to_le_bytes())
+            .map_err(nix_err("releasing the child"))?;
         veths = net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?;
         tracing::debug!("container {}: ptys and network made", spec.vmid);
         nix::unistd::write(&go_w, GO_FILES).map_err(nix_err("releasing the child"))?;

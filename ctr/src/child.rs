@@ -17,8 +17,7 @@
 //!    the root belongs to host root), `/proc` (with `/proc/sys` and
 //!    `/proc/sysrq-trigger` read-only), `/sys` read-only and `cgroup2`
 //!    on `/sys/fs/cgroup`: none of it makes a file, which the unmapped
-//!    ids could not own; then the capability drops and the seccomp
-//!    filter, which nothing after them needs;
+//!    ids could not own;
 //! 2. wait for the monitor's first go-ahead: it has written the id maps
 //!    (on kernels without `clone3`'s cgroup it has also moved this
 //!    process into the inner cgroup, and the cgroup namespace is
@@ -33,7 +32,8 @@
 //!    and tty ptys of the monitor); `/proc` and `/sys` now if the root
 //!    lacked their directories;
 //! 5. `pivot_root(".", ".")` and detach the old root;
-//! 6. ask for SIGKILL if the monitor dies, set the host name (the UTS namespace's, not a
+//! 6. drop capabilities, install the seccomp filter, ask for SIGKILL if
+//!    the monitor dies, set the host name (the UTS namespace's, not a
 //!    file), read the guest's files to see what must change, and restore
 //!    the signal dispositions (the monitor's mask of ignored signals
 //!    follows the pty numbers): all while the monitor may still be making
@@ -240,25 +240,6 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
     if early_proc {
         mount_proc_sys(ctx.cgroup)?;
     }
-    // Privileges: nothing after this needs what they take away (the
-    // seccomp filter denies module loading, kexec, open_by_handle_at and
-    // keyctl only). The capability sets lose the dropped ones here and
-    // keep losing them when the ids change: becoming the namespace's
-    // root copies the permitted set, without them, to the effective one.
-    let mut mask = 0u64;
-    for (cap, name) in DROPPED_CAPS {
-        step(
-            &format!("dropping cap_{name}"),
-            sys::drop_bounding_cap(*cap),
-        )?;
-        mask |= 1 << cap;
-    }
-    step("dropping capabilities", sys::drop_caps(mask))?;
-    step("clearing ambient capabilities", sys::clear_ambient_caps())?;
-    step(
-        "seccomp filter",
-        crate::seccomp::install(spec.features.keyctl),
-    )?;
     // 2. The monitor's first go-ahead: the id maps are written (and the
     // child is in its cgroup).
     go.wait(crate::monitor::GO_MOUNTS)?;
@@ -304,7 +285,23 @@ fn setup(ctx: &ChildContext<'_>) -> Result<std::convert::Infallible, String> {
         step("dup2 console", nix::unistd::dup2(console, fd))?;
     }
     step("TIOCSCTTY", sys::set_controlling_tty(0))?;
-    // 6. The parent-death signal (after the id change, which clears it).
+    // 6. Privileges, while the monitor may still be making the network:
+    // nothing after this needs what they take away (the seccomp filter
+    // denies module loading, kexec, open_by_handle_at and keyctl only).
+    let mut mask = 0u64;
+    for (cap, name) in DROPPED_CAPS {
+        step(
+            &format!("dropping cap_{name}"),
+            sys::drop_bounding_cap(*cap),
+        )?;
+        mask |= 1 << cap;
+    }
+    step("dropping capabilities", sys::drop_caps(mask))?;
+    step("clearing ambient capabilities", sys::clear_ambient_caps())?;
+    step(
+        "seccomp filter",
+        crate::seccomp::install(spec.features.keyctl),
+    )?;
     step(
         "parent-death signal",
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),

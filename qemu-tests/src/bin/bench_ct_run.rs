@@ -17,7 +17,11 @@
 //! runtime's command to the moment this process reads that line from the
 //! FIFO's host path; then the runtime is left to tear the container down
 //! (its init has exited) and waited for, outside the time. Sides alternate
-//! within each round after one untimed warm-up round.
+//! within each round after one untimed warm-up round, in an order that
+//! turns by one place every round (round r starts with side r): with a
+//! fixed order the first side of every round had an advantage of its own
+//! (two builds of ctr against each other, swapped between two runs: 0.88
+//! and 1/0.965; docs/perf.md).
 //!
 //! - `privileged`: no user namespace, no network interface (LXC: `lxc.net.0.type
 //!   = empty`; ours: `unprivileged: 0`, no `net0`).
@@ -253,16 +257,26 @@ fn bench(args: &[String]) -> Result<()> {
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let result = (|| -> Result<()> {
         for round in 0..=runs {
-            let mut line = Vec::new();
-            for (i, side) in sides.iter().enumerate() {
+            // Round r starts with side r (mod the number of sides), so no
+            // side is always the first after the pause, or always the one
+            // after LXC's teardown; the line keeps the sides' order.
+            let mut ms_of = vec![0.0; sides.len()];
+            for k in 0..sides.len() {
+                let i = (k + round) % sides.len();
+                let side = sides[i];
                 std::thread::sleep(settle);
                 let ms = start_once(&setup, side, &fifo)
                     .with_context(|| format!("round {round}, {side}"))?;
                 if round > 0 {
                     times[i].push(ms);
                 }
-                line.push(format!("{side} {ms:>8.2} ms"));
+                ms_of[i] = ms;
             }
+            let line: Vec<String> = sides
+                .iter()
+                .zip(&ms_of)
+                .map(|(side, ms)| format!("{side} {ms:>8.2} ms"))
+                .collect();
             let tag = if round == 0 {
                 "warm-up".to_string()
             } else {

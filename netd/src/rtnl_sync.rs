@@ -25,9 +25,6 @@ use rtnetlink::sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 use crate::rtnl::{errno_of, Link, RtnlError};
 
-/// `RTM_NEWLINK`, the type of the kernel's answer about a link.
-const RTM_NEWLINK: u16 = 16;
-
 /// Room for one datagram of answers; the kernel sizes its answers to a
 /// page or to what a single message needs, far below this.
 const RECV_BUFFER: usize = 64 * 1024;
@@ -73,7 +70,7 @@ impl SyncRtnl {
         let op = op.into();
         let mut answers = Vec::new();
         self.exchange(msg, flags, &op, |m| {
-            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(m)
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.into_inner())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             if let NetlinkPayload::InnerMessage(inner) = m.payload {
                 answers.push(inner);
@@ -84,13 +81,14 @@ impl SyncRtnl {
     }
 
     /// Sends `msg` and hands each answer before the acknowledgement to
-    /// `answer` as the bytes of the whole netlink message, unparsed.
+    /// `answer` as the whole netlink message, its header checked and the
+    /// rest unparsed.
     fn exchange(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
         op: &str,
-        mut answer: impl FnMut(&[u8]) -> io::Result<()>,
+        mut answer: impl FnMut(NetlinkBuffer<&[u8]>) -> io::Result<()>,
     ) -> Result<(), RtnlError> {
         let io_failed = |e: io::Error| RtnlError::Socket {
             op: op.to_string(),
@@ -123,6 +121,7 @@ impl SyncRtnl {
                 }
                 let (kind, seq) = (header.message_type(), header.sequence_number());
                 let bytes = &self.buf[at..at + len];
+                let message = NetlinkBuffer::new(bytes);
                 // NLMSG_ALIGN: messages in a datagram start on 4 bytes.
                 at += (len + 3) & !3;
                 if seq != self.seq {
@@ -144,7 +143,7 @@ impl SyncRtnl {
                     }
                     NLMSG_DONE => return Ok(()),
                     NLMSG_NOOP | NLMSG_OVERRUN => {}
-                    _ => answer(bytes).map_err(io_failed)?,
+                    _ => answer(message).map_err(io_failed)?,
                 }
             }
         }
@@ -185,10 +184,8 @@ impl SyncRtnl {
             .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
         let mut found = None;
         let op = format!("look up {name}");
-        let done = self.exchange(RouteNetlinkMessage::GetLink(msg), 0, &op, |bytes| {
-            let m = NetlinkBuffer::new_checked(bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            if m.message_type() == RTM_NEWLINK && found.is_none() {
+        let done = self.exchange(RouteNetlinkMessage::GetLink(msg), 0, &op, |m| {
+            if m.message_type() == libc::RTM_NEWLINK && found.is_none() {
                 found = brief_link(m.payload())
                     .ok_or_else(|| {
                         io::Error::new(io::ErrorKind::InvalidData, "a malformed link message")
@@ -238,18 +235,14 @@ impl SyncRtnl {
 /// attributes), reading only the index, `IFLA_IFNAME`, `IFLA_MTU` and, in
 /// `IFLA_LINKINFO`, the kind and the bridge's `IFLA_BR_VLAN_FILTERING`.
 fn brief_link(payload: &[u8]) -> Option<Link> {
-    const IFINFOMSG_LEN: usize = 16;
-    const IFLA_IFNAME: u16 = 3;
-    const IFLA_MTU: u16 = 4;
-    const IFLA_LINKINFO: u16 = 18;
-    const IFLA_INFO_KIND: u16 = 1;
-    const IFLA_INFO_DATA: u16 = 2;
+    use libc::{IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU};
+    /// Not in the libc crate: `linux/if_link.h`'s bridge options.
     const IFLA_BR_VLAN_FILTERING: u16 = 7;
     let index = u32::from_ne_bytes(payload.get(4..8)?.try_into().ok()?);
     let mut link = Link::empty(index);
     let c_str =
         |v: &[u8]| String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or(v)).into_owned();
-    for nla in NlasIterator::new(payload.get(IFINFOMSG_LEN..)?) {
+    for nla in NlasIterator::new(payload.get(std::mem::size_of::<libc::ifinfomsg>()..)?) {
         let nla = nla.ok()?;
         match nla.kind() {
             IFLA_IFNAME => link.name = c_str(nla.value()),

@@ -149,62 +149,69 @@ impl Cgroup {
             }
             other => other.map_err(io_err("creating", &outer))?,
         }
-        let mut unavailable = Vec::new();
-        for (file, value) in &files {
-            let controller = controller_of(file);
-            if !here.iter().any(|c| c == controller) {
-                let root_has =
-                    available.get_or_insert_with(|| read_words(&root.join("cgroup.controllers")));
-                let why = if root_has.iter().any(|c| c == controller) {
-                    "could not be enabled for this cgroup"
-                } else {
-                    "is not available in the cgroup v2 hierarchy (bound to cgroup v1, or not built)"
-                };
-                unavailable.push(format!("{file}={value}: the {controller} controller {why}"));
-                continue;
-            }
-            // The cgroup is new: a value it already holds needs no write.
-            if fresh_value(file) == Some(value.as_str()) {
-                continue;
-            }
-            if let Err(e) = fs::write(outer.join(file), value) {
-                unavailable.push(format!("{file}={value}: {e}"));
-            }
-        }
-        if !unavailable.is_empty() {
-            tracing::warn!(
-                "container {vmid}: limits not applied: {}",
-                unavailable.join("; ")
-            );
-        }
-        // Hand every controller we have on to the inner cgroup, in one
-        // write; one by one if the kernel refuses the whole list.
-        let control = outer.join("cgroup.subtree_control");
-        let all: Vec<String> = here.iter().map(|c| format!("+{c}")).collect();
-        if !all.is_empty() && fs::write(&control, all.join(" ")).is_err() {
-            for c in &all {
-                let _ = fs::write(&control, c);
-            }
-        }
-        let inner = outer.join(INNER);
-        fs::create_dir(&inner).map_err(io_err("creating", &inner))?;
-        // Delegation: the container's root owns its sub-tree, as the
-        // cgroup v2 documentation asks (the directory and these files; a
-        // kernel without `cgroup.threads` has one fewer).
-        let owner = idmap.host_base;
-        for path in [
-            inner.clone(),
-            inner.join("cgroup.procs"),
-            inner.join("cgroup.threads"),
-            inner.join("cgroup.subtree_control"),
-        ] {
-            match std::os::unix::fs::chown(&path, Some(owner), Some(owner)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_err("chown", &path)(e))
+        // What fails from here on leaves no half-made cgroup behind.
+        let made = (|| {
+            let mut unavailable = Vec::new();
+            for (file, value) in &files {
+                let controller = controller_of(file);
+                if !here.iter().any(|c| c == controller) {
+                    let root_has = available
+                        .get_or_insert_with(|| read_words(&root.join("cgroup.controllers")));
+                    let why = if root_has.iter().any(|c| c == controller) {
+                        "could not be enabled for this cgroup"
+                    } else {
+                        "is not available in the cgroup v2 hierarchy (bound to cgroup v1, or not built)"
+                    };
+                    unavailable.push(format!("{file}={value}: the {controller} controller {why}"));
+                    continue;
                 }
-                _ => {}
+                // The cgroup is new: a value it already holds needs no write.
+                if fresh_value(file) == Some(value.as_str()) {
+                    continue;
+                }
+                if let Err(e) = fs::write(outer.join(file), value) {
+                    unavailable.push(format!("{file}={value}: {e}"));
+                }
             }
-        }
+            if !unavailable.is_empty() {
+                tracing::warn!(
+                    "container {vmid}: limits not applied: {}",
+                    unavailable.join("; ")
+                );
+            }
+            // Hand every controller we have on to the inner cgroup, in one
+            // write; one by one if the kernel refuses the whole list.
+            let control = outer.join("cgroup.subtree_control");
+            let all: Vec<String> = here.iter().map(|c| format!("+{c}")).collect();
+            if !all.is_empty() && fs::write(&control, all.join(" ")).is_err() {
+                for c in &all {
+                    let _ = fs::write(&control, c);
+                }
+            }
+            let inner = outer.join(INNER);
+            fs::create_dir(&inner).map_err(io_err("creating", &inner))?;
+            // Delegation: the container's root owns its sub-tree, as the
+            // cgroup v2 documentation asks (the directory and these files; a
+            // kernel without `cgroup.threads` has one fewer).
+            let owner = idmap.host_base;
+            for path in [
+                inner.clone(),
+                inner.join("cgroup.procs"),
+                inner.join("cgroup.threads"),
+                inner.join("cgroup.subtree_control"),
+            ] {
+                match std::os::unix::fs::chown(&path, Some(owner), Some(owner)) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("chown", &path)(e))
+                    }
+                    _ => {}
+                }
+            }
+            Ok((inner, unavailable))
+        })();
+        let (inner, unavailable) = made.inspect_err(|_| {
+            let _ = remove_tree(&outer);
+        })?;
         Ok(Cgroup {
             outer,
             inner,

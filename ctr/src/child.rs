@@ -38,7 +38,8 @@
 //!    the signal dispositions (the monitor's mask of ignored signals
 //!    follows the pty numbers): all while the monitor may still be making
 //!    the veths;
-//! 7. wait for the second go-ahead (the veths are there); write the
+//! 7. wait for the second go-ahead (the veth pairs are there; the
+//!    monitor puts their host ends into the bridges meanwhile); write the
 //!    guest's host name and network files that must change; empty the
 //!    signal mask;
 //! 8. exec the guest's init with `container=lxc`.

@@ -281,7 +281,8 @@ fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, u32), Monito
 /// reads them when it comes to bind them), then the mask of the signals
 /// to restore to their default disposition, a little-endian `u64`.
 pub const GO_MOUNTS: &[u8] = b"m";
-/// The second: the network is made; it may write the guest's files and
+/// The second: the veth pairs are made (their host ends join their
+/// bridges while the child goes on); it may write the guest's files and
 /// exec.
 pub const GO_FILES: &[u8] = b"n";
 
@@ -370,7 +371,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             return Err(e);
         }
     };
-    let mut veths = Vec::new();
+    let mut veths = None;
     // Kept open until the child is done with them (even when the start
     // fails here): a pty closed before the child binds it is gone.
     let mut ptys = None;
@@ -406,12 +407,29 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         let ignored = sys::ignored_signals_now().map_err(io_err("reading SigIgn"))?;
         nix::unistd::write(&go_w, &ignored.to_le_bytes())
             .map_err(nix_err("releasing the child"))?;
-        veths = net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?;
-        tracing::debug!("container {}: ptys and network made", spec.vmid);
+        let made = veths.insert(net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?);
+        tracing::debug!("container {}: ptys and veth pairs made", spec.vmid);
         nix::unistd::write(&go_w, GO_FILES).map_err(nix_err("releasing the child"))?;
+        // The host ends join their bridges while the child execs the
+        // guest's init.
+        made.join().or_else(|e| {
+            // A pair goes away with its network namespace: when the
+            // guest's init has already ended, that is for the monitor's
+            // supervision to see, not a failed start.
+            if init_ended(pid) {
+                tracing::debug!(
+                    "container {}: ended before its veths joined: {e}",
+                    spec.vmid
+                );
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })?;
         Ok(())
     })();
     drop(go_w);
+    let veths = veths.map(|v| v.names()).unwrap_or_default();
     // The child reports a failure on the pipe; exec closes it.
     let mut message = String::new();
     let _ = report.read_to_string(&mut message);
@@ -447,6 +465,18 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         console_path: sys::pty_path(console_number),
         stopping: None,
     })
+}
+
+/// Whether process `pid`, a child of this one, has ended (it is not
+/// reaped: its status stays for `waitpid`).
+fn init_ended(pid: Pid) -> bool {
+    matches!(
+        nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(pid),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+        ),
+        Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+    )
 }
 
 fn info(spec: &ContainerSpec, running: &Running) -> Info {

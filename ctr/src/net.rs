@@ -6,15 +6,19 @@
 //! configuration brings it up.
 //!
 //! Links are made over rtnetlink with `netd::port`, the code that also
-//! puts VM taps into their bridges: one request creates a pair with its
-//! peer already in the container's namespace and the host end in its
-//! bridge and up (a VLAN-aware bridge then gets the port's VLANs). The
-//! requests go over a blocking socket (`netd::rtnl_sync`): no async
+//! puts VM taps into their bridges, in two steps: before the guest's init
+//! runs, one request creates a pair with its peer already in the
+//! container's namespace ([`create_veths`]); while the init starts, one
+//! more puts the host end in its bridge and up ([`Veths::join`]; a
+//! VLAN-aware bridge then gets the port's VLANs). The guest finds its
+//! `eth0` from the start, without carrier for the moment the join takes.
+//! The requests go over a blocking socket (`netd::rtnl_sync`): no async
 //! runtime is started for them, which a start would otherwise pay for. When
 //! the container's network namespace goes away, the kernel deletes both
 //! ends of every pair, so nothing is left behind even after a crash.
 
 use netd::port::{self, PortError, PortSpec, VethPeer};
+use netd::rtnl::Link;
 use netd::rtnl_sync::SyncRtnl;
 
 use crate::spec::NetSpec;
@@ -57,12 +61,54 @@ pub fn delete_link(name: &str) -> Result<(), NetError> {
     Ok(())
 }
 
+/// One veth pair made by [`create_veths`], its host end not yet in its
+/// bridge.
+struct Made {
+    index: u32,
+    host: String,
+    bridge: Option<Link>,
+    spec: PortSpec,
+}
+
+/// The veth pairs of a start, made and waiting for [`Veths::join`].
+pub struct Veths {
+    nl: Option<SyncRtnl>,
+    made: Vec<Made>,
+}
+
+impl Veths {
+    /// The host ends' names.
+    pub fn names(&self) -> Vec<String> {
+        self.made.iter().map(|m| m.host.clone()).collect()
+    }
+
+    /// Puts every host end into its bridge and up.
+    pub fn join(&mut self) -> Result<(), NetError> {
+        let Some(nl) = self.nl.as_mut() else {
+            return Ok(());
+        };
+        for m in &self.made {
+            port::join_veth_port(nl, &m.host, m.bridge.as_ref(), &m.spec).map_err(|source| {
+                NetError::Port {
+                    index: m.index,
+                    source,
+                }
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Creates the veth pairs of `nets` for container `vmid`, whose network
-/// namespace is that of process `pid`. Returns the host ends' names. On an
-/// error, the pairs already made are deleted again.
-pub fn create_veths(vmid: u32, pid: i32, nets: &[NetSpec]) -> Result<Vec<String>, NetError> {
+/// namespace is that of process `pid`, each host end down and outside its
+/// bridge until [`Veths::join`]. On an error, the pairs already made are
+/// deleted again.
+pub fn create_veths(vmid: u32, pid: i32, nets: &[NetSpec]) -> Result<Veths, NetError> {
     if nets.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Veths {
+            nl: None,
+            made: Vec::new(),
+        });
     }
     let pid = u32::try_from(pid).expect("a process id is positive");
     let mut nl = SyncRtnl::connect().map_err(PortError::from)?;
@@ -70,19 +116,19 @@ pub fn create_veths(vmid: u32, pid: i32, nets: &[NetSpec]) -> Result<Vec<String>
     let mut made = Vec::new();
     for net in nets {
         match create_veth(&mut nl, vmid, pid, net) {
-            Ok(name) => made.push(name),
+            Ok(m) => made.push(m),
             Err(e) => {
-                for name in &made {
-                    let _ = nl.delete_link(name);
+                for m in &made {
+                    let _ = nl.delete_link(&m.host);
                 }
                 return Err(e);
             }
         }
     }
-    Ok(made)
+    Ok(Veths { nl: Some(nl), made })
 }
 
-fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<String, NetError> {
+fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<Made, NetError> {
     let host = net.host_name(vmid);
     let port_err = |source| NetError::Port {
         index: net.index,
@@ -118,7 +164,7 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         trunks: Vec::new(),
         mtu: net.mtu,
     };
-    let made = match port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec) {
+    let made = match port::create_veth_pair(nl, &host, &peer, bridge.as_ref(), &spec) {
         // A pair left by a monitor that was killed while its container's
         // namespace lived on cannot exist (the pair dies with the
         // namespace), but a same-named link made by hand would block us.
@@ -127,7 +173,7 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         {
             tracing::warn!("deleting the existing link {host}");
             nl.delete_link(&host).map_err(|e| port_err(e.into()))?;
-            port::create_veth_port(nl, &host, &peer, bridge.as_ref(), &spec)
+            port::create_veth_pair(nl, &host, &peer, bridge.as_ref(), &spec)
         }
         other => other,
     };
@@ -135,7 +181,12 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         let _ = nl.delete_link(&host);
         return Err(port_err(e));
     }
-    Ok(host)
+    Ok(Made {
+        index: net.index,
+        host,
+        bridge,
+        spec,
+    })
 }
 
 #[cfg(test)]

@@ -224,11 +224,14 @@ pub struct VethPeer {
 
 /// Creates the veth pair `host` / `peer` in one request: the peer directly
 /// in its network namespace, both ends with the spec's MTU or else the
-/// bridge's, and `host` already in `bridge` (checked against `spec` first)
-/// and up: one round trip where a create followed by [`attach`] takes six.
-/// On a VLAN-aware bridge the port's VLANs are then set by [`attach`], on
-/// a runtime started for it (several more requests). Without a bridge the
-/// host end is only brought up.
+/// bridge's (`spec` checked against `bridge` first). The host end is left
+/// down and outside the bridge; [`join_veth_port`] puts it there. A
+/// container start makes the pair before the guest's init runs (its
+/// `eth0` must be there when the guest looks) and joins the bridge while
+/// the init starts: the join is half of what the kernel does for the
+/// whole port (sysfs links, promiscuity, STP, the bridge's and IPv6's
+/// notifiers), and the guest's link has no carrier until the host end is
+/// up, as with a cable plugged in a moment later.
 ///
 /// Both ends get one transmit and one receive queue. Without them the
 /// kernel allocates one of each per possible CPU, registers them in sysfs
@@ -237,31 +240,53 @@ pub struct VethPeer {
 /// a millisecond to a millisecond of a container's start under
 /// emulation, and more on hosts with many CPUs.
 ///
-/// The request goes over a blocking socket: its caller, the container
+/// The requests go over a blocking socket: their caller, the container
 /// monitor, has no async runtime, and starting one for a single request
 /// cost a container start more than the request.
-pub fn create_veth_port(
+pub fn create_veth_pair(
     nl: &mut SyncRtnl,
     host: &str,
     peer: &VethPeer,
     bridge: Option<&Link>,
     spec: &PortSpec,
 ) -> Result<(), PortError> {
-    let msg = veth_port_message(host, peer, bridge, spec)?;
+    let msg = veth_pair_message(host, peer, bridge, spec)?;
     nl.create_link(msg, format!("create the veth pair {host} / {}", peer.name))
-        .map_err(|e| match e {
-            RtnlError::Request { op, source } => PortError::Request { op, source },
-            other => PortError::Netlink(other),
-        })?;
+        .map_err(port_error)
+}
+
+/// Puts the host end `host` of a pair made by [`create_veth_pair`] into
+/// `bridge` and brings it up, in one request (without a bridge it is only
+/// brought up). On a VLAN-aware bridge the port's VLANs are then set by
+/// [`attach`], on a runtime started for it (several more requests).
+pub fn join_veth_port(
+    nl: &mut SyncRtnl,
+    host: &str,
+    bridge: Option<&Link>,
+    spec: &PortSpec,
+) -> Result<(), PortError> {
+    let mut m = LinkUnspec::new_with_name(host).up();
+    if let Some(b) = bridge {
+        m = m.controller(b.index);
+    }
+    nl.set_link(m.build(), format!("put {host} into its bridge and up"))
+        .map_err(port_error)?;
     match bridge {
         Some(b) if b.vlan_filtering => blocking(async |nl| attach(nl, host, &b.name, spec).await),
         _ => Ok(()),
     }
 }
 
-/// The one `RTM_NEWLINK` of [`create_veth_port`], after checking `spec`
+fn port_error(e: RtnlError) -> PortError {
+    match e {
+        RtnlError::Request { op, source } => PortError::Request { op, source },
+        other => PortError::Netlink(other),
+    }
+}
+
+/// The one `RTM_NEWLINK` of [`create_veth_pair`], after checking `spec`
 /// against `bridge`.
-fn veth_port_message(
+fn veth_pair_message(
     host: &str,
     peer: &VethPeer,
     bridge: Option<&Link>,
@@ -282,14 +307,10 @@ fn veth_port_message(
     let mut m = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Veth)
         .name(host.to_string())
         .append_extra_attribute(LinkAttribute::NumTxQueues(1))
-        .append_extra_attribute(LinkAttribute::NumRxQueues(1))
-        .up();
+        .append_extra_attribute(LinkAttribute::NumRxQueues(1));
     if let Some(mtu) = mtu {
         p = p.mtu(mtu);
         m = m.mtu(mtu);
-    }
-    if let Some(b) = bridge {
-        m = m.controller(b.index);
     }
     Ok(m.set_info_data(InfoData::Veth(InfoVeth::Peer(p.build())))
         .build())

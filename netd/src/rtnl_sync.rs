@@ -213,6 +213,13 @@ impl SyncRtnl {
         .map(drop)
     }
 
+    /// Changes an existing link as `msg` describes (found by the index, or
+    /// by the name when the index is 0).
+    pub fn set_link(&mut self, msg: LinkMessage, op: String) -> Result<(), RtnlError> {
+        self.request(RouteNetlinkMessage::NewLink(msg), 0, op)
+            .map(drop)
+    }
+
     /// Deletes the link `name`; `false` if there was none.
     pub fn delete_link(&mut self, name: &str) -> Result<bool, RtnlError> {
         let mut msg = LinkMessage::default();

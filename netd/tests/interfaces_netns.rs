@@ -82,14 +82,17 @@ impl Netns {
             .unwrap_or_default()
     }
 
+    /// Whether `to` answers one of up to three pings (a link just set up
+    /// on a loaded machine may lose the first to neighbour resolution).
     fn ping(&self, to: &str) -> bool {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, "ping", "-c1", "-W2", to])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        (0..3).any(|_| {
+            Command::new("ip")
+                .args(["netns", "exec", &self.name, "ping", "-c1", "-W2", to])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
     }
 
     /// Runs `f` with an rtnetlink connection inside the namespace.

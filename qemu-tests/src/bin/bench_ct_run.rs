@@ -18,10 +18,13 @@
 //! FIFO's host path; then the runtime is left to tear the container down
 //! (its init has exited) and waited for, outside the time. Sides alternate
 //! within each round after one untimed warm-up round, in an order that
-//! turns by one place every round (round r starts with side r): with a
-//! fixed order the first side of every round had an advantage of its own
-//! (two builds of ctr against each other, swapped between two runs: 0.88
-//! and 1/0.965; docs/perf.md).
+//! goes through every permutation of the sides in turn (round r takes
+//! permutation r), so that every side is first, last, and right after
+//! every other side equally often: with a fixed order the first side of
+//! every round had an advantage of its own (two builds of ctr against
+//! each other, swapped between two runs: 0.88 and 1/0.965), and an order
+//! merely rotated still had each side follow the same one every round
+//! (docs/perf.md).
 //!
 //! - `privileged`: no user namespace, no network interface (LXC: `lxc.net.0.type
 //!   = empty`; ours: `unprivileged: 0`, no `net0`).
@@ -257,12 +260,11 @@ fn bench(args: &[String]) -> Result<()> {
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let result = (|| -> Result<()> {
         for round in 0..=runs {
-            // Round r starts with side r (mod the number of sides), so no
-            // side is always the first after the pause, or always the one
-            // after LXC's teardown; the line keeps the sides' order.
+            // Round r takes the sides in permutation r, so no side is
+            // always first after the pause, or always the one after LXC's
+            // teardown; the line keeps the sides' order.
             let mut ms_of = vec![0.0; sides.len()];
-            for k in 0..sides.len() {
-                let i = (k + round) % sides.len();
+            for i in permutation(round, sides.len()) {
                 let side = sides[i];
                 std::thread::sleep(settle);
                 let ms = start_once(&setup, side, &fifo)
@@ -709,6 +711,22 @@ fn floor_child(
     bail!("exec /sbin/init: {err}")
 }
 
+/// Permutation number `r` (counting on past the last) of `0..n`, in
+/// lexicographic order: `r` read as a number whose digits have the bases
+/// n, n - 1, ..., 1, each digit picking one of the sides still left.
+fn permutation(r: usize, n: usize) -> Vec<usize> {
+    let mut left: Vec<usize> = (0..n).collect();
+    let mut bases: usize = (1..=n).product();
+    let mut r = r % bases;
+    let mut out = Vec::with_capacity(n);
+    for k in (1..=n).rev() {
+        bases /= k;
+        out.push(left.remove(r / bases));
+        r %= bases;
+    }
+    out
+}
+
 fn median(v: &mut [f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -719,5 +737,42 @@ fn median(v: &mut [f64]) -> f64 {
         v[m]
     } else {
         (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permutation;
+
+    #[test]
+    fn rounds_go_through_every_order_evenly() {
+        for n in 1..=4 {
+            let total: usize = (1..=n).product();
+            let orders: Vec<Vec<usize>> = (0..total).map(|r| permutation(r, n)).collect();
+            let mut distinct = orders.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), total, "n = {n}");
+            assert!(orders.iter().all(|o| {
+                let mut s = o.clone();
+                s.sort();
+                s == (0..n).collect::<Vec<_>>()
+            }));
+            assert_eq!(permutation(total, n), orders[0]);
+            // Every side comes right after every other side equally often.
+            let mut after = vec![vec![0usize; n]; n];
+            for o in &orders {
+                for w in o.windows(2) {
+                    after[w[0]][w[1]] += 1;
+                }
+            }
+            for a in 0..n {
+                for b in 0..n {
+                    if a != b {
+                        assert_eq!(after[a][b], after[0][1], "n = {n}: {a} then {b}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -194,17 +194,23 @@ impl Cgroup {
             // cgroup v2 documentation asks (the directory and these files; a
             // kernel without `cgroup.threads` has one fewer).
             let owner = idmap.host_base;
-            for path in [
-                inner.clone(),
-                inner.join("cgroup.procs"),
-                inner.join("cgroup.threads"),
-                inner.join("cgroup.subtree_control"),
-            ] {
-                match std::os::unix::fs::chown(&path, Some(owner), Some(owner)) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(io_err("chown", &path)(e))
+            // A privileged container's root is the host's: the monitor
+            // made the files, and they are its already.
+            let ours = nix::unistd::geteuid().as_raw() == owner
+                && nix::unistd::getegid().as_raw() == owner;
+            if !ours {
+                for path in [
+                    inner.clone(),
+                    inner.join("cgroup.procs"),
+                    inner.join("cgroup.threads"),
+                    inner.join("cgroup.subtree_control"),
+                ] {
+                    match std::os::unix::fs::chown(&path, Some(owner), Some(owner)) {
+                        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                            return Err(io_err("chown", &path)(e))
+                        }
+                        _ => {}
                     }
-                    _ => {}
                 }
             }
             Ok((inner, unavailable))

@@ -70,16 +70,20 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// The cgroup v2 root of this host, if there is one: the usual
-    /// `/sys/fs/cgroup` when it is a cgroup2 mount (one `statfs`), else the
-    /// first cgroup2 mount of the mount table (a hybrid host's
-    /// `/sys/fs/cgroup/unified`).
+    /// The cgroup v2 root of this host, if there is one: `/sys/fs/cgroup`
+    /// when it is a cgroup2 mount, else a hybrid host's
+    /// `/sys/fs/cgroup/unified` when that is (one `statfs` each), else the
+    /// first cgroup2 mount of the mount table.
     pub fn v2_root() -> Option<PathBuf> {
-        const USUAL: &str = "/sys/fs/cgroup";
-        if nix::sys::statfs::statfs(USUAL)
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
-            return Some(PathBuf::from(USUAL));
+        // The unified layout's place, then the hybrid layout's (systemd's
+        // `unified` below the v1 tmpfs): one `statfs` each, where reading
+        // the mount table costs the kernel a line per mount.
+        for usual in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+            if nix::sys::statfs::statfs(usual)
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            {
+                return Some(PathBuf::from(usual));
+            }
         }
         find_v2_mount(&fs::read_to_string("/proc/self/mountinfo").ok()?)
     }

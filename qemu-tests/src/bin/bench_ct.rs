@@ -2,9 +2,10 @@
 //! (Debian's lxc) and a bare namespaces + `pivot_root` floor, side by side
 //! (`bench-ct-run` describes one run and the configurations).
 //!
-//! - On the host, if it has `lxc-start`: the privileged configuration with
-//!   no network (this host's cgroup v2 has no controllers, so neither side
-//!   applies limits there).
+//! - On the host, if it has `lxc-start`: both configurations, privileged
+//!   with no network and unprivileged with the id map and a veth on a
+//!   bridge (a host whose cgroup v2 has no controllers, like the
+//!   development and CI machines, gives neither side limits).
 //! - In the appliance (`target/oxbow-bench-peers.iso`, the product image
 //!   plus Debian's lxc, ifupdown2 and busybox-static), booted under QEMU:
 //!   both configurations, privileged with no network and unprivileged with
@@ -64,29 +65,31 @@ fn main() -> Result<()> {
     let mut results: Vec<(String, Value)> = Vec::new();
     if host {
         if Command::new("lxc-start").arg("--version").output().is_ok() {
-            println!("== on the host: privileged, no network ==");
-            let out = Command::new(&runner)
-                .args(["--config", "privileged", "--runs", &runs.to_string()])
-                .arg("--ctr")
-                .arg(&ctr)
-                .args(also_ctr.iter().flat_map(|(label, path)| {
-                    [
-                        "--also-ctr".to_string(),
-                        format!("{label}={}", path.display()),
-                    ]
-                }))
-                .args(["--work", "/var/tmp/oxbow-bench-ct"])
-                .output()
-                .with_context(|| format!("running {}", runner.display()))?;
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            print!("{text}");
-            if !out.status.success() {
-                bail!(
-                    "bench-ct-run on the host failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+            for config in ["privileged", "unprivileged"] {
+                println!("== on the host: {config} ==");
+                let out = Command::new(&runner)
+                    .args(["--config", config, "--runs", &runs.to_string()])
+                    .arg("--ctr")
+                    .arg(&ctr)
+                    .args(also_ctr.iter().flat_map(|(label, path)| {
+                        [
+                            "--also-ctr".to_string(),
+                            format!("{label}={}", path.display()),
+                        ]
+                    }))
+                    .args(["--work", "/var/tmp/oxbow-bench-ct"])
+                    .output()
+                    .with_context(|| format!("running {}", runner.display()))?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                print!("{text}");
+                if !out.status.success() {
+                    bail!(
+                        "bench-ct-run on the host failed:\n{}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                results.push(("host".into(), tagged_json(&text, "BENCH-CT")?));
             }
-            results.push(("host".into(), tagged_json(&text, "BENCH-CT")?));
         } else {
             println!("the host has no lxc-start (apt-get install lxc): host row skipped");
         }

@@ -4,9 +4,10 @@
 //! after `pivot_root` and as the container's root, so a link the guest
 //! placed at one of these paths resolves inside the guest's own tree.
 
+use std::ffi::CString;
 use std::fmt::Write as _;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use guestconf::{Ipv4Config, Ipv6Config};
 
@@ -30,12 +31,18 @@ pub enum NetStyle {
 /// guest has `/etc/network`, else networkd when it has
 /// `/etc/systemd/network`; `unmanaged` guests get nothing.
 pub fn net_style(ostype: &str, root: &Path) -> NetStyle {
+    net_style_with(ostype, |rel| root.join(rel).is_dir())
+}
+
+/// [`net_style`] with the question "is `rel` (below the root) a
+/// directory" asked of `is_dir`.
+fn net_style_with(ostype: &str, is_dir: impl Fn(&str) -> bool) -> NetStyle {
     if ostype == "unmanaged" {
         return NetStyle::None;
     }
-    if root.join("etc/network").is_dir() {
+    if is_dir("etc/network") {
         NetStyle::Ifupdown
-    } else if root.join("etc/systemd/network").is_dir() {
+    } else if is_dir("etc/systemd/network") {
         NetStyle::Networkd
     } else {
         NetStyle::None
@@ -203,70 +210,135 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// The guest's host name and network files that differ from what they
-/// should be, read by [`plan_guest_files`] and written by
-/// [`GuestFiles::write`]: a start reads and compares them while it waits
-/// for the network, and writes only once the network is made.
+/// should be, by their paths below the guest's root (`etc/hosts`), read
+/// by [`plan_guest_files`] or [`plan_in_root`]: a start reads and compares
+/// them while it waits for the network, and writes them (from inside the
+/// container, [`GuestFiles::prepared`]) only once the network is made.
 #[derive(Debug, Default)]
 pub struct GuestFiles {
-    changes: Vec<(PathBuf, Vec<u8>)>,
+    changes: Vec<(String, Vec<u8>)>,
+}
+
+/// One file to write from inside the container, as C strings for the
+/// container's first process, which makes its system calls itself
+/// (docs/ctr.md, "Namespace order").
+#[derive(Debug)]
+pub struct PreparedFile {
+    /// `/etc/hosts`.
+    pub path: CString,
+    /// `/etc/.hosts.oxbow-new`, renamed over `path` once written.
+    pub tmp: CString,
+    /// `/etc`, synced after the rename and made if it is missing.
+    pub dir: CString,
+    pub contents: Vec<u8>,
 }
 
 impl GuestFiles {
-    /// Writes each changed file (atomically: temporary file, fsync,
-    /// rename).
-    pub fn write(self) -> io::Result<()> {
-        for (path, contents) in self.changes {
-            write_atomic(&path, &contents, 0o644)?;
+    /// Writes each changed file below `root` (atomically: temporary file,
+    /// fsync, rename).
+    pub fn write(self, root: &Path) -> io::Result<()> {
+        for (rel, contents) in self.changes {
+            write_atomic(&root.join(rel), &contents, 0o644)?;
         }
         Ok(())
     }
 
-    /// The files that would be written.
-    pub fn paths(&self) -> impl Iterator<Item = &Path> {
-        self.changes.iter().map(|(p, _)| p.as_path())
+    /// The files that would be written, below the root.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.changes.iter().map(|(p, _)| p.as_str())
+    }
+
+    /// The changes as the container's first process writes them, by their
+    /// paths in the container.
+    pub fn prepared(&self) -> Vec<PreparedFile> {
+        self.changes
+            .iter()
+            .map(|(rel, contents)| {
+                let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+                let c = |s: String| CString::new(s).expect("no NUL in a guest file's path");
+                PreparedFile {
+                    path: c(format!("/{rel}")),
+                    tmp: c(format!("/{dir}/.{name}.oxbow-new")),
+                    dir: c(format!("/{dir}")),
+                    contents: contents.clone(),
+                }
+            })
+            .collect()
     }
 }
 
 /// Reads the host name and network files of the guest whose root is
-/// `root` (`/` when called inside the container) and keeps those that
-/// differ from what `spec` says they should be.
+/// `root` (following links as the host sees them: for trees the host
+/// made, as in tests) and keeps those that differ from what `spec` says.
 pub fn plan_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<GuestFiles> {
-    let mut wanted: Vec<(PathBuf, String)> =
-        vec![(root.join("etc/hostname"), format!("{}\n", spec.hostname))];
-    let hosts_path = root.join("etc/hosts");
-    let current = std::fs::read_to_string(&hosts_path).ok();
+    Ok(plan_with(
+        spec,
+        |rel| std::fs::read(root.join(rel)).ok(),
+        |rel| root.join(rel).is_dir(),
+    ))
+}
+
+/// [`plan_guest_files`] for a container's tree read from the host: every
+/// path resolves as it would inside the container (`RESOLVE_IN_ROOT`, no
+/// magic links, no other mounts), so a link the guest placed cannot make
+/// the host read one of its own files.
+pub fn plan_in_root(spec: &ContainerSpec, root: &Path) -> io::Result<GuestFiles> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let root_fd = crate::sys::open_dir(root)?;
+    let root_fd = root_fd.as_raw_fd();
+    Ok(plan_with(
+        spec,
+        |rel| {
+            let f = crate::sys::open_file_in_root(root_fd, rel).ok()?;
+            let mut data = Vec::new();
+            std::fs::File::from(f)
+                .take(1 << 20)
+                .read_to_end(&mut data)
+                .ok()?;
+            Some(data)
+        },
+        |rel| crate::sys::open_dir_in_root(root_fd, Path::new(rel)).is_ok(),
+    ))
+}
+
+fn plan_with(
+    spec: &ContainerSpec,
+    read: impl Fn(&str) -> Option<Vec<u8>>,
+    is_dir: impl Fn(&str) -> bool,
+) -> GuestFiles {
+    let mut wanted: Vec<(String, String)> =
+        vec![("etc/hostname".into(), format!("{}\n", spec.hostname))];
+    let current = read("etc/hosts").and_then(|b| String::from_utf8(b).ok());
     let hosts = hosts(current.as_deref().unwrap_or_default(), &spec.hostname);
     let mut plan = GuestFiles::default();
     if current.as_deref() != Some(hosts.as_str()) {
-        plan.changes.push((hosts_path, hosts.into_bytes()));
+        plan.changes.push(("etc/hosts".into(), hosts.into_bytes()));
     }
-    match net_style(&spec.ostype, root) {
+    match net_style_with(&spec.ostype, is_dir) {
         NetStyle::Ifupdown => {
-            wanted.push((root.join("etc/network/interfaces"), interfaces(&spec.nets)));
+            wanted.push(("etc/network/interfaces".into(), interfaces(&spec.nets)));
         }
         NetStyle::Networkd => {
             for net in &spec.nets {
-                let path = root.join(format!(
-                    "etc/systemd/network/eth-oxbow-{}.network",
-                    net.name
-                ));
+                let path = format!("etc/systemd/network/eth-oxbow-{}.network", net.name);
                 wanted.push((path, networkd_unit(net)));
             }
         }
         NetStyle::None => {}
     }
-    for (path, contents) in wanted {
-        if std::fs::read(&path).ok().as_deref() != Some(contents.as_bytes()) {
-            plan.changes.push((path, contents.into_bytes()));
+    for (rel, contents) in wanted {
+        if read(&rel).as_deref() != Some(contents.as_bytes()) {
+            plan.changes.push((rel, contents.into_bytes()));
         }
     }
-    Ok(plan)
+    plan
 }
 
 /// Writes the host name and network files into the guest whose root is
-/// `root` (`/` when called inside the container).
+/// `root`.
 pub fn write_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<()> {
-    plan_guest_files(spec, root)?.write()
+    plan_guest_files(spec, root)?.write(root)
 }
 
 #[cfg(test)]
@@ -333,6 +405,30 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_link_is_read_inside_the_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let secret = dir.path().join("host-file");
+        std::fs::write(&secret, "10.0.0.1 host-secret\n").unwrap();
+        // The guest's /etc/hosts points at a file of the host.
+        std::os::unix::fs::symlink(&secret, root.join("etc/hosts")).unwrap();
+        let config =
+            guestconf::GuestConfig::parse("unprivileged: 1\nhostname: ct1\nostype: unmanaged\n")
+                .unwrap();
+        let spec = ContainerSpec::from_config(101, &config, root.clone()).unwrap();
+        let plan = plan_in_root(&spec, &root).unwrap();
+        let (_, hosts) = plan
+            .changes
+            .iter()
+            .find(|(p, _)| p == "etc/hosts")
+            .expect("/etc/hosts is to be written");
+        let hosts = String::from_utf8_lossy(hosts);
+        assert!(!hosts.contains("host-secret"), "{hosts}");
+        assert!(hosts.contains("127.0.1.1\tct1\n"), "{hosts}");
+    }
+
+    #[test]
     fn writes_into_a_root() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/network")).unwrap();
@@ -357,14 +453,22 @@ mod tests {
         .unwrap();
         let spec = ContainerSpec::from_config(101, &renamed, dir.path().into()).unwrap();
         let plan = plan_guest_files(&spec, dir.path()).unwrap();
-        let mut changed: Vec<_> = plan
-            .paths()
-            .map(|p| p.strip_prefix(dir.path()).unwrap().to_path_buf())
-            .collect();
+        let mut changed: Vec<_> = plan.paths().collect();
         changed.sort();
-        assert_eq!(changed, [Path::new("etc/hostname"), Path::new("etc/hosts")]);
+        assert_eq!(changed, ["etc/hostname", "etc/hosts"]);
+        let prepared = plan.prepared();
+        let name = prepared
+            .iter()
+            .find(|f| f.path.to_bytes() == b"/etc/hostname")
+            .expect("the host name file");
+        assert_eq!(name.tmp.to_bytes(), b"/etc/.hostname.oxbow-new");
+        assert_eq!(name.dir.to_bytes(), b"/etc");
+        assert_eq!(name.contents, b"ct2\n");
+        // Read through the container's eyes, the plan is the same.
+        let in_root = plan_in_root(&spec, dir.path()).unwrap();
+        assert_eq!(in_root.changes, plan.changes);
         assert_eq!(read("etc/hostname"), "ct1\n");
-        plan.write().unwrap();
+        plan.write(dir.path()).unwrap();
         assert_eq!(read("etc/hostname"), "ct2\n");
         assert!(read("etc/hosts").contains("127.0.1.1\tct2\n"));
     }

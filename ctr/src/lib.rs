@@ -25,6 +25,7 @@ pub mod idmap;
 pub mod monitor;
 pub mod net;
 pub mod path;
+mod rawsys;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;

@@ -27,8 +27,10 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Cgroup, CgroupError};
-use crate::child::{self, ChildContext};
+use crate::child::{self, ChildArgs, Prepared};
+use crate::guestfiles::PreparedFile;
 use crate::net::{self, NetError};
+use crate::rawsys::Stack;
 use crate::spec::ContainerSpec;
 use crate::sys;
 
@@ -283,8 +285,12 @@ fn container_pty(spec: &ContainerSpec) -> Result<(OwnedFd, OwnedFd, u32), Monito
 pub const GO_MOUNTS: &[u8] = b"m";
 /// The second: the veth pairs are made (their host ends join their
 /// bridges while the child goes on); it may write the guest's files and
-/// exec.
+/// exec. The address and the length of the files to write follow, each a
+/// little-endian `u64` (the child shares the monitor's memory).
 pub const GO_FILES: &[u8] = b"n";
+
+/// The child's stack, of which it uses a few pages.
+const CHILD_STACK: usize = 256 * 1024;
 
 /// The ptys of a start: the console's and one per tty.
 struct Ptys {
@@ -325,6 +331,20 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         }
     };
     tracing::debug!("container {}: cgroup made", spec.vmid);
+    // What the child needs, ready before the clone: it shares this
+    // process's memory until its exec and allocates nothing.
+    let child_data = Prepared::new(spec, cgroup.is_some())
+        .map_err(MonitorError::Child)
+        .and_then(|p| Ok((p, Stack::new(CHILD_STACK).map_err(io_err("child stack"))?)));
+    let (child_prep, stack) = match child_data {
+        Ok(d) => d,
+        Err(e) => {
+            if let Some(cg) = &cgroup {
+                let _ = cg.remove();
+            }
+            return Err(e);
+        }
+    };
     let cloned = (|| {
         let cgroup_dir = cgroup.as_ref().map(Cgroup::open_inner).transpose()?;
         let (go_r, go_w) =
@@ -343,26 +363,29 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWNET;
-        let (pid, placed) =
-            sys::clone_into_cgroup(flags, cgroup_dir.as_ref().map(AsRawFd::as_raw_fd))
-                .map_err(io_err("clone"))?;
-        let pid = match pid {
-            None => {
-                drop(go_w);
-                drop(rep_r);
-                child::run(ChildContext {
-                    spec,
-                    go: go_r,
-                    report: rep_w,
-                    cgroup: cgroup.is_some(),
-                    placed,
-                })
-            }
-            Some(pid) => pid,
+        let args = |placed| {
+            Box::new(ChildArgs {
+                prepared: &child_prep,
+                go: go_r.as_raw_fd(),
+                go_w: go_w.as_raw_fd(),
+                report: rep_w.as_raw_fd(),
+                report_r: rep_r.as_raw_fd(),
+                placed,
+            })
         };
-        Ok((pid, go_w, File::from(rep_r), placed))
+        let (pid, child_args) = sys::clone_child(
+            flags,
+            cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
+            &stack,
+            args,
+        )
+        .map_err(io_err("clone"))?;
+        drop(go_r);
+        drop(rep_w);
+        let placed = child_args.placed;
+        Ok((pid, go_w, File::from(rep_r), placed, child_args))
     })();
-    let (pid, go_w, mut report, placed) = match cloned {
+    let (pid, go_w, mut report, placed, child_args) = match cloned {
         Ok(c) => c,
         Err(e) => {
             if let Some(cg) = &cgroup {
@@ -375,6 +398,8 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     // Kept open until the child is done with them (even when the start
     // fails here): a pty closed before the child binds it is gone.
     let mut ptys = None;
+    // The guest's files to write, which the child reads from here.
+    let mut files: Option<Vec<PreparedFile>> = None;
     let prepared = (|| -> Result<(), MonitorError> {
         if !spec.privileged {
             let line = spec.idmap.proc_map_line();
@@ -407,9 +432,17 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         let ignored = sys::ignored_signals_now().map_err(io_err("reading SigIgn"))?;
         nix::unistd::write(&go_w, &ignored.to_le_bytes())
             .map_err(nix_err("releasing the child"))?;
+        // The guest's host name and network files, read as the container
+        // would resolve them, while the child builds its mounts.
+        let plan = crate::guestfiles::plan_in_root(spec, &spec.rootfs)
+            .map_err(io_err("reading the guest's host name and network files"))?;
+        let to_write = files.insert(plan.prepared());
         let made = veths.insert(net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?);
         tracing::debug!("container {}: ptys and veth pairs made", spec.vmid);
-        nix::unistd::write(&go_w, GO_FILES).map_err(nix_err("releasing the child"))?;
+        let mut go = GO_FILES.to_vec();
+        go.extend_from_slice(&(to_write.as_ptr() as u64).to_le_bytes());
+        go.extend_from_slice(&(to_write.len() as u64).to_le_bytes());
+        nix::unistd::write(&go_w, &go).map_err(nix_err("releasing the child"))?;
         // The host ends join their bridges while the child execs the
         // guest's init.
         made.join().or_else(|e| {
@@ -431,8 +464,15 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     drop(go_w);
     let veths = veths.map(|v| v.names()).unwrap_or_default();
     // The child reports a failure on the pipe; exec closes it.
-    let mut message = String::new();
-    let _ = report.read_to_string(&mut message);
+    let mut message = Vec::new();
+    let _ = report.read_to_end(&mut message);
+    // The child has execed or ended: what it read of this process's
+    // memory may go.
+    drop(child_args);
+    drop(stack);
+    drop(child_prep);
+    drop(files);
+    let message = child::describe(&message);
     let checked = match (prepared, ptys) {
         (Ok(()), _) if !message.is_empty() => Err(MonitorError::Child(message)),
         (Ok(()), Some(ptys)) => Ok(ptys),

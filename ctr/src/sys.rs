@@ -192,200 +192,71 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
     Ok(nix::unistd::fsync(fd.as_raw_fd())?)
 }
 
-/// `clone(2)` used like `fork(2)`: the child gets a copy of the address
-/// space and continues from here. Returns the child's pid in the parent
-/// and `None` in the child. `flags` are `CLONE_NEW*` flags; the child's
-/// exit is reported to the parent with `SIGCHLD`.
+/// Starts the container's first process ([`crate::child::entry`]) with the
+/// namespaces in `flags`, sharing this process's memory (`CLONE_VM`) and
+/// running on `stack` until it execs the guest's init: no copy of the
+/// monitor's page tables at the clone, no copy-on-write fault for each
+/// page either process writes afterwards, no address space to tear down
+/// at the exec (docs/perf.md). `args(placed)` makes the child's
+/// arguments, which the caller keeps until the child is done.
 ///
-/// The caller must be single-threaded: only the calling thread exists in
-/// the child.
-pub fn clone_process(flags: libc::c_int) -> io::Result<Option<nix::unistd::Pid>> {
-    // SAFETY: without CLONE_VM and with a null stack, clone behaves like
-    // fork: the child runs on a copy of the caller's memory and stack, so
-    // no memory is shared. The monitor calls this while it has one thread
-    // (documented above), so no lock held by another thread can be copied
-    // in a locked state.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            libc::c_long::from(flags | libc::SIGCHLD),
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_void>(),
-            std::ptr::null_mut::<libc::c_void>(),
-            0 as libc::c_long,
-        )
-    };
-    match ret {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(None),
-        pid => Ok(Some(nix::unistd::Pid::from_raw(pid as libc::pid_t))),
-    }
-}
-
-/// `clone3(2)` used like `fork(2)`, as [`clone_process`], with the child
-/// born in the cgroup whose directory `cgroup` is open
-/// (`CLONE_INTO_CGROUP`, Linux 5.7). Moving a process afterwards by a
-/// write to `cgroup.procs` takes the hierarchy's lock for writing, which
-/// waits for an RCU grace period: milliseconds on every start.
-///
-/// Returns the pid (or `None` in the child) and whether the child was
-/// placed. A kernel without `clone3` or without `CLONE_INTO_CGROUP`
-/// gets a plain [`clone_process`], and the caller moves the child.
-pub fn clone_into_cgroup(
+/// The child is born in the cgroup whose directory `cgroup` is open
+/// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): moving a process
+/// afterwards by a write to `cgroup.procs` takes the hierarchy's lock for
+/// writing, which waits for an RCU grace period. A kernel without it gets
+/// a child that is not placed (`placed` false in its arguments), and the
+/// caller moves it.
+pub fn clone_child<'a>(
     flags: libc::c_int,
     cgroup: Option<RawFd>,
-) -> io::Result<(Option<nix::unistd::Pid>, bool)> {
+    stack: &crate::rawsys::Stack,
+    args: impl Fn(bool) -> Box<crate::child::ChildArgs<'a>>,
+) -> io::Result<(nix::unistd::Pid, Box<crate::child::ChildArgs<'a>>)> {
+    use crate::rawsys::{clone3_vm, clone_vm, CloneArgs};
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-    /// `struct clone_args` up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
-    let Some(cgroup) = cgroup else {
-        return Ok((clone_process(flags)?, false));
-    };
-    let args = CloneArgs {
-        flags: flags as u64 | CLONE_INTO_CGROUP,
+    let flags = flags as u64 | libc::CLONE_VM as u64;
+    let clone_args = |flags, cgroup| CloneArgs {
+        flags,
         exit_signal: libc::SIGCHLD as u64,
-        cgroup: cgroup as u64,
+        stack: stack.bottom() as u64,
+        stack_size: stack.size() as u64,
+        cgroup,
         ..Default::default()
     };
-    // SAFETY: as for `clone_process`: no CLONE_VM and no stack, so the
-    // child runs on a copy of the caller's memory; `args` is a complete
-    // `clone_args` of the size passed, read by the kernel before return.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    match ret {
-        -1 => {
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL) => {
-                    Ok((clone_process(flags)?, false))
-                }
-                _ => Err(e),
-            }
+    let pid = |p: usize| nix::unistd::Pid::from_raw(p as libc::pid_t);
+    let entry = crate::child::entry;
+    if let Some(cgroup) = cgroup {
+        let placed = args(true);
+        let addr = &*placed as *const crate::child::ChildArgs<'a> as usize;
+        // SAFETY: the stack is the caller's and unused; the child's
+        // arguments and what they point to live until the caller is done
+        // with the child, and the child only makes raw system calls.
+        match unsafe {
+            clone3_vm(
+                &clone_args(flags | CLONE_INTO_CGROUP, cgroup as u64),
+                entry,
+                addr,
+            )
+        } {
+            Ok(p) => return Ok((pid(p), placed)),
+            Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL) => {}
+            Err(e) => return Err(io::Error::from_raw_os_error(e)),
         }
-        0 => Ok((None, true)),
-        pid => Ok((Some(nix::unistd::Pid::from_raw(pid as libc::pid_t)), true)),
     }
-}
-
-/// Makes `fd` (a terminal) the controlling terminal of the calling
-/// session leader.
-pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
-    // SAFETY: TIOCSCTTY takes an integer argument (0: do not steal) and
-    // touches no memory of ours; a bad descriptor is reported as an error.
-    let ret = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn prctl(option: libc::c_int, arg2: libc::c_ulong) -> io::Result<()> {
-    // SAFETY: the options used here (PR_CAPBSET_DROP, PR_CAP_AMBIENT) take
-    // only integers, no pointers.
-    let ret = unsafe { libc::prctl(option, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Removes capability `cap` from the bounding set.
-pub fn drop_bounding_cap(cap: u32) -> io::Result<()> {
-    prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap))
-}
-
-/// Empties the ambient capability set.
-pub fn clear_ambient_caps() -> io::Result<()> {
-    // SAFETY: PR_CAP_AMBIENT with PR_CAP_AMBIENT_CLEAR_ALL takes integers
-    // only.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
+    let unplaced = args(false);
+    let addr = &*unplaced as *const crate::child::ChildArgs<'a> as usize;
+    // SAFETY: as above.
+    let made = match unsafe { clone3_vm(&clone_args(flags, 0), entry, addr) } {
+        Err(libc::ENOSYS) => {
+            // SAFETY: as above.
+            unsafe { clone_vm(flags | libc::SIGCHLD as u64, stack.top(), entry, addr) }
+        }
+        other => other,
     };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
+    match made {
+        Ok(p) => Ok((pid(p), unplaced)),
+        Err(e) => Err(io::Error::from_raw_os_error(e)),
     }
-    Ok(())
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: libc::c_int,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-/// Removes the capabilities in `mask` (bit n = capability n) from the
-/// calling thread's effective, permitted and inheritable sets.
-pub fn drop_caps(mask: u64) -> io::Result<()> {
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
-    let mut data = [CapData::default(); 2];
-    // SAFETY: capget writes two `CapData` records (version 3) into `data`,
-    // which has room for exactly two; `header` is a valid header.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    for (i, d) in data.iter_mut().enumerate() {
-        let keep = !((mask >> (32 * i)) as u32);
-        d.effective &= keep;
-        d.permitted &= keep;
-        d.inheritable &= keep;
-    }
-    // SAFETY: capset reads the header and two records from valid memory.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    };
-    if ret == -1 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Installs a seccomp filter on the calling thread (inherited by its
@@ -457,33 +328,6 @@ pub fn ignored_signals_now() -> io::Result<u64> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no SigIgn in /proc/self/status"))
 }
 
-/// Restores the default disposition of every signal in `ignored` (as
-/// [`ignored_signals_now`] gives it), so that the container's init starts
-/// as if started by the kernel. Handled signals need nothing: `exec`
-/// resets them.
-pub fn reset_signal_dispositions(ignored: u64) -> io::Result<()> {
-    // Signals 32 up to SIGRTMIN belong to the C library's threads
-    // (cancellation, set*id), which it refuses to touch; the guest's own
-    // C library sets them up.
-    let libc_own = 32..libc::SIGRTMIN();
-    for sig in 1..=64 {
-        if ignored & (1u64 << (sig - 1)) == 0
-            || sig == libc::SIGKILL
-            || sig == libc::SIGSTOP
-            || libc_own.contains(&sig)
-        {
-            continue;
-        }
-        // SAFETY: SIG_DFL installs no handler code; this runs in the
-        // freshly cloned, single-threaded child right before exec.
-        if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
-            let e = io::Error::last_os_error();
-            return Err(io::Error::new(e.kind(), format!("signal {sig}: {e}")));
-        }
-    }
-    Ok(())
-}
-
 /// The `SigIgn` mask of a `/proc/<pid>/status` text: bit `n - 1` is
 /// signal `n`.
 pub fn ignored_signals(status: &str) -> Option<u64> {
@@ -544,7 +388,8 @@ pub fn kill_raw(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
 }
 
 /// Ends the process at once, without running exit handlers or destructors
-/// (for the cloned child, which shares none of the monitor's state).
+/// (for a test's forked child).
+#[cfg(test)]
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit only ends the process; it cannot return or corrupt
     // anything.
@@ -619,32 +464,6 @@ mod tests {
         assert_eq!(ignored_signals(status), Some(1 << 12));
         assert_eq!(ignored_signals("Name:\tctr\n"), None);
         assert_eq!(ignored_signals("SigIgn:\tzz\n"), None);
-    }
-
-    #[test]
-    fn ignored_signals_are_reset_in_a_child() {
-        let code = in_child(|| {
-            // SAFETY: SIG_IGN installs no handler code; this child only
-            // makes system calls and exits.
-            unsafe {
-                libc::signal(libc::SIGUSR1, libc::SIG_IGN);
-                libc::signal(libc::SIGRTMIN() + 3, libc::SIG_IGN);
-            }
-            let Ok(ignored) = ignored_signals_now() else {
-                return 2;
-            };
-            if reset_signal_dispositions(ignored).is_err() {
-                return 2;
-            }
-            let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-            // Only the C library's own signals may stay ignored.
-            let libc_own = (32..libc::SIGRTMIN()).fold(0u64, |m, s| m | 1 << (s - 1));
-            match ignored_signals(&status) {
-                Some(m) if m & !libc_own == 0 => 0,
-                _ => 1,
-            }
-        });
-        assert_eq!(code, 0);
     }
 
     #[test]

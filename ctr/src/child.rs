@@ -165,6 +165,11 @@ pub extern "C" fn entry(arg: usize) -> ! {
         Ok(never) => match never {},
         Err(f) => f,
     };
+    // A monitor that gave up knows why; the child only reports its own
+    // failures, which then explain whatever the monitor saw.
+    if failed.what == MONITOR_GONE {
+        let _ = sys!(libc::SYS_exit_group, 1);
+    }
     let mut msg = Name::new().push(failed.what.as_bytes());
     if !failed.detail.bytes().is_empty() {
         msg = msg.push(b" ").push(failed.detail.bytes());
@@ -198,6 +203,9 @@ pub fn describe(report: &[u8]) -> String {
         _ => String::from_utf8_lossy(report).into_owned(),
     }
 }
+
+/// What the child "fails" with when the monitor closed the go pipe.
+const MONITOR_GONE: &str = "the monitor went away before the start";
 
 /// A failed step: what, on which path, and the error number (0 if none).
 /// Carried by value (a path of up to 159 bytes in it): the child cannot
@@ -256,7 +264,7 @@ impl Go {
 
     fn gone() -> Failed {
         Failed {
-            what: "the monitor went away before the start",
+            what: MONITOR_GONE,
             detail: Name::new(),
             errno: 0,
         }

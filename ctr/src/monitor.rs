@@ -473,8 +473,10 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     drop(child_prep);
     drop(files);
     let message = child::describe(&message);
+    // A failed step of the child comes first: the monitor's own error is
+    // then only its consequence (a broken go pipe).
     let checked = match (prepared, ptys) {
-        (Ok(()), _) if !message.is_empty() => Err(MonitorError::Child(message)),
+        _ if !message.is_empty() => Err(MonitorError::Child(message)),
         (Ok(()), Some(ptys)) => Ok(ptys),
         (Err(e), _) => Err(e),
         (Ok(()), None) => Err(MonitorError::Child("no ptys were opened".into())),

@@ -751,6 +751,20 @@ fn bad_starts_fail_cleanly() {
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(log.contains("/sbin/init"), "{log}");
     ct.assert_nothing_left(None);
+    // A step of the container's first process fails (its /dev is a
+    // file): the step and the error come back, and nothing is left.
+    let mut ct = Ct::new(934, &template, &conf("w", ""), "", "");
+    let dev = ct.rootfs().join("dev");
+    fs::remove_dir_all(&dev).unwrap();
+    fs::write(&dev, "not a directory").unwrap();
+    ct.start(None, 10);
+    let (status, log) = ct.wait_exit(20);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("not a directory in the container: dev: Not a directory"),
+        "{log}"
+    );
+    ct.assert_nothing_left(None);
     // A configuration whose unprivileged key is not a boolean.
     let mut ct = Ct::new(933, &template, "hostname: z\nunprivileged: maybe\n", "", "");
     ct.start(None, 10);

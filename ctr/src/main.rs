@@ -53,7 +53,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 
 #[cfg_attr(test, allow(dead_code))]
 fn run() -> u8 {
-    netd::logging::init(
+    netd::logging::init_lazy(
         "RUST_LOG",
         tracing_subscriber::filter::LevelFilter::INFO,
         std::io::IsTerminal::is_terminal(&std::io::stderr()),

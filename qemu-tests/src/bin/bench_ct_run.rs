@@ -334,23 +334,34 @@ fn bench(args: &[String]) -> Result<()> {
         }
     }
     let mut med: Vec<f64> = times.iter().map(|t| median(&mut t.clone())).collect();
+    // The median of each round's own ratio as well: the sides of a round
+    // ran within a second of each other, so it is less moved by what
+    // drifts over a run than the ratio of the medians.
+    let per_round = |a: usize, b: usize| {
+        let mut r: Vec<f64> = times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect();
+        median(&mut r)
+    };
     println!(
         "medians of {runs}: ours {:.2} ms, lxc-start {:.2} ms, floor {:.2} ms; \
-         ours/lxc-start {:.2}, ours/floor {:.2}, lxc-start/floor {:.2}",
+         ours/lxc-start {:.2}, ours/floor {:.2} (per round {:.2}), lxc-start/floor {:.2}",
         med[0],
         med[1],
         med[2],
         med[0] / med[1],
         med[0] / med[2],
+        per_round(0, 2),
         med[1] / med[2]
     );
     if let Some((label, path)) = &setup.also_ctr {
         println!(
-            "also: {label} ({}) {:.2} ms; ours/{label} {:.2}, {label}/floor {:.2}",
+            "also: {label} ({}) {:.2} ms; ours/{label} {:.2} (per round {:.2}), \
+             {label}/floor {:.2} (per round {:.2})",
             path.display(),
             med[3],
             med[0] / med[3],
-            med[3] / med[2]
+            per_round(0, 3),
+            med[3] / med[2],
+            per_round(3, 2)
         );
     }
     let mut out = serde_json::json!({

@@ -446,7 +446,13 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     sys!(libc::SYS_setresgid, 0, 0, 0).map_err(failed("setresgid"))?;
     sys!(libc::SYS_setresuid, 0, 0, 0).map_err(failed("setresuid"))?;
     // 4. /dev (and /proc and /sys if not yet).
-    for dir in [c"dev", c"proc", c"sys"] {
+    // (/proc and /sys are known to be directories when mounted early.)
+    let dirs: &[&CStr] = if early_proc {
+        &[c"dev"]
+    } else {
+        &[c"dev", c"proc", c"sys"]
+    };
+    for dir in dirs {
         ensure_dir(dir)?;
     }
     mount_dev(&mut go, p.ttys, p.privileged)?;
@@ -622,15 +628,8 @@ fn mount_dev(go: &mut Go, ttys: u32, privileged: bool) -> Step<()> {
         let tty = Name::new().push(b"dev/tty").number(n);
         bind(c(&go.next_pty()?), c(&tty))?;
     }
-    dev_dir(c"dev/shm")?;
-    mount(
-        Some(c"shm"),
-        c"dev/shm",
-        Some(c"tmpfs"),
-        NOSUID | NODEV,
-        Some(c"mode=1777"),
-        "tmpfs on",
-    )?;
+    // No /dev/shm: the guest's init mounts it (systemd, Debian's
+    // mountdevsubfs), as under LXC, which leaves it out too.
     for (target, link) in [
         (c"/proc/self/fd", c"dev/fd"),
         (c"/proc/self/fd/0", c"dev/stdin"),
@@ -655,11 +654,13 @@ fn mount_proc_sys(cgroup: bool) -> Step<()> {
     )?;
     // Proxmox's "mixed" /proc: the parts that reach the host read-only.
     for ro in [c"proc/sys", c"proc/sysrq-trigger"] {
-        // Kernels without magic SysRq have no trigger file.
-        if stat_mode(ro).is_none() {
-            continue;
+        // Kernels without magic SysRq have no trigger file: the bind
+        // finds out (no look first, a lookup costs as much as the bind).
+        match sys!(libc::SYS_mount, cstr(ro), cstr(ro), 0, libc::MS_BIND, 0) {
+            Ok(_) => {}
+            Err(libc::ENOENT) => continue,
+            Err(e) => return Err(failed_on("bind mount of", ro.to_bytes())(e)),
         }
-        mount(Some(ro), ro, None, libc::MS_BIND, None, "bind mount of")?;
         mount(
             None,
             ro,

@@ -6,6 +6,11 @@
 //! its root with `pivot_root`, drops what an unprivileged container must
 //! not have and becomes the guest's PID 1.
 //!
+//! It shares the monitor's memory (`CLONE_VM`, on a stack of its own)
+//! until its exec: it allocates nothing, and makes its system calls
+//! through `crate::rawsys`, which leave the monitor's thread-local `errno`
+//! alone (docs/ctr.md, "The child shares the monitor's memory").
+//!
 //! Order, and why:
 //! 1. while the monitor writes the id maps: `unshare(CLONE_NEWCGROUP)`
 //!    (the inner cgroup this process was born in by `clone3` becomes the
@@ -28,20 +33,21 @@
 //!    `setresuid` to 0: host ids 100000, or the host's root when
 //!    privileged);
 //! 4. `/dev` (tmpfs with bind mounts of the host's null, zero, full,
-//!    random, urandom and tty, a private devpts with `ptmx`, the console
-//!    and tty ptys of the monitor); `/proc` and `/sys` now if the root
-//!    lacked their directories;
+//!    random, urandom and tty, or those nodes made when privileged, a
+//!    private devpts with `ptmx`, the console and tty ptys of the
+//!    monitor); `/proc` and `/sys` now if the root lacked their
+//!    directories;
 //! 5. `pivot_root(".", ".")` and detach the old root;
 //! 6. drop capabilities, install the seccomp filter, ask for SIGKILL if
 //!    the monitor dies, set the host name (the UTS namespace's, not a
-//!    file), read the guest's files to see what must change, and restore
-//!    the signal dispositions (the monitor's mask of ignored signals
-//!    follows the pty numbers): all while the monitor may still be making
-//!    the veths;
+//!    file), and restore the signal dispositions (the monitor's mask of
+//!    ignored signals follows the pty numbers): all while the monitor
+//!    may still be making the veths;
 //! 7. wait for the second go-ahead (the veth pairs are there; the
-//!    monitor puts their host ends into the bridges meanwhile); write the
-//!    guest's host name and network files that must change; empty the
-//!    signal mask;
+//!    monitor puts their host ends into the bridges meanwhile, and sends
+//!    the list of the guest's host name and network files that must
+//!    change, which it has read meanwhile); write them; empty the signal
+//!    mask;
 //! 8. exec the guest's init with `container=lxc`.
 
 // The child cannot allocate: its errors travel by value (see `Failed`).

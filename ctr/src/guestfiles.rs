@@ -270,12 +270,12 @@ impl GuestFiles {
 /// Reads the host name and network files of the guest whose root is
 /// `root` (following links as the host sees them: for trees the host
 /// made, as in tests) and keeps those that differ from what `spec` says.
-pub fn plan_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<GuestFiles> {
-    Ok(plan_with(
+pub fn plan_guest_files(spec: &ContainerSpec, root: &Path) -> GuestFiles {
+    plan_with(
         spec,
         |rel| std::fs::read(root.join(rel)).ok(),
         |rel| root.join(rel).is_dir(),
-    ))
+    )
 }
 
 /// [`plan_guest_files`] for a container's tree read from the host: every
@@ -338,7 +338,7 @@ fn plan_with(
 /// Writes the host name and network files into the guest whose root is
 /// `root`.
 pub fn write_guest_files(spec: &ContainerSpec, root: &Path) -> io::Result<()> {
-    plan_guest_files(spec, root)?.write(root)
+    plan_guest_files(spec, root).write(root)
 }
 
 #[cfg(test)]
@@ -443,7 +443,7 @@ mod tests {
         assert!(read("etc/hosts").contains("127.0.1.1\tct1\n"));
         assert!(read("etc/network/interfaces").contains("iface eth0 inet dhcp\n"));
         // Once written, nothing is left to change.
-        let again = plan_guest_files(&spec, dir.path()).unwrap();
+        let again = plan_guest_files(&spec, dir.path());
         assert_eq!(again.paths().count(), 0);
         // A changed host name changes the two files that carry it, and a
         // plan writes nothing until it is written.
@@ -452,7 +452,7 @@ mod tests {
         )
         .unwrap();
         let spec = ContainerSpec::from_config(101, &renamed, dir.path().into()).unwrap();
-        let plan = plan_guest_files(&spec, dir.path()).unwrap();
+        let plan = plan_guest_files(&spec, dir.path());
         let mut changed: Vec<_> = plan.paths().collect();
         changed.sort();
         assert_eq!(changed, ["etc/hostname", "etc/hosts"]);

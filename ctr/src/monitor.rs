@@ -336,15 +336,14 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     let child_data = Prepared::new(spec, cgroup.is_some())
         .map_err(MonitorError::Child)
         .and_then(|p| Ok((p, Stack::new(CHILD_STACK).map_err(io_err("child stack"))?)));
-    let (child_prep, stack) = match child_data {
-        Ok(d) => d,
-        Err(e) => {
-            if let Some(cg) = &cgroup {
-                let _ = cg.remove();
-            }
-            return Err(e);
+    // A start that fails before the clone leaves no cgroup behind.
+    let undo_cgroup = |e| {
+        if let Some(cg) = &cgroup {
+            let _ = cg.remove();
         }
+        e
     };
+    let (child_prep, stack) = child_data.map_err(undo_cgroup)?;
     let cloned = (|| {
         let cgroup_dir = cgroup.as_ref().map(Cgroup::open_inner).transpose()?;
         let (go_r, go_w) =
@@ -385,15 +384,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         let placed = child_args.placed;
         Ok((pid, go_w, File::from(rep_r), placed, child_args))
     })();
-    let (pid, go_w, mut report, placed, child_args) = match cloned {
-        Ok(c) => c,
-        Err(e) => {
-            if let Some(cg) = &cgroup {
-                let _ = cg.remove();
-            }
-            return Err(e);
-        }
-    };
+    let (pid, go_w, mut report, placed, child_args) = cloned.map_err(undo_cgroup)?;
     let mut veths = None;
     // Kept open until the child is done with them (even when the start
     // fails here): a pty closed before the child binds it is gone.

@@ -98,6 +98,38 @@ pub type Entry = extern "C" fn(usize) -> !;
 /// `entry` must only use memory that stays valid and unchanged that long,
 /// make its system calls through this module and allocate nothing.
 pub unsafe fn clone3_vm(args: &CloneArgs, entry: Entry, arg: usize) -> Ret {
+    let args = args as *const CloneArgs as usize;
+    // SAFETY: the caller's.
+    unsafe {
+        clone_into(
+            libc::SYS_clone3,
+            args,
+            std::mem::size_of::<CloneArgs>(),
+            entry,
+            arg,
+        )
+    }
+}
+
+/// The older `clone` system call with `CLONE_VM` in `flags`, for kernels
+/// without `clone3`: as [`clone3_vm`], the new process runs `entry(arg)`
+/// on the stack whose top is `stack_top`.
+///
+/// # Safety
+/// As for [`clone3_vm`].
+pub unsafe fn clone_vm(flags: u64, stack_top: usize, entry: Entry, arg: usize) -> Ret {
+    // SAFETY: the caller's.
+    unsafe { clone_into(libc::SYS_clone, flags as usize, stack_top, entry, arg) }
+}
+
+/// System call `nr` (`clone3` or `clone`) with its first two arguments
+/// (the rest zero: `clone`'s parent and child tid pointers and its TLS,
+/// which `clone3` does not read); where it returns 0, in the new process,
+/// `entry(arg)` is called.
+///
+/// # Safety
+/// As for [`clone3_vm`]: the arguments ask for `CLONE_VM` and a stack.
+unsafe fn clone_into(nr: libc::c_long, a0: usize, a1: usize, entry: Entry, arg: usize) -> Ret {
     let ret: isize;
     // SAFETY: as documented; in the new process the kernel has set the
     // stack pointer to the top of the given stack (16-byte aligned), so
@@ -113,41 +145,9 @@ pub unsafe fn clone3_vm(args: &CloneArgs, entry: Entry, arg: usize) -> Ret {
             "call r12",
             "ud2",
             "2:",
-            inlateout("rax") libc::SYS_clone3 as isize => ret,
-            in("rdi") args as *const CloneArgs as usize,
-            in("rsi") std::mem::size_of::<CloneArgs>(),
-            in("r12") entry as usize,
-            in("r13") arg,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    check(ret)
-}
-
-/// The older `clone` system call with `CLONE_VM` in `flags`, for kernels
-/// without `clone3`: as [`clone3_vm`], the new process runs `entry(arg)`
-/// on the stack whose top is `stack_top`.
-///
-/// # Safety
-/// As for [`clone3_vm`].
-pub unsafe fn clone_vm(flags: u64, stack_top: usize, entry: Entry, arg: usize) -> Ret {
-    let ret: isize;
-    // SAFETY: as for `clone3_vm`.
-    unsafe {
-        asm!(
-            "syscall",
-            "test rax, rax",
-            "jnz 2f",
-            "xor ebp, ebp",
-            "mov rdi, r13",
-            "call r12",
-            "ud2",
-            "2:",
-            inlateout("rax") libc::SYS_clone as isize => ret,
-            in("rdi") flags,
-            in("rsi") stack_top,
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a0,
+            in("rsi") a1,
             in("rdx") 0usize,
             in("r10") 0usize,
             in("r8") 0usize,

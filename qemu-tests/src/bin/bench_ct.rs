@@ -134,26 +134,16 @@ fn main() -> Result<()> {
     }
     println!("\nwhere        configuration  runs  ours ms  lxc-start ms  floor ms  ours/lxc  ours/floor  per round  goal (<=0.8 lxc, <=1.5 floor)");
     for (place, v) in &results {
-        let med = |k: &str| -> f64 {
-            let xs: Vec<f64> = v[k]
-                .as_array()
+        let series = |k: &str| -> Vec<f64> {
+            v[k].as_array()
                 .map(|a| a.iter().filter_map(Value::as_f64).collect())
-                .unwrap_or_default();
-            median(&xs)
+                .unwrap_or_default()
         };
-        let (o, l, f) = (med("ours_ms"), med("lxc_ms"), med("floor_ms"));
+        let (ours, floor) = (series("ours_ms"), series("floor_ms"));
+        let (o, l, f) = (median(&ours), median(&series("lxc_ms")), median(&floor));
         // Each round's ratio, then their median (the goal is judged on
         // the ratio of the medians).
-        let ratios: Vec<f64> = v["ours_ms"]
-            .as_array()
-            .zip(v["floor_ms"].as_array())
-            .map(|(a, b)| {
-                a.iter()
-                    .zip(b)
-                    .filter_map(|(x, y)| Some(x.as_f64()? / y.as_f64()?))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ratios: Vec<f64> = ours.iter().zip(&floor).map(|(x, y)| x / y).collect();
         println!(
             "{place:<12} {:<14} {:>4}  {o:>7.2}  {l:>12.2}  {f:>8.2}  {:>8.2}  {:>10.2}  {:>9.2}  {}",
             v["config"].as_str().unwrap_or("?"),

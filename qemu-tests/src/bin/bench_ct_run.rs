@@ -75,6 +75,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use qemu_tests::bench::median;
 
 const INIT: &str = "#!/bin/sh\necho up >/bench.fifo\n";
 const BRIDGE: &str = "benchbr0";
@@ -248,10 +249,7 @@ fn bench(args: &[String]) -> Result<()> {
                 bail!("{what} failed: {st}");
             }
         }
-        println!(
-            "one exec of {what}: {:.2} ms (median of 10)",
-            median(&mut ms)
-        );
+        println!("one exec of {what}: {:.2} ms (median of 10)", median(&ms));
     }
     let mut sides = vec!["ours", "lxc", "floor"];
     if setup.also_ctr.is_some() {
@@ -333,13 +331,13 @@ fn bench(args: &[String]) -> Result<()> {
             println!("phase {ms:>8.1} ms  the guest init's line on the FIFO");
         }
     }
-    let mut med: Vec<f64> = times.iter().map(|t| median(&mut t.clone())).collect();
+    let mut med: Vec<f64> = times.iter().map(|t| median(t)).collect();
     // The median of each round's own ratio as well: the sides of a round
     // ran within a second of each other, so it is less moved by what
     // drifts over a run than the ratio of the medians.
     let per_round = |a: usize, b: usize| {
-        let mut r: Vec<f64> = times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect();
-        median(&mut r)
+        let r: Vec<f64> = times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect();
+        median(&r)
     };
     println!(
         "medians of {runs}: ours {:.2} ms, lxc-start {:.2} ms, floor {:.2} ms; \
@@ -736,19 +734,6 @@ fn permutation(r: usize, n: usize) -> Vec<usize> {
         r %= bases;
     }
     out
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
 }
 
 #[cfg(test)]

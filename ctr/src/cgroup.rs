@@ -11,10 +11,12 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::idmap::IdMap;
 use crate::spec::Limits;
+use crate::sys;
 
 /// The parent of every container's cgroup, below the v2 root.
 pub const PARENT: &str = "oxbow";
@@ -65,6 +67,8 @@ pub struct Cgroup {
     pub outer: PathBuf,
     /// `<outer>/ns`: the container's processes.
     pub inner: PathBuf,
+    /// `inner`, open.
+    inner_dir: OwnedFd,
     /// Limits that could not be applied, each with the reason.
     pub unavailable: Vec<String>,
 }
@@ -142,19 +146,29 @@ impl Cgroup {
             here = read_words(&parent.join("cgroup.subtree_control"));
             available = Some(root_has);
         }
+        // From here on every step is relative to a directory descriptor:
+        // a path walk down the cgroup file system costs about as much as
+        // the step itself under emulation.
+        let parent_dir = sys::open_dir(&parent).map_err(io_err("opening", &parent))?;
+        let name = format!("ct-{vmid}");
         // Made first and looked at only if it is there already (a failed
         // lookup in the cgroup file system costs as much as the mkdir).
-        match fs::create_dir(&outer) {
+        match sys::mkdir_at(parent_dir.as_raw_fd(), name.as_bytes(), 0o755) {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 tracing::warn!("removing the stale cgroup {}", outer.display());
                 kill_tree(&outer);
                 remove_tree(&outer).map_err(io_err("removing the stale cgroup", &outer))?;
-                fs::create_dir(&outer).map_err(io_err("creating", &outer))?;
+                sys::mkdir_at(parent_dir.as_raw_fd(), name.as_bytes(), 0o755)
+                    .map_err(io_err("creating", &outer))?;
             }
             other => other.map_err(io_err("creating", &outer))?,
         }
+        let inner = outer.join(INNER);
         // What fails from here on leaves no half-made cgroup behind.
         let made = (|| {
+            let outer_dir = sys::open_dir_at(parent_dir.as_raw_fd(), name.as_bytes())
+                .map_err(io_err("opening", &outer))?;
+            let outer_fd = outer_dir.as_raw_fd();
             let mut unavailable = Vec::new();
             for (file, value) in &files {
                 let controller = controller_of(file);
@@ -173,7 +187,7 @@ impl Cgroup {
                 if fresh_value(file) == Some(value.as_str()) {
                     continue;
                 }
-                if let Err(e) = fs::write(outer.join(file), value) {
+                if let Err(e) = write_at(outer_fd, file, value) {
                     unavailable.push(format!("{file}={value}: {e}"));
                 }
             }
@@ -185,15 +199,16 @@ impl Cgroup {
             }
             // Hand every controller we have on to the inner cgroup, in one
             // write; one by one if the kernel refuses the whole list.
-            let control = outer.join("cgroup.subtree_control");
+            let control = "cgroup.subtree_control";
             let all: Vec<String> = here.iter().map(|c| format!("+{c}")).collect();
-            if !all.is_empty() && fs::write(&control, all.join(" ")).is_err() {
+            if !all.is_empty() && write_at(outer_fd, control, &all.join(" ")).is_err() {
                 for c in &all {
-                    let _ = fs::write(&control, c);
+                    let _ = write_at(outer_fd, control, c);
                 }
             }
-            let inner = outer.join(INNER);
-            fs::create_dir(&inner).map_err(io_err("creating", &inner))?;
+            sys::mkdir_at(outer_fd, INNER.as_bytes(), 0o755).map_err(io_err("creating", &inner))?;
+            let inner_dir =
+                sys::open_dir_at(outer_fd, INNER.as_bytes()).map_err(io_err("opening", &inner))?;
             // Delegation: the container's root owns its sub-tree, as the
             // cgroup v2 documentation asks (the directory and these files; a
             // kernel without `cgroup.threads` has one fewer).
@@ -203,36 +218,34 @@ impl Cgroup {
             let ours = nix::unistd::geteuid().as_raw() == owner
                 && nix::unistd::getegid().as_raw() == owner;
             if !ours {
-                for path in [
-                    inner.clone(),
-                    inner.join("cgroup.procs"),
-                    inner.join("cgroup.threads"),
-                    inner.join("cgroup.subtree_control"),
-                ] {
-                    match std::os::unix::fs::chown(&path, Some(owner), Some(owner)) {
+                let fd = inner_dir.as_raw_fd();
+                sys::fchown(fd, owner, owner).map_err(io_err("chown", &inner))?;
+                for file in ["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+                    match sys::lchown_at(fd, file.as_bytes(), owner, owner) {
                         Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                            return Err(io_err("chown", &path)(e))
+                            return Err(io_err("chown", &inner.join(file))(e))
                         }
                         _ => {}
                     }
                 }
             }
-            Ok((inner, unavailable))
+            Ok((inner_dir, unavailable))
         })();
-        let (inner, unavailable) = made.inspect_err(|_| {
+        let (inner_dir, unavailable) = made.inspect_err(|_| {
             let _ = remove_tree(&outer);
         })?;
         Ok(Cgroup {
             outer,
             inner,
+            inner_dir,
             unavailable,
         })
     }
 
-    /// The inner cgroup's directory, opened for `clone3`'s
+    /// The inner cgroup's directory, open, for `clone3`'s
     /// `CLONE_INTO_CGROUP`.
-    pub fn open_inner(&self) -> Result<std::os::fd::OwnedFd, CgroupError> {
-        crate::sys::open_dir(&self.inner).map_err(io_err("opening", &self.inner))
+    pub fn inner_dir(&self) -> BorrowedFd<'_> {
+        self.inner_dir.as_fd()
     }
 
     /// Moves process `pid` into the inner cgroup.
@@ -270,6 +283,12 @@ fn fresh_value(file: &str) -> Option<&'static str> {
         "cpu.weight" => Some("100"),
         _ => None,
     }
+}
+
+/// Writes `value` to the interface file `name` of the cgroup open as `dir`.
+fn write_at(dir: RawFd, name: &str, value: &str) -> io::Result<()> {
+    let file = fs::File::from(sys::open_write_at(dir, name.as_bytes())?);
+    io::Write::write_all(&mut &file, value.as_bytes())
 }
 
 fn read_words(path: &Path) -> Vec<String> {

@@ -345,7 +345,6 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     };
     let (child_prep, stack) = child_data.map_err(undo_cgroup)?;
     let cloned = (|| {
-        let cgroup_dir = cgroup.as_ref().map(Cgroup::open_inner).transpose()?;
         let (go_r, go_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
         let (rep_r, rep_w) =
@@ -374,7 +373,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         };
         let (pid, child_args) = sys::clone_child(
             flags,
-            cgroup_dir.as_ref().map(AsRawFd::as_raw_fd),
+            cgroup.as_ref().map(|c| c.inner_dir().as_raw_fd()),
             &stack,
             args,
         )
@@ -385,12 +384,16 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         Ok((pid, go_w, File::from(rep_r), placed, child_args))
     })();
     let (pid, go_w, mut report, placed, child_args) = cloned.map_err(undo_cgroup)?;
+    // The guest's files to write, which the child reads from here.
+    let mut files: Option<Vec<PreparedFile>> = None;
+    // Declared after everything of this process's memory the child uses,
+    // so that a panic unwinding from here ends the child before any of it
+    // is freed.
+    let child_runs = EndOnUnwind(pid);
     let mut veths = None;
     // Kept open until the child is done with them (even when the start
     // fails here): a pty closed before the child binds it is gone.
     let mut ptys = None;
-    // The guest's files to write, which the child reads from here.
-    let mut files: Option<Vec<PreparedFile>> = None;
     let prepared = (|| -> Result<(), MonitorError> {
         if !spec.privileged {
             let line = spec.idmap.proc_map_line();
@@ -459,6 +462,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     let _ = report.read_to_end(&mut message);
     // The child has execed or ended: what it read of this process's
     // memory may go.
+    drop(child_runs);
     drop(child_args);
     drop(stack);
     drop(child_prep);
@@ -498,6 +502,20 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         console_path: sys::pty_path(console_number),
         stopping: None,
     })
+}
+
+/// Kills and reaps the child if dropped while the thread unwinds from a
+/// panic: until its exec the child runs in the monitor's memory (its stack,
+/// its arguments, the guest's files), which unwinding frees.
+struct EndOnUnwind(Pid);
+
+impl Drop for EndOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = kill(self.0, Signal::SIGKILL);
+            let _ = waitpid(self.0, None);
+        }
+    }
 }
 
 /// Whether process `pid`, a child of this one, has ended (it is not

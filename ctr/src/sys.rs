@@ -48,6 +48,18 @@ pub fn open_dir_at(dir: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
     Ok(owned(fd))
 }
 
+/// Opens the existing file `name` in `dir` for writing, never a link's
+/// target.
+pub fn open_write_at(dir: RawFd, name: &[u8]) -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::openat(
+        Some(dir),
+        os(name),
+        OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(owned(fd))
+}
+
 /// Creates the regular file `name` in `dir` (which must not exist), mode
 /// 0600 until the caller sets the final one.
 pub fn create_file_at(dir: RawFd, name: &[u8]) -> io::Result<OwnedFd> {

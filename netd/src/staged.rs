@@ -509,14 +509,23 @@ pub async fn relink(nl: &Rtnl, files: &NetworkFiles, name: &str) -> Result<Vec<O
 const APPEARED: u32 = u32::MAX;
 
 /// A socket filter that lets through only the `RTM_NEWLINK` messages of
-/// links that appeared ([`APPEARED`]). Every other link event (a port
-/// joining a bridge, a carrier, a bridge's features or address changing,
-/// a link going away) is dropped in the kernel, so netd is not woken for
-/// them: they came by the dozen with every guest start, each a wakeup of
-/// netd competing with the start for the CPU (docs/perf.md, "Containers").
-/// Classic BPF loads halfwords and words big-endian; `ifi_change` is all
-/// ones either way, the message type is compared byte-swapped.
-fn appeared_filter() -> [libc::sock_filter; 6] {
+/// links that appeared ([`APPEARED`]), and of those not the ports the
+/// runtimes make for guests: `veth` or `tap` and three digits, as in
+/// Proxmox's `veth<vmid>i<n>` and `tap<vmid>i<n>` (a VMID has at least
+/// three). Every other link event (a port joining a bridge, a carrier, a
+/// bridge's features or address changing, a link going away) is dropped
+/// in the kernel, so netd is not woken for them: they came by the dozen
+/// with every guest start, each a wakeup of netd competing with the start
+/// for the CPU, and a guest's own port, which the interfaces file never
+/// names, woke it once more (docs/perf.md, "Containers").
+///
+/// The name is the first attribute of the kernel's link messages
+/// (`rtnl_fill_ifinfo` puts `IFLA_IFNAME` first); a message where it is
+/// not is let through. Classic BPF loads halfwords and words big-endian:
+/// the message type, the attribute type and the name's first bytes are
+/// compared byte-swapped or as big-endian text; `ifi_change` is all ones
+/// either way.
+fn appeared_filter() -> [libc::sock_filter; 24] {
     const fn op(code: u32, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
         libc::sock_filter {
             code: code as u16,
@@ -525,22 +534,60 @@ fn appeared_filter() -> [libc::sock_filter; 6] {
             k,
         }
     }
+    use libc::{
+        BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IMM, BPF_IND, BPF_JA, BPF_JEQ, BPF_JGE,
+        BPF_JGT, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_RET, BPF_W,
+    };
     // nlmsghdr: len u32, type u16 at 4; ifinfomsg from 16: family u8,
-    // pad u8, type u16, index i32, flags u32, change u32 at 16 + 12.
+    // pad u8, type u16, index i32, flags u32, change u32 at 16 + 12; the
+    // first attribute from 32: len u16, type u16 at 34, the name at 36.
     let newlink_be = u32::from(libc::RTM_NEWLINK.swap_bytes());
+    // IFLA_IFNAME, which the libc crate lacks for Linux.
+    const IFLA_IFNAME: u16 = 3;
+    let ifname_be = u32::from(IFLA_IFNAME.swap_bytes());
+    let veth = u32::from_be_bytes(*b"veth");
+    let tap = u32::from_be_bytes(*b"tap\0");
+    let (zero, nine) = (u32::from(b'0'), u32::from(b'9'));
+    // Jump offsets count from the next instruction: DROP is at 22,
+    // ACCEPT at 23.
     [
-        op(libc::BPF_LD | libc::BPF_H | libc::BPF_ABS, 0, 0, 4),
-        op(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            0,
-            3,
-            newlink_be,
-        ),
-        op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, 28),
-        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, APPEARED),
-        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
-        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        /* 0 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 4),
+        /* 1 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 20, newlink_be),
+        /* 2 */ op(BPF_LD | BPF_W | BPF_ABS, 0, 0, 28),
+        /* 3 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 18, APPEARED),
+        /* 4 */ op(BPF_LD | BPF_H | BPF_ABS, 0, 0, 34),
+        /* 5 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 17, ifname_be),
+        /* 6 */ op(BPF_LD | BPF_W | BPF_ABS, 0, 0, 36),
+        /* 7 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, veth),
+        // `veth`: the digits from byte 4 of the name.
+        /* 8 */
+        op(BPF_LDX | BPF_W | BPF_IMM, 0, 0, 4),
+        /* 9 */ op(BPF_JMP | BPF_JA, 0, 0, 3),
+        /* 10 */ op(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0xffff_ff00),
+        /* 11 */ op(BPF_JMP | BPF_JEQ | BPF_K, 0, 11, tap),
+        // `tap`: the digits from byte 3.
+        /* 12 */
+        op(BPF_LDX | BPF_W | BPF_IMM, 0, 0, 3),
+        /* 13 */ op(BPF_LD | BPF_B | BPF_IND, 0, 0, 36),
+        /* 14 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 8, zero),
+        /* 15 */ op(BPF_JMP | BPF_JGT | BPF_K, 7, 0, nine),
+        /* 16 */ op(BPF_LD | BPF_B | BPF_IND, 0, 0, 37),
+        /* 17 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 5, zero),
+        /* 18 */ op(BPF_JMP | BPF_JGT | BPF_K, 4, 0, nine),
+        /* 19 */ op(BPF_LD | BPF_B | BPF_IND, 0, 0, 38),
+        /* 20 */ op(BPF_JMP | BPF_JGE | BPF_K, 0, 2, zero),
+        /* 21 */ op(BPF_JMP | BPF_JGT | BPF_K, 1, 0, nine),
+        /* 22: DROP */ op(BPF_RET | BPF_K, 0, 0, 0),
+        /* 23: ACCEPT */ op(BPF_RET | BPF_K, 0, 0, u32::MAX),
     ]
+}
+
+/// Whether `name` is a port a runtime made for a guest, which
+/// [`appeared_filter`] keeps from netd: `veth` or `tap` and three digits.
+fn made_for_a_guest(name: &str) -> bool {
+    name.strip_prefix("veth")
+        .or_else(|| name.strip_prefix("tap"))
+        .is_some_and(|rest| rest.len() >= 3 && rest.as_bytes()[..3].iter().all(u8::is_ascii_digit))
 }
 
 /// Watches the kernel's link events until the process ends, and calls
@@ -572,10 +619,13 @@ pub async fn watch_links(nl: Rtnl, files: NetworkFiles) {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m))
             if m.header.change_mask.bits() == APPEARED =>
         {
-            m.attributes.into_iter().find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })
+            m.attributes
+                .into_iter()
+                .find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n),
+                    _ => None,
+                })
+                .filter(|n| !made_for_a_guest(n))
         }
         _ => None,
     };
@@ -605,6 +655,77 @@ pub async fn watch_links(nl: Rtnl, files: NetworkFiles) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link message as the kernel sends it to the link group: the
+    /// headers, the name first, then another attribute.
+    fn link_message(kind: u16, change: u32, first: u16, name: &str) -> Vec<u8> {
+        let mut attr = Vec::new();
+        let name_len = name.len() + 1;
+        attr.extend_from_slice(&((4 + name_len) as u16).to_ne_bytes());
+        attr.extend_from_slice(&first.to_ne_bytes());
+        attr.extend_from_slice(name.as_bytes());
+        attr.resize(4 + name_len.div_ceil(4) * 4, 0);
+        // IFLA_MTU 1500.
+        attr.extend_from_slice(&8u16.to_ne_bytes());
+        attr.extend_from_slice(&4u16.to_ne_bytes());
+        attr.extend_from_slice(&1500u32.to_ne_bytes());
+        let mut m = Vec::new();
+        m.extend_from_slice(&((32 + attr.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        // ifinfomsg: family, pad, type, index, flags, change.
+        m.extend_from_slice(&[0; 12]);
+        m.extend_from_slice(&change.to_ne_bytes());
+        m.extend_from_slice(&attr);
+        m
+    }
+
+    /// The link-event filter, run by the kernel on a datagram socket.
+    #[test]
+    fn only_links_that_appear_and_are_not_guest_ports_pass_the_filter() {
+        use std::os::unix::net::UnixDatagram;
+        let (tx, rx) = UnixDatagram::pair().unwrap();
+        crate::sys::attach_filter(&rx, &appeared_filter()).unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let new = libc::RTM_NEWLINK;
+        let cases: &[(u16, u32, u16, &str, bool)] = &[
+            (new, APPEARED, 3, "eno1", true),
+            (new, APPEARED, 3, "vmbr0", true),
+            (new, APPEARED, 3, "tap0", true),
+            (new, APPEARED, 3, "veth0", true),
+            (new, APPEARED, 3, "veth12", true),
+            (new, APPEARED, 3, "vethx100", true),
+            (new, APPEARED, 3, "veth100i0", false),
+            (new, APPEARED, 3, "veth999999i3", false),
+            (new, APPEARED, 3, "tap100i0", false),
+            (new, APPEARED, 3, "tap4242i1", false),
+            // The name not first: let through.
+            (new, APPEARED, 4, "veth100i0", true),
+            // A change to a link that exists, a link going away.
+            (new, 1, 3, "eno1", false),
+            (libc::RTM_DELLINK, APPEARED, 3, "eno1", false),
+        ];
+        for (i, (kind, change, first, name, _)) in cases.iter().enumerate() {
+            // The index in the message's sequence field, to tell them apart.
+            let mut m = link_message(*kind, *change, *first, name);
+            m[8..12].copy_from_slice(&(i as u32).to_ne_bytes());
+            tx.send(&m).unwrap();
+        }
+        let mut passed = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = rx.recv(&mut buf) {
+            assert!(n >= 12);
+            passed.push(u32::from_ne_bytes(buf[8..12].try_into().unwrap()) as usize);
+        }
+        let expected: Vec<usize> = (0..cases.len()).filter(|&i| cases[i].4).collect();
+        let names = |v: &[usize]| v.iter().map(|&i| cases[i].3).collect::<Vec<_>>();
+        assert_eq!(names(&passed), names(&expected));
+        for (_, _, first, name, pass) in cases {
+            if *first == 3 && name.starts_with(['v', 't']) {
+                assert_eq!(made_for_a_guest(name), !pass, "{name}");
+            }
+        }
+    }
 
     #[test]
     fn staging_validates_and_writes_interfaces_new() {

@@ -626,16 +626,48 @@ fn a_port_made_again_is_put_back_by_the_link_watch() {
     node.ip(&[
         "link", "add", "p1", "type", "veth", "peer", "name", "p1peer",
     ]);
+    // Named like a container's port: the runtime's to attach, never the
+    // watch's, even where the file names it.
+    node.ip(&[
+        "link",
+        "add",
+        "veth900i0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "g1peer",
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let files = NetworkFiles::new(dir.path().join("interfaces"));
-    let text = "iface p1 inet manual\n\nauto vmbr1\niface vmbr1 inet manual\n\tbridge-ports p1\n\tbridge-stp off\n\tbridge-fd 0\n";
+    let text = "iface p1 inet manual\n\niface veth900i0 inet manual\n\nauto vmbr1\niface vmbr1 inet manual\n\tbridge-ports p1 veth900i0\n\tbridge-stp off\n\tbridge-fd 0\n";
     std::fs::write(&files.current, text).unwrap();
     node.apply(text).unwrap();
     assert_eq!(node.link("p1").unwrap()["master"], "vmbr1");
+    assert_eq!(node.link("veth900i0").unwrap()["master"], "vmbr1");
     let name = node.name.clone();
-    let back = node.with_rtnl(async |nl| {
+    let (back, guest_port) = node.with_rtnl(async |nl| {
         let watch = tokio::spawn(staged::watch_links(nl.clone(), files.clone()));
         tokio::time::sleep(Duration::from_millis(300)).await;
+        // The guest's port made again: left alone, past the watch's
+        // 200 ms of settling (p1's return below applies the whole file,
+        // which would put it back too).
+        run(Command::new("ip").args(["-n", &name, "link", "del", "veth900i0"]));
+        run(Command::new("ip").args([
+            "-n",
+            &name,
+            "link",
+            "add",
+            "veth900i0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "g1peer",
+        ]));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let out = run(Command::new("ip").args(["-n", &name, "-j", "link", "show", "veth900i0"]));
+        let guest_port: Value = serde_json::from_str(&out).unwrap();
         run(Command::new("ip").args(["-n", &name, "link", "del", "p1"]));
         run(Command::new("ip").args([
             "-n", &name, "link", "add", "p1", "type", "veth", "peer", "name", "p1peer",
@@ -665,7 +697,7 @@ fn a_port_made_again_is_put_back_by_the_link_watch() {
         }
         tokio::time::sleep(Duration::from_millis(600)).await;
         watch.abort();
-        back
+        (back, guest_port)
     });
     assert!(
         back,
@@ -673,6 +705,10 @@ fn a_port_made_again_is_put_back_by_the_link_watch() {
         node.link("p1")
     );
     assert!(node.link("other0").unwrap().get("master").is_none());
+    assert!(
+        guest_port[0].get("master").is_none(),
+        "a guest's port was acted on: {guest_port}"
+    );
     assert!(
         node.link("p1").unwrap().get("master").is_none(),
         "a change to an existing link was acted on: {:?}",

@@ -98,8 +98,21 @@ impl BenchAppliance {
     /// instead of failing on a non-zero exit.
     pub fn run_status(&mut self, script: &str, timeout: Duration) -> Result<(UnitExit, String)> {
         let before = self.vm.serial().len();
+        let from = self.vm.serial_bytes();
         let unit = self.start(script)?;
-        let e = match self.vm.wait_unit_stopped(&unit, timeout) {
+        // Init says on the console when a unit ends ("[ ok ] NAME (pid N)
+        // exited with status 0"): watched there first, since asking init
+        // over the test channel every half second, as the wait below
+        // does, would wake the appliance in the middle of what a
+        // benchmark measures. The wait then confirms it in one question.
+        let started = std::time::Instant::now();
+        self.vm
+            .wait_for_serial_from(from, &format!(" {unit} (pid "), timeout)?;
+        let left = timeout.saturating_sub(started.elapsed());
+        let e = match self
+            .vm
+            .wait_unit_stopped(&unit, left.max(Duration::from_secs(30)))
+        {
             Ok(e) => e,
             Err(e) => {
                 // The appliance may be gone (QEMU exits on a kernel panic):

@@ -484,6 +484,43 @@ impl Appliance {
         }
     }
 
+    /// The serial console's length in bytes (an offset for
+    /// [`Appliance::wait_for_serial_from`]).
+    pub fn serial_bytes(&self) -> u64 {
+        std::fs::metadata(self.serial_path()).map_or(0, |m| m.len())
+    }
+
+    /// Waits until the serial console, from byte `from` on, contains
+    /// `marker`, reading only what has come since the last look. False
+    /// when `timeout` passes or QEMU exits first: the caller finds out
+    /// why by its own means.
+    pub fn wait_for_serial_from(
+        &mut self,
+        from: u64,
+        marker: &str,
+        timeout: Duration,
+    ) -> Result<bool> {
+        use std::io::{Read, Seek, SeekFrom};
+        let end = Instant::now() + timeout;
+        let mut file = std::fs::File::open(self.serial_path()).context("opening the console")?;
+        file.seek(SeekFrom::Start(from))?;
+        let mut seen: Vec<u8> = Vec::new();
+        loop {
+            file.read_to_end(&mut seen)?;
+            if seen.windows(marker.len()).any(|w| w == marker.as_bytes()) {
+                return Ok(true);
+            }
+            // Only a marker's length of what was read can still be the
+            // start of a match.
+            let keep = seen.len().saturating_sub(marker.len());
+            seen.drain(..keep);
+            if self.try_exit()?.is_some() || Instant::now() > end {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn try_exit(&mut self) -> Result<Option<ExitStatus>> {
         if let Some(st) = self.exit {
             return Ok(Some(st));

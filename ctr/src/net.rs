@@ -1,6 +1,8 @@
 //! A container's network links: one veth pair per `net[n]`. The host end,
 //! `veth<vmid>i<n>`, joins the configured bridge with the bridge's MTU
-//! and, on a VLAN-aware bridge, the `tag` as its untagged PVID; the other
+//! and, on a VLAN-aware bridge, the `tag` as its untagged PVID (on a
+//! bridge without VLAN filtering, a tagged port joins the bridge's VLAN
+//! bridge `<bridge>v<tag>` instead, as under Proxmox); the other
 //! end is created directly in the container's network namespace under its
 //! configured name (`eth0`) and MAC address. The guest's own network
 //! configuration brings it up.
@@ -159,10 +161,24 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         mac,
         netns_pid: pid,
     };
-    let spec = PortSpec {
+    let mut spec = PortSpec {
         tag: net.tag,
         trunks: Vec::new(),
         mtu: net.mtu,
+    };
+    // A tag on a bridge without VLAN filtering: the port goes into the
+    // bridge's VLAN bridge (`vmbr0v5`), made here if no guest has yet
+    // (netd::port::vlan_bridge; a rare path, on a runtime of its own).
+    let bridge = match (bridge, net.tag) {
+        (Some(b), Some(_)) if !b.vlan_filtering => {
+            let (b, resolved) =
+                port::blocking(async |nl| port::resolve_vlan_bridge(nl, b, &spec).await)
+                    .map_err(port_err)?;
+            spec = resolved;
+            tracing::debug!("container {vmid}: net{}: VLAN bridge {}", net.index, b.name);
+            Some(b)
+        }
+        (b, _) => b,
     };
     let made = match port::create_veth_pair(nl, &host, &peer, bridge.as_ref(), &spec) {
         // A pair left by a monitor that was killed while its container's

@@ -744,6 +744,25 @@ fn bad_starts_fail_cleanly() {
         before,
         "a failed start changed the guest's files"
     );
+    // A tag on a bridge without VLAN filtering goes to its VLAN bridge
+    // (br0v7), whose uplink would be the VLAN link of the bridge's
+    // physical port: br0 has none, which is said, and nothing is made.
+    let mut ct = Ct::new(
+        935,
+        &template,
+        &conf("t", "net0: name=eth0,bridge=br0,tag=7,ip=dhcp,type=veth\n"),
+        "",
+        "",
+    );
+    ct.start(Some(&net), 10);
+    let (status, log) = ct.wait_exit(20);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("VLAN 7 on bridge 'br0', which is not VLAN-aware, needs a physical port"),
+        "{log}"
+    );
+    assert!(!net.links().contains("br0v7"), "{}", net.links());
+    ct.assert_nothing_left(Some(&net));
     // No init in the root.
     let mut ct = Ct::new(932, &template, &conf("y", ""), "", "");
     fs::remove_file(ct.rootfs().join("sbin/init")).unwrap();

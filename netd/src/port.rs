@@ -7,8 +7,13 @@
 //!   `tag=N`, VLAN N is the PVID and leaves untagged and nothing else is
 //!   allowed (the kernel's default VLAN 1 is removed); without a tag, VLAN 1
 //!   is the untagged PVID. `trunks=` adds tagged VLANs on top.
-//! - On a bridge without VLAN filtering a tag or trunks are refused rather
-//!   than ignored: the guest would otherwise land in the untagged network.
+//! - On a bridge without VLAN filtering, a tag puts the port into the
+//!   bridge's VLAN bridge `<bridge>v<tag>` instead, as Proxmox does: a
+//!   bridge of its own for that VLAN whose uplink is the VLAN link
+//!   `<port>.<tag>` of each physical port of the bridge (`eth…`, `en…`,
+//!   `bond…`), made when the first guest asks for it and left in place
+//!   (see [`vlan_bridge`]). Trunks are refused there rather than ignored:
+//!   only a VLAN-aware bridge can pass several VLANs to one port.
 //!
 //! The same call serves `apid` (VM taps) and `ctr` (container veths);
 //! calling it again on an attached port converges to the same state.
@@ -16,7 +21,7 @@
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::LinkMessage;
 use rtnetlink::packet_route::link::{
-    BridgeVlanInfoFlags, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkExtentMask,
+    BridgeVlanInfoFlags, InfoData, InfoKind, InfoVeth, InfoVlan, LinkAttribute, LinkExtentMask,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{LinkBridgeVlan, LinkMessageBuilder, LinkUnspec};
@@ -46,8 +51,24 @@ pub enum PortError {
     BadVlan(u16),
     #[error("trunks: '{0}' is not a list of VLAN IDs or ranges like 10;20-30")]
     BadTrunks(String),
-    #[error("VLAN tags and trunks need a VLAN-aware bridge; '{0}' is not one (set bridge-vlan-aware yes)")]
+    #[error("trunks need a VLAN-aware bridge; '{0}' is not one (set bridge-vlan-aware yes)")]
     NotVlanAware(String),
+    #[error("VLAN {tag} on bridge '{bridge}', which is not VLAN-aware, needs a physical port (eth*, en*, bond*) in it to carry the VLAN; it has none (or set bridge-vlan-aware yes)")]
+    NoUplink { bridge: String, tag: u16 },
+    #[error("the VLAN bridge for VLAN {tag} of '{bridge}' would be named '{name}', longer than the kernel's 15 characters")]
+    NameTooLong {
+        bridge: String,
+        tag: u16,
+        name: String,
+    },
+    #[error("'{0}' exists and is not a bridge: it cannot be the VLAN bridge")]
+    NotAVlanBridge(String),
+    #[error("'{link}' is already a port of '{other}', not of the VLAN bridge '{bridge}'")]
+    UplinkTaken {
+        link: String,
+        other: String,
+        bridge: String,
+    },
     #[error("mtu {mtu} is larger than the MTU {bridge_mtu} of bridge '{bridge}'")]
     MtuTooLarge {
         mtu: u32,
@@ -133,7 +154,12 @@ pub fn check(spec: &PortSpec, bridge: &Link) -> Result<(), PortError> {
         check_vid(a)?;
         check_vid(z)?;
     }
-    if (spec.tag.is_some() || !spec.trunks.is_empty()) && !bridge.vlan_filtering {
+    if !spec.trunks.is_empty() && !bridge.vlan_filtering {
+        return Err(PortError::NotVlanAware(bridge.name.clone()));
+    }
+    if spec.tag.is_some() && !bridge.vlan_filtering {
+        // The caller puts the port into the VLAN bridge instead
+        // ([`resolve_vlan_bridge`]); a tag left here would be lost.
         return Err(PortError::NotVlanAware(bridge.name.clone()));
     }
     if let (Some(mtu), Some(bridge_mtu)) = (spec.mtu, bridge.mtu) {
@@ -154,6 +180,8 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
         .link(bridge)
         .await?
         .ok_or_else(|| PortError::NoBridge(bridge.to_string()))?;
+    let (bridge_link, spec) = resolve_vlan_bridge(nl, bridge_link, spec).await?;
+    let spec = &spec;
     check(spec, &bridge_link)?;
     let port_link = nl.require_link(port).await?;
     let h = nl.handle();
@@ -211,6 +239,169 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
     }
     nl.set_up(&port_link).await?;
     Ok(())
+}
+
+/// The bridge and spec a port really goes to: for a tag on a bridge
+/// without VLAN filtering (and no trunks, which [`check`] refuses there),
+/// the VLAN bridge of that tag ([`vlan_bridge`]) with the tag taken off,
+/// since the VLAN bridge's uplink carries it; otherwise both unchanged.
+pub async fn resolve_vlan_bridge(
+    nl: &Rtnl,
+    bridge: Link,
+    spec: &PortSpec,
+) -> Result<(Link, PortSpec), PortError> {
+    match spec.tag {
+        Some(tag) if bridge.is_bridge && !bridge.vlan_filtering && spec.trunks.is_empty() => {
+            let vlan = vlan_bridge(nl, &bridge, tag).await?;
+            let spec = PortSpec {
+                tag: None,
+                ..spec.clone()
+            };
+            Ok((vlan, spec))
+        }
+        _ => Ok((bridge, spec.clone())),
+    }
+}
+
+/// The name of the VLAN bridge for `tag` on `bridge` (`vmbr0v5`).
+pub fn vlan_bridge_name(bridge: &str, tag: u16) -> String {
+    format!("{bridge}v{tag}")
+}
+
+/// Whether `name` is a port that can carry a bridge's VLANs out of the
+/// host, by Proxmox's rule: `eth<n>`, `bond<n>` or `en…`, or a VLAN of
+/// one (`eno1.100`).
+pub fn is_uplink_name(name: &str) -> bool {
+    let (base, vlan) = match name.split_once('.') {
+        Some((b, v)) => (b, Some(v)),
+        None => (name, None),
+    };
+    if vlan.is_some_and(|v| v.is_empty() || !v.bytes().all(|c| c.is_ascii_digit())) {
+        return false;
+    }
+    let numbered = |prefix: &str| {
+        base.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+    };
+    numbered("eth") || numbered("bond") || base.strip_prefix("en").is_some_and(|r| !r.is_empty())
+}
+
+/// Makes sure the VLAN bridge `<bridge>v<tag>` of a bridge without VLAN
+/// filtering is there and up, with the VLAN link `<port>.<tag>` of each
+/// of the bridge's uplinks ([`is_uplink_name`]) up and in it, and returns
+/// it: Proxmox's way of putting a tagged guest on such a bridge. What
+/// exists already is used as it is (another guest on the same VLAN made
+/// it, or one started at the same moment: a link that appeared between
+/// the look and the request is taken). Nothing is taken down when the
+/// last guest leaves, as under Proxmox. The new links get no IPv6
+/// addresses of their own: the host has no business on a guest VLAN.
+/// They are not marked as netd's, so an apply of the interfaces file
+/// leaves them alone.
+pub async fn vlan_bridge(nl: &Rtnl, bridge: &Link, tag: u16) -> Result<Link, PortError> {
+    check_vid(tag)?;
+    let name = vlan_bridge_name(&bridge.name, tag);
+    let too_long = |name: &str| {
+        (name.len() > 15).then(|| PortError::NameTooLong {
+            bridge: bridge.name.clone(),
+            tag,
+            name: name.to_string(),
+        })
+    };
+    if let Some(e) = too_long(&name) {
+        return Err(e);
+    }
+    let all: Vec<Link> = nl
+        .handle()
+        .link()
+        .get()
+        .execute()
+        .map_ok(|m| Link::from_message(&m))
+        .try_collect()
+        .await
+        .map_err(|source| PortError::Request {
+            op: "list links".into(),
+            source,
+        })?;
+    let uplinks: Vec<&Link> = all
+        .iter()
+        .filter(|l| l.controller == Some(bridge.index) && is_uplink_name(&l.name))
+        .collect();
+    if uplinks.is_empty() {
+        return Err(PortError::NoUplink {
+            bridge: bridge.name.clone(),
+            tag,
+        });
+    }
+    let request = |op: String| move |source| PortError::Request { op, source };
+    let exists = |e: &rtnetlink::Error| crate::rtnl::errno_of(e) == Some(libc::EEXIST);
+    let vlan_bridge = match all.iter().find(|l| l.name == name) {
+        Some(l) => l.clone(),
+        None => {
+            if let Err(e) = nl.create_bridge(&name, None).await {
+                match &e {
+                    RtnlError::Request { source, .. } if exists(source) => {}
+                    _ => return Err(e.into()),
+                }
+            }
+            disable_ipv6(&name);
+            nl.require_link(&name).await?
+        }
+    };
+    if !vlan_bridge.is_bridge {
+        return Err(PortError::NotAVlanBridge(name));
+    }
+    for uplink in uplinks {
+        let vname = format!("{}.{tag}", uplink.name);
+        if let Some(e) = too_long(&vname) {
+            return Err(e);
+        }
+        let vlan = match all.iter().find(|l| l.name == vname) {
+            Some(l) => l.clone(),
+            None => {
+                let msg = LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(InfoKind::Vlan)
+                    .name(vname.clone())
+                    .link(uplink.index)
+                    .set_info_data(InfoData::Vlan(vec![InfoVlan::Id(tag)]))
+                    .build();
+                if let Err(e) = nl.handle().link().add(msg).execute().await {
+                    if !exists(&e) {
+                        return Err(request(format!("create the VLAN link {vname}"))(e));
+                    }
+                }
+                disable_ipv6(&vname);
+                nl.require_link(&vname).await?
+            }
+        };
+        match vlan.controller {
+            Some(c) if c == vlan_bridge.index => {}
+            Some(c) => {
+                let other = all
+                    .iter()
+                    .find(|l| l.index == c)
+                    .map_or_else(|| c.to_string(), |l| l.name.clone());
+                return Err(PortError::UplinkTaken {
+                    link: vname,
+                    other,
+                    bridge: name,
+                });
+            }
+            None => nl.set_controller(&vlan, &vlan_bridge).await?,
+        }
+        if !vlan.up {
+            nl.set_up(&vlan).await?;
+        }
+    }
+    if !vlan_bridge.up {
+        nl.set_up(&vlan_bridge).await?;
+    }
+    // Looked up again: its MTU follows the uplink it just got.
+    Ok(nl.require_link(&name).await?)
+}
+
+/// Turns IPv6 off on a link netd made for guests' traffic only (best
+/// effort: a kernel without IPv6 has no such switch).
+fn disable_ipv6(name: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
 }
 
 /// A container's end of a veth pair: its name inside the container, MAC,
@@ -435,5 +626,31 @@ mod tests {
             check(&zero, &bridge(true)),
             Err(PortError::BadVlan(0))
         ));
+    }
+
+    #[test]
+    fn uplinks_are_named_as_proxmox_finds_them() {
+        for name in [
+            "eth0", "eth12", "bond0", "eno1", "enp3s0f1", "ens18", "eno1.100",
+        ] {
+            assert!(is_uplink_name(name), "{name}");
+        }
+        for name in [
+            "veth100i0",
+            "tap100i0",
+            "vmbr0",
+            "eth",
+            "ethx",
+            "bond",
+            "en",
+            "eno1.",
+            "eno1.x",
+            "lo",
+            "fwpr100p0",
+            "dummy0",
+        ] {
+            assert!(!is_uplink_name(name), "{name}");
+        }
+        assert_eq!(vlan_bridge_name("vmbr0", 5), "vmbr0v5");
     }
 }

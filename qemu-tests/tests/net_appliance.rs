@@ -14,7 +14,11 @@
 //!   address only on its own VLAN 50 link;
 //! - **VLAN-aware bridge**: three containers (`ctr`, busybox) on one
 //!   VLAN-aware bridge, two with `tag=10` and one with `tag=20`, all in
-//!   one IPv4 subnet: the same tag pings, the other tag does not.
+//!   one IPv4 subnet: the same tag pings, the other tag does not;
+//! - **VLAN bridge**: a container with `tag=60` on `vmbr2`, a bridge
+//!   without VLAN filtering whose port `eth7` leads to the peer, gets
+//!   Proxmox's `vmbr2v60` with the VLAN link `eth7.60` as its uplink and
+//!   reaches a peer that has the address only on its VLAN 60 link.
 //!
 //! The peer side of the bond and VLAN links lives in a network namespace
 //! of the appliance, joined by veth pairs. `busybox` (for `ping` and the
@@ -107,13 +111,16 @@ ip netns add peer
 ip link add bnd0a type veth peer name pa netns peer
 ip link add bnd0b type veth peer name pb netns peer
 ip link add up1 type veth peer name pq netns peer
+ip link add eth7 type veth peer name pr netns peer
 ip -n peer link add pbr type bridge
 ip -n peer link set pa master pbr
 ip -n peer link set pb master pbr
 ip -n peer addr add 10.9.0.2/24 dev pbr
 ip -n peer link add link pq name pq.50 type vlan id 50
 ip -n peer addr add 10.50.0.2/24 dev pq.50
-for l in lo pa pb pq pbr pq.50; do ip -n peer link set $l up; done
+ip -n peer link add link pr name pr.60 type vlan id 60
+ip -n peer addr add 10.60.0.2/24 dev pr.60
+for l in lo pa pb pq pbr pq.50 pr pr.60; do ip -n peer link set $l up; done
 ip link set up1 up
 [ -e /sys/class/net/bond0 ] && say stray-bond0=present || say stray-bond0=absent
 cp /run/nt/base $IF.new
@@ -137,6 +144,14 @@ iface vmbr1 inet manual
 	bridge-fd 0
 	bridge-vlan-aware yes
 	bridge-vids 2-4094
+
+iface eth7 inet manual
+
+auto vmbr2
+iface vmbr2 inet manual
+	bridge-ports eth7
+	bridge-stp off
+	bridge-fd 0
 EOF
 $NETD interfaces apply --interfaces $IF > /run/nt/lab-ops 2>&1 || { say lab-apply-failed; cat /run/nt/lab-ops > /dev/console; exit 1; }
 say lab-ops=$(wc -l < /run/nt/lab-ops)
@@ -175,6 +190,12 @@ if [ -f /etc/ping-same ]; then
   echo "CT other-tag=$ok"
   exit 0
 fi
+if [ -f /etc/ping-vlan ]; then
+  ok=no; i=0
+  while [ $i -lt 30 ]; do ping -c 1 -W 2 $(cat /etc/ping-vlan) >/dev/null 2>&1 && { ok=yes; break; }; i=$((i+1)); done
+  echo "CT legacy-vlan=$ok"
+  exit 0
+fi
 exec sleep 100000
 "#;
 
@@ -198,8 +219,21 @@ for id in 310 311 312; do
 done
 echo 10.10.0.11 > /run/nt/ct/root-310/etc/ping-same
 echo 10.10.0.12 > /run/nt/ct/root-310/etc/ping-other
-chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-312
+cp -a $R /run/nt/ct/root-313
+printf 'arch: amd64\nhostname: legacy\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/313\nnet0: name=eth0,bridge=vmbr2,tag=60,ip=10.60.0.13/24,hwaddr=BC:24:11:00:03:13\n' > /run/nt/ct/313.conf
+echo 10.60.0.2 > /run/nt/ct/root-313/etc/ping-vlan
+chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-312 /run/nt/ct/root-313
 say containers-ready
+"#;
+
+/// What the VLAN bridge case left: container 313's console, the ports of
+/// `vmbr2v60` (the container's veth is gone with it), the VLAN link's ID,
+/// and that `eth7` stayed in `vmbr2`.
+const LEGACY_SHOW: &str = r#"
+sed 's/^/CONSOLE-313 /' /run/nt/ct/313.console > /dev/console
+say legacy-ports=$(ls /sys/class/net/vmbr2v60/brif | tr '\n' ' ' | sed 's/ $//')
+say legacy-vlan-id=$(ip -d -o link show eth7.60 | grep -o 'vlan protocol 802.1Q id [0-9]*' | awk '{print $5}')
+say legacy-uplink-master=$(basename $(readlink /sys/class/net/eth7/master))
 "#;
 
 fn start_ct(vmid: u32) -> String {
@@ -335,5 +369,26 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
             "no",
             "a container reaches one with another tag"
         );
+
+        // A tag on a bridge without VLAN filtering: Proxmox's VLAN bridge.
+        vm.run_unit("ct-313", &["/bin/sh", "-c", &start_ct(313)])
+            .unwrap();
+        let end = vm.wait_unit_stopped("ct-313", STEP).unwrap();
+        sh(vm, "net-legacy-show", LEGACY_SHOW);
+        let s = vm.serial();
+        let legacy = s
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-313 CT "))
+            .find_map(|l| l.strip_prefix("legacy-vlan="))
+            .unwrap_or("<missing>")
+            .to_string();
+        assert_eq!(end.code, Some(0), "ctr start 313: {}", end.how);
+        assert_eq!(
+            legacy, "yes",
+            "a container tagged 60 on vmbr2 reaches the peer's VLAN 60"
+        );
+        assert_eq!(result(&s, "legacy-ports"), "eth7.60");
+        assert_eq!(result(&s, "legacy-vlan-id"), "60");
+        assert_eq!(result(&s, "legacy-uplink-master"), "vmbr2");
     });
 }

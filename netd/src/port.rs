@@ -3,10 +3,13 @@
 //!
 //! - The port takes the bridge's MTU (or the guest's `mtu=` if smaller
 //!   or equal; a port larger than its bridge would drop frames).
-//! - On a VLAN-aware bridge the port's VLAN list is set exactly: with
-//!   `tag=N`, VLAN N is the PVID and leaves untagged and nothing else is
-//!   allowed (the kernel's default VLAN 1 is removed); without a tag, VLAN 1
-//!   is the untagged PVID. `trunks=` adds tagged VLANs on top.
+//! - On a VLAN-aware bridge the port's VLAN list is set exactly, as
+//!   Proxmox VE sets it: with `tag=N`, VLAN N is the PVID and leaves
+//!   untagged; without a tag, VLAN 1 is the untagged PVID. `trunks=` adds
+//!   those VLANs tagged; a port with neither tag nor trunks carries every
+//!   other VLAN (2-4094) tagged, so that a guest doing its own tagging
+//!   reaches them all. The kernel's default VLAN 1 goes where it is not
+//!   wanted.
 //! - On a bridge without VLAN filtering, a tag puts the port into the
 //!   bridge's VLAN bridge `<bridge>v<tag>` instead, as Proxmox does: a
 //!   bridge of its own for that VLAN whose uplink is the VLAN link
@@ -126,11 +129,19 @@ fn check_vid(v: u16) -> Result<(), PortError> {
 }
 
 /// The VLAN entries a port of a VLAN-aware bridge should carry, as
-/// `(vid, pvid_untagged)`.
+/// `(vid, pvid_untagged)`: the access VLAN (the tag, or 1), the trunks,
+/// and, for a port with neither, every VLAN from 2 to 4094 (Proxmox VE's
+/// rule for an untagged guest port).
 pub fn wanted_vlans(spec: &PortSpec) -> Vec<(u16, bool)> {
     let access = spec.tag.unwrap_or(1);
     let mut out = vec![(access, true)];
-    for &(a, z) in &spec.trunks {
+    let all = [(2, 4094)];
+    let trunks: &[(u16, u16)] = if spec.tag.is_none() && spec.trunks.is_empty() {
+        &all
+    } else {
+        &spec.trunks
+    };
+    for &(a, z) in trunks {
         for v in a..=z {
             if v != access {
                 out.push((v, false));
@@ -199,42 +210,52 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
         nl.set_controller(&port_link, &bridge_link).await?;
     }
     if bridge_link.vlan_filtering {
-        let have = port_vlans(nl, port_link.index).await?;
+        use std::collections::BTreeSet;
+        let have: BTreeSet<(u16, bool)> =
+            port_vlans(nl, port_link.index).await?.into_iter().collect();
         let want = wanted_vlans(spec);
+        let wanted_ids: BTreeSet<u16> = want.iter().map(|&(v, _)| v).collect();
         let stale: Vec<u16> = have
             .iter()
             .map(|&(v, _)| v)
-            .filter(|v| !want.iter().any(|(w, _)| w == v))
+            .filter(|v| !wanted_ids.contains(v))
             .collect();
-        for (vid, access) in want.iter().copied() {
-            if have.contains(&(vid, access)) {
-                continue;
-            }
-            let flags = if access {
-                BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged
-            } else {
-                BridgeVlanInfoFlags::empty()
-            };
+        // The access VLAN alone (the kernel takes no PVID on a range),
+        // then the tagged ones in ranges: one request for 2-4094.
+        let missing: Vec<(u16, bool)> =
+            want.iter().copied().filter(|w| !have.contains(w)).collect();
+        if let Some(&(vid, _)) = missing.iter().find(|(_, access)| *access) {
             h.link()
                 .set(
                     LinkBridgeVlan::new(port_link.index)
-                        .vlan(vid, flags)
+                        .vlan(
+                            vid,
+                            BridgeVlanInfoFlags::Pvid | BridgeVlanInfoFlags::Untagged,
+                        )
                         .build(),
                 )
                 .execute()
                 .await
                 .map_err(request(format!("add VLAN {vid} to {port}")))?;
         }
-        for vid in stale {
+        let tagged: Vec<u16> = missing
+            .iter()
+            .filter(|(_, access)| !access)
+            .map(|&(v, _)| v)
+            .collect();
+        if !tagged.is_empty() {
             h.link()
-                .del_with_message(
-                    LinkBridgeVlan::new(port_link.index)
-                        .vlan(vid, BridgeVlanInfoFlags::empty())
-                        .build(),
-                )
+                .set(vlan_ranges(port_link.index, &tagged))
                 .execute()
                 .await
-                .map_err(request(format!("remove VLAN {vid} from {port}")))?;
+                .map_err(request(format!("add VLANs to {port}")))?;
+        }
+        if !stale.is_empty() {
+            h.link()
+                .del_with_message(vlan_ranges(port_link.index, &stale))
+                .execute()
+                .await
+                .map_err(request(format!("remove VLANs from {port}")))?;
         }
     }
     nl.set_up(&port_link).await?;
@@ -350,6 +371,20 @@ pub async fn vlan_bridge(nl: &Rtnl, bridge: &Link, tag: u16) -> Result<Link, Por
     if !vlan_bridge.is_bridge {
         return Err(PortError::NotAVlanBridge(name));
     }
+    // The parent's MTU and its bridge settings, as Proxmox copies them.
+    if let Some(mtu) = bridge.mtu.filter(|&m| vlan_bridge.mtu != Some(m)) {
+        nl.handle()
+            .link()
+            .change(
+                LinkUnspec::new_with_index(vlan_bridge.index)
+                    .mtu(mtu)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(request(format!("set the MTU of {name} to {mtu}")))?;
+    }
+    copy_bridge_settings(&bridge.name, &name);
     for uplink in uplinks {
         let vname = format!("{}.{tag}", uplink.name);
         if let Some(e) = too_long(&vname) {
@@ -394,8 +429,41 @@ pub async fn vlan_bridge(nl: &Rtnl, bridge: &Link, tag: u16) -> Result<Link, Por
     if !vlan_bridge.up {
         nl.set_up(&vlan_bridge).await?;
     }
-    // Looked up again: its MTU follows the uplink it just got.
+    // Looked up again, with the state and MTU it has now.
     Ok(nl.require_link(&name).await?)
+}
+
+/// Copies the bridge settings Proxmox copies to a VLAN bridge (ageing,
+/// STP and its timers, multicast snooping and querier) from `from` to
+/// `to` through sysfs, where they differ. Best effort: a setting the
+/// kernel refuses is logged and the port still attached.
+fn copy_bridge_settings(from: &str, to: &str) {
+    const SETTINGS: [&str; 8] = [
+        "ageing_time",
+        "stp_state",
+        "priority",
+        "forward_delay",
+        "hello_time",
+        "max_age",
+        "multicast_snooping",
+        "multicast_querier",
+    ];
+    let read = |bridge: &str, s: &str| {
+        std::fs::read_to_string(format!("/sys/class/net/{bridge}/bridge/{s}"))
+            .map(|v| v.trim().to_string())
+    };
+    for setting in SETTINGS {
+        let Ok(value) = read(from, setting) else {
+            continue;
+        };
+        if read(to, setting).is_ok_and(|v| v == value) {
+            continue;
+        }
+        let path = format!("/sys/class/net/{to}/bridge/{setting}");
+        if let Err(e) = std::fs::write(&path, &value) {
+            tracing::warn!("{to}: {setting} not copied from {from}: {e}");
+        }
+    }
 }
 
 /// Turns IPv6 off on a link netd made for guests' traffic only (best
@@ -522,6 +590,36 @@ pub fn blocking<R, E: From<PortError>>(f: impl AsyncFnOnce(&Rtnl) -> Result<R, E
     })
 }
 
+/// An `AF_BRIDGE` message for port `index` listing `vids` (tagged, no
+/// flags) as ranges of consecutive IDs.
+fn vlan_ranges(index: u32, vids: &[u16]) -> LinkMessage {
+    let mut sorted = vids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut b = LinkBridgeVlan::new(index);
+    let none = BridgeVlanInfoFlags::empty();
+    for (a, z) in runs(&sorted) {
+        b = if a == z {
+            b.vlan(a, none)
+        } else {
+            b.vlan_range_start(a, none).vlan_range_end(z, none)
+        };
+    }
+    b.build()
+}
+
+/// Sorted IDs as runs of consecutive ones, `(first, last)`.
+fn runs(sorted: &[u16]) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &v in sorted {
+        match out.last_mut() {
+            Some((_, z)) if z.checked_add(1) == Some(v) => *z = v,
+            _ => out.push((v, v)),
+        }
+    }
+    out
+}
+
 /// The VLANs of bridge port `index`, as `(vid, pvid_untagged)`, one entry
 /// per VLAN.
 pub async fn port_vlans(nl: &Rtnl, index: u32) -> Result<Vec<(u16, bool)>, PortError> {
@@ -529,7 +627,10 @@ pub async fn port_vlans(nl: &Rtnl, index: u32) -> Result<Vec<(u16, bool)>, PortE
         .handle()
         .link()
         .get()
-        .set_filter_mask(AddressFamily::Bridge, vec![LinkExtentMask::Brvlan])
+        .set_filter_mask(
+            AddressFamily::Bridge,
+            vec![LinkExtentMask::BrvlanCompressed],
+        )
         .execute()
         .try_collect()
         .await
@@ -537,16 +638,27 @@ pub async fn port_vlans(nl: &Rtnl, index: u32) -> Result<Vec<(u16, bool)>, PortE
             op: "list bridge port VLANs".to_string(),
             source,
         })?;
+    // Compressed: a run of VLANs with the same flags comes as its first
+    // and last entry, so a trunk of 4093 VLANs is two entries, not 4093.
     let mut out = Vec::new();
+    let mut begin = None;
     for m in msgs.iter().filter(|m| m.header.index == index) {
         for a in &m.attributes {
             let LinkAttribute::AfSpecBridge(specs) = a else {
                 continue;
             };
             for s in specs {
-                if let rtnetlink::packet_route::link::AfSpecBridge::VlanInfo(v) = s {
-                    let access = v.flags.contains(BridgeVlanInfoFlags::Pvid)
-                        && v.flags.contains(BridgeVlanInfoFlags::Untagged);
+                let rtnetlink::packet_route::link::AfSpecBridge::VlanInfo(v) = s else {
+                    continue;
+                };
+                let access = v.flags.contains(BridgeVlanInfoFlags::Pvid)
+                    && v.flags.contains(BridgeVlanInfoFlags::Untagged);
+                if v.flags.contains(BridgeVlanInfoFlags::RangeBegin) {
+                    begin = Some(v.vid);
+                } else if v.flags.contains(BridgeVlanInfoFlags::RangeEnd) {
+                    let first = begin.take().unwrap_or(v.vid);
+                    out.extend((first..=v.vid).map(|vid| (vid, access)));
+                } else {
                     out.push((v.vid, access));
                 }
             }
@@ -586,7 +698,20 @@ mod tests {
 
     #[test]
     fn vlans_wanted_for_a_tag_and_trunks() {
-        assert_eq!(wanted_vlans(&PortSpec::default()), vec![(1, true)]);
+        // Untagged without trunks: VLAN 1 untagged, every other tagged.
+        let untagged = wanted_vlans(&PortSpec::default());
+        assert_eq!(untagged.len(), 4094);
+        assert_eq!(untagged[0], (1, true));
+        assert!(untagged[1..].iter().all(|&(_, access)| !access));
+        assert_eq!(untagged[4093], (4094, false));
+        // A tag alone: that VLAN only.
+        let tagged = PortSpec {
+            tag: Some(7),
+            ..PortSpec::default()
+        };
+        assert_eq!(wanted_vlans(&tagged), vec![(7, true)]);
+        assert_eq!(runs(&[2, 3, 4, 9, 11, 12]), vec![(2, 4), (9, 9), (11, 12)]);
+        assert_eq!(runs(&[4094]), vec![(4094, 4094)]);
         let spec = PortSpec {
             tag: Some(20),
             trunks: vec![(19, 21), (30, 30)],

@@ -15,6 +15,9 @@
 //! - **VLAN-aware bridge**: three containers (`ctr`, busybox) on one
 //!   VLAN-aware bridge, two with `tag=10` and one with `tag=20`, all in
 //!   one IPv4 subnet: the same tag pings, the other tag does not;
+//! - **untagged port on a VLAN-aware bridge**: a container without a tag
+//!   on the same bridge carries the other VLANs tagged, as under Proxmox:
+//!   its own VLAN 10 link reaches a container with `tag=10`;
 //! - **VLAN bridge**: a container with `tag=60` on `vmbr2`, a bridge
 //!   without VLAN filtering whose port `eth7` leads to the peer, gets
 //!   Proxmox's `vmbr2v60` with the VLAN link `eth7.60` as its uplink and
@@ -190,6 +193,15 @@ if [ -f /etc/ping-same ]; then
   echo "CT other-tag=$ok"
   exit 0
 fi
+if [ -f /etc/ping-trunk ]; then
+  ip link add link eth0 name eth0.10 type vlan id 10 2>/dev/null || vconfig add eth0 10
+  ip addr add 10.10.0.14/24 dev eth0.10
+  ip link set eth0.10 up
+  ok=no; i=0
+  while [ $i -lt 30 ]; do ping -c 1 -W 2 $(cat /etc/ping-trunk) >/dev/null 2>&1 && { ok=yes; break; }; i=$((i+1)); done
+  echo "CT trunk=$ok"
+  exit 0
+fi
 if [ -f /etc/ping-vlan ]; then
   ok=no; i=0
   while [ $i -lt 30 ]; do ping -c 1 -W 2 $(cat /etc/ping-vlan) >/dev/null 2>&1 && { ok=yes; break; }; i=$((i+1)); done
@@ -220,9 +232,13 @@ done
 echo 10.10.0.11 > /run/nt/ct/root-310/etc/ping-same
 echo 10.10.0.12 > /run/nt/ct/root-310/etc/ping-other
 cp -a $R /run/nt/ct/root-313
+cp -a $R /run/nt/ct/root-314
+printf 'arch: amd64\nhostname: trunk\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/314\nnet0: name=eth0,bridge=vmbr1,ip=192.0.2.14/24,hwaddr=BC:24:11:00:03:14\n' > /run/nt/ct/314.conf
+echo 10.10.0.11 > /run/nt/ct/root-314/etc/ping-trunk
 printf 'arch: amd64\nhostname: legacy\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/313\nnet0: name=eth0,bridge=vmbr2,tag=60,ip=10.60.0.13/24,hwaddr=BC:24:11:00:03:13\n' > /run/nt/ct/313.conf
 echo 10.60.0.2 > /run/nt/ct/root-313/etc/ping-vlan
-chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-312 /run/nt/ct/root-313
+chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-312 \
+  /run/nt/ct/root-313 /run/nt/ct/root-314
 say containers-ready
 "#;
 
@@ -368,6 +384,30 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
             ct("other-tag"),
             "no",
             "a container reaches one with another tag"
+        );
+
+        // A port without a tag on the VLAN-aware bridge carries the other
+        // VLANs tagged: the container's own VLAN 10 link reaches 311
+        // (tag=10, still running).
+        vm.run_unit("ct-314", &["/bin/sh", "-c", &start_ct(314)])
+            .unwrap();
+        let end = vm.wait_unit_stopped("ct-314", STEP).unwrap();
+        sh(
+            vm,
+            "net-trunk-show",
+            "sed 's/^/CONSOLE-314 /' /run/nt/ct/314.console > /dev/console",
+        );
+        let s = vm.serial();
+        let trunk = s
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-314 CT "))
+            .find_map(|l| l.strip_prefix("trunk="))
+            .unwrap_or("<missing>")
+            .to_string();
+        assert_eq!(end.code, Some(0), "ctr start 314: {}", end.how);
+        assert_eq!(
+            trunk, "yes",
+            "an untagged port's own VLAN 10 link reaches a container tagged 10"
         );
 
         // A tag on a bridge without VLAN filtering: Proxmox's VLAN bridge.

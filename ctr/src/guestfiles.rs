@@ -357,6 +357,7 @@ mod tests {
             gw6: None,
             mtu: None,
             tag: None,
+            rate: None,
         }
     }
 

@@ -165,6 +165,7 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
         tag: net.tag,
         trunks: Vec::new(),
         mtu: net.mtu,
+        rate: net.rate,
     };
     // A tag on a bridge without VLAN filtering: the port goes into the
     // bridge's VLAN bridge (`vmbr0v5`), made here if no guest has yet

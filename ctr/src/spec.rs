@@ -37,6 +37,8 @@ pub struct NetSpec {
     pub mtu: Option<u32>,
     /// `tag=`: the VLAN of the host end on a VLAN-aware bridge.
     pub tag: Option<u16>,
+    /// `rate=`, in bytes per second each way (`netd::ratelimit`).
+    pub rate: Option<u64>,
 }
 
 impl NetSpec {
@@ -214,6 +216,7 @@ impl ContainerSpec {
                 ip6: net.ip6,
                 gw6: net.gw6,
                 mtu: net.mtu,
+                rate: netd::ratelimit::rate_bytes(net.rate),
                 tag: net.tag,
             });
         }

@@ -25,6 +25,7 @@ pub mod logging;
 pub mod ping;
 pub mod plan;
 pub mod port;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod resolv;
 pub mod rtnl;

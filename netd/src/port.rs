@@ -41,6 +41,9 @@ pub struct PortSpec {
     pub trunks: Vec<(u16, u16)>,
     /// `mtu=`: at most the bridge's MTU; `None` takes the bridge's.
     pub mtu: Option<u32>,
+    /// `rate=`, in bytes per second both ways ([`crate::ratelimit`]);
+    /// `None` for no limit.
+    pub rate: Option<u64>,
 }
 
 /// Why a port could not be attached.
@@ -86,6 +89,8 @@ pub enum PortError {
         #[source]
         source: rtnetlink::Error,
     },
+    #[error("rate limit on {0}: the kernel has no match-all classifier or police action (cls_matchall, act_police) to limit what the guest sends; no limit was set")]
+    NoPolicing(String),
     #[error("cannot start the netlink runtime: {0}")]
     Runtime(#[source] std::io::Error),
 }
@@ -259,6 +264,9 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
         }
     }
     nl.set_up(&port_link).await?;
+    if spec.rate.is_some() {
+        crate::ratelimit::set(nl, &port_link, spec.rate).await?;
+    }
     Ok(())
 }
 
@@ -531,7 +539,12 @@ pub fn join_veth_port(
     nl.set_link(m.build(), format!("put {host} into its bridge and up"))
         .map_err(port_error)?;
     match bridge {
+        // `attach` also sets the rate limit.
         Some(b) if b.vlan_filtering => blocking(async |nl| attach(nl, host, &b.name, spec).await),
+        _ if spec.rate.is_some() => blocking(async |nl| {
+            let port = nl.require_link(host).await?;
+            crate::ratelimit::set(nl, &port, spec.rate).await
+        }),
         _ => Ok(()),
     }
 }
@@ -715,7 +728,7 @@ mod tests {
         let spec = PortSpec {
             tag: Some(20),
             trunks: vec![(19, 21), (30, 30)],
-            mtu: None,
+            ..PortSpec::default()
         };
         assert_eq!(
             wanted_vlans(&spec),

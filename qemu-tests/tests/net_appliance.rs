@@ -18,6 +18,9 @@
 //! - **untagged port on a VLAN-aware bridge**: a container without a tag
 //!   on the same bridge carries the other VLANs tagged, as under Proxmox:
 //!   its own VLAN 10 link reaches a container with `tag=10`;
+//! - **rate limit**: 5 MiB to and from a container with `rate=0.5`
+//!   (0.5 MB/s, a 1 MiB burst: 8 s) take at least 6 s each way; to and
+//!   from one without it on the same bridge, less than half of that;
 //! - **VLAN bridge**: a container with `tag=60` on `vmbr2`, a bridge
 //!   without VLAN filtering whose port `eth7` leads to the peer, gets
 //!   Proxmox's `vmbr2v60` with the VLAN link `eth7.60` as its uplink and
@@ -155,6 +158,13 @@ iface vmbr2 inet manual
 	bridge-ports eth7
 	bridge-stp off
 	bridge-fd 0
+
+auto vmbr3
+iface vmbr3 inet static
+	address 10.70.0.1/24
+	bridge-ports none
+	bridge-stp off
+	bridge-fd 0
 EOF
 $NETD interfaces apply --interfaces $IF > /run/nt/lab-ops 2>&1 || { say lab-apply-failed; cat /run/nt/lab-ops > /dev/console; exit 1; }
 say lab-ops=$(wc -l < /run/nt/lab-ops)
@@ -233,13 +243,53 @@ echo 10.10.0.11 > /run/nt/ct/root-310/etc/ping-same
 echo 10.10.0.12 > /run/nt/ct/root-310/etc/ping-other
 cp -a $R /run/nt/ct/root-313
 cp -a $R /run/nt/ct/root-314
+for id in 315 316; do
+  cp -a $R /run/nt/ct/root-$id
+  rate=; [ $id = 315 ] && rate=,rate=0.5
+  printf 'arch: amd64\nhostname: rate%s\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/%s\nnet0: name=eth0,bridge=vmbr3,ip=10.70.0.%s/24,hwaddr=BC:24:11:00:03:%s%s\n' \
+    $id $id $((id-300)) $((id-300)) "$rate" > /run/nt/ct/$id.conf
+done
 printf 'arch: amd64\nhostname: trunk\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/314\nnet0: name=eth0,bridge=vmbr1,ip=192.0.2.14/24,hwaddr=BC:24:11:00:03:14\n' > /run/nt/ct/314.conf
 echo 10.10.0.11 > /run/nt/ct/root-314/etc/ping-trunk
 printf 'arch: amd64\nhostname: legacy\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/313\nnet0: name=eth0,bridge=vmbr2,tag=60,ip=10.60.0.13/24,hwaddr=BC:24:11:00:03:13\n' > /run/nt/ct/313.conf
 echo 10.60.0.2 > /run/nt/ct/root-313/etc/ping-vlan
 chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-312 \
-  /run/nt/ct/root-313 /run/nt/ct/root-314
+  /run/nt/ct/root-313 /run/nt/ct/root-314 /run/nt/ct/root-315 /run/nt/ct/root-316
 say containers-ready
+"#;
+
+/// 5 MiB to and from containers 315 (`rate=0.5`) and 316 (no limit), each
+/// transfer timed from the sender's start to the receiver's end (busybox
+/// `nc`, whose listener gets a standard input that stays open, since it
+/// stops at the end of its input; the container's side run in its
+/// network namespace); and the limited port's qdiscs.
+const RATE: &str = r#"
+up() { cut -d' ' -f1 /proc/uptime; }
+pid() { i=0; while [ $i -lt 30 ]; do p=$($CTR ctl /run/nt/ct/$1.sock info 2>/dev/null | grep -o '"pid":[0-9]*' | cut -d: -f2); [ -n "$p" ] && { echo $p; return; }; sleep 1; i=$((i+1)); done; }
+# $1 vmid, $2 direction (to|from), $3 port
+xfer() {
+  P=$(pid $1); A=10.70.0.$(($1-300))
+  if [ $2 = to ]; then
+    sleep 100 | nsenter -t $P -n $BB nc -l -p $3 > /dev/null & L=$!
+    sleep 1; t0=$(up)
+    $BB dd if=/dev/zero bs=65536 count=80 2>/dev/null | timeout 60 $BB nc $A $3
+  else
+    sleep 100 | $BB nc -l -p $3 > /dev/null & L=$!
+    sleep 1; t0=$(up)
+    $BB dd if=/dev/zero bs=65536 count=80 2>/dev/null | timeout 60 nsenter -t $P -n $BB nc 10.70.0.1 $3
+  fi
+  i=0; while kill -0 $L 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+  t1=$(up)
+  awk "BEGIN{print $t1-$t0}"
+}
+reach 10.70.0.15 20 >/dev/null; reach 10.70.0.16 20 >/dev/null
+say rate-to-limited=$(xfer 315 to 5001)
+say rate-from-limited=$(xfer 315 from 5002)
+say rate-to-free=$(xfer 316 to 5003)
+say rate-from-free=$(xfer 316 from 5004)
+say rate-qdiscs=$(tc qdisc show dev veth315i0 | awk '{print $2}' | sort | tr '\n' ' ' | sed 's/ $//')
+$CTR ctl /run/nt/ct/315.sock stop >/dev/null 2>&1
+$CTR ctl /run/nt/ct/316.sock stop >/dev/null 2>&1
 "#;
 
 /// What the VLAN bridge case left: container 313's console, the ports of
@@ -409,6 +459,35 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
             trunk, "yes",
             "an untagged port's own VLAN 10 link reaches a container tagged 10"
         );
+
+        // rate=: 0.5 MB/s each way on the port, after a 1 MiB burst.
+        vm.run_unit("ct-315", &["/bin/sh", "-c", &start_ct(315)])
+            .unwrap();
+        vm.run_unit("ct-316", &["/bin/sh", "-c", &start_ct(316)])
+            .unwrap();
+        sh(vm, "net-rate", RATE);
+        let s = vm.serial();
+        let secs = |key: &str| -> f64 {
+            result(&s, key)
+                .parse()
+                .unwrap_or_else(|_| panic!("{key}: {}", result(&s, key)))
+        };
+        let (to, from) = (secs("rate-to-limited"), secs("rate-from-limited"));
+        let (free_to, free_from) = (secs("rate-to-free"), secs("rate-from-free"));
+        eprintln!(
+            "5 MiB at rate=0.5: {to} s to, {from} s from the container; unlimited: {free_to} s, {free_from} s"
+        );
+        assert!(to >= 6.0, "5 MiB to a container at 0.5 MB/s in {to} s");
+        assert!(
+            from >= 6.0,
+            "5 MiB from a container at 0.5 MB/s in {from} s"
+        );
+        assert!(free_to * 2.0 < to, "unlimited {free_to} s against {to} s");
+        assert!(
+            free_from * 2.0 < from,
+            "unlimited {free_from} s against {from} s"
+        );
+        assert_eq!(result(&s, "rate-qdiscs"), "htb ingress");
 
         // A tag on a bridge without VLAN filtering: Proxmox's VLAN bridge.
         vm.run_unit("ct-313", &["/bin/sh", "-c", &start_ct(313)])

@@ -287,6 +287,7 @@ impl VmRuntime {
                 trunks,
                 // `mtu=1` is Proxmox's way of saying "the bridge's".
                 mtu: net.mtu.filter(|&m| m != 1),
+                rate: netd::ratelimit::rate_bytes(net.rate),
             };
             taps.push(TapPlan {
                 name: tap,
@@ -641,7 +642,7 @@ mod tests {
             }]
         );
         let tagged = GuestConfig::parse(
-            "kernel: local:iso/k.img\nnet0: virtio=02:00:00:00:00:01,bridge=vmbr1,tag=5,trunks=7;9-10,mtu=1400\n",
+            "kernel: local:iso/k.img\nnet0: virtio=02:00:00:00:00:01,bridge=vmbr1,tag=5,trunks=7;9-10,mtu=1400,rate=2.5\n",
         )
         .unwrap();
         let plan = runtime().plan(100, &tagged, &resolve).unwrap();
@@ -651,6 +652,7 @@ mod tests {
                 tag: Some(5),
                 trunks: vec![(7, 7), (9, 10)],
                 mtu: Some(1400),
+                rate: Some(2_621_440),
             }
         );
         let cached = runtime().with_kernel_cache(Some("/var/cache/k".into()));

@@ -97,22 +97,15 @@ impl Netns {
 
     /// Runs `f` with an rtnetlink connection inside the namespace.
     fn with_rtnl<R: Send>(&self, f: impl AsyncFnOnce(&Rtnl) -> R + Send) -> R {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let fd = std::fs::File::open(&path).unwrap();
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let nl = Rtnl::connect().unwrap();
-                    f(&nl).await
-                })
+        in_netns(&self.name, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let nl = Rtnl::connect().unwrap();
+                f(&nl).await
             })
-            .join()
-            .unwrap()
         })
     }
 

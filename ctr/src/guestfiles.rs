@@ -358,6 +358,8 @@ mod tests {
             mtu: None,
             tag: None,
             rate: None,
+            trunks: Vec::new(),
+            link_down: false,
         }
     }
 

@@ -163,9 +163,10 @@ fn create_veth(nl: &mut SyncRtnl, vmid: u32, pid: u32, net: &NetSpec) -> Result<
     };
     let mut spec = PortSpec {
         tag: net.tag,
-        trunks: Vec::new(),
+        trunks: net.trunks.clone(),
         mtu: net.mtu,
         rate: net.rate,
+        down: net.link_down,
     };
     // A tag on a bridge without VLAN filtering: the port goes into the
     // bridge's VLAN bridge (`vmbr0v5`), made here if no guest has yet

@@ -39,6 +39,11 @@ pub struct NetSpec {
     pub tag: Option<u16>,
     /// `rate=`, in bytes per second each way (`netd::ratelimit`).
     pub rate: Option<u64>,
+    /// `trunks=`: VLANs the host end passes tagged on a VLAN-aware
+    /// bridge, as inclusive ranges.
+    pub trunks: Vec<(u16, u16)>,
+    /// `link_down=1`: the host end stays down, as a cable pulled out.
+    pub link_down: bool,
 }
 
 impl NetSpec {
@@ -200,6 +205,12 @@ impl ContainerSpec {
                 continue;
             };
             let net = ContainerNet::parse(entry.value()).map_err(|e| key_err(entry.key(), e))?;
+            let trunks = match &net.trunks {
+                Some(t) => {
+                    netd::port::parse_trunks(t).map_err(|e| key_err(entry.key(), e.to_string()))?
+                }
+                None => Vec::new(),
+            };
             if nets.iter().any(|n: &NetSpec| n.name == net.name) {
                 return Err(SpecError::DuplicateName {
                     index,
@@ -218,6 +229,8 @@ impl ContainerSpec {
                 mtu: net.mtu,
                 rate: netd::ratelimit::rate_bytes(net.rate),
                 tag: net.tag,
+                trunks,
+                link_down: net.link_down == Some(true),
             });
         }
         nets.sort_by_key(|n| n.index);

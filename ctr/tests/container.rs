@@ -582,7 +582,10 @@ fn containers_ping_each_other_across_a_bridge() {
     let net = TestNet::new("ping");
     let net_a = "net0: name=eth0,bridge=br0,hwaddr=BC:24:11:00:09:11,ip=192.0.2.11/24,gw=192.0.2.1,type=veth\n";
     let net_b = "net0: name=eth0,bridge=br0,hwaddr=BC:24:11:00:09:12,ip=192.0.2.12/24,gw=192.0.2.1,type=veth\n";
+    // link_down=1: in the bridge, but down, as a cable pulled out.
+    let net_c = "net0: name=eth0,bridge=br0,hwaddr=BC:24:11:00:09:13,ip=192.0.2.13/24,link_down=1,type=veth\n";
     let mut b = Ct::new(912, &template, &conf("b", net_b), "", "");
+    let mut c = Ct::new(913, &template, &conf("c", net_c), "", "");
     let mut a = Ct::new(
         911,
         &template,
@@ -592,6 +595,8 @@ fn containers_ping_each_other_across_a_bridge() {
     );
     b.start(Some(&net), 10);
     b.wait_console("OXBOW-CT ready", 30);
+    c.start(Some(&net), 10);
+    c.wait_console("OXBOW-CT ready", 30);
     a.start(Some(&net), 10);
     let console = a.wait_console("OXBOW-CT ready", 60);
     assert!(
@@ -599,6 +604,21 @@ fn containers_ping_each_other_across_a_bridge() {
         "{console}"
     );
     assert!(console.contains("OXBOW-CT ping 192.0.2.1 yes"), "{console}");
+    let unplugged = net.exec(&["ping", "-c", "2", "-W", "1", "192.0.2.13"]);
+    assert!(
+        !unplugged.status.success(),
+        "a container whose link is down answered"
+    );
+    let down = net.exec(&["ip", "-o", "link", "show", "veth913i0"]);
+    let down = String::from_utf8_lossy(&down.stdout);
+    assert!(
+        down.contains("master br0") && !down.contains(",UP") && !down.contains("<UP"),
+        "{down}"
+    );
+    c.ctl(ctr::Request::Stop);
+    let (status, log) = c.wait_exit(10);
+    assert_eq!(status.code(), Some(0), "{log}");
+    c.assert_nothing_left(Some(&net));
     assert!(
         console.contains("OXBOW-CT eth0=bc:24:11:00:09:11 addr=192.0.2.11/24"),
         "{console}"

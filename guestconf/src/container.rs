@@ -257,6 +257,8 @@ pub struct ContainerNet {
     pub ip6: Option<Ipv6Config>,
     pub gw6: Option<Ipv6Addr>,
     pub tag: Option<u16>,
+    /// `trunks=`: VLAN IDs and ranges (`10;20-30`), checked.
+    pub trunks: Option<String>,
     pub firewall: Option<bool>,
     pub link_down: Option<bool>,
     pub mtu: Option<u32>,
@@ -280,6 +282,7 @@ impl ContainerNet {
             ip6: checked.get("ip6").and_then(|t| Ipv6Config::parse(t).ok()),
             gw6: checked.get("gw6").and_then(|t| t.parse().ok()),
             tag: checked.integer("tag"),
+            trunks: checked.string("trunks"),
             firewall: checked.bool("firewall"),
             link_down: checked.bool("link_down"),
             mtu: checked.integer("mtu"),

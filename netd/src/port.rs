@@ -44,6 +44,9 @@ pub struct PortSpec {
     /// `rate=`, in bytes per second both ways ([`crate::ratelimit`]);
     /// `None` for no limit.
     pub rate: Option<u64>,
+    /// `link_down=1`: the port joins its bridge but stays down (the
+    /// guest's link has no carrier), as a cable pulled out.
+    pub down: bool,
 }
 
 /// Why a port could not be attached.
@@ -263,7 +266,9 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
                 .map_err(request(format!("remove VLANs from {port}")))?;
         }
     }
-    nl.set_up(&port_link).await?;
+    if !spec.down {
+        nl.set_up(&port_link).await?;
+    }
     if spec.rate.is_some() {
         crate::ratelimit::set(nl, &port_link, spec.rate).await?;
     }
@@ -532,7 +537,10 @@ pub fn join_veth_port(
     bridge: Option<&Link>,
     spec: &PortSpec,
 ) -> Result<(), PortError> {
-    let mut m = LinkUnspec::new_with_name(host).up();
+    let mut m = LinkUnspec::new_with_name(host);
+    if !spec.down {
+        m = m.up();
+    }
     if let Some(b) = bridge {
         m = m.controller(b.index);
     }

@@ -17,7 +17,9 @@
 //!   one IPv4 subnet: the same tag pings, the other tag does not;
 //! - **untagged port on a VLAN-aware bridge**: a container without a tag
 //!   on the same bridge carries the other VLANs tagged, as under Proxmox:
-//!   its own VLAN 10 link reaches a container with `tag=10`;
+//!   its own VLAN 10 link reaches a container with `tag=10`; with
+//!   `trunks=20` it carries VLAN 20 only, and its VLAN 10 link reaches
+//!   nothing;
 //! - **rate limit**: 5 MiB to and from a container with `rate=0.5`
 //!   (0.5 MB/s, a 1 MiB burst: 8 s) take at least 6 s each way; to and
 //!   from one without it on the same bridge, less than half of that;
@@ -203,6 +205,15 @@ if [ -f /etc/ping-same ]; then
   echo "CT other-tag=$ok"
   exit 0
 fi
+if [ -f /etc/ping-excluded ]; then
+  ip link add link eth0 name eth0.10 type vlan id 10 2>/dev/null || vconfig add eth0 10
+  ip addr add 10.10.0.17/24 dev eth0.10
+  ip link set eth0.10 up
+  ok=no
+  for i in 1 2 3; do ping -c 1 -W 2 $(cat /etc/ping-excluded) >/dev/null 2>&1 && ok=yes; done
+  echo "CT excluded-vlan=$ok"
+  exit 0
+fi
 if [ -f /etc/ping-trunk ]; then
   ip link add link eth0 name eth0.10 type vlan id 10 2>/dev/null || vconfig add eth0 10
   ip addr add 10.10.0.14/24 dev eth0.10
@@ -251,10 +262,14 @@ for id in 315 316; do
 done
 printf 'arch: amd64\nhostname: trunk\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/314\nnet0: name=eth0,bridge=vmbr1,ip=192.0.2.14/24,hwaddr=BC:24:11:00:03:14\n' > /run/nt/ct/314.conf
 echo 10.10.0.11 > /run/nt/ct/root-314/etc/ping-trunk
+cp -a $R /run/nt/ct/root-317
+printf 'arch: amd64\nhostname: trunks\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/317\nnet0: name=eth0,bridge=vmbr1,ip=192.0.2.17/24,trunks=20,hwaddr=BC:24:11:00:03:17\n' > /run/nt/ct/317.conf
+echo 10.10.0.11 > /run/nt/ct/root-317/etc/ping-excluded
 printf 'arch: amd64\nhostname: legacy\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/313\nnet0: name=eth0,bridge=vmbr2,tag=60,ip=10.60.0.13/24,hwaddr=BC:24:11:00:03:13\n' > /run/nt/ct/313.conf
 echo 10.60.0.2 > /run/nt/ct/root-313/etc/ping-vlan
 chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-312 \
-  /run/nt/ct/root-313 /run/nt/ct/root-314 /run/nt/ct/root-315 /run/nt/ct/root-316
+  /run/nt/ct/root-313 /run/nt/ct/root-314 /run/nt/ct/root-315 /run/nt/ct/root-316 \
+  /run/nt/ct/root-317
 say containers-ready
 "#;
 
@@ -459,6 +474,27 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
             trunk, "yes",
             "an untagged port's own VLAN 10 link reaches a container tagged 10"
         );
+
+        // trunks=20 on an untagged port: VLAN 20 only (and VLAN 1 as the
+        // PVID), so the container's own VLAN 10 link reaches nothing; the
+        // port's list is shown while the container runs.
+        vm.run_unit("ct-317", &["/bin/sh", "-c", &start_ct(317)])
+            .unwrap();
+        let end = vm.wait_unit_stopped("ct-317", STEP).unwrap();
+        sh(
+            vm,
+            "net-trunks-show",
+            "sed 's/^/CONSOLE-317 /' /run/nt/ct/317.console > /dev/console",
+        );
+        let s = vm.serial();
+        let excluded = s
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-317 CT "))
+            .find_map(|l| l.strip_prefix("excluded-vlan="))
+            .unwrap_or("<missing>")
+            .to_string();
+        assert_eq!(end.code, Some(0), "ctr start 317: {}", end.how);
+        assert_eq!(excluded, "no", "a port with trunks=20 passed VLAN 10");
 
         // rate=: 0.5 MB/s each way on the port, after a 1 MiB burst.
         vm.run_unit("ct-315", &["/bin/sh", "-c", &start_ct(315)])

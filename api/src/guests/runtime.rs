@@ -288,6 +288,7 @@ impl VmRuntime {
                 // `mtu=1` is Proxmox's way of saying "the bridge's".
                 mtu: net.mtu.filter(|&m| m != 1),
                 rate: netd::ratelimit::rate_bytes(net.rate),
+                down: false,
             };
             taps.push(TapPlan {
                 name: tap,
@@ -653,6 +654,7 @@ mod tests {
                 trunks: vec![(7, 7), (9, 10)],
                 mtu: Some(1400),
                 rate: Some(2_621_440),
+                down: false,
             }
         );
         let cached = runtime().with_kernel_cache(Some("/var/cache/k".into()));

@@ -307,11 +307,10 @@ $CTR ctl /run/nt/ct/315.sock stop >/dev/null 2>&1
 $CTR ctl /run/nt/ct/316.sock stop >/dev/null 2>&1
 "#;
 
-/// What the VLAN bridge case left: container 313's console, the ports of
+/// What the VLAN bridge case left: the ports of
 /// `vmbr2v60` (the container's veth is gone with it), the VLAN link's ID,
 /// and that `eth7` stayed in `vmbr2`.
 const LEGACY_SHOW: &str = r#"
-sed 's/^/CONSOLE-313 /' /run/nt/ct/313.console > /dev/console
 say legacy-ports=$(ls /sys/class/net/vmbr2v60/brif | tr '\n' ' ' | sed 's/ $//')
 say legacy-vlan-id=$(ip -d -o link show eth7.60 | grep -o 'vlan protocol 802.1Q id [0-9]*' | awk '{print $5}')
 say legacy-uplink-master=$(basename $(readlink /sys/class/net/eth7/master))
@@ -351,6 +350,35 @@ fn sh(vm: &mut Appliance, unit: &str, script: &str) {
         vm.show_unit_log(unit);
         panic!("{unit}: {}", end.how);
     }
+}
+
+/// Starts container `vmid` as unit `ct-<vmid>`, waits for its init to
+/// end, and copies its console onto the serial console, each line
+/// prefixed `CONSOLE-<vmid> ` (see [`ct_result`]); fails unless the
+/// unit ended with status 0.
+fn run_ct_to_end(vm: &mut Appliance, vmid: u32) {
+    let unit = format!("ct-{vmid}");
+    vm.run_unit(&unit, &["/bin/sh", "-c", &start_ct(vmid)])
+        .unwrap();
+    let end = vm.wait_unit_stopped(&unit, STEP).unwrap();
+    sh(
+        vm,
+        &format!("{unit}-console"),
+        &format!("sed 's/^/CONSOLE-{vmid} /' /run/nt/ct/{vmid}.console > /dev/console"),
+    );
+    assert_eq!(end.code, Some(0), "ctr start {vmid}: {}", end.how);
+}
+
+/// The value of container `vmid`'s result line `CT key=value`, as its
+/// console was copied onto the serial console.
+fn ct_result(serial: &str, vmid: u32, key: &str) -> String {
+    let prefix = format!("CONSOLE-{vmid} CT ");
+    serial
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix.as_str()))
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or("<missing>")
+        .to_string()
 }
 
 /// The value of result line `NET key=value` (the last one).
@@ -432,13 +460,7 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
              bridge vlan show | sed 's/^/VLANS /'",
         );
         let s = vm.serial();
-        let ct = |key: &str| {
-            s.lines()
-                .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-310 CT "))
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or("<missing>")
-                .to_string()
-        };
+        let ct = |key: &str| ct_result(&s, 310, key);
         assert_eq!(end.code, Some(0), "ctr start 310: {}", end.how);
         assert_eq!(
             ct("same-tag"),
@@ -454,47 +476,21 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
         // A port without a tag on the VLAN-aware bridge carries the other
         // VLANs tagged: the container's own VLAN 10 link reaches 311
         // (tag=10, still running).
-        vm.run_unit("ct-314", &["/bin/sh", "-c", &start_ct(314)])
-            .unwrap();
-        let end = vm.wait_unit_stopped("ct-314", STEP).unwrap();
-        sh(
-            vm,
-            "net-trunk-show",
-            "sed 's/^/CONSOLE-314 /' /run/nt/ct/314.console > /dev/console",
-        );
-        let s = vm.serial();
-        let trunk = s
-            .lines()
-            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-314 CT "))
-            .find_map(|l| l.strip_prefix("trunk="))
-            .unwrap_or("<missing>")
-            .to_string();
-        assert_eq!(end.code, Some(0), "ctr start 314: {}", end.how);
+        run_ct_to_end(vm, 314);
         assert_eq!(
-            trunk, "yes",
+            ct_result(&vm.serial(), 314, "trunk"),
+            "yes",
             "an untagged port's own VLAN 10 link reaches a container tagged 10"
         );
 
         // trunks=20 on an untagged port: VLAN 20 only (and VLAN 1 as the
-        // PVID), so the container's own VLAN 10 link reaches nothing; the
-        // port's list is shown while the container runs.
-        vm.run_unit("ct-317", &["/bin/sh", "-c", &start_ct(317)])
-            .unwrap();
-        let end = vm.wait_unit_stopped("ct-317", STEP).unwrap();
-        sh(
-            vm,
-            "net-trunks-show",
-            "sed 's/^/CONSOLE-317 /' /run/nt/ct/317.console > /dev/console",
+        // PVID), so the container's own VLAN 10 link reaches nothing.
+        run_ct_to_end(vm, 317);
+        assert_eq!(
+            ct_result(&vm.serial(), 317, "excluded-vlan"),
+            "no",
+            "a port with trunks=20 passed VLAN 10"
         );
-        let s = vm.serial();
-        let excluded = s
-            .lines()
-            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-317 CT "))
-            .find_map(|l| l.strip_prefix("excluded-vlan="))
-            .unwrap_or("<missing>")
-            .to_string();
-        assert_eq!(end.code, Some(0), "ctr start 317: {}", end.how);
-        assert_eq!(excluded, "no", "a port with trunks=20 passed VLAN 10");
 
         // rate=: 0.5 MB/s each way on the port, after a 1 MiB burst.
         vm.run_unit("ct-315", &["/bin/sh", "-c", &start_ct(315)])
@@ -526,20 +522,12 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
         assert_eq!(result(&s, "rate-qdiscs"), "htb ingress");
 
         // A tag on a bridge without VLAN filtering: Proxmox's VLAN bridge.
-        vm.run_unit("ct-313", &["/bin/sh", "-c", &start_ct(313)])
-            .unwrap();
-        let end = vm.wait_unit_stopped("ct-313", STEP).unwrap();
+        run_ct_to_end(vm, 313);
         sh(vm, "net-legacy-show", LEGACY_SHOW);
         let s = vm.serial();
-        let legacy = s
-            .lines()
-            .filter_map(|l| l.trim_end_matches('\r').strip_prefix("CONSOLE-313 CT "))
-            .find_map(|l| l.strip_prefix("legacy-vlan="))
-            .unwrap_or("<missing>")
-            .to_string();
-        assert_eq!(end.code, Some(0), "ctr start 313: {}", end.how);
         assert_eq!(
-            legacy, "yes",
+            ct_result(&s, 313, "legacy-vlan"),
+            "yes",
             "a container tagged 60 on vmbr2 reaches the peer's VLAN 60"
         );
         assert_eq!(result(&s, "legacy-ports"), "eth7.60");

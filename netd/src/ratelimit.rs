@@ -79,7 +79,8 @@ const TCA_POLICE_RATE: u16 = 2;
 const TCA_POLICE_RATE64: u16 = 8;
 const TC_ACT_SHOT: i32 = 2;
 const ETH_P_ALL: u16 = 0x0003;
-const RTM_NEWTCLASS_PRIO: u16 = 50;
+/// The policing filter's priority (Proxmox's).
+const FILTER_PRIO: u16 = 50;
 
 /// `struct tc_htb_glob` for the qdisc: default class 1:1.
 fn htb_init() -> Vec<u8> {
@@ -253,7 +254,7 @@ async fn add(nl: &Rtnl, port: &Link, rate: u64) -> Result<(), PortError> {
         &format!("add the ingress qdisc of {name}"),
     )
     .await?;
-    let info = (u32::from(RTM_NEWTCLASS_PRIO) << 16) | u32::from(ETH_P_ALL.to_be());
+    let info = (u32::from(FILTER_PRIO) << 16) | u32::from(ETH_P_ALL.to_be());
     let mut f = tc_message(port, 0, 0xffff_0000, info);
     f.attributes.push(TcAttribute::Kind("matchall".into()));
     f.attributes.push(TcAttribute::Options(vec![TcOption::Other(

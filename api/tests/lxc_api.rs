@@ -408,6 +408,8 @@ fn a_firewalled_container_port_follows_the_guest_rules() {
     let client = netns_fixture::Netns::new("apid-ctfw-client");
     ns.ip(&["link", "add", "br0", "type", "bridge"]);
     ns.ip(&["link", "set", "br0", "up"]);
+    ns.ip(&["link", "add", "br1", "type", "bridge"]);
+    ns.ip(&["link", "set", "br1", "up"]);
     ns.ip(&[
         "link",
         "add",
@@ -605,6 +607,58 @@ fn a_firewalled_container_port_follows_the_guest_rules() {
                     "a port without firewall=1 was filtered: {}",
                     ns.exec("nft", &["list", "ruleset"])
                 );
+
+                // net0 changed while the container runs: its port at once.
+                let config_path = format!("{lxc}/300/config");
+                let set_net0 =
+                    async |net0: &str| put(&root, &server, &config_path, &[("net0", net0)]).await;
+                let port = || ns.link("veth300i0").expect("the container's port");
+                let is_up = |link: &Value| {
+                    link["flags"]
+                        .as_array()
+                        .is_some_and(|f| f.iter().any(|f| f == "UP"))
+                };
+                let (status, body) =
+                    set_net0("name=eth0,bridge=br0,ip=10.77.0.10/24,link_down=1").await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(!is_up(&port()), "link_down=1 left the port up");
+                assert!(unreachable(), "a pulled cable let a ping through");
+                let (status, body) = set_net0("name=eth0,bridge=br0,ip=10.77.0.10/24").await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(is_up(&port()));
+                assert!(reachable(), "the cable plugged back in: no answer");
+                // A bridge that is not there: refused, nothing changed.
+                let (status, body) = set_net0("name=eth0,bridge=br9,ip=10.77.0.10/24").await;
+                assert_ne!(status, StatusCode::OK, "{body}");
+                let (_, config) = root.get(&server, &config_path).await;
+                assert!(
+                    config["data"]["net0"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("bridge=br0")),
+                    "{config}"
+                );
+                assert_eq!(port()["master"], "br0");
+                // Another bridge, away from the client; back, under the
+                // firewall (policy_in DROP) from that moment.
+                let (status, body) = set_net0("name=eth0,bridge=br1,ip=10.77.0.10/24").await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert_eq!(port()["master"], "br1");
+                assert!(unreachable(), "the port left br0 but still answers");
+                let (status, body) =
+                    set_net0("name=eth0,bridge=br0,ip=10.77.0.10/24,firewall=1").await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert_eq!(port()["master"], "br0");
+                assert!(
+                    unreachable(),
+                    "firewall=1 set while running did not filter: {}",
+                    ns.exec("nft", &["list", "ruleset"])
+                );
+                let (status, body) =
+                    set_net0("name=eth0,bridge=br0,ip=10.77.0.10/24,firewall=0").await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                assert!(reachable(), "firewall=0 set while running still filters");
+                let (_, config) = root.get(&server, &config_path).await;
+                assert_eq!(hwaddr(&config), mac, "the live changes kept the MAC");
                 task_ok(
                     &root,
                     &server,

@@ -275,6 +275,21 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
     Ok(())
 }
 
+/// [`attach`] for a port that may be attached already, as a running
+/// guest's port whose settings change: it may also have to go down
+/// (`spec.down`) or lose a rate limit it has.
+pub async fn replug(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Result<(), PortError> {
+    attach(nl, port, bridge, spec).await?;
+    let link = nl.require_link(port).await?;
+    if spec.down && link.up {
+        nl.set_down(&link).await?;
+    }
+    if spec.rate.is_none() {
+        crate::ratelimit::set(nl, &link, None).await?;
+    }
+    Ok(())
+}
+
 /// The bridge and spec a port really goes to: for a tag on a bridge
 /// without VLAN filtering (and no trunks, which [`check`] refuses there),
 /// the VLAN bridge of that tag ([`vlan_bridge`]) with the tag taken off,

@@ -341,6 +341,15 @@ impl Rtnl {
         .await
     }
 
+    /// Takes `link` down.
+    pub async fn set_down(&self, link: &Link) -> Result<(), RtnlError> {
+        self.change(
+            LinkUnspec::new_with_index(link.index).down().build(),
+            format!("take {} down", link.name),
+        )
+        .await
+    }
+
     async fn change(&self, msg: LinkMessage, op: String) -> Result<(), RtnlError> {
         self.handle
             .link()

@@ -573,6 +573,59 @@ fn guest_port_joins_its_bridge_with_the_bridge_mtu() {
     assert!(node.link("veth101i0").unwrap().get("master").is_none());
 }
 
+/// A running guest's port re-plugged with new settings (a NIC's change
+/// applied live): it moves to another bridge, goes down for
+/// `link_down=1` and up again, and a bridge that is not there is refused
+/// with the port left where it was.
+#[test]
+fn a_guest_port_is_replugged_into_another_bridge_and_down() {
+    use netd::port::{self, PortError, PortSpec};
+    let node = Netns::new("replug");
+    node.apply(
+        "auto vmbr1\niface vmbr1 inet manual\n\tbridge-ports none\n\tbridge-stp off\n\tbridge-fd 0\n\n\
+         auto vmbr2\niface vmbr2 inet manual\n\tbridge-ports none\n\tbridge-stp off\n\tbridge-fd 0\n",
+    )
+    .unwrap();
+    node.ip(&[
+        "link",
+        "add",
+        "veth300i0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "ct300",
+    ]);
+    let up = |node: &Netns| {
+        node.link("veth300i0").unwrap()["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP")
+    };
+    node.with_rtnl(async |nl| port::attach(nl, "veth300i0", "vmbr1", &PortSpec::default()).await)
+        .unwrap();
+    assert!(up(&node));
+    let down = PortSpec {
+        down: true,
+        ..PortSpec::default()
+    };
+    node.with_rtnl(async |nl| port::replug(nl, "veth300i0", "vmbr2", &down).await)
+        .unwrap();
+    assert_eq!(node.link("veth300i0").unwrap()["master"], "vmbr2");
+    assert!(!up(&node), "link_down=1 takes the port down");
+    node.with_rtnl(async |nl| port::replug(nl, "veth300i0", "vmbr1", &PortSpec::default()).await)
+        .unwrap();
+    assert_eq!(node.link("veth300i0").unwrap()["master"], "vmbr1");
+    assert!(up(&node));
+    let e = node
+        .with_rtnl(async |nl| port::replug(nl, "veth300i0", "vmbr9", &down).await)
+        .unwrap_err();
+    assert!(matches!(e, PortError::NoBridge(_)), "{e}");
+    assert_eq!(node.link("veth300i0").unwrap()["master"], "vmbr1");
+    assert!(up(&node));
+}
+
 /// The container monitor's quick bridge lookup reads the same index,
 /// name, MTU, kind and VLAN filtering as the full parse, for a bridge, a
 /// VLAN-aware bridge (where the kernel has VLAN filtering), a link that is

@@ -166,6 +166,19 @@ def before_kill(state_file):
           f"cluster resources: {resources}")
     step(f"VM {VMID} running, pid {second['pid']}, uptime {second['uptime']} s")
 
+    # net0's cable pulled while the VM runs: applied at once (the test
+    # reads the VMM's and the tap's link state after this phase).
+    net0 = prox.nodes(node).qemu(VMID).config.get()["net0"]
+    prox.nodes(node).qemu(VMID).config.put(net0=net0 + ",link_down=1")
+    check("link_down=1" in prox.nodes(node).qemu(VMID).config.get()["net0"],
+          "link_down=1 not in the configuration")
+    expect_error(500, "a bridge that is not there", prox.nodes(node).qemu(VMID).config.put,
+                 net0=net0.replace("bridge=vmbr0", "bridge=vmbr9"))
+    after = prox.nodes(node).qemu(VMID).config.get()["net0"]
+    check("bridge=vmbr0" in after and "link_down=1" in after,
+          f"a refused live change was written: {after}")
+    step("net0's cable pulled while running; a missing bridge refused")
+
     # A token with privilege separation, allowed to audit: reads, cannot delete.
     token = prox.access.users("root@pam").token("audit").post(privsep=1)
     prox.access.acl.put(path="/", roles="PVEAuditor", tokens="root@pam!audit")
@@ -208,6 +221,12 @@ def after_kill(state_file):
     check(current["status"] == "running" and current["pid"] == state["pid"],
           f"after apid was killed: {current}, before: pid {state['pid']}")
     step("the VM kept running while apid was killed and restarted")
+
+    # The cable plugged in again while it runs.
+    net0 = prox.nodes(node).qemu(VMID).config.get()["net0"]
+    check("link_down=1" in net0, f"net0 after the restart: {net0}")
+    prox.nodes(node).qemu(VMID).config.put(net0=net0.replace(",link_down=1", ""))
+    step("net0's cable plugged in again while running")
 
     # The ACPI power button: the guest shuts down, the VM is stopped.
     upid = prox.nodes(node).qemu(VMID).status.shutdown.post(timeout=GUEST_TIMEOUT)

@@ -137,21 +137,32 @@ fn drive_a_vm(vm: &mut Appliance, python: &Path) {
     // seccomp filter (docs/vmm.md, "The sandbox").
     let pid = vmm["pid"].as_i64().expect("the VMM's pid");
     let before = vm.serial().len();
+    // And net0's cable, pulled over the API while the VM ran: the VMM's
+    // NIC has no carrier and its tap is down.
     let script = format!(
         "exec >/dev/console 2>&1; grep -E '^(Uid|CapEff|Seccomp):' /proc/{pid}/status \
-         | tr -s '\t' ' ' | tr '\n' ';' | sed 's/^/VMM-STATUS /'; echo"
+         | tr -s '\t' ' ' | tr '\n' ';' | sed 's/^/VMM-STATUS /'; echo; \
+         echo \"VMM-LINK $(/usr/lib/oxbow/vmm ctl /run/oxbow/guests/100.sock info \
+           | grep -o '\"link\":\"[a-z]*\"') tap $(cat /sys/class/net/tap100i0/operstate)\""
     );
     vm.run_unit("vmm-status", &["/bin/sh", "-c", &script])
         .unwrap();
     vm.wait_unit_stopped("vmm-status", BOOT).unwrap();
     let serial = vm.serial();
-    let status = serial
-        .get(before..)
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.contains("VMM-STATUS "))
-        .unwrap_or_default()
-        .to_string();
+    let line = |tag: &str| {
+        serial
+            .get(before..)
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.contains(tag))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (status, link) = (line("VMM-STATUS "), line("VMM-LINK "));
+    assert!(
+        link.contains(r#"VMM-LINK "link":"down" tap down"#),
+        "net0 after link_down=1 while running: {link:?}"
+    );
     for field in [
         "Uid: 3000000100 3000000100 3000000100 3000000100;",
         "CapEff: 0000000000000000;",

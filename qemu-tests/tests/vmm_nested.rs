@@ -267,21 +267,66 @@ fn vmm_boots_pvh_vmlinux_guest_nested_and_reports_reboot() {
 /// runs; `shutdown` presses the ACPI power button, the guest sees KEY_POWER
 /// and powers off, and the VMM exits 0. Meanwhile it runs as its own user
 /// with no capabilities and its seccomp filter.
+/// The control socket: `info`, `pause`/`resume`, an unknown command
+/// refused, the VMM's sandbox, `set-link` (the guest's NIC starts with
+/// its cable pulled, `link=down`: the guest sees no carrier and waits;
+/// plugged in, it gets one and pings the bridge; pulled again, it loses
+/// it), and `shutdown` pressing the ACPI power button.
 #[test]
 fn vmm_control_socket_and_acpi_power_button_nested() {
     on_appliance_with_assets(Vec::new(), |vm| {
+        let net = "exec >/dev/console 2>&1; set -e; \
+               ip link add brlink type bridge; ip addr add 10.98.0.1/24 dev brlink; \
+               ip link set brlink up; ip tuntap add dev lnktap0 mode tap; \
+               ip link set lnktap0 master brlink; ip link set lnktap0 up";
+        vm.run_unit("make-net", &["/bin/sh", "-c", net]).unwrap();
+        assert_eq!(
+            vm.wait_unit_stopped("make-net", GUEST).unwrap().code,
+            Some(0)
+        );
         let sock = "/run/guest-acpi.sock";
-        let cmdline = format!("{CMDLINE} oxbow.wait-power");
+        let cmdline = format!(
+            "{CMDLINE} oxbow.ip=10.98.0.2/24 oxbow.peer=10.98.0.1 oxbow.link-wait oxbow.wait-power"
+        );
         let before = vm.serial().len();
-        let argv = vmm_argv("vmlinux", &cmdline, &["--api-socket", sock]);
+        let from = vm.serial_bytes();
+        let argv = vmm_argv(
+            "vmlinux",
+            &cmdline,
+            &[
+                "--api-socket",
+                sock,
+                "--net",
+                "tap=lnktap0,mac=02:0b:0b:00:00:09,link=down",
+            ],
+        );
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         vm.run_unit("guest-acpi", &argv).unwrap();
-        if let Err(e) = vm.wait_for_serial("OXBOW-GUEST waiting for the power button", GUEST) {
-            vm.show_unit_log("guest-acpi");
-            panic!("{e:#}");
-        }
+        // The answers go to files, printed by the `ctl` unit below while
+        // the guest is quiet: the guest writes to the same console right
+        // when its carrier changes, and the two writers' bytes would mix.
+        let set_link = |vm: &mut Appliance, unit: &str, up: bool| {
+            let script = format!(
+                "exec >/run/{unit}.out 2>&1; \
+                 {VMM} ctl {sock} '{{\"cmd\":\"set-link\",\"tap\":\"lnktap0\",\"up\":{up}}}'"
+            );
+            vm.run_unit(unit, &["/bin/sh", "-c", &script]).unwrap();
+            vm.wait_unit_stopped(unit, GUEST).unwrap();
+        };
+        let wait = |vm: &mut Appliance, marker: &str| {
+            if !matches!(vm.wait_for_serial_from(from, marker, GUEST), Ok(true)) {
+                vm.show_unit_log("guest-acpi");
+                panic!("no {marker:?} on the console");
+            }
+        };
+        wait(vm, "OXBOW-GUEST link=down");
+        set_link(vm, "link-up", true);
+        wait(vm, "OXBOW-GUEST net=");
+        set_link(vm, "link-down", false);
+        wait(vm, "OXBOW-GUEST waiting for the power button");
         let script = format!(
             "exec >/dev/console 2>&1; set -e; \
+         for u in link-up link-down; do echo \"CTL-LINK $(cat /run/$u.out)\"; done; \
          info=$({VMM} ctl {sock} info); echo \"CTL-INFO $info\"; \
          for p in /proc/[0-9]*; do [ \"$(cat $p/comm 2>/dev/null)\" = vmm ] && pid=${{p#/proc/}}; done; \
          grep -E '^(Uid|Gid|Groups|CapEff|CapPrm|NoNewPrivs|Seccomp):' /proc/$pid/status \
@@ -307,6 +352,10 @@ fn vmm_control_socket_and_acpi_power_button_nested() {
                 .to_string()
         };
         let (info, paused) = (line("CTL-INFO "), line("CTL-PAUSED "));
+        let links: Vec<&str> = console
+            .lines()
+            .filter(|l| l.contains("CTL-LINK "))
+            .collect();
         // The VMM runs as VMM_USER with no capabilities and its filter.
         let status = line("CTL-STATUS ");
         let id = VMM_USER.split(':').next().unwrap();
@@ -329,6 +378,18 @@ fn vmm_control_socket_and_acpi_power_button_nested() {
             && info.contains(r#""vcpus":2"#)
             && info.contains(r#""memory_mib":256"#)
             && paused.contains(r#""state":"paused""#)
+            && links.len() == 2
+            && links
+                .iter()
+                .all(|l| l.contains(r#"{"data":{"changed":true},"ok":true}"#))
+            && info.contains(r#""link":"down""#)
+            && lines.iter().any(|l| l.starts_with("net=ok "))
+            && lines
+                .iter()
+                .filter(|l| l.starts_with("link="))
+                .copied()
+                .collect::<Vec<_>>()
+                == ["link=down", "link=up", "link=down"]
             && lines.contains(&"power-button")
             && lines.last() == Some(&"done")
             && exit.code == Some(0);
@@ -337,7 +398,7 @@ fn vmm_control_socket_and_acpi_power_button_nested() {
             vm.show_unit_log("guest-acpi");
             panic!(
                 "ctl {}; status {status:?}; info {info:?}; paused {paused:?}; \
-                 guest lines {lines:?}; VMM {}",
+                 set-link {links:?}; guest lines {lines:?}; VMM {}",
                 ctl.how, exit.how
             );
         }

@@ -9,7 +9,7 @@ use crate::vm::{DiskConfig, NetConfig, SerialOut, VmConfig};
 pub const USAGE: &str = "\
 usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
            [--cpus N] [--serial stdio|file=PATH|none] [--api-socket PATH]
-           [--disk PATH[,readonly]]... [--net tap=NAME[,mac=MAC][,vhost=on|off|auto]]... [--no-rng]
+           [--disk PATH[,readonly]]... [--net tap=NAME[,mac=MAC][,vhost=on|off|auto][,link=up|down]]... [--no-rng]
            [--kernel-cache DIR]
        vmm ctl SOCKET (ping|info|pause|resume|shutdown|stop|JSON)
        vmm probe
@@ -23,11 +23,13 @@ usage: vmm --kernel PATH [--initrd PATH] [--cmdline STR] [--memory MIB]
   --api-socket PATH   control socket (JSON lines; see docs/vmm.md)
   --disk PATH[,readonly]
                       a virtio-blk disk on a raw image or block device; repeatable
-  --net tap=NAME[,mac=MAC][,vhost=on|off|auto]
+  --net tap=NAME[,mac=MAC][,vhost=on|off|auto][,link=up|down]
                       a virtio-net NIC on an existing tap; repeatable. Its
                       frames move through the VMM (off, the default), the
                       kernel's vhost-net (on), or vhost-net where
-                      /dev/vhost-net opens (auto); vhost-net is experimental
+                      /dev/vhost-net opens (auto); vhost-net is experimental.
+                      link=down starts it with no carrier (`set-link` on
+                      the control socket changes it)
   --no-rng            no virtio-rng device (one is added by default)
   --kernel-cache DIR  keep the kernel unpacked from an xz bzImage in DIR and
                       boot it through its PVH entry, skipping the guest's
@@ -83,6 +85,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, String> {
     let mut tap = None;
     let mut mac = None;
     let mut vhost = VhostMode::default();
+    let mut link_up = true;
     for opt in s.split(',') {
         match opt.split_once('=') {
             Some(("tap", v)) if !v.is_empty() => tap = Some(v.to_string()),
@@ -100,9 +103,16 @@ pub fn parse_net(s: &str) -> Result<NetConfig, String> {
                     _ => return Err(format!("--net {s}: vhost={v}: expected on, off or auto")),
                 }
             }
+            Some(("link", v)) => {
+                link_up = match v {
+                    "up" => true,
+                    "down" => false,
+                    _ => return Err(format!("--net {s}: link={v}: expected up or down")),
+                }
+            }
             _ => {
                 return Err(format!(
-                    "--net {s}: expected tap=NAME[,mac=MAC][,vhost=on|off|auto]"
+                    "--net {s}: expected tap=NAME[,mac=MAC][,vhost=on|off|auto][,link=up|down]"
                 ))
             }
         }
@@ -111,6 +121,7 @@ pub fn parse_net(s: &str) -> Result<NetConfig, String> {
         tap: tap.ok_or(format!("--net {s}: tap=NAME is required"))?,
         mac,
         vhost,
+        link_up,
     })
 }
 
@@ -218,6 +229,12 @@ mod tests {
         .unwrap();
         let modes: Vec<VhostMode> = c.nets.iter().map(|n| n.vhost).collect();
         assert_eq!(modes, [VhostMode::On, VhostMode::Off, VhostMode::Auto]);
+        let c = parse(&args(
+            "--kernel /k --net tap=a --net tap=b,link=down --net tap=c,link=up",
+        ))
+        .unwrap();
+        let links: Vec<bool> = c.nets.iter().map(|n| n.link_up).collect();
+        assert_eq!(links, [true, false, true]);
     }
 
     #[test]
@@ -262,6 +279,9 @@ mod tests {
         assert!(parse(&args("--kernel /k --net tap=t0,mac=ff:ff:ff:ff:ff:ff")).is_err());
         assert!(parse(&args("--kernel /k --net tap=t0,vlan=5")).is_err());
         assert!(parse(&args("--kernel /k --net tap=t0,vhost=yes")).is_err());
+        assert!(parse(&args("--kernel /k --net tap=t0,link=off"))
+            .unwrap_err()
+            .contains("expected up or down"));
         assert!(parse(&args("--kernel"))
             .unwrap_err()
             .contains("needs a value"));

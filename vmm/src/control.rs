@@ -11,6 +11,8 @@
 //! {"cmd":"pause"}       {"cmd":"resume"}
 //! {"cmd":"shutdown"}    presses the ACPI power button; the guest decides
 //! {"cmd":"stop"}        ends the VM at once (exit status 0)
+//! {"cmd":"set-link","tap":"tap100i0","up":false}
+//!                       the NIC on that tap loses (or gets) its carrier
 //! ```
 //!
 //! Unknown commands and malformed lines get an error and change nothing.
@@ -44,6 +46,13 @@ pub enum Request {
     Shutdown,
     /// Ends the VM now.
     Stop,
+    /// Pulls out (or plugs in) the cable of the NIC on tap `tap`.
+    SetLink {
+        /// The NIC's tap.
+        tap: String,
+        /// Carrier or none.
+        up: bool,
+    },
 }
 
 /// Answers one request line.
@@ -62,11 +71,24 @@ pub fn handle_line(vm: &VmHandle, line: &str) -> Value {
             vm.exit.request(ExitReason::Stopped);
             Ok(Value::Null)
         }
+        Request::SetLink { tap, up } => set_link(vm, &tap, up),
     };
     match r {
         Ok(data) => json!({"ok": true, "data": data}),
         Err(e) => json!({"ok": false, "error": e}),
     }
+}
+
+fn set_link(vm: &VmHandle, tap: &str, up: bool) -> Result<Value, String> {
+    let (_, link) = vm
+        .links
+        .iter()
+        .find(|(name, _)| name == tap)
+        .ok_or_else(|| format!("no NIC on tap {tap}"))?;
+    let changed = link
+        .set(up)
+        .map_err(|e| format!("NIC on tap {tap}: telling the guest: {e}"))?;
+    Ok(json!({ "changed": changed }))
 }
 
 fn info(vm: &VmHandle) -> Value {
@@ -167,6 +189,16 @@ mod tests {
         let r: Request = serde_json::from_str(r#"{"cmd":"shutdown"}"#).unwrap();
         assert_eq!(r, Request::Shutdown);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"set-link","tap":"tap100i0","up":false}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::SetLink {
+                tap: "tap100i0".into(),
+                up: false
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"set-link","up":true}"#).is_err());
 
         assert_eq!(
             serde_json::to_string(&Request::Info).unwrap(),

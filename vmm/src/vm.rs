@@ -80,6 +80,9 @@ pub struct NetConfig {
     pub mac: Option<MacAddr>,
     /// Whether the kernel's vhost-net moves its frames.
     pub vhost: crate::virtio::net::VhostMode,
+    /// Whether it starts with a carrier (`link=down`: no, as a pulled
+    /// cable; `set-link` on the control socket changes it).
+    pub link_up: bool,
 }
 
 /// A disk.
@@ -226,6 +229,8 @@ pub struct VmHandle {
     coalesced: Option<Mutex<()>>,
     /// The configuration.
     pub config: VmConfig,
+    /// Each NIC's link, by its tap's name, for `set-link`.
+    pub links: Vec<(String, Arc<crate::virtio::net::Link>)>,
 }
 
 impl VmHandle {
@@ -436,10 +441,14 @@ impl Vm {
                     .with_queues(u16::from(config.cpus)),
             ));
         }
+        let mut links = Vec::new();
         for n in &config.nets {
-            devices.push(Box::new(
-                Net::with_vhost(&n.tap, n.mac, n.vhost).map_err(io("virtio-net"))?,
-            ));
+            let net = Net::with_vhost(&n.tap, n.mac, n.vhost).map_err(io("virtio-net"))?;
+            let link = net.link();
+            // Before the guest runs: no driver to tell yet.
+            let _ = link.set(n.link_up);
+            links.push((n.tap.clone(), link));
+            devices.push(Box::new(net));
         }
         if config.rng {
             devices.push(Box::new(Rng::new()));
@@ -505,6 +514,7 @@ impl Vm {
             threads: Mutex::new(Vec::new()),
             coalesced: coalesced.then(|| Mutex::new(())),
             config,
+            links,
         });
         Ok(Vm {
             _kvm: kvm_fd,

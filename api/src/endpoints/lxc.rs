@@ -703,6 +703,7 @@ async fn update_config(state: Arc<AppState>, call: Call) -> ApiResult {
             ));
         }
     }
+    let old = config.clone();
     apply(&mut config, &keys).map_err(|e| ApiError::parameter("delete", e))?;
     for key in &deleted {
         if key == "description" {
@@ -710,10 +711,29 @@ async fn update_config(state: Arc<AppState>, call: Call) -> ApiResult {
         }
         config.delete(key);
     }
-    state
-        .cts
-        .write(vmid, config)
-        .map_err(|e| ApiError::failed(e.to_string()))?;
+    // A running container's interfaces take what can change at once
+    // (guests::live) before anything is written: a change that fails
+    // changes nothing.
+    let running = ct_state(&state, vmid).await.map_err(ApiError::failed)? != VmState::Stopped;
+    let net = if running {
+        crate::guests::live::ct_changes(vmid, &old, &config)
+            .map_err(|e| ApiError::parameter("net", e))?
+    } else {
+        Default::default()
+    };
+    crate::guests::live::replug(&net.live)
+        .await
+        .map_err(ApiError::failed)?;
+    let wants_firewall = running
+        && (crate::firewall::wants_firewall(&old, vmid, true)
+            || crate::firewall::wants_firewall(&config, vmid, true));
+    if let Err(e) = state.cts.write(vmid, config) {
+        crate::guests::live::restore(&net.live).await;
+        return Err(ApiError::failed(e.to_string()));
+    }
+    if wants_firewall && (net.firewall || !net.live.is_empty()) {
+        crate::firewall::apply_firewall(&state).await?;
+    }
     Ok(Value::Null.into())
 }
 

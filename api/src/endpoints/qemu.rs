@@ -794,7 +794,27 @@ async fn update_config(
     assign_macs(&mut keys);
     let mut probe = config.clone();
     apply(&mut probe, &keys).map_err(|e| ApiError::parameter("delete", e))?;
-    let allocated = allocate_disks(state, vmid, &mut keys, log).map_err(ApiError::failed)?;
+    for key in &deleted {
+        probe.delete(key);
+    }
+    // A running VM's NICs take what can change at once (guests::live),
+    // before anything is written: a change that fails changes nothing.
+    let running = state.runtime.state(vmid).await.map_err(ApiError::failed)? != VmState::Stopped;
+    let net = if running {
+        crate::guests::live::vm_changes(vmid, &config, &probe)
+            .map_err(|e| ApiError::parameter("net", e))?
+    } else {
+        Default::default()
+    };
+    apply_net_changes(state, vmid, &net, log).await?;
+    let allocated = match allocate_disks(state, vmid, &mut keys, log) {
+        Ok(a) => a,
+        Err(e) => {
+            crate::guests::live::restore(&net.live).await;
+            return Err(ApiError::failed(e));
+        }
+    };
+    let old = config.clone();
     apply(&mut config, &keys).map_err(ApiError::failed)?;
     for key in &deleted {
         if key == "description" {
@@ -802,14 +822,58 @@ async fn update_config(
         }
         config.delete(key);
     }
+    let wants_firewall = running
+        && (crate::firewall::wants_firewall(&old, vmid, false)
+            || crate::firewall::wants_firewall(&config, vmid, false));
     if let Err(e) = state.vms.write(vmid, config) {
         for volume in &allocated {
             let _ = state.storage.free(volume);
         }
+        crate::guests::live::restore(&net.live).await;
         return Err(ApiError::failed(e.to_string()));
+    }
+    if wants_firewall && (net.firewall || !net.live.is_empty()) {
+        crate::firewall::apply_firewall(state).await?;
     }
     if let Some(log) = log {
         log.line(format!("updated VM {vmid}"));
+    }
+    Ok(())
+}
+
+/// Re-plugs the ports of a running VM's changed NICs and pulls or plugs
+/// their cables in the VMM; on a failure puts back what was changed.
+async fn apply_net_changes(
+    state: &AppState,
+    vmid: u32,
+    net: &crate::guests::live::NetChanges,
+    log: Option<&TaskLog>,
+) -> Result<(), ApiError> {
+    if let Some(log) = log {
+        for (key, why) in &net.at_next_start {
+            log.line(format!("{key}: takes effect at the next start ({why})"));
+        }
+    }
+    crate::guests::live::replug(&net.live)
+        .await
+        .map_err(ApiError::failed)?;
+    for (n, c) in net.live.iter().enumerate() {
+        let Some(up) = c.link_up else { continue };
+        let request = json!({ "cmd": "set-link", "tap": c.port, "up": up });
+        if let Err(e) = state.runtime.vmm_request(vmid, request).await {
+            for done in net.live[..n].iter().rev() {
+                if let Some(up) = done.link_up {
+                    let back = json!({ "cmd": "set-link", "tap": done.port, "up": !up });
+                    let _ = state.runtime.vmm_request(vmid, back).await;
+                }
+            }
+            crate::guests::live::restore(&net.live).await;
+            return Err(ApiError::failed(format!("net{}: {e}", c.index)));
+        }
+        if let Some(log) = log {
+            let how = if up { "plugged in" } else { "pulled out" };
+            log.line(format!("net{}: cable {how}", c.index));
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Virtual machines: their configurations and their running VMMs.
 
+pub mod live;
 pub mod runtime;
 pub mod store;
 

@@ -61,6 +61,8 @@ pub type StateMap = std::collections::HashMap<u32, VmState>;
 
 /// How long [`VmRuntime::states_cached`] reuses an answer of init.
 const STATES_MAX_AGE: Duration = Duration::from_millis(500);
+/// How long a running VM's VMM may take to bind its control socket.
+const VMM_SOCKET_WAIT: Duration = Duration::from_secs(30);
 
 /// The init unit of VM `vmid`.
 pub fn unit_name(vmid: u32) -> String {
@@ -256,9 +258,6 @@ impl VmRuntime {
         nets.sort_by_key(|(index, _)| *index);
         let mut taps = Vec::new();
         for (index, net) in nets {
-            if net.link_down == Some(true) {
-                continue;
-            }
             if net.model != "virtio" {
                 return Err(format!(
                     "net{index}: only the virtio NIC model is emulated, not '{}'",
@@ -277,19 +276,13 @@ impl VmRuntime {
             // The kernel's vhost-net where it is available, as Proxmox VE
             // gives every virtio NIC (docs/vmm.md, "vhost-net").
             arg.push_str(",vhost=auto");
+            // `link_down=1`: the NIC is there without a carrier, and its
+            // tap is down in its bridge (super::live changes both).
+            if net.link_down == Some(true) {
+                arg.push_str(",link=down");
+            }
             argv.extend(["--net".into(), arg]);
-            let trunks = match &net.trunks {
-                Some(t) => netd::port::parse_trunks(t).map_err(|e| format!("net{index}: {e}"))?,
-                None => Vec::new(),
-            };
-            let port = netd::port::PortSpec {
-                tag: net.tag,
-                trunks,
-                // `mtu=1` is Proxmox's way of saying "the bridge's".
-                mtu: net.mtu.filter(|&m| m != 1),
-                rate: netd::ratelimit::rate_bytes(net.rate),
-                down: false,
-            };
+            let port = super::live::vm_port_spec(&net).map_err(|e| format!("net{index}: {e}"))?;
             taps.push(TapPlan {
                 name: tap,
                 bridge,
@@ -515,13 +508,36 @@ impl VmRuntime {
 
     /// Sends `cmd` to the VM's control socket and returns the answer's data.
     pub async fn vmm_call(&self, vmid: u32, cmd: &str) -> Result<Value, String> {
+        self.vmm_request(vmid, serde_json::json!({ "cmd": cmd }))
+            .await
+    }
+
+    /// Sends `request` (a JSON object with its `cmd`) to the VM's control
+    /// socket and returns the answer's data.
+    pub async fn vmm_request(&self, vmid: u32, request: Value) -> Result<Value, String> {
         let socket = self.control_socket(vmid);
+        // A VMM binds its socket once it has built the VM, which takes a
+        // few seconds under emulation: a running unit without one yet is
+        // waited for.
+        let deadline = Instant::now() + VMM_SOCKET_WAIT;
+        let stream = loop {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(s) => break s,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) && Instant::now() < deadline
+                        && self.state(vmid).await? != VmState::Stopped =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(format!("cannot reach the VMM of VM {vmid}: {e}")),
+            }
+        };
         let call = async {
-            let stream = tokio::net::UnixStream::connect(&socket)
-                .await
-                .map_err(|e| format!("cannot reach the VMM of VM {vmid}: {e}"))?;
             let (read, mut write) = stream.into_split();
-            let line = format!("{}\n", serde_json::json!({ "cmd": cmd }));
+            let line = format!("{request}\n");
             write
                 .write_all(line.as_bytes())
                 .await
@@ -586,7 +602,8 @@ async fn attach_tap(tap: &TapPlan) -> Result<(), String> {
     crate::sys::create_persistent_tap(name)
         .map_err(|e| format!("cannot create tap {name}: {e}"))?;
     let nl = netd::rtnl::Rtnl::connect().map_err(|e| format!("netlink: {e}"))?;
-    netd::port::attach(&nl, name, &tap.bridge, &tap.port)
+    // A persistent tap may be left from an earlier run, up or limited.
+    netd::port::replug(&nl, name, &tap.bridge, &tap.port)
         .await
         .map_err(|e| format!("cannot add {name} to {}: {e}", tap.bridge))
 }
@@ -657,6 +674,17 @@ mod tests {
                 down: false,
             }
         );
+        // A pulled cable: the NIC is there, without a carrier, its tap down.
+        let down = GuestConfig::parse(
+            "kernel: local:iso/k.img\nnet0: virtio=02:00:00:00:00:01,bridge=vmbr1,link_down=1\n",
+        )
+        .unwrap();
+        let plan = runtime().plan(100, &down, &resolve).unwrap();
+        assert!(plan
+            .argv
+            .join(" ")
+            .ends_with(" --net tap=tap100i0,mac=02:00:00:00:00:01,vhost=auto,link=down"));
+        assert!(plan.taps[0].port.down);
         let cached = runtime().with_kernel_cache(Some("/var/cache/k".into()));
         let plan = cached.plan(100, &tagged, &resolve).unwrap();
         assert!(plan.argv.join(" ").contains(" --kernel-cache /var/cache/k"));

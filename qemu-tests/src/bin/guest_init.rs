@@ -15,6 +15,7 @@
 //! OXBOW-GUEST rng=ok|none|fail <why>      virtio-rng is the current hwrng and reads
 //! OXBOW-GUEST net=ok|none|skipped|fail <why>
 //! OXBOW-GUEST net-rebind=ok|fail <why>    with oxbow.net-rebind only
+//! OXBOW-GUEST link=up|down|fail <why>     with oxbow.link-wait only
 //! OXBOW-GUEST done
 //! ```
 //!
@@ -32,6 +33,12 @@
 //! device from `virtio_net` (the driver resets the device) and binds it
 //! again (the device is set up anew), and checks the network once more:
 //! `net-rebind=ok` or `fail`.
+//!
+//! With `oxbow.link-wait` the NIC's carrier is reported once it is up
+//! (`link=up` or `link=down`); a NIC without one is waited for (up to
+//! 60 s, `link=up` when it comes) before the echo requests, and after
+//! `net=ok` the carrier's loss is waited for in the same way
+//! (`link=down`): the host pulls and plugs the virtual cable meanwhile.
 //!
 //! With `oxbow.wait-power` on the command line it then prints
 //! `OXBOW-GUEST waiting for the power button`, waits for a KEY_POWER press
@@ -105,6 +112,9 @@ fn main() {
     say(&format!("rng={}", check_rng()));
     let net = check_net(&cmdline);
     say(&format!("net={net}"));
+    if net.starts_with("ok ") && cmdline.split_whitespace().any(|w| w == "oxbow.link-wait") {
+        say(&wait_carrier(false));
+    }
     if net.starts_with("ok ") && cmdline.split_whitespace().any(|w| w == "oxbow.net-rebind") {
         let again = match rebind_nic() {
             Ok(()) => check_net(&cmdline),
@@ -531,10 +541,49 @@ fn check_net(cmdline: &str) -> String {
     if let Err(e) = configure_nic(&nic, addr, mask) {
         return format!("fail configuring {nic}: {e}");
     }
+    if cmdline.split_whitespace().any(|w| w == "oxbow.link-wait") {
+        let up = carrier(&nic) == Some(true);
+        say(if up { "link=up" } else { "link=down" });
+        if !up {
+            let now = wait_carrier(true);
+            say(&now);
+            if now != "link=up" {
+                return format!("fail {nic}: no carrier");
+            }
+        }
+    }
     match ping(peer) {
         Ok(n) => format!("ok {nic} {addr} echo reply from {peer} after {n} request(s)"),
         Err(e) => format!("fail {nic} {addr} ping {peer}: {e}"),
     }
+}
+
+/// How long a change of the carrier is waited for.
+const CARRIER_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether `nic` (up) has a carrier.
+fn carrier(nic: &str) -> Option<bool> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{nic}/carrier")).ok()?;
+    Some(text.trim() == "1")
+}
+
+/// Waits for the first NIC's carrier to become `up`: `link=up` or
+/// `link=down` when it did, else `link=fail …`.
+fn wait_carrier(up: bool) -> String {
+    let Some(nic) = find_nic() else {
+        return "link=fail no NIC".into();
+    };
+    let start = Instant::now();
+    while start.elapsed() < CARRIER_WAIT {
+        if carrier(&nic) == Some(up) {
+            return if up { "link=up" } else { "link=down" }.into();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    format!(
+        "link=fail {nic} still {} after {CARRIER_WAIT:?}",
+        if up { "down" } else { "up" }
+    )
 }
 
 /// Sets an IPv4 address and netmask on `nic` and brings it up, with the

@@ -31,8 +31,8 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
@@ -216,11 +216,63 @@ fn inc(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
+/// A NIC's link: whether it has a carrier (`VIRTIO_NET_S_LINK_UP` in its
+/// configuration space), shared by the device, its worker and whoever
+/// changes it (the control socket's `set-link`). While the link is down
+/// the device moves no frames either way, whatever the driver does, as
+/// with a cable pulled out; the driver is told of each change by the
+/// configuration interrupt.
+pub struct Link {
+    up: AtomicBool,
+    /// The interrupt of the active device; `None` while the driver has
+    /// not set it up (it reads the state when it does).
+    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+}
+
+impl Link {
+    /// A link that starts up or down.
+    pub fn new(up: bool) -> Link {
+        Link {
+            up: AtomicBool::new(up),
+            interrupt: Mutex::new(None),
+        }
+    }
+
+    /// Whether it has a carrier.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
+    /// Sets it; a change is signalled to an active driver. Returns whether
+    /// it changed.
+    pub fn set(&self, up: bool) -> io::Result<bool> {
+        let interrupt = self.interrupt.lock().unwrap_or_else(|e| e.into_inner());
+        if self.up.swap(up, Ordering::SeqCst) == up {
+            return Ok(false);
+        }
+        if let Some(i) = interrupt.as_ref() {
+            i.config()?;
+        }
+        Ok(true)
+    }
+
+    fn attach(&self, interrupt: Option<Arc<dyn Interrupt>>) {
+        *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = interrupt;
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link").field("up", &self.is_up()).finish()
+    }
+}
+
 /// The virtio-net device.
 #[derive(Debug)]
 pub struct Net {
     tap: Arc<Tap>,
     mac: MacAddr,
+    link: Arc<Link>,
     worker: Option<Worker>,
     stats: Arc<Stats>,
     /// The kernel's vhost-net, when it moves the frames.
@@ -255,6 +307,7 @@ impl Net {
         Ok(Net {
             tap: Arc::new(tap),
             mac,
+            link: Arc::new(Link::new(true)),
             worker: None,
             stats: Arc::default(),
             vhost: None,
@@ -285,6 +338,11 @@ impl Net {
         self.mac
     }
 
+    /// Its link, to change from outside ([`Link::set`]).
+    pub fn link(&self) -> Arc<Link> {
+        self.link.clone()
+    }
+
     /// The tap's name.
     pub fn tap_name(&self) -> &str {
         self.tap.name()
@@ -299,7 +357,12 @@ impl Net {
     fn config(&self) -> [u8; 10] {
         let mut c = [0u8; 10];
         c[..6].copy_from_slice(&self.mac.0);
-        c[6..8].copy_from_slice(&(VIRTIO_NET_S_LINK_UP as u16).to_le_bytes());
+        let status = if self.link.is_up() {
+            VIRTIO_NET_S_LINK_UP as u16
+        } else {
+            0
+        };
+        c[6..8].copy_from_slice(&status.to_le_bytes());
         c[8..10].copy_from_slice(&1u16.to_le_bytes());
         c
     }
@@ -350,6 +413,7 @@ impl VirtioDevice for Net {
             ));
         };
         self.tap.set_offload(tap::offload_flags(acked_features))?;
+        self.link.attach(Some(interrupt.clone()));
         if let Some(device) = &self.vhost {
             let name = format!("vhost-{}", self.tap.name());
             self.vhost_running = Some(VhostNet::start(
@@ -379,6 +443,7 @@ impl VirtioDevice for Net {
             tap: self.tap.clone(),
             tap_poll,
             interrupt,
+            link: self.link.clone(),
             stats: self.stats.clone(),
             mrg: acked_features & bit(VIRTIO_NET_F_MRG_RXBUF) != 0,
             rx_bufs: VecDeque::new(),
@@ -405,6 +470,7 @@ impl VirtioDevice for Net {
         // the tap from it.
         self.worker = None;
         self.vhost_running = None;
+        self.link.attach(None);
     }
 
     fn info(&self) -> serde_json::Value {
@@ -416,6 +482,7 @@ impl VirtioDevice for Net {
             // With vhost-net the kernel moves the frames: the counters
             // below stay at zero.
             "vhost": self.vhost.is_some(),
+            "link": if self.link.is_up() { "up" } else { "down" },
             "rx_packets": get(&s.rx_packets),
             "rx_bytes": get(&s.rx_bytes),
             "rx_dropped": get(&s.rx_dropped),
@@ -498,6 +565,7 @@ struct NetWorker {
     tap: Arc<Tap>,
     tap_poll: TapPoll,
     interrupt: Arc<dyn Interrupt>,
+    link: Arc<Link>,
     stats: Arc<Stats>,
     /// VIRTIO_NET_F_MRG_RXBUF was acked: a frame may span several chains.
     mrg: bool,
@@ -589,6 +657,11 @@ impl NetWorker {
             while let Some(chain) = self.tx.queue.pop_descriptor_chain(&self.mem) {
                 let head = chain.head_index();
                 let sent = match sg::chain_sg(&self.mem, chain) {
+                    // No carrier: the frame goes nowhere.
+                    Ok(_) if !self.link.is_up() => {
+                        inc(&self.stats.tx_dropped, 1);
+                        true
+                    }
                     Ok(c) if (VNET_HDR_LEN..=MAX_FRAME).contains(&c.readable.len()) => loop {
                         match sg::writev(&*self.tap, &c.readable) {
                             Ok(_) => {
@@ -735,6 +808,9 @@ impl NetWorker {
     /// copy; one that spilled over waits in `rx_frame` (MRG_RXBUF: for
     /// more buffers) or is dropped (a single buffer too small).
     fn receive(&mut self) -> Rx {
+        if !self.link.is_up() {
+            return self.discard();
+        }
         if let Some(len) = self.pending {
             return match self.deliver_copy(len) {
                 Rx::NoBuffers => Rx::NoBuffers,
@@ -827,6 +903,28 @@ impl NetWorker {
                 self.pending = None;
                 r
             }
+        }
+    }
+
+    /// With the link down: a frame read from the tap is lost (and one
+    /// that waited for buffers with it), so that the tap's queue does not
+    /// fill with frames the guest would get late.
+    fn discard(&mut self) -> Rx {
+        if self.pending.take().is_some() {
+            inc(&self.stats.rx_dropped, 1);
+        }
+        let iov = [libc::iovec {
+            iov_base: self.rx_frame.as_mut_ptr().cast(),
+            iov_len: self.rx_frame.len(),
+        }];
+        // SAFETY: the one segment is `rx_frame`, held mutably here.
+        match unsafe { sg::readv(&*self.tap, &iov) } {
+            Ok(_) => {
+                inc(&self.stats.rx_dropped, 1);
+                Rx::Dropped
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Rx::Dropped,
+            Err(_) => Rx::Empty,
         }
     }
 
@@ -925,6 +1023,7 @@ mod tests {
     struct CountIrq {
         rx: AtomicUsize,
         tx: AtomicUsize,
+        config: AtomicUsize,
     }
 
     impl Interrupt for CountIrq {
@@ -937,6 +1036,7 @@ mod tests {
             Ok(())
         }
         fn config(&self) -> io::Result<()> {
+            self.config.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
     }
@@ -1341,6 +1441,76 @@ mod tests {
         assert_eq!(net.stats().tx_packets.load(Ordering::SeqCst), 11);
         assert_eq!(net.stats().bad_chains.load(Ordering::SeqCst), 0);
         net.reset();
+    }
+
+    /// A NIC whose link is down reads as such, moves no frame either
+    /// way, and tells the driver when the link comes up, after which
+    /// frames flow again.
+    #[test]
+    fn a_link_down_moves_nothing_and_its_changes_are_signalled() {
+        let t = lab("oxlnk");
+        let mem = memory();
+        let mut rx = Driver::new(&mem, 0, 0x10_0000);
+        let mut tx = Driver::new(&mem, 0x1_0000, 0x40_0000);
+        let mac: MacAddr = "52:54:00:00:00:07".parse().unwrap();
+        let (mut net, sock) = open_net(&t, Some(mac));
+        let link = net.link();
+        assert!(!link.set(true).unwrap(), "already up");
+        assert!(link.set(false).unwrap());
+        let status = |net: &Net| {
+            let mut c = [0u8; 2];
+            net.read_config(6, &mut c);
+            u16::from_le_bytes(c)
+        };
+        assert_eq!(status(&net), 0);
+        assert_eq!(net.info()["link"], "down");
+        let irq = activate(&mut net, &mem, &rx, &tx, ALL);
+        rx.add_rx(16, 2048);
+        rx.notify();
+
+        // The guest sends anyway: the chain is used, the frame is lost.
+        let mut bytes = vec![0u8; VNET_HDR_LEN];
+        bytes.extend(frame([0xff; 6], b"oxbow-lnk-tx-down", 120));
+        let head = tx.add_tx(&bytes, VNET_HDR_LEN);
+        tx.notify();
+        assert_eq!(tx.next_used(TIMEOUT), Some((head, 0)));
+        assert!(sock
+            .recv_matching(Duration::from_millis(300), |p| contains(
+                p,
+                b"oxbow-lnk-tx-down"
+            ))
+            .is_none());
+        assert_eq!(net.stats().tx_dropped.load(Ordering::SeqCst), 1);
+        assert_eq!(net.stats().tx_packets.load(Ordering::SeqCst), 0);
+        // A frame for the guest is read and dropped.
+        sock.send(&frame(mac.0, b"oxbow-lnk-rx-down", 120));
+        wait_for("the frame dropped", || {
+            net.stats().rx_dropped.load(Ordering::SeqCst) >= 1
+        });
+        assert_eq!(net.stats().rx_packets.load(Ordering::SeqCst), 0);
+        assert_eq!(irq.config.load(Ordering::SeqCst), 0);
+
+        // Plugged in: one configuration interrupt, the status reads up,
+        // and frames go both ways.
+        assert!(link.set(true).unwrap());
+        assert_eq!(irq.config.load(Ordering::SeqCst), 1);
+        assert_eq!(status(&net), VIRTIO_NET_S_LINK_UP as u16);
+        sock.send(&frame(mac.0, b"oxbow-lnk-rx-up", 120));
+        let p = rx.recv_marked(b"oxbow-lnk-rx-up");
+        assert!(contains(&p.frame, b"oxbow-lnk-rx-up"));
+        let mut bytes = vec![0u8; VNET_HDR_LEN];
+        bytes.extend(frame([0xff; 6], b"oxbow-lnk-tx-up", 120));
+        let head = tx.add_tx(&bytes, VNET_HDR_LEN);
+        tx.notify();
+        assert_eq!(tx.next_used(TIMEOUT), Some((head, 0)));
+        sock.recv_matching(TIMEOUT, |p| contains(p, b"oxbow-lnk-tx-up"))
+            .expect("the frame on the tap once the link is up");
+        // Down again, signalled again; after a reset nothing is signalled.
+        assert!(link.set(false).unwrap());
+        assert_eq!(irq.config.load(Ordering::SeqCst), 2);
+        net.reset();
+        assert!(link.set(true).unwrap());
+        assert_eq!(irq.config.load(Ordering::SeqCst), 2);
     }
 
     #[test]

@@ -1,7 +1,10 @@
 # Oxbow: `make run` boots the appliance, `make test` runs the whole suite.
 
 TARGET   := x86_64-unknown-linux-gnu
-BINS     := target/$(TARGET)/release
+RELEASE  := target/$(TARGET)/release
+# The image's programs: ctr comes from its own build profile (Cargo.toml,
+# release-ctr: fat LTO), the rest from the release build.
+BINS     := target/image-bins
 ISO      := target/oxbow.iso
 GUEST    := target/guest
 # Oxbow's own binaries are fully static, so the same init runs from the
@@ -18,7 +21,11 @@ deps:
 
 bins:
 	OXBOW_GIT_REV=$(GIT_REV) $(STATIC) cargo build --release --target $(TARGET) \
-		-p init -p netd -p api -p vmm -p ctr
+		-p init -p netd -p api -p vmm
+	OXBOW_GIT_REV=$(GIT_REV) $(STATIC) cargo build --profile release-ctr --target $(TARGET) -p ctr
+	mkdir -p $(BINS)
+	for b in init netd apid vmm; do install -m 755 $(RELEASE)/$$b $(BINS)/$$b; done
+	install -m 755 target/$(TARGET)/release-ctr/ctr $(BINS)/ctr
 
 iso: bins
 	cargo run --release -p image -- --bins $(BINS) --out $(ISO)
@@ -27,7 +34,7 @@ iso: bins
 # guest-init, and an ISO of the three; rebuilt only when an input changed.
 guest:
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin guest-init
-	cargo run -p qemu-tests --bin guest-assets -- --init $(BINS)/guest-init --out $(GUEST)
+	cargo run -p qemu-tests --bin guest-assets -- --init $(RELEASE)/guest-init --out $(GUEST)
 
 # The Debian guest's root file system image (docs/guest.md): debootstrap
 # (cached) and mkfs.ext4 -d into target/guest/debian.raw; needs root.

@@ -37,7 +37,8 @@ fn main() -> Result<()> {
     let mut appliance_runs = 20usize;
     let mut iso = target_dir().join("oxbow-bench-peers.iso");
     let mut runner = bins.join("bench-ct-run");
-    let mut ctr = bins.join("ctr");
+    // The shipped ctr (Makefile: its own build profile).
+    let mut ctr = target_dir().join("image-bins/ctr");
     let mut appliance_ctr: Option<PathBuf> = None;
     let mut also_ctr: Option<(String, PathBuf)> = None;
     let mut host = true;

@@ -714,7 +714,10 @@ async fn update_config(state: Arc<AppState>, call: Call) -> ApiResult {
     // A running container's interfaces take what can change at once
     // (guests::live) before anything is written: a change that fails
     // changes nothing.
-    let running = ct_state(&state, vmid).await.map_err(ApiError::failed)? != VmState::Stopped;
+    // A state init cannot tell counts as stopped (see qemu's).
+    let running = ct_state(&state, vmid)
+        .await
+        .is_ok_and(|s| s != VmState::Stopped);
     let net = if running {
         crate::guests::live::ct_changes(vmid, &old, &config)
             .map_err(|e| ApiError::parameter("net", e))?

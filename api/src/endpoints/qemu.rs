@@ -799,7 +799,13 @@ async fn update_config(
     }
     // A running VM's NICs take what can change at once (guests::live),
     // before anything is written: a change that fails changes nothing.
-    let running = state.runtime.state(vmid).await.map_err(ApiError::failed)? != VmState::Stopped;
+    // A state init cannot tell (no init to ask) counts as stopped: the
+    // change then waits for the next start, as it would have.
+    let running = state
+        .runtime
+        .state(vmid)
+        .await
+        .is_ok_and(|s| s != VmState::Stopped);
     let net = if running {
         crate::guests::live::vm_changes(vmid, &config, &probe)
             .map_err(|e| ApiError::parameter("net", e))?

@@ -268,6 +268,8 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
     }
     if !spec.down {
         nl.set_up(&port_link).await?;
+    } else if port_link.up {
+        nl.set_down(&port_link).await?;
     }
     if spec.rate.is_some() {
         crate::ratelimit::set(nl, &port_link, spec.rate).await?;
@@ -276,15 +278,12 @@ pub async fn attach(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Res
 }
 
 /// [`attach`] for a port that may be attached already, as a running
-/// guest's port whose settings change: it may also have to go down
-/// (`spec.down`) or lose a rate limit it has.
+/// guest's port whose settings change: it may also have to lose a rate
+/// limit it has (`attach` sets one only when the spec has it).
 pub async fn replug(nl: &Rtnl, port: &str, bridge: &str, spec: &PortSpec) -> Result<(), PortError> {
     attach(nl, port, bridge, spec).await?;
-    let link = nl.require_link(port).await?;
-    if spec.down && link.up {
-        nl.set_down(&link).await?;
-    }
     if spec.rate.is_none() {
+        let link = nl.require_link(port).await?;
         crate::ratelimit::set(nl, &link, None).await?;
     }
     Ok(())

@@ -727,14 +727,12 @@ async fn update_config(state: Arc<AppState>, call: Call) -> ApiResult {
     crate::guests::live::replug(&net.live)
         .await
         .map_err(ApiError::failed)?;
-    let wants_firewall = running
-        && (crate::firewall::wants_firewall(&old, vmid, true)
-            || crate::firewall::wants_firewall(&config, vmid, true));
+    let firewall = net.touches_firewall((&old, &config), vmid, true);
     if let Err(e) = state.cts.write(vmid, config) {
         crate::guests::live::restore(&net.live).await;
         return Err(ApiError::failed(e.to_string()));
     }
-    if wants_firewall && (net.firewall || !net.live.is_empty()) {
+    if firewall {
         crate::firewall::apply_firewall(&state).await?;
     }
     Ok(Value::Null.into())

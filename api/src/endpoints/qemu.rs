@@ -820,7 +820,7 @@ async fn update_config(
             return Err(ApiError::failed(e));
         }
     };
-    let old = config.clone();
+    let firewall = net.touches_firewall((&config, &probe), vmid, false);
     apply(&mut config, &keys).map_err(ApiError::failed)?;
     for key in &deleted {
         if key == "description" {
@@ -828,9 +828,6 @@ async fn update_config(
         }
         config.delete(key);
     }
-    let wants_firewall = running
-        && (crate::firewall::wants_firewall(&old, vmid, false)
-            || crate::firewall::wants_firewall(&config, vmid, false));
     if let Err(e) = state.vms.write(vmid, config) {
         for volume in &allocated {
             let _ = state.storage.free(volume);
@@ -838,7 +835,7 @@ async fn update_config(
         crate::guests::live::restore(&net.live).await;
         return Err(ApiError::failed(e.to_string()));
     }
-    if wants_firewall && (net.firewall || !net.live.is_empty()) {
+    if firewall {
         crate::firewall::apply_firewall(state).await?;
     }
     if let Some(log) = log {

@@ -39,6 +39,23 @@ pub struct NetChanges {
     pub firewall: bool,
 }
 
+impl NetChanges {
+    /// Whether the firewall is compiled again once the change is written:
+    /// a port changed (or its firewall settings did) on a guest that has,
+    /// or had, ports under the firewall. Nothing changed live on a guest
+    /// that is not running, so such a guest never needs it.
+    pub fn touches_firewall(
+        &self,
+        (old, new): (&GuestConfig, &GuestConfig),
+        vmid: u32,
+        container: bool,
+    ) -> bool {
+        (self.firewall || !self.live.is_empty())
+            && (crate::firewall::wants_firewall(old, vmid, container)
+                || crate::firewall::wants_firewall(new, vmid, container))
+    }
+}
+
 /// What a changed device needs.
 enum Step {
     /// The next start, for this reason.
@@ -221,9 +238,7 @@ pub async fn replug(changes: &[PortChange]) -> Result<(), String> {
     let nl = netd::rtnl::Rtnl::connect().map_err(|e| format!("netlink: {e}"))?;
     for (n, c) in changes.iter().enumerate() {
         if let Err(e) = netd::port::replug(&nl, &c.port, &c.new.0, &c.new.1).await {
-            for done in changes[..=n].iter().rev() {
-                let _ = netd::port::replug(&nl, &done.port, &done.old.0, &done.old.1).await;
-            }
+            put_back(&nl, &changes[..=n]).await;
             return Err(format!("net{}: {}: {e}", c.index, c.port));
         }
     }
@@ -232,11 +247,14 @@ pub async fn replug(changes: &[PortChange]) -> Result<(), String> {
 
 /// Puts every port of `changes` back as it was.
 pub async fn restore(changes: &[PortChange]) {
-    let Ok(nl) = netd::rtnl::Rtnl::connect() else {
-        return;
-    };
+    if let Ok(nl) = netd::rtnl::Rtnl::connect() {
+        put_back(&nl, changes).await;
+    }
+}
+
+async fn put_back(nl: &netd::rtnl::Rtnl, changes: &[PortChange]) {
     for c in changes.iter().rev() {
-        let _ = netd::port::replug(&nl, &c.port, &c.old.0, &c.old.1).await;
+        let _ = netd::port::replug(nl, &c.port, &c.old.0, &c.old.1).await;
     }
 }
 

@@ -858,15 +858,7 @@ impl NetWorker {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Rx::Dropped,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Rx::Empty,
-            Err(e) => {
-                eprintln!(
-                    "vmm: net {}: reading the tap: {e}; receive stopped",
-                    self.tap.name()
-                );
-                self.tap_dead = true;
-                self.update_tap_poll();
-                return Rx::Empty;
-            }
+            Err(e) => return self.tap_failed(e),
         };
         if !(MIN_FRAME..=MAX_FRAME).contains(&n) {
             inc(&self.stats.rx_dropped, 1);
@@ -924,8 +916,21 @@ impl NetWorker {
                 Rx::Dropped
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Rx::Dropped,
-            Err(_) => Rx::Empty,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Rx::Empty,
+            Err(e) => self.tap_failed(e),
         }
+    }
+
+    /// Reading the tap failed for good (the interface was deleted): it is
+    /// polled no more.
+    fn tap_failed(&mut self, e: io::Error) -> Rx {
+        eprintln!(
+            "vmm: net {}: reading the tap: {e}; receive stopped",
+            self.tap.name()
+        );
+        self.tap_dead = true;
+        self.update_tap_poll();
+        Rx::Empty
     }
 
     /// Returns the first buffers that hold `n` bytes of frame (already in

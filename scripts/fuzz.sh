@@ -47,6 +47,10 @@ export RUSTFLAGS="-Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+# Built under the repository's target/ (one directory for every fuzz
+# package: they share most dependencies), so a fresh checkout with a kept
+# target/ does not build them again.
+export CARGO_TARGET_DIR="$root/target/fuzz"
 cargo build --release --quiet \
     --manifest-path "$fuzz_dir/Cargo.toml" \
     --target "$target_triple" \
@@ -60,7 +64,7 @@ for spec in "${targets[@]}"; do
         IFS=: read -r -a dirs <<<"${spec#*=}"
         for d in "${dirs[@]}"; do seeds+=("$root/$d"); done
     fi
-    binary="$fuzz_dir/target/$target_triple/release/$t"
+    binary="$CARGO_TARGET_DIR/$target_triple/release/$t"
     corpus="$fuzz_dir/corpus/$t"
     artifacts="$fuzz_dir/artifacts/$t"
     mkdir -p "$corpus" "$artifacts"

@@ -55,9 +55,10 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::guestfiles::PreparedFile;
-use crate::rawsys::{cstr, sys, Name};
+use crate::rawsys::{cstr, monotonic_ns, sys, Name};
 use crate::spec::ContainerSpec;
 
 /// Capabilities removed from the container, as LXC's and Proxmox's
@@ -157,6 +158,65 @@ pub struct ChildArgs<'a> {
     /// Whether the child was born in its cgroup (`clone3`); if not, the
     /// monitor moves it there before the first go-ahead.
     pub placed: bool,
+    /// Where the child notes when it reached its steps.
+    pub marks: &'a ChildMarks,
+}
+
+/// When the child reached its steps, for the monitor's debug log
+/// (`CLOCK_MONOTONIC` nanoseconds, 0 for a step not reached): the child
+/// stores them in the monitor's memory, which it shares, and the monitor
+/// reads them once the child has execed or ended.
+pub struct ChildMarks {
+    /// Whether to note them at all (the debug log is on): each note is a
+    /// system call.
+    on: bool,
+    at: [AtomicU64; ChildMarks::NAMES.len()],
+}
+
+impl ChildMarks {
+    /// The steps, in the order the child reaches them.
+    pub const NAMES: [&'static str; 10] = [
+        "entered",
+        "root bound",
+        "proc and sys",
+        "released to mount",
+        "dev",
+        "pivoted",
+        "privileges dropped",
+        "ready for the network",
+        "released",
+        "exec",
+    ];
+    const ENTERED: usize = 0;
+    const ROOT_BOUND: usize = 1;
+    const PROC_SYS: usize = 2;
+    const MOUNTS: usize = 3;
+    const DEV: usize = 4;
+    const PIVOTED: usize = 5;
+    const PRIVILEGES: usize = 6;
+    const READY: usize = 7;
+    const RELEASED: usize = 8;
+    const EXEC: usize = 9;
+
+    pub fn new(on: bool) -> ChildMarks {
+        ChildMarks {
+            on,
+            at: Default::default(),
+        }
+    }
+
+    fn mark(&self, step: usize) {
+        if self.on {
+            self.at[step].store(monotonic_ns(), Ordering::Release);
+        }
+    }
+
+    /// Each step's name and time, 0 if not reached.
+    pub fn read(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ChildMarks::NAMES
+            .into_iter()
+            .zip(self.at.iter().map(|a| a.load(Ordering::Acquire)))
+    }
 }
 
 /// The child's entry point (`arg` is the address of a [`ChildArgs`]):
@@ -167,6 +227,7 @@ pub extern "C" fn entry(arg: usize) -> ! {
     // SAFETY: the monitor passes the address of a `ChildArgs` that it
     // keeps alive and unchanged until this process has execed or ended.
     let args = unsafe { &*(arg as *const ChildArgs<'_>) };
+    args.marks.mark(ChildMarks::ENTERED);
     let failed = match setup(args) {
         Ok(never) => match never {},
         Err(f) => f,
@@ -276,19 +337,6 @@ impl Go {
         }
     }
 
-    fn now_ns() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let _ = sys!(
-            libc::SYS_clock_gettime,
-            libc::CLOCK_MONOTONIC,
-            &mut ts as *mut libc::timespec
-        );
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    }
-
     /// Fills `buf`; end of file means the monitor gave up.
     fn read_exact(&mut self, buf: &mut [u8]) -> Step<()> {
         let mut got = 0;
@@ -300,7 +348,7 @@ impl Go {
                 Ok(n) => got += n,
                 Err(libc::EINTR) => {}
                 Err(libc::EAGAIN) => {
-                    let now = Go::now_ns();
+                    let now = monotonic_ns();
                     let until = *spin_until.get_or_insert(now + Go::SPIN_NS);
                     if now < until {
                         let _ = sys!(libc::SYS_sched_yield);
@@ -432,6 +480,7 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
         "bind mount of the root on itself:",
     )?;
     sys!(libc::SYS_chdir, cstr(&p.rootfs)).map_err(failed("chdir into the root"))?;
+    args.marks.mark(ChildMarks::ROOT_BOUND);
     // A directory made now would belong to the host's root (the child's
     // ids are not mapped yet): a root without /proc or /sys gets them
     // after the go-ahead.
@@ -439,9 +488,11 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     if early_proc {
         mount_proc_sys(p.cgroup)?;
     }
+    args.marks.mark(ChildMarks::PROC_SYS);
     // 2. The monitor's first go-ahead: the id maps are written (and the
     // child is in its cgroup).
     go.wait(crate::monitor::GO_MOUNTS)?;
+    args.marks.mark(ChildMarks::MOUNTS);
     if p.cgroup && !args.placed {
         unshare_cgroup()?;
     }
@@ -462,6 +513,7 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
         ensure_dir(dir)?;
     }
     mount_dev(&mut go, p.ttys, p.privileged)?;
+    args.marks.mark(ChildMarks::DEV);
     if !early_proc {
         mount_proc_sys(p.cgroup)?;
     }
@@ -470,6 +522,7 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     sys!(libc::SYS_umount2, cstr(c"."), libc::MNT_DETACH)
         .map_err(failed("detaching the old root"))?;
     sys!(libc::SYS_chdir, cstr(c"/")).map_err(failed("chdir /"))?;
+    args.marks.mark(ChildMarks::PIVOTED);
     // The console, opened by its name in the container so the guest sees
     // /dev/console as its standard streams, as the controlling terminal.
     let console = sys!(
@@ -487,6 +540,7 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     // nothing after this needs what they take away (the seccomp filter
     // denies module loading, kexec, open_by_handle_at and keyctl only).
     drop_privileges(&p.seccomp)?;
+    args.marks.mark(ChildMarks::PRIVILEGES);
     sys!(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, libc::SIGKILL)
         .map_err(failed("parent-death signal"))?;
     // The host name lives in the UTS namespace, not in the tree.
@@ -501,7 +555,9 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     // 7. The guest's own files, once the network is made: a start that
     // fails there leaves the container's tree as it was. The monitor has
     // read them meanwhile and sends what must change with the go-ahead.
+    args.marks.mark(ChildMarks::READY);
     go.wait(crate::monitor::GO_FILES)?;
+    args.marks.mark(ChildMarks::RELEASED);
     let addr = u64::from_le_bytes(go.read_array()?) as usize;
     let len = u64::from_le_bytes(go.read_array()?) as usize;
     let files: &[PreparedFile] = if len == 0 {
@@ -525,6 +581,7 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     )
     .map_err(failed("signal mask"))?;
     // 8. The guest's init.
+    args.marks.mark(ChildMarks::EXEC);
     let err = sys!(
         libc::SYS_execve,
         cstr(&p.init),

@@ -27,10 +27,10 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{Cgroup, CgroupError};
-use crate::child::{self, ChildArgs, Prepared};
+use crate::child::{self, ChildArgs, ChildMarks, Prepared};
 use crate::guestfiles::PreparedFile;
 use crate::net::{self, NetError};
-use crate::rawsys::Stack;
+use crate::rawsys::{monotonic_ns, Stack};
 use crate::spec::ContainerSpec;
 use crate::sys;
 
@@ -344,6 +344,11 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         e
     };
     let (child_prep, stack) = child_data.map_err(undo_cgroup)?;
+    // When the child reached its steps, and when the monitor did, for
+    // the debug log.
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
+    let marks = ChildMarks::new(debug);
+    let mut steps = Steps::new(debug);
     let cloned = (|| {
         let (go_r, go_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
@@ -369,8 +374,10 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                 report: rep_w.as_raw_fd(),
                 report_r: rep_r.as_raw_fd(),
                 placed,
+                marks: &marks,
             })
         };
+        steps.mark_clone();
         let (pid, child_args) = sys::clone_child(
             flags,
             cgroup.as_ref().map(|c| c.inner_dir().as_raw_fd()),
@@ -418,7 +425,9 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         // the veths are made, and writes the guest's files only after the
         // second.
         nix::unistd::write(&go_w, GO_MOUNTS).map_err(nix_err("releasing the child"))?;
+        steps.mark("maps");
         let opened = ptys.insert(Ptys::open(spec)?);
+        steps.mark("ptys");
         nix::unistd::write(&go_w, &opened.numbers()).map_err(nix_err("releasing the child"))?;
         // The child inherited the monitor's dispositions with the clone,
         // and the monitor has changed none since. Read here, where the
@@ -431,8 +440,10 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         let plan = crate::guestfiles::plan_in_root(spec, &spec.rootfs)
             .map_err(io_err("reading the guest's host name and network files"))?;
         let to_write = files.insert(plan.prepared());
+        steps.mark("files read");
         let made = veths.insert(net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?);
         tracing::debug!("container {}: ptys and veth pairs made", spec.vmid);
+        steps.mark("veths");
         let mut go = GO_FILES.to_vec();
         go.extend_from_slice(&(to_write.as_ptr() as u64).to_le_bytes());
         go.extend_from_slice(&(to_write.len() as u64).to_le_bytes());
@@ -453,6 +464,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                 Err(e)
             }
         })?;
+        steps.mark("joined");
         Ok(())
     })();
     drop(go_w);
@@ -460,6 +472,8 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
     // The child reports a failure on the pipe; exec closes it.
     let mut message = Vec::new();
     let _ = report.read_to_end(&mut message);
+    steps.mark("exec seen");
+    tracing::debug!("container {}: {}", spec.vmid, steps.describe(&marks));
     // The child has execed or ended: what it read of this process's
     // memory may go.
     drop(child_runs);
@@ -502,6 +516,57 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         console_path: sys::pty_path(console_number),
         stopping: None,
     })
+}
+
+/// The monitor's own steps of a start after the clone, for the debug log
+/// beside the child's ([`ChildMarks`]), in milliseconds since the clone.
+struct Steps {
+    on: bool,
+    clone: u64,
+    marks: Vec<(&'static str, u64)>,
+}
+
+impl Steps {
+    fn new(on: bool) -> Steps {
+        Steps {
+            on,
+            clone: 0,
+            marks: Vec::with_capacity(if on { 8 } else { 0 }),
+        }
+    }
+
+    fn mark(&mut self, what: &'static str) {
+        if self.on {
+            self.marks.push((what, monotonic_ns()));
+        }
+    }
+
+    fn mark_clone(&mut self) {
+        if self.on {
+            self.clone = monotonic_ns();
+        }
+    }
+
+    /// "steps after the clone (ms): child entered 0.41, ...; monitor maps ...".
+    fn describe(&self, child: &ChildMarks) -> String {
+        let ms = |t: u64| {
+            if t == 0 || self.clone == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", (t as f64 - self.clone as f64) / 1e6)
+            }
+        };
+        let list = |l: &mut dyn Iterator<Item = (&str, u64)>| {
+            l.map(|(what, t)| format!("{what} {}", ms(t)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "steps after the clone (ms): child {}; monitor {}",
+            list(&mut child.read()),
+            list(&mut self.marks.iter().copied())
+        )
+    }
 }
 
 /// Kills and reaps the child if dropped while the thread unwinds from a

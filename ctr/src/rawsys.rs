@@ -277,6 +277,22 @@ impl Default for Name {
     }
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds, by the bare system call (the child
+/// may not touch the C library's state; the monitor compares its own
+/// readings with the child's).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let _ = sys!(
+        libc::SYS_clock_gettime,
+        libc::CLOCK_MONOTONIC,
+        &mut ts as *mut libc::timespec
+    );
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// The address of a C string, for [`sys!`].
 pub fn cstr(s: &CStr) -> usize {
     s.as_ptr() as usize

@@ -20,8 +20,8 @@
 //!   its own VLAN 10 link reaches a container with `tag=10`; with
 //!   `trunks=20` it carries VLAN 20 only, and its VLAN 10 link reaches
 //!   nothing;
-//! - **rate limit**: 5 MiB to and from a container with `rate=0.5`
-//!   (0.5 MB/s, a 1 MiB burst: 8 s) take at least 6 s each way; to and
+//! - **rate limit**: 5 MiB to and from a container with `rate=0.25`
+//!   (0.25 MB/s, a 1 MiB burst: 17 s) take at least 12 s each way; to and
 //!   from one without it on the same bridge, less than half of that;
 //! - **VLAN bridge**: a container with `tag=60` on `vmbr2`, a bridge
 //!   without VLAN filtering whose port `eth7` leads to the peer, gets
@@ -256,7 +256,7 @@ cp -a $R /run/nt/ct/root-313
 cp -a $R /run/nt/ct/root-314
 for id in 315 316; do
   cp -a $R /run/nt/ct/root-$id
-  rate=; [ $id = 315 ] && rate=,rate=0.5
+  rate=; [ $id = 315 ] && rate=,rate=0.25
   printf 'arch: amd64\nhostname: rate%s\nmemory: 64\nostype: debian\nunprivileged: 1\nrootfs: local:rootdir/%s\nnet0: name=eth0,bridge=vmbr3,ip=10.70.0.%s/24,hwaddr=BC:24:11:00:03:%s%s\n' \
     $id $id $((id-300)) $((id-300)) "$rate" > /run/nt/ct/$id.conf
 done
@@ -273,7 +273,7 @@ chown -R 100000:100000 /run/nt/ct/root-310 /run/nt/ct/root-311 /run/nt/ct/root-3
 say containers-ready
 "#;
 
-/// 5 MiB to and from containers 315 (`rate=0.5`) and 316 (no limit), each
+/// 5 MiB to and from containers 315 (`rate=0.25`) and 316 (no limit), each
 /// transfer timed from the sender's start to the receiver's end (busybox
 /// `nc`, whose listener gets a standard input that stays open, since it
 /// stops at the end of its input; the container's side run in its
@@ -492,7 +492,9 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
             "a port with trunks=20 passed VLAN 10"
         );
 
-        // rate=: 0.5 MB/s each way on the port, after a 1 MiB burst.
+        // rate=: 0.25 MB/s each way on the port, after a 1 MiB burst (a
+        // rate low enough that the unlimited transfer, 1 s on a fast
+        // machine and over 4 s on a slow one, stays well below it).
         vm.run_unit("ct-315", &["/bin/sh", "-c", &start_ct(315)])
             .unwrap();
         vm.run_unit("ct-316", &["/bin/sh", "-c", &start_ct(316)])
@@ -507,12 +509,12 @@ fn netd_in_the_appliance_rolls_back_bonds_vlans_and_vlan_aware_bridges() {
         let (to, from) = (secs("rate-to-limited"), secs("rate-from-limited"));
         let (free_to, free_from) = (secs("rate-to-free"), secs("rate-from-free"));
         eprintln!(
-            "5 MiB at rate=0.5: {to} s to, {from} s from the container; unlimited: {free_to} s, {free_from} s"
+            "5 MiB at rate=0.25: {to} s to, {from} s from the container; unlimited: {free_to} s, {free_from} s"
         );
-        assert!(to >= 6.0, "5 MiB to a container at 0.5 MB/s in {to} s");
+        assert!(to >= 12.0, "5 MiB to a container at 0.25 MB/s in {to} s");
         assert!(
-            from >= 6.0,
-            "5 MiB from a container at 0.5 MB/s in {from} s"
+            from >= 12.0,
+            "5 MiB from a container at 0.25 MB/s in {from} s"
         );
         assert!(free_to * 2.0 < to, "unlimited {free_to} s against {to} s");
         assert!(

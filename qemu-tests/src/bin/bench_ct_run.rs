@@ -80,6 +80,8 @@ use qemu_tests::bench::median;
 const INIT: &str = "#!/bin/sh\necho up >/bench.fifo\n";
 const BRIDGE: &str = "benchbr0";
 const HWADDR: &str = "BC:24:11:00:00:01";
+/// Starts of ours with the monitor's debug log after the timed rounds.
+const PHASE_RUNS: usize = 5;
 const MARKER_TIMEOUT: Duration = Duration::from_secs(120);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -286,26 +288,30 @@ fn bench(args: &[String]) -> Result<()> {
         }
         Ok(())
     })();
-    // One more start of ours, not timed, with the monitor's debug log: its
-    // steps, each at its time since the spawn.
-    let phases = result.as_ref().ok().map(|_| {
-        std::thread::sleep(settle);
-        let spawned = std::time::SystemTime::now();
-        let marker = start_with_env(&setup, "ours", &fifo, &[("RUST_LOG", "debug")]);
-        (spawned, marker)
-    });
+    // A few more starts of ours, not timed, with the monitor's debug log:
+    // its steps, each at its time since the spawn.
+    let mut phases = Vec::new();
+    if result.is_ok() {
+        for _ in 0..PHASE_RUNS {
+            std::thread::sleep(settle);
+            let spawned = std::time::SystemTime::now();
+            let marker = start_with_env(&setup, "ours", &fifo, &[("RUST_LOG", "debug")]);
+            let log = fs::read_to_string(setup.work.join("ours.log")).unwrap_or_default();
+            phases.push((spawned, marker, log));
+        }
+    }
     if config == Config::Unprivileged {
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).status();
     }
     result?;
-    if let Some((spawned, marker)) = phases {
+    for (run, (spawned, marker, log)) in phases.iter().enumerate() {
         let since_midnight = |t: std::time::SystemTime| {
             t.duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64() % 86_400.0)
                 .unwrap_or(0.0)
         };
-        let t0 = since_midnight(spawned);
-        let log = fs::read_to_string(setup.work.join("ours.log")).unwrap_or_default();
+        let t0 = since_midnight(*spawned);
+        println!("phases of debug start {}:", run + 1);
         for l in log
             .lines()
             .filter(|l| l.contains("container ") || l.contains("ctr "))

@@ -250,8 +250,8 @@ impl Cgroup {
 
     /// Moves process `pid` into the inner cgroup.
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        let procs = self.inner.join("cgroup.procs");
-        fs::write(&procs, pid.to_string()).map_err(io_err("writing", &procs))
+        write_at(self.inner_dir.as_raw_fd(), "cgroup.procs", &pid.to_string())
+            .map_err(io_err("writing", &self.inner.join("cgroup.procs")))
     }
 
     /// Kills every process in the container's cgroups (`cgroup.kill`, or

@@ -484,18 +484,22 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     // A directory made now would belong to the host's root (the child's
     // ids are not mapped yet): a root without /proc or /sys gets them
     // after the go-ahead.
-    let early_proc = (!p.cgroup || args.placed) && is_dir(c"proc") && is_dir(c"sys");
+    let early_proc = is_dir(c"proc") && is_dir(c"sys");
+    // cgroup2 shows the cgroup namespace of the process that mounts it:
+    // with the proc and sys mounts only if the child was born in its
+    // cgroup, else after the monitor has moved it there (step 7).
+    let cgroup_now = p.cgroup && args.placed;
     if early_proc {
-        mount_proc_sys(p.cgroup)?;
+        mount_proc_sys()?;
+        if cgroup_now {
+            mount_cgroup(c"sys/fs/cgroup")?;
+        }
     }
     args.marks.mark(ChildMarks::PROC_SYS);
     // 2. The monitor's first go-ahead: the id maps are written (and the
     // child is in its cgroup).
     go.wait(crate::monitor::GO_MOUNTS)?;
     args.marks.mark(ChildMarks::MOUNTS);
-    if p.cgroup && !args.placed {
-        unshare_cgroup()?;
-    }
     // 3. The container's root user, by bare system calls, which change
     // this process's credentials only (the C library's would signal the
     // monitor's threads, whose memory this process shares).
@@ -515,7 +519,10 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     mount_dev(&mut go, p.ttys, p.privileged)?;
     args.marks.mark(ChildMarks::DEV);
     if !early_proc {
-        mount_proc_sys(p.cgroup)?;
+        mount_proc_sys()?;
+        if cgroup_now {
+            mount_cgroup(c"sys/fs/cgroup")?;
+        }
     }
     // 5. Into the root.
     sys!(libc::SYS_pivot_root, cstr(c"."), cstr(c".")).map_err(failed("pivot_root"))?;
@@ -558,6 +565,11 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     args.marks.mark(ChildMarks::READY);
     go.wait(crate::monitor::GO_FILES)?;
     args.marks.mark(ChildMarks::RELEASED);
+    // The monitor has moved this process into its cgroup by now.
+    if p.cgroup && !args.placed {
+        unshare_cgroup()?;
+        mount_cgroup(c"/sys/fs/cgroup")?;
+    }
     let addr = u64::from_le_bytes(go.read_array()?) as usize;
     let len = u64::from_le_bytes(go.read_array()?) as usize;
     let files: &[PreparedFile] = if len == 0 {
@@ -705,7 +717,7 @@ fn mount_dev(go: &mut Go, ttys: u32, privileged: bool) -> Step<()> {
     Ok(())
 }
 
-fn mount_proc_sys(cgroup: bool) -> Step<()> {
+fn mount_proc_sys() -> Step<()> {
     let hardened = NOSUID | NODEV | NOEXEC;
     mount(
         Some(c"proc"),
@@ -741,17 +753,19 @@ fn mount_proc_sys(cgroup: bool) -> Step<()> {
         None,
         "sysfs on",
     )?;
-    if cgroup {
-        mount(
-            Some(c"cgroup2"),
-            c"sys/fs/cgroup",
-            Some(c"cgroup2"),
-            hardened,
-            None,
-            "cgroup2 on",
-        )?;
-    }
     Ok(())
+}
+
+/// The cgroup v2 hierarchy, as the cgroup namespace shows it, on `target`.
+fn mount_cgroup(target: &CStr) -> Step<()> {
+    mount(
+        Some(c"cgroup2"),
+        target,
+        Some(c"cgroup2"),
+        NOSUID | NODEV | NOEXEC,
+        None,
+        "cgroup2 on",
+    )
 }
 
 #[repr(C)]

@@ -291,6 +291,8 @@ pub const GO_FILES: &[u8] = b"n";
 
 /// The child's stack, of which it uses a few pages.
 const CHILD_STACK: usize = 256 * 1024;
+/// The stack of the thread that makes a container's cgroups.
+const CGROUP_THREAD_STACK: usize = 256 * 1024;
 
 /// The ptys of a start: the console's and one per tty.
 struct Ptys {
@@ -319,36 +321,44 @@ impl Ptys {
 fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, MonitorError> {
     tracing::debug!("container {}: starting", spec.vmid);
     let cgroup_root = opts.cgroup_root.clone().or_else(Cgroup::v2_root);
-    let cgroup = match &cgroup_root {
-        Some(root) => Some(Cgroup::create(root, spec.vmid, &spec.limits, &spec.idmap)?),
-        None => {
-            tracing::warn!(
-                "container {}: no cgroup v2 hierarchy: no limits are in force \
-                 and stopping relies on the pid namespace",
-                spec.vmid
-            );
-            None
-        }
-    };
-    tracing::debug!("container {}: cgroup made", spec.vmid);
+    if cgroup_root.is_none() {
+        tracing::warn!(
+            "container {}: no cgroup v2 hierarchy: no limits are in force \
+             and stopping relies on the pid namespace",
+            spec.vmid
+        );
+    }
     // What the child needs, ready before the clone: it shares this
     // process's memory until its exec and allocates nothing.
-    let child_data = Prepared::new(spec, cgroup.is_some())
+    let (child_prep, stack) = Prepared::new(spec, cgroup_root.is_some())
         .map_err(MonitorError::Child)
-        .and_then(|p| Ok((p, Stack::new(CHILD_STACK).map_err(io_err("child stack"))?)));
-    // A start that fails before the clone leaves no cgroup behind.
-    let undo_cgroup = |e| {
-        if let Some(cg) = &cgroup {
-            let _ = cg.remove();
-        }
-        e
-    };
-    let (child_prep, stack) = child_data.map_err(undo_cgroup)?;
+        .and_then(|p| Ok((p, Stack::new(CHILD_STACK).map_err(io_err("child stack"))?)))?;
     // When the child reached its steps, and when the monitor did, for
     // the debug log.
     let debug = tracing::enabled!(tracing::Level::DEBUG);
     let marks = ChildMarks::new(debug);
     let mut steps = Steps::new(debug);
+    // The cgroups are made on a thread of their own while this one
+    // clones and prepares the child's ptys, files and veths: the clone
+    // (most of it the kernel making the new network namespace) and the
+    // cgroups (directories with controllers, limits, delegation) are a
+    // start's two longest steps before the child runs, and neither needs
+    // the other. The child is born in the monitor's cgroup and moved into
+    // its own before the second go-ahead, before it unshares its cgroup
+    // namespace and long before the guest's init runs. This thread
+    // clones: the child's parent-death signal follows the thread that
+    // made it.
+    let mut making: Making = cgroup_root.map(|root| {
+        let (vmid, limits, idmap) = (spec.vmid, spec.limits.clone(), spec.idmap);
+        std::thread::Builder::new()
+            .name("ctr-cgroup".into())
+            .stack_size(CGROUP_THREAD_STACK)
+            .spawn({
+                let root = root.clone();
+                move || Cgroup::create(&root, vmid, &limits, &idmap)
+            })
+            .map_err(|_| root)
+    });
     let cloned = (|| {
         let (go_r, go_w) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(nix_err("pipe"))?;
@@ -378,19 +388,24 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             })
         };
         steps.mark_clone();
-        let (pid, child_args) = sys::clone_child(
-            flags,
-            cgroup.as_ref().map(|c| c.inner_dir().as_raw_fd()),
-            &stack,
-            args,
-        )
-        .map_err(io_err("clone"))?;
+        let (pid, child_args) =
+            sys::clone_child(flags, None, &stack, args).map_err(io_err("clone"))?;
         drop(go_r);
         drop(rep_w);
         let placed = child_args.placed;
-        Ok((pid, go_w, File::from(rep_r), placed, child_args))
+        Ok::<_, MonitorError>((pid, go_w, File::from(rep_r), placed, child_args))
     })();
-    let (pid, go_w, mut report, placed, child_args) = cloned.map_err(undo_cgroup)?;
+    let (pid, go_w, mut report, placed, child_args) = match cloned {
+        Ok(cloned) => cloned,
+        Err(e) => {
+            // A start that fails here leaves no cgroup behind.
+            if let Ok(Some(cg)) = cgroup_made(spec, &mut making) {
+                let _ = cg.remove();
+            }
+            return Err(e);
+        }
+    };
+    let mut cgroup: Option<Cgroup> = None;
     // The guest's files to write, which the child reads from here.
     let mut files: Option<Vec<PreparedFile>> = None;
     // Declared after everything of this process's memory the child uses,
@@ -409,18 +424,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
                 std::fs::write(&path, &line).map_err(io_err(format!("writing {path}")))?;
             }
         }
-        if let Some(cg) = cgroup.as_ref().filter(|_| !placed) {
-            cg.add(pid.as_raw())?;
-        }
-        tracing::debug!(
-            "container {}: cloned ({}), id maps written",
-            spec.vmid,
-            if placed {
-                "born in its cgroup"
-            } else {
-                "moved into its cgroup"
-            }
-        );
+        tracing::debug!("container {}: cloned, id maps written", spec.vmid);
         // Two go-aheads: the child builds its mounts while the ptys and
         // the veths are made, and writes the guest's files only after the
         // second.
@@ -444,6 +448,12 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         let made = veths.insert(net::create_veths(spec.vmid, pid.as_raw(), &spec.nets)?);
         tracing::debug!("container {}: ptys and veth pairs made", spec.vmid);
         steps.mark("veths");
+        // The cgroups, made meanwhile; the child goes into its own.
+        cgroup = cgroup_made(spec, &mut making)?;
+        if let Some(cg) = cgroup.as_ref().filter(|_| !placed) {
+            cg.add(pid.as_raw())?;
+        }
+        steps.mark("cgroup");
         let mut go = GO_FILES.to_vec();
         go.extend_from_slice(&(to_write.as_ptr() as u64).to_le_bytes());
         go.extend_from_slice(&(to_write.len() as u64).to_le_bytes());
@@ -468,6 +478,11 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         Ok(())
     })();
     drop(go_w);
+    // A start that failed before the cgroups were waited for still waits
+    // for them, to remove them.
+    if making.is_some() {
+        cgroup = cgroup_made(spec, &mut making).ok().flatten();
+    }
     let veths = veths.map(|v| v.names()).unwrap_or_default();
     // The child reports a failure on the pipe; exec closes it.
     let mut message = Vec::new();
@@ -516,6 +531,23 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         console_path: sys::pty_path(console_number),
         stopping: None,
     })
+}
+
+/// The cgroups of a start in the making: on their thread, or (no thread
+/// to be had) to be made below this root.
+type Making = Option<Result<std::thread::JoinHandle<Result<Cgroup, CgroupError>>, PathBuf>>;
+
+/// Waits for the cgroups of a start (or makes them on this thread if no
+/// thread could be had).
+fn cgroup_made(spec: &ContainerSpec, making: &mut Making) -> Result<Option<Cgroup>, CgroupError> {
+    match making.take() {
+        None => Ok(None),
+        Some(Ok(thread)) => thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            .map(Some),
+        Some(Err(root)) => Cgroup::create(&root, spec.vmid, &spec.limits, &spec.idmap).map(Some),
+    }
 }
 
 /// The monitor's own steps of a start after the clone, for the debug log

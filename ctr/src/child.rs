@@ -12,23 +12,22 @@
 //! alone (docs/ctr.md, "The child shares the monitor's memory").
 //!
 //! Order, and why:
-//! 1. while the monitor writes the id maps: `unshare(CLONE_NEWCGROUP)`
-//!    (the inner cgroup this process was born in by `clone3` becomes the
-//!    root the guest sees), a new session (the console pty, opened as
-//!    `/dev/console` after the pivot, becomes its controlling terminal
-//!    and the standard streams), all mounts private, the root directory
-//!    bound onto itself (a mount point, as `pivot_root` needs) and made
-//!    the working directory (before changing ids, as the host path to
-//!    the root belongs to host root), `/proc` (with `/proc/sys` and
-//!    `/proc/sysrq-trigger` read-only), `/sys` read-only and `cgroup2`
-//!    on `/sys/fs/cgroup`: none of it makes a file, which the unmapped
-//!    ids could not own;
-//! 2. wait for the monitor's first go-ahead: it has written the id maps
-//!    (on kernels without `clone3`'s cgroup it has also moved this
-//!    process into the inner cgroup, and the cgroup namespace is
-//!    unshared only now); it now opens the ptys (their numbers follow on
-//!    the pipe, read in step 4 when they are bound) and creates the veths
-//!    in this network namespace while steps 3-7 run;
+//! 1. while the monitor writes the id maps: a new session (the console
+//!    pty, opened as `/dev/console` after the pivot, becomes its
+//!    controlling terminal and the standard streams), all mounts private,
+//!    the root directory bound onto itself (a mount point, as
+//!    `pivot_root` needs) and made the working directory (before changing
+//!    ids, as the host path to the root belongs to host root), `/proc`
+//!    (with `/proc/sys` and `/proc/sysrq-trigger` read-only) and `/sys`
+//!    read-only: none of it makes a file, which the unmapped ids could
+//!    not own (a child born in its cgroup by `clone3`, which the monitor
+//!    no longer asks for, unshares its cgroup namespace and mounts
+//!    `cgroup2` here too);
+//! 2. wait for the monitor's first go-ahead: it has written the id maps;
+//!    it now opens the ptys (their numbers follow on the pipe, read in
+//!    step 4 when they are bound) and creates the veths in this network
+//!    namespace while steps 3-7 run, while its cgroup thread finishes
+//!    the container's cgroups;
 //! 3. become the container's root (`setgroups`, `setresgid`,
 //!    `setresuid` to 0: host ids 100000, or the host's root when
 //!    privileged);
@@ -43,11 +42,13 @@
 //!    file), and restore the signal dispositions (the monitor's mask of
 //!    ignored signals follows the pty numbers): all while the monitor
 //!    may still be making the veths;
-//! 7. wait for the second go-ahead (the veth pairs are there; the
-//!    monitor puts their host ends into the bridges meanwhile, and sends
-//!    the list of the guest's host name and network files that must
-//!    change, which it has read meanwhile); write them; empty the signal
-//!    mask;
+//! 7. wait for the second go-ahead (the veth pairs are there and the
+//!    monitor has moved this process into its cgroup; it puts the veths'
+//!    host ends into the bridges meanwhile, and sends the list of the
+//!    guest's host name and network files that must change, which it has
+//!    read meanwhile); unshare the cgroup namespace (rooted at the
+//!    container's cgroup) and mount `cgroup2` on `/sys/fs/cgroup`; write
+//!    the files; empty the signal mask;
 //! 8. exec the guest's init with `container=lxc`.
 
 // The child cannot allocate: its errors travel by value (see `Failed`).

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::idmap::IdMap;
@@ -67,7 +67,8 @@ pub struct Cgroup {
     pub outer: PathBuf,
     /// `<outer>/ns`: the container's processes.
     pub inner: PathBuf,
-    /// `inner`, open.
+    /// `inner`, open: the limits and the delegation are written, and the
+    /// child moved in, relative to it.
     inner_dir: OwnedFd,
     /// Limits that could not be applied, each with the reason.
     pub unavailable: Vec<String>,
@@ -240,12 +241,6 @@ impl Cgroup {
             inner_dir,
             unavailable,
         })
-    }
-
-    /// The inner cgroup's directory, open, for `clone3`'s
-    /// `CLONE_INTO_CGROUP`.
-    pub fn inner_dir(&self) -> BorrowedFd<'_> {
-        self.inner_dir.as_fd()
     }
 
     /// Moves process `pid` into the inner cgroup.

@@ -20,9 +20,7 @@
 //!    ids, as the host path to the root belongs to host root), `/proc`
 //!    (with `/proc/sys` and `/proc/sysrq-trigger` read-only) and `/sys`
 //!    read-only: none of it makes a file, which the unmapped ids could
-//!    not own (a child born in its cgroup by `clone3`, which the monitor
-//!    no longer asks for, unshares its cgroup namespace and mounts
-//!    `cgroup2` here too);
+//!    not own;
 //! 2. wait for the monitor's first go-ahead: it has written the id maps;
 //!    it now opens the ptys (their numbers follow on the pipe, read in
 //!    step 4 when they are bound) and creates the veths in this network
@@ -156,9 +154,6 @@ pub struct ChildArgs<'a> {
     pub report: RawFd,
     /// The monitor's end of it, closed in the child.
     pub report_r: RawFd,
-    /// Whether the child was born in its cgroup (`clone3`); if not, the
-    /// monitor moves it there before the first go-ahead.
-    pub placed: bool,
     /// Where the child notes when it reached its steps.
     pub marks: &'a ChildMarks,
 }
@@ -454,15 +449,11 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     let _ = sys!(libc::SYS_close, args.go_w);
     let _ = sys!(libc::SYS_close, args.report_r);
     let mut go = Go::new(args.go)?;
-    // 1. What needs neither the id maps nor the cgroup (unless the child
-    // was born in it), done while the monitor writes them instead of
-    // waiting for its go-ahead: the cgroup namespace, rooted at the
-    // cgroup the child was born in; a new session (the console becomes
-    // its terminal after the pivot); mounts private; the root directory
-    // as a mount point; /proc and /sys, which make no files.
-    if p.cgroup && args.placed {
-        unshare_cgroup()?;
-    }
+    // 1. What needs neither the id maps nor the cgroup, done while the
+    // monitor writes the maps instead of waiting for its go-ahead: a new
+    // session (the console becomes its terminal after the pivot); mounts
+    // private; the root directory as a mount point; /proc and /sys, which
+    // make no files.
     sys!(libc::SYS_setsid).map_err(failed("setsid"))?;
     mount(
         None,
@@ -486,15 +477,8 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     // ids are not mapped yet): a root without /proc or /sys gets them
     // after the go-ahead.
     let early_proc = is_dir(c"proc") && is_dir(c"sys");
-    // cgroup2 shows the cgroup namespace of the process that mounts it:
-    // with the proc and sys mounts only if the child was born in its
-    // cgroup, else after the monitor has moved it there (step 7).
-    let cgroup_now = p.cgroup && args.placed;
     if early_proc {
         mount_proc_sys()?;
-        if cgroup_now {
-            mount_cgroup(c"sys/fs/cgroup")?;
-        }
     }
     args.marks.mark(ChildMarks::PROC_SYS);
     // 2. The monitor's first go-ahead: the id maps are written (and the
@@ -521,9 +505,6 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     args.marks.mark(ChildMarks::DEV);
     if !early_proc {
         mount_proc_sys()?;
-        if cgroup_now {
-            mount_cgroup(c"sys/fs/cgroup")?;
-        }
     }
     // 5. Into the root.
     sys!(libc::SYS_pivot_root, cstr(c"."), cstr(c".")).map_err(failed("pivot_root"))?;
@@ -566,8 +547,9 @@ fn setup(args: &ChildArgs<'_>) -> Step<std::convert::Infallible> {
     args.marks.mark(ChildMarks::READY);
     go.wait(crate::monitor::GO_FILES)?;
     args.marks.mark(ChildMarks::RELEASED);
-    // The monitor has moved this process into its cgroup by now.
-    if p.cgroup && !args.placed {
+    // The monitor has moved this process into its cgroup by now; cgroup2
+    // shows the cgroup namespace of the process that mounts it.
+    if p.cgroup {
         unshare_cgroup()?;
         mount_cgroup(c"/sys/fs/cgroup")?;
     }

@@ -376,26 +376,21 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
             | libc::CLONE_NEWUTS
             | libc::CLONE_NEWIPC
             | libc::CLONE_NEWNET;
-        let args = |placed| {
-            Box::new(ChildArgs {
-                prepared: &child_prep,
-                go: go_r.as_raw_fd(),
-                go_w: go_w.as_raw_fd(),
-                report: rep_w.as_raw_fd(),
-                report_r: rep_r.as_raw_fd(),
-                placed,
-                marks: &marks,
-            })
-        };
+        let args = Box::new(ChildArgs {
+            prepared: &child_prep,
+            go: go_r.as_raw_fd(),
+            go_w: go_w.as_raw_fd(),
+            report: rep_w.as_raw_fd(),
+            report_r: rep_r.as_raw_fd(),
+            marks: &marks,
+        });
         steps.mark_clone();
-        let (pid, child_args) =
-            sys::clone_child(flags, None, &stack, args).map_err(io_err("clone"))?;
+        let (pid, child_args) = sys::clone_child(flags, &stack, args).map_err(io_err("clone"))?;
         drop(go_r);
         drop(rep_w);
-        let placed = child_args.placed;
-        Ok::<_, MonitorError>((pid, go_w, File::from(rep_r), placed, child_args))
+        Ok::<_, MonitorError>((pid, go_w, File::from(rep_r), child_args))
     })();
-    let (pid, go_w, mut report, placed, child_args) = match cloned {
+    let (pid, go_w, mut report, child_args) = match cloned {
         Ok(cloned) => cloned,
         Err(e) => {
             // A start that fails here leaves no cgroup behind.
@@ -450,7 +445,7 @@ fn start(spec: &ContainerSpec, opts: &MonitorOptions) -> Result<Running, Monitor
         steps.mark("veths");
         // The cgroups, made meanwhile; the child goes into its own.
         cgroup = cgroup_made(spec, &mut making)?;
-        if let Some(cg) = cgroup.as_ref().filter(|_| !placed) {
+        if let Some(cg) = &cgroup {
             cg.add(pid.as_raw())?;
         }
         steps.mark("cgroup");

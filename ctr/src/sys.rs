@@ -209,56 +209,29 @@ pub fn fsync_dir(path: &Path) -> io::Result<()> {
 /// running on `stack` until it execs the guest's init: no copy of the
 /// monitor's page tables at the clone, no copy-on-write fault for each
 /// page either process writes afterwards, no address space to tear down
-/// at the exec (docs/perf.md). `args(placed)` makes the child's
-/// arguments, which the caller keeps until the child is done.
-///
-/// The child is born in the cgroup whose directory `cgroup` is open
-/// (`clone3` with `CLONE_INTO_CGROUP`, Linux 5.7): moving a process
-/// afterwards by a write to `cgroup.procs` takes the hierarchy's lock for
-/// writing, which waits for an RCU grace period. A kernel without it gets
-/// a child that is not placed (`placed` false in its arguments), and the
-/// caller moves it.
+/// at the exec (docs/perf.md). The caller keeps `args` and what it points
+/// to until the child has execed or ended (it gets them back); the child
+/// is born in the caller's cgroup, and the monitor moves it.
 pub fn clone_child<'a>(
     flags: libc::c_int,
-    cgroup: Option<RawFd>,
     stack: &crate::rawsys::Stack,
-    args: impl Fn(bool) -> Box<crate::child::ChildArgs<'a>>,
+    args: Box<crate::child::ChildArgs<'a>>,
 ) -> io::Result<(nix::unistd::Pid, Box<crate::child::ChildArgs<'a>>)> {
     use crate::rawsys::{clone3_vm, clone_vm, CloneArgs};
-    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let flags = flags as u64 | libc::CLONE_VM as u64;
-    let clone_args = |flags, cgroup| CloneArgs {
+    let clone_args = CloneArgs {
         flags,
         exit_signal: libc::SIGCHLD as u64,
         stack: stack.bottom() as u64,
         stack_size: stack.size() as u64,
-        cgroup,
         ..Default::default()
     };
-    let pid = |p: usize| nix::unistd::Pid::from_raw(p as libc::pid_t);
     let entry = crate::child::entry;
-    if let Some(cgroup) = cgroup {
-        let placed = args(true);
-        let addr = &*placed as *const crate::child::ChildArgs<'a> as usize;
-        // SAFETY: the stack is the caller's and unused; the child's
-        // arguments and what they point to live until the caller is done
-        // with the child, and the child only makes raw system calls.
-        match unsafe {
-            clone3_vm(
-                &clone_args(flags | CLONE_INTO_CGROUP, cgroup as u64),
-                entry,
-                addr,
-            )
-        } {
-            Ok(p) => return Ok((pid(p), placed)),
-            Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL) => {}
-            Err(e) => return Err(io::Error::from_raw_os_error(e)),
-        }
-    }
-    let unplaced = args(false);
-    let addr = &*unplaced as *const crate::child::ChildArgs<'a> as usize;
-    // SAFETY: as above.
-    let made = match unsafe { clone3_vm(&clone_args(flags, 0), entry, addr) } {
+    let addr = &*args as *const crate::child::ChildArgs<'a> as usize;
+    // SAFETY: the stack is the caller's and unused; the child's arguments
+    // and what they point to live until the caller is done with the child,
+    // and the child only makes raw system calls.
+    let made = match unsafe { clone3_vm(&clone_args, entry, addr) } {
         Err(libc::ENOSYS) => {
             // SAFETY: as above.
             unsafe { clone_vm(flags | libc::SIGCHLD as u64, stack.top(), entry, addr) }
@@ -266,7 +239,7 @@ pub fn clone_child<'a>(
         other => other,
     };
     match made {
-        Ok(p) => Ok((pid(p), unplaced)),
+        Ok(p) => Ok((nix::unistd::Pid::from_raw(p as libc::pid_t), args)),
         Err(e) => Err(io::Error::from_raw_os_error(e)),
     }
 }

@@ -12,7 +12,7 @@ GUEST    := target/guest
 STATIC   := CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
 GIT_REV  := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
-.PHONY: all deps bins iso guest guest-debian guest-debian-bench ct-template run test lint unit fuzz appliance bench-boot bench-vmm bench-vmm-io bench-iso bench-api bench-firewall bench-ct bench-netd peers-iso clean
+.PHONY: all deps mtimes bins iso guest guest-debian guest-debian-bench ct-template run test lint unit fuzz appliance bench-boot bench-vmm bench-vmm-io bench-iso bench-api bench-firewall bench-ct bench-netd peers-iso clean
 
 all: iso
 
@@ -81,7 +81,13 @@ fuzz:
 appliance: iso guest guest-debian ct-template
 	cargo test -p qemu-tests -- --test-threads=1
 
-test: deps lint ct-template unit fuzz appliance
+# A fresh checkout's unchanged files get back the times the last run saw,
+# so cargo builds again only the crates whose sources changed
+# (scripts/keep-mtimes.py; the record is target/source-mtimes.json).
+mtimes:
+	scripts/keep-mtimes.py
+
+test: deps mtimes lint ct-template unit fuzz appliance
 
 bench-boot: iso
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin floor-init

@@ -29,7 +29,8 @@ const KERNEL_CACHE: &str = "/run/kernel-cache";
 
 /// Runs `test` on an appliance with the assets CD mounted on [`MEDIA`] and
 /// raw `disks` attached as virtio disks (`snapshot=on`), again on a fresh
-/// one if the appliance's own kernel fails (see [`with_appliance`]).
+/// one if the appliance's own kernel fails or a guest triple faults (see
+/// [`with_appliance`]).
 fn on_appliance_with_assets(disks: Vec<PathBuf>, test: impl Fn(&mut Appliance)) {
     let opts = || {
         let assets = GuestAssets::locate().unwrap();

@@ -299,7 +299,27 @@ async fn a_container_through_its_life_over_the_api() {
     .await;
     assert_ne!(status, StatusCode::OK);
 
-    // Start: the monitor runs as init's unit, the guest's init says so.
+    // A start that fails (the root has no init) fails its task with how
+    // the monitor ended, as Proxmox's does, and leaves the container
+    // stopped.
+    let (init_path, away) = (rootfs.join("sbin/init"), rootfs.join("sbin/init.away"));
+    std::fs::rename(&init_path, &away).unwrap();
+    let (status, body) = root
+        .post_form(&server, &format!("{lxc}/200/status/start"), &[])
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let exit = root
+        .wait_task(&server, body["data"].as_str().unwrap())
+        .await;
+    assert!(
+        exit.contains("CT 200 failed to start: its process exited with status 1"),
+        "{exit}"
+    );
+    wait_status(&root, &server, 200, "stopped").await;
+    std::fs::rename(&away, &init_path).unwrap();
+
+    // Start: the monitor runs as init's unit, the guest's init says so;
+    // the task ends once the guest's init runs.
     task_ok(
         &root,
         &server,

@@ -63,6 +63,11 @@ pub type StateMap = std::collections::HashMap<u32, VmState>;
 const STATES_MAX_AGE: Duration = Duration::from_millis(500);
 /// How long a running VM's VMM may take to bind its control socket.
 const VMM_SOCKET_WAIT: Duration = Duration::from_secs(30);
+/// How long a start task waits for its guest to come up (the VMM to
+/// answer on its control socket, a container's monitor to report its
+/// init): both take well under a second natively, seconds under
+/// emulation.
+const START_WAIT: Duration = Duration::from_secs(60);
 
 /// The init unit of VM `vmid`.
 pub fn unit_name(vmid: u32) -> String {
@@ -368,7 +373,54 @@ impl VmRuntime {
         unit.start_limit = 10;
         self.init_call(Request::Run { unit }).await?;
         self.forget_states().await;
-        Ok(())
+        self.wait_started(&unit_name(vmid), &format!("VM {vmid}"), || async {
+            self.vmm_call(vmid, "info").await.map(drop)
+        })
+        .await
+    }
+
+    /// Waits until a guest just started as init unit `unit` has come up,
+    /// as `probe` says (its VMM or monitor answering on its control
+    /// socket), as a Proxmox start task does before it ends: a start
+    /// that fails makes the task fail, with how the unit's process
+    /// ended. A guest that ran and already powered off (its process
+    /// ended with status 0) has started.
+    async fn wait_started<F, Fut>(&self, unit: &str, what: &str, probe: F) -> Result<(), String>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let end = Instant::now() + START_WAIT;
+        loop {
+            let why = match probe().await {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            let answer = self
+                .init_call(Request::Status {
+                    unit: unit.to_owned(),
+                })
+                .await?;
+            let status: UnitStatus = serde_json::from_value(answer).map_err(|e| e.to_string())?;
+            if matches!(status.state, UnitState::Stopped | UnitState::Failed) {
+                self.forget_states().await;
+                if status.last_exit_code == Some(0) {
+                    return Ok(());
+                }
+                let ended = status.last_exit.as_deref().unwrap_or("stopped");
+                return Err(format!(
+                    "{what} failed to start: its process {ended} \
+                     (the log of init's unit {unit} has the reason)"
+                ));
+            }
+            if Instant::now() >= end {
+                return Err(format!(
+                    "{what} did not come up within {} s: {why}",
+                    START_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Runs a container's monitor (`argv`) as init unit `ctr:<vmid>`,
@@ -394,7 +446,14 @@ impl VmRuntime {
         unit.start_limit = 10;
         self.init_call(Request::Run { unit }).await?;
         self.forget_states().await;
-        Ok(())
+        // The monitor serves its socket once the guest's init runs.
+        self.wait_started(&unit_name, &format!("CT {vmid}"), || async {
+            match self.ct_call(vmid, ctr::Request::Info).await? {
+                info if info.get("pid").is_some() => Ok(()),
+                info => Err(format!("no init yet: {info}")),
+            }
+        })
+        .await
     }
 
     /// The control socket of container `vmid`'s monitor.

@@ -1507,7 +1507,11 @@ pub(crate) mod tests {
         g.gate.open_all();
         settle(&mut s);
         assert_eq!(used(&m, &q).len(), 8);
-        assert_eq!(g.ran.load(Ordering::SeqCst), 8);
+        // The first three went to the pool. A later request may run on the
+        // worker instead: when results come back one at a time, the last
+        // one can be found alone with nothing in flight (INLINE_MAX).
+        let ran = g.ran.load(Ordering::SeqCst);
+        assert!((3..=8).contains(&ran), "the pool ran {ran}");
         assert_eq!(m.read_obj::<u16>(q.used_addr()).unwrap(), 0);
     }
 

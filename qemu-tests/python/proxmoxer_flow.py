@@ -166,6 +166,17 @@ def before_kill(state_file):
           f"cluster resources: {resources}")
     step(f"VM {VMID} running, pid {second['pid']}, uptime {second['uptime']} s")
 
+    # Reset: the VMM ends as on the guest's own reset and init starts it
+    # again with the same configuration; the task ends once it answers.
+    upid = prox.nodes(node).qemu(VMID).status.reset.post()
+    wait_task(prox, upid, "reset")
+    after_reset = prox.nodes(node).qemu(VMID).status.current.get()
+    check(after_reset["status"] == "running"
+          and after_reset.get("pid") not in (None, 0, second["pid"]),
+          f"after the reset: {after_reset}, before: pid {second['pid']}")
+    step(f"VM {VMID} reset: VMM pid {second['pid']} -> {after_reset['pid']}")
+    second = after_reset
+
     # net0's cable pulled while the VM runs: applied at once (the test
     # reads the VMM's and the tap's link state after this phase).
     net0 = prox.nodes(node).qemu(VMID).config.get()["net0"]

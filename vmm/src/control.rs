@@ -11,6 +11,8 @@
 //! {"cmd":"pause"}       {"cmd":"resume"}
 //! {"cmd":"shutdown"}    presses the ACPI power button; the guest decides
 //! {"cmd":"stop"}        ends the VM at once (exit status 0)
+//! {"cmd":"reset"}       ends the VM at once as a guest's reset does
+//!                       (exit status 3: whoever runs the VMM starts it again)
 //! {"cmd":"set-link","tap":"tap100i0","up":false}
 //!                       the NIC on that tap loses (or gets) its carrier
 //! ```
@@ -46,6 +48,8 @@ pub enum Request {
     Shutdown,
     /// Ends the VM now.
     Stop,
+    /// Ends the VM now as a reset of the guest's does.
+    Reset,
     /// Pulls out (or plugs in) the cable of the NIC on tap `tap`.
     SetLink {
         /// The NIC's tap.
@@ -69,6 +73,10 @@ pub fn handle_line(vm: &VmHandle, line: &str) -> Value {
         Request::Shutdown => vm.shutdown().map(|_| Value::Null),
         Request::Stop => {
             vm.exit.request(ExitReason::Stopped);
+            Ok(Value::Null)
+        }
+        Request::Reset => {
+            vm.exit.request(ExitReason::Reset);
             Ok(Value::Null)
         }
         Request::SetLink { tap, up } => set_link(vm, &tap, up),
@@ -188,6 +196,8 @@ mod tests {
     fn requests_parse_and_unknown_ones_do_not() {
         let r: Request = serde_json::from_str(r#"{"cmd":"shutdown"}"#).unwrap();
         assert_eq!(r, Request::Shutdown);
+        let r: Request = serde_json::from_str(r#"{"cmd":"reset"}"#).unwrap();
+        assert_eq!(r, Request::Reset);
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"explode"}"#).is_err());
         let r: Request =
             serde_json::from_str(r#"{"cmd":"set-link","tap":"tap100i0","up":false}"#).unwrap();

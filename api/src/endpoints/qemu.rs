@@ -220,6 +220,17 @@ pub static ENDPOINTS: &[Endpoint] = &[
         ]
     ),
     power!(
+        "/nodes/{node}/qemu/{vmid}/status/reset",
+        "Reset the VM at once, as its reset button would: the guest starts \
+         again from its firmware or kernel without shutting down.",
+        |s, c| Box::pin(power_task(s, c, Power::Reset)),
+        &[
+            NODE,
+            VMID,
+            boolean("skiplock", "Accepted for compatibility.").optional(),
+        ]
+    ),
+    power!(
         "/nodes/{node}/qemu/{vmid}/status/suspend",
         "Pause the VM's vCPUs.",
         |s, c| Box::pin(power_task(s, c, Power::Suspend)),
@@ -970,6 +981,7 @@ enum Power {
     Stop,
     Shutdown,
     Reboot,
+    Reset,
     Suspend,
     Resume,
 }
@@ -1004,6 +1016,18 @@ async fn shutdown_vm(
     Err("VM quit/powerdown failed - got timeout".to_owned())
 }
 
+/// Resets a running VM: its VMM ends as on a guest's own reset (status
+/// 3) and init starts it again with the same configuration; the task ends
+/// once the new VMM answers.
+async fn reset_vm(state: &AppState, vmid: u32, log: &TaskLog) -> Result<(), String> {
+    let VmState::Running { pid, .. } = state.runtime.state(vmid).await? else {
+        return Err(format!("VM {vmid} not running"));
+    };
+    state.runtime.vmm_call(vmid, "reset").await?;
+    log.line(format!("reset VM {vmid}"));
+    state.runtime.wait_restarted(vmid, pid).await
+}
+
 async fn power_task(state: Arc<AppState>, call: Call, action: Power) -> ApiResult {
     this_node(&state, call.param("node"))?;
     let caller = call.caller()?.clone();
@@ -1020,6 +1044,7 @@ async fn power_task(state: Arc<AppState>, call: Call, action: Power) -> ApiResul
         Power::Stop => "qmstop",
         Power::Shutdown => "qmshutdown",
         Power::Reboot => "qmreboot",
+        Power::Reset => "qmreset",
         Power::Suspend => "qmsuspend",
         Power::Resume => "qmresume",
     };
@@ -1043,6 +1068,7 @@ async fn power_task(state: Arc<AppState>, call: Call, action: Power) -> ApiResul
                 shutdown_vm(&state, vmid, timeout, false, &log).await?;
                 start_vm(&state, vmid, &log).await
             }
+            Power::Reset => reset_vm(&state, vmid, &log).await,
             Power::Suspend => state.runtime.vmm_call(vmid, "pause").await.map(|_| ()),
             Power::Resume => state.runtime.vmm_call(vmid, "resume").await.map(|_| ()),
         }

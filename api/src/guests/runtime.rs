@@ -379,6 +379,30 @@ impl VmRuntime {
         .await
     }
 
+    /// Waits until VM `vmid`'s VMM, which was process `old_pid` and was
+    /// asked to reset, has been started again by init and answers.
+    pub async fn wait_restarted(&self, vmid: u32, old_pid: i32) -> Result<(), String> {
+        let end = Instant::now() + START_WAIT;
+        loop {
+            self.forget_states().await;
+            match self.state(vmid).await? {
+                VmState::Running { pid, .. } if pid != 0 && pid != old_pid => break,
+                VmState::Stopped => return Err(format!("VM {vmid} stopped instead of resetting")),
+                _ if Instant::now() >= end => {
+                    return Err(format!(
+                        "VM {vmid} was not started again within {} s",
+                        START_WAIT.as_secs()
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        self.wait_started(&unit_name(vmid), &format!("VM {vmid}"), || async {
+            self.vmm_call(vmid, "info").await.map(drop)
+        })
+        .await
+    }
+
     /// Waits until a guest just started as init unit `unit` has come up,
     /// as `probe` says (its VMM or monitor answering on its control
     /// socket), as a Proxmox start task does before it ends: a start

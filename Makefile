@@ -20,15 +20,15 @@ deps:
 	scripts/install-deps.sh
 
 bins:
-	OXBOW_GIT_REV=$(GIT_REV) $(STATIC) cargo build --release --target $(TARGET) \
+	$(STATIC) cargo build --release --target $(TARGET) \
 		-p init -p netd -p api -p vmm
-	OXBOW_GIT_REV=$(GIT_REV) $(STATIC) cargo build --profile release-ctr --target $(TARGET) -p ctr
+	$(STATIC) cargo build --profile release-ctr --target $(TARGET) -p ctr
 	mkdir -p $(BINS)
 	for b in init netd apid vmm; do install -m 755 $(RELEASE)/$$b $(BINS)/$$b; done
 	install -m 755 target/$(TARGET)/release-ctr/ctr $(BINS)/ctr
 
 iso: bins
-	cargo run --release -p image -- --bins $(BINS) --out $(ISO)
+	cargo run --release -p image -- --bins $(BINS) --out $(ISO) --revision $(GIT_REV)
 
 # The guest test assets (docs/guest.md): kernel, PVH vmlinux, initramfs with
 # guest-init, and an ISO of the three; rebuilt only when an input changed.
@@ -98,7 +98,8 @@ bench-boot: iso
 # other end of bench-vmm-io's network runs).
 BENCH_ISO := target/oxbow-bench.iso
 bench-iso: bins
-	cargo run --release -p image -- --bins $(BINS) --out $(BENCH_ISO) --extra-packages qemu-system-x86,iperf3
+	cargo run --release -p image -- --bins $(BINS) --out $(BENCH_ISO) --revision $(GIT_REV) \
+		--extra-packages qemu-system-x86,iperf3
 
 bench-vmm: bench-iso guest
 	$(STATIC) cargo build --release --target $(TARGET) -p qemu-tests --bin bench-run
@@ -125,7 +126,8 @@ bench-api: deps
 PEERS_ISO := target/oxbow-bench-peers.iso
 PEER_PACKAGES := lxc,ifupdown2,busybox-static
 peers-iso: deps bins
-	cargo run --release -p image -- --bins $(BINS) --out $(PEERS_ISO) --extra-packages $(PEER_PACKAGES)
+	cargo run --release -p image -- --bins $(BINS) --out $(PEERS_ISO) --revision $(GIT_REV) \
+		--extra-packages $(PEER_PACKAGES)
 
 # Container start against lxc-start -F and a namespaces + pivot_root floor:
 # privileged on the host (with Debian's lxc), and both configurations in the

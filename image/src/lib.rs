@@ -44,6 +44,9 @@ pub struct Options {
     /// Debian packages added to the system image (a benchmark variant
     /// carries QEMU this way); empty for the product image.
     pub extra_packages: Vec<String>,
+    /// The source revision the binaries were built from, written to
+    /// [`rootfs::REVISION_PATH`] (apid reports it).
+    pub revision: Option<String>,
 }
 
 /// What was built, for the closing report.
@@ -347,6 +350,14 @@ pub fn build(opts: &Options) -> Result<Summary> {
         versions_txt.as_bytes(),
         0o644,
     )?;
+    if let Some(revision) = &opts.revision {
+        fsutil::write_in_root(
+            &staging,
+            rootfs::REVISION_PATH,
+            format!("{revision}\n").as_bytes(),
+            0o644,
+        )?;
+    }
     let staging_bytes = fsutil::tree_size(&staging)?;
     timer.lap("system");
 

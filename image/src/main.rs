@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! oxbow-image --bins DIR --out PATH [--cache DIR] [--rootfs-overlay DIR] [--extra-packages LIST]
+//!             [--revision REV]
 //! ```
 
 use std::ffi::OsString;
@@ -14,7 +15,7 @@ use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
 Usage: oxbow-image --bins DIR --out PATH [--cache DIR] [--rootfs-overlay DIR]
-                   [--extra-packages PKG,PKG]
+                   [--extra-packages PKG,PKG] [--revision REV]
 
 Builds Oxbow's bootable hybrid BIOS+UEFI ISO from Debian packages.
 
@@ -24,6 +25,9 @@ Builds Oxbow's bootable hybrid BIOS+UEFI ISO from Debian packages.
   --rootfs-overlay DIR   tree copied over the system root [default: image/rootfs]
   --extra-packages LIST  Debian packages added to the system image (benchmark
                          variants, e.g. qemu-system-x86 as the VMM's peer)
+  --revision REV         the source revision the binaries were built from,
+                         written to /usr/lib/oxbow/revision (apid's /version
+                         reports it as repoid)
   -h, --help             show this help
   -V, --version          show the version
 
@@ -35,6 +39,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<imag
     let mut cache = PathBuf::from("target/cache");
     let mut overlay = PathBuf::from("image/rootfs");
     let mut extra_packages = Vec::new();
+    let mut revision = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg
@@ -67,6 +72,18 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<imag
                         .map(String::from),
                 );
             }
+            "--revision" => {
+                let v = value("--revision")?.to_string_lossy().into_owned();
+                if v.is_empty()
+                    || v.len() > 64
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    bail!("--revision: {v:?} is not a revision (letters, digits, '.', '_', '-')");
+                }
+                revision = Some(v);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(None);
@@ -86,6 +103,7 @@ fn parse(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<Option<imag
         cache,
         overlay,
         extra_packages,
+        revision,
     }))
 }
 
@@ -156,5 +174,30 @@ mod tests {
         assert!(parse(args(&["--bins"])).is_err());
         assert!(parse(args(&["--bins", "b", "--out", "o", "--frob"])).is_err());
         assert!(parse(args(&["--help"])).unwrap().is_none());
+        for bad in ["", "a b", "../x", &"f".repeat(65)] {
+            assert!(
+                parse(args(&["--bins", "b", "--out", "o", "--revision", bad])).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_revision_is_taken() {
+        let o = parse(args(&[
+            "--bins",
+            "b",
+            "--out",
+            "o",
+            "--revision",
+            "3cb6c8e1a2b3",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.revision.as_deref(), Some("3cb6c8e1a2b3"));
+        let o = parse(args(&["--bins", "b", "--out", "o"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.revision, None);
     }
 }

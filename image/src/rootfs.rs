@@ -43,6 +43,10 @@ pub const INIT_LINKS: &[&str] = &["sbin/init", "usr/sbin/oxctl"];
 pub const SYSTEM_LIST_PATH: &str = "etc/oxbow/modules-system.list";
 /// The pinned versions file.
 pub const VERSIONS_PATH: &str = "usr/share/oxbow/versions.txt";
+/// The source revision of Oxbow's binaries, one line (apid's `/version`
+/// reports it as `repoid`). Read at run time rather than compiled in, so
+/// that a new commit does not make cargo build apid again.
+pub const REVISION_PATH: &str = "usr/lib/oxbow/revision";
 
 /// Paths removed from every staged root: documentation, manuals and
 /// translations (nobody reads them on an appliance), apt's package lists,

@@ -40,6 +40,13 @@ fn login_and_version(vm: &mut Appliance) {
     let v = api.get("/version").unwrap();
     assert_eq!(v.status, 200);
     assert!(v.body["data"]["version"].is_string(), "{:?}", v.body);
+    // The revision the image recorded for its binaries (make passes the
+    // checkout's), as Proxmox shows its own: eight hex digits.
+    let repoid = v.body["data"]["repoid"].as_str().unwrap_or_default();
+    assert!(
+        repoid.len() == 8 && repoid.bytes().all(|b| b.is_ascii_hexdigit()),
+        "repoid {repoid:?}"
+    );
 }
 
 #[test]

@@ -54,11 +54,22 @@ pub const PROXMOX_API_VERSION: &str = "8.2.0";
 /// The Proxmox VE release line of [`PROXMOX_API_VERSION`].
 pub const PROXMOX_API_RELEASE: &str = "8.2";
 
-/// The source revision apid was built from, if the build said.
-pub const SOURCE_REVISION: &str = match option_env!("OXBOW_GIT_REV") {
-    Some(rev) => rev,
-    None => "unknown",
-};
+/// Where the image records the source revision of its binaries (the
+/// image crate's `rootfs::REVISION_PATH`).
+pub const REVISION_FILE: &str = "/usr/lib/oxbow/revision";
+
+/// The source revision of the running binaries, as the image recorded
+/// it, or `unknown` (a build outside the image).
+pub fn source_revision() -> &'static str {
+    static REVISION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    REVISION.get_or_init(|| revision_from(std::fs::read_to_string(REVISION_FILE).ok()))
+}
+
+fn revision_from(text: Option<String>) -> String {
+    text.map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
+}
 
 /// Reports the API version apid speaks and Oxbow's own version.
 pub fn get_version(_state: Arc<AppState>, _call: Call) -> HandlerFuture {
@@ -66,7 +77,7 @@ pub fn get_version(_state: Arc<AppState>, _call: Call) -> HandlerFuture {
         Ok(json!({
             "version": PROXMOX_API_VERSION,
             "release": PROXMOX_API_RELEASE,
-            "repoid": short_revision(SOURCE_REVISION),
+            "repoid": short_revision(source_revision()),
             "oxbow": env!("CARGO_PKG_VERSION"),
         })
         .into())
@@ -87,5 +98,12 @@ mod tests {
         assert_eq!(short_revision("0123456789abcdef"), "01234567");
         assert_eq!(short_revision("abc"), "abc");
         assert_eq!(short_revision("unknown"), "unknown");
+    }
+
+    #[test]
+    fn the_images_revision_file_is_read_or_unknown() {
+        assert_eq!(revision_from(Some("3cb6c8e1a2b3\n".into())), "3cb6c8e1a2b3");
+        assert_eq!(revision_from(Some("\n".into())), "unknown");
+        assert_eq!(revision_from(None), "unknown");
     }
 }

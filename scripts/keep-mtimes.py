@@ -7,13 +7,14 @@ with a kept target/, every crate of the workspace would still be built again
 in every profile. This script keeps, in target/source-mtimes.json, each
 tracked file's content hash and modification time as the last run saw them.
 A file whose content is the same as then gets that time back; any other file
-keeps the time the checkout gave it, which is newer than every build, so
-cargo builds what uses it.
+gets the current time, newer than every build output, so cargo builds what
+uses it (the time a checkout gave it may be older than an output built from
+other content in between, in a target/ two checkouts share).
 
 Only the last run's state is kept, so a time is given back only to the
 content it belonged to, and every build output newer than that time was
-built from that content (as long as nothing else builds in this target/
-with other sources in between).
+built from that content, as long as no other checkout with other content
+builds in this target/ between two runs.
 
     scripts/keep-mtimes.py        restore, then record the files as they are
 """
@@ -63,6 +64,8 @@ def main() -> int:
                 mtime = prev[1]
                 restored += 1
         else:
+            os.utime(path, None, follow_symlinks=False)
+            mtime = os.lstat(path).st_mtime_ns
             fresh += 1
         new[name] = [digest, mtime]
 
@@ -75,7 +78,7 @@ def main() -> int:
     os.rename(tmp, record)
     print(
         f"keep-mtimes: {restored} unchanged files got their earlier times back, "
-        f"{fresh} changed or new files keep theirs"
+        f"{fresh} changed or new files get the current time"
     )
     return 0
 

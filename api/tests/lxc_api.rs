@@ -11,7 +11,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -19,16 +19,12 @@ use serde_json::Value;
 
 mod common;
 
-use common::{send, write_root_password, RunningServer, Session, NODE, PASSWORD};
+use common::{
+    send, workspace_binary, write_root_password, RunningServer, Session, Supervisor, NODE, PASSWORD,
+};
 
 const BUSYBOX: &str = "/bin/busybox";
 const TEMPLATE: &str = "tiny-1.0_amd64.tar.zst";
-
-/// The workspace's binaries, next to this test's executable.
-fn workspace_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().join(name)
-}
 
 fn skip_reason() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
@@ -45,42 +41,6 @@ fn skip_reason() -> Option<String> {
         }
     }
     None
-}
-
-/// init's supervisor as a process, with its control socket.
-struct Supervisor {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Supervisor {
-    fn start(dir: &Path) -> Supervisor {
-        std::fs::write(dir.join("services.toml"), "").unwrap();
-        let socket = dir.join("init.sock");
-        let child = Command::new(workspace_binary("init"))
-            .args(["supervise", "--table"])
-            .arg(dir.join("services.toml"))
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--log-dir")
-            .arg(dir.join("log"))
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < end, "init's control socket never appeared");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Supervisor { child, socket }
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A template whose init says it is up and exits on SIGPWR.

@@ -569,14 +569,13 @@ async fn create_ct(state: Arc<AppState>, call: Call) -> ApiResult {
             }
             log.line(format!("created CT {vmid}"));
             if let Some(pool) = pool {
-                let added = state.access.update(|cfg| {
-                    let entry = cfg.pools.get_mut(&pool).ok_or("pool vanished")?;
-                    entry.vms.insert(vmid);
-                    Ok(())
-                });
-                if let Err(e) = added {
-                    log.line(format!("cannot add CT {vmid} to pool {pool}: {e}"));
-                }
+                crate::endpoints::qemu::add_to_pool(
+                    &state,
+                    &format!("CT {vmid}"),
+                    vmid,
+                    &pool,
+                    &log,
+                );
             }
             if start {
                 drop(guard);

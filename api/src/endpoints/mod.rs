@@ -10,6 +10,7 @@ pub mod network;
 pub mod nodes;
 pub mod pools;
 pub mod qemu;
+pub mod qemu_clone;
 pub mod storage;
 pub mod version;
 
@@ -45,6 +46,7 @@ pub static TABLES: &[&[Endpoint]] = &[
     nodes::ENDPOINTS,
     network::ENDPOINTS,
     qemu::ENDPOINTS,
+    qemu_clone::ENDPOINTS,
     lxc::ENDPOINTS,
     pools::ENDPOINTS,
     storage::ENDPOINTS,

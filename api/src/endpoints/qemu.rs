@@ -19,8 +19,8 @@ use crate::router::{any_priv, privs, Call, Endpoint, Permission};
 use crate::schema::{boolean, formats, integer, string, Param};
 use crate::tasks::TaskLog;
 
-const NODE: Param = string("node", Some(&formats::NODE), "The node.");
-const VMID: Param = integer("vmid", 100, 999_999_999, "The VM.");
+pub(crate) const NODE: Param = string("node", Some(&formats::NODE), "The node.");
+pub(crate) const VMID: Param = integer("vmid", 100, 999_999_999, "The VM.");
 
 /// The privileges that allow changing some part of a VM's configuration;
 /// each key then needs its own (see [`key_privilege`]).
@@ -656,23 +656,36 @@ fn assign_macs(keys: &mut [(String, String)]) {
         if !key.starts_with("net") {
             continue;
         }
-        let Ok(net) = guestconf::NetDevice::parse(value) else {
-            continue;
-        };
-        if net.macaddr.is_none() {
-            let rest = value
-                .split(',')
-                .filter(|p| *p != net.model && !p.starts_with("model="))
-                .collect::<Vec<_>>()
-                .join(",");
-            let mut new_value = format!("{}={}", net.model, random_mac());
-            if !rest.is_empty() {
-                new_value.push(',');
-                new_value.push_str(&rest);
-            }
-            *value = new_value;
+        if matches!(guestconf::NetDevice::parse(value), Ok(net) if net.macaddr.is_none()) {
+            *value = with_new_mac(value);
         }
     }
+}
+
+/// A NIC's `net[n]` value with a new MAC address in place of the one it
+/// has, if any (`virtio=BC:24:…,bridge=vmbr0` → `virtio=02:…,bridge=vmbr0`);
+/// a value that is not a NIC is returned as it is.
+pub(crate) fn with_new_mac(value: &str) -> String {
+    let Ok(net) = guestconf::NetDevice::parse(value) else {
+        return value.to_string();
+    };
+    let model = net.model.as_str();
+    let rest = value
+        .split(',')
+        .filter(|p| {
+            *p != model
+                && !p.starts_with(&format!("{model}="))
+                && !p.starts_with("model=")
+                && !p.starts_with("macaddr=")
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut new_value = format!("{model}={}", random_mac());
+    if !rest.is_empty() {
+        new_value.push(',');
+        new_value.push_str(&rest);
+    }
+    new_value
 }
 
 /// Sets `keys` in `config` (`description` as the comment block).
@@ -736,14 +749,7 @@ async fn create_vm(state: Arc<AppState>, call: Call) -> ApiResult {
             }
             log.line(format!("created VM {vmid}"));
             if let Some(pool) = pool {
-                let added = state.access.update(|cfg| {
-                    let entry = cfg.pools.get_mut(&pool).ok_or("pool vanished")?;
-                    entry.vms.insert(vmid);
-                    Ok(())
-                });
-                if let Err(e) = added {
-                    log.line(format!("cannot add VM {vmid} to pool {pool}: {e}"));
-                }
+                add_to_pool(&state, &format!("VM {vmid}"), vmid, &pool, &log);
             }
             if start {
                 drop(_guard);
@@ -947,6 +953,19 @@ where
         })
         .map_err(|e| ApiError::failed(e.to_string()))?;
     Ok(json!(upid.to_string()).into())
+}
+
+/// Adds the guest just made (`what`, e.g. `VM 100`) to `pool`. The guest
+/// exists by then: a pool that went away meanwhile is logged, not fatal.
+pub(crate) fn add_to_pool(state: &AppState, what: &str, vmid: u32, pool: &str, log: &TaskLog) {
+    let added = state.access.update(|cfg| {
+        let entry = cfg.pools.get_mut(pool).ok_or("pool vanished")?;
+        entry.vms.insert(vmid);
+        Ok(())
+    });
+    if let Err(e) = added {
+        log.line(format!("cannot add {what} to pool {pool}: {e}"));
+    }
 }
 
 /// Starts VM `vmid`; fails if it runs.

@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::multipart::Form;
@@ -195,4 +196,47 @@ pub async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let status = response.status();
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     (status, body)
+}
+
+/// The workspace's binaries, next to the test's executable.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join(name)
+}
+
+/// init's supervisor (`init supervise`) as a process, with its control
+/// socket, for the tests whose guests run as init's units.
+pub struct Supervisor {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Supervisor {
+    pub fn start(dir: &Path) -> Supervisor {
+        std::fs::write(dir.join("services.toml"), "").unwrap();
+        let socket = dir.join("init.sock");
+        let child = Command::new(workspace_binary("init"))
+            .args(["supervise", "--table"])
+            .arg(dir.join("services.toml"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--log-dir")
+            .arg(dir.join("log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < end, "init's control socket never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Supervisor { child, socket }
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

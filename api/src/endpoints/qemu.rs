@@ -1258,4 +1258,30 @@ mod tests {
         assert_eq!(net0.bridge.as_deref(), Some("vmbr0"));
         assert_eq!(keys[1].1, "virtio=02:00:00:00:00:09");
     }
+
+    #[test]
+    fn a_clone_gets_new_macs_and_keeps_the_rest() {
+        for value in [
+            "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1",
+            "e1000,bridge=vmbr1,tag=5",
+            "model=virtio,macaddr=BC:24:11:00:00:02,bridge=vmbr0",
+        ] {
+            let old = guestconf::NetDevice::parse(value).unwrap();
+            let new_value = with_new_mac(value);
+            let new = guestconf::NetDevice::parse(&new_value).unwrap();
+            let mac = new.macaddr.as_ref().unwrap().0;
+            assert_eq!(
+                mac[0] & 0x03,
+                0x02,
+                "{new_value}: locally administered unicast"
+            );
+            assert_ne!(new.macaddr, old.macaddr, "{new_value}");
+            assert_eq!(
+                (new.model, new.bridge, new.tag, new.firewall),
+                (old.model, old.bridge, old.tag, old.firewall),
+                "{value} -> {new_value}"
+            );
+        }
+        assert_eq!(with_new_mac("not a nic"), "not a nic");
+    }
 }

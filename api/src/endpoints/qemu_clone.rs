@@ -82,7 +82,8 @@ async fn clone_vm(state: Arc<AppState>, call: Call) -> ApiResult {
         .vms
         .get(vmid)
         .ok_or_else(|| ApiError::failed(format!("VM {vmid} does not exist")))?;
-    if newid == vmid || state.vms.exists(newid) || state.cts.exists(newid) {
+    // (The source exists, so `newid == vmid` is refused here too.)
+    if state.vms.exists(newid) || state.cts.exists(newid) {
         return Err(ApiError::parameter(
             "newid",
             format!("VM {newid} already exists on node '{}'", state.node),
@@ -190,36 +191,45 @@ async fn clone_vm(state: Arc<AppState>, call: Call) -> ApiResult {
                 ));
             }
             let disks = disks_of(&source, vmid)?;
-            let mut made: Vec<storage::VolumeId> = Vec::new();
-            let result = (|| {
-                let mut config = GuestConfig::new();
-                for entry in source.main().entries() {
-                    let (key, value) = (entry.key(), entry.value());
-                    let value = match disks.iter().find(|d| d.key == key) {
-                        Some(disk) => {
-                            let storage = target_storage.as_ref().unwrap_or(disk.volume.storage());
-                            let copy = copy_disk(&state, disk, storage, newid, &log, &mut made)?;
-                            value.replacen(&disk.file, &copy, 1)
-                        }
-                        None => value.to_string(),
-                    };
-                    config.set(key, &value).map_err(|e| format!("{key}: {e}"))?;
+            // The copies are long blocking I/O: off the runtime's threads.
+            let (task_state, task_log) = (Arc::clone(&state), log.clone());
+            tokio::task::spawn_blocking(move || {
+                let (state, log) = (task_state, task_log);
+                let mut made: Vec<storage::VolumeId> = Vec::new();
+                let result = (|| {
+                    let mut config = GuestConfig::new();
+                    for entry in source.main().entries() {
+                        let (key, value) = (entry.key(), entry.value());
+                        let value = match disks.iter().find(|d| d.key == key) {
+                            Some(disk) => {
+                                let storage =
+                                    target_storage.as_ref().unwrap_or(disk.volume.storage());
+                                let copy =
+                                    copy_disk(&state, disk, storage, newid, &log, &mut made)?;
+                                value.replacen(&disk.file, &copy, 1)
+                            }
+                            None => value.to_string(),
+                        };
+                        config.set(key, &value).map_err(|e| format!("{key}: {e}"))?;
+                    }
+                    finish_config(
+                        &mut config,
+                        &source,
+                        vmid,
+                        name.as_deref(),
+                        description.as_deref(),
+                    )?;
+                    state.vms.write(newid, config).map_err(|e| e.to_string())
+                })();
+                if result.is_err() {
+                    for volume in &made {
+                        let _ = state.storage.free(volume);
+                    }
                 }
-                finish_config(
-                    &mut config,
-                    &source,
-                    vmid,
-                    name.as_deref(),
-                    description.as_deref(),
-                )?;
-                state.vms.write(newid, config).map_err(|e| e.to_string())
-            })();
-            if let Err(e) = result {
-                for volume in &made {
-                    let _ = state.storage.free(volume);
-                }
-                return Err(e);
-            }
+                result
+            })
+            .await
+            .map_err(|e| format!("the copy failed: {e}"))??;
             log.line(format!("created VM {newid} as a full clone of VM {vmid}"));
             if let Some(pool) = pool {
                 add_to_pool(&state, &format!("VM {newid}"), newid, &pool, &log);
@@ -232,7 +242,8 @@ async fn clone_vm(state: Arc<AppState>, call: Call) -> ApiResult {
 /// A disk image of the source VM, to be copied.
 struct Disk {
     key: String,
-    /// The file part of `value` as written (`local:100/vm-100-disk-0.raw`).
+    /// The file part of the key's value as written
+    /// (`local:100/vm-100-disk-0.raw`).
     file: String,
     volume: storage::VolumeId,
 }

@@ -315,17 +315,26 @@ impl VmRuntime {
 
     /// The state of a guest's init unit `unit`.
     pub async fn unit_state(&self, unit: &str) -> Result<VmState, String> {
+        Ok(self
+            .unit_status(unit)
+            .await?
+            .map_or(VmState::Stopped, |status| state_of(&status)))
+    }
+
+    /// What init reports of unit `unit`; `None` if it has no such unit.
+    async fn unit_status(&self, unit: &str) -> Result<Option<UnitStatus>, String> {
         let answer = self
             .init_call(Request::Status {
                 unit: unit.to_owned(),
             })
             .await;
-        let status: UnitStatus = match answer {
-            Ok(value) => serde_json::from_value(value).map_err(|e| e.to_string())?,
-            Err(e) if e.contains("no such unit") => return Ok(VmState::Stopped),
-            Err(e) => return Err(e),
-        };
-        Ok(state_of(&status))
+        match answer {
+            Ok(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            Err(e) if e.contains("no such unit") => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The state of every guest (VM or container: VMIDs are unique across
@@ -373,6 +382,12 @@ impl VmRuntime {
         unit.start_limit = 10;
         self.init_call(Request::Run { unit }).await?;
         self.forget_states().await;
+        self.wait_vmm_up(vmid).await
+    }
+
+    /// Waits until the VMM init just started for VM `vmid` answers on its
+    /// control socket ([`Self::wait_started`]).
+    async fn wait_vmm_up(&self, vmid: u32) -> Result<(), String> {
         self.wait_started(&unit_name(vmid), &format!("VM {vmid}"), || async {
             self.vmm_call(vmid, "info").await.map(drop)
         })
@@ -384,7 +399,6 @@ impl VmRuntime {
     pub async fn wait_restarted(&self, vmid: u32, old_pid: i32) -> Result<(), String> {
         let end = Instant::now() + START_WAIT;
         loop {
-            self.forget_states().await;
             match self.state(vmid).await? {
                 VmState::Running { pid, .. } if pid != 0 && pid != old_pid => break,
                 VmState::Stopped => return Err(format!("VM {vmid} stopped instead of resetting")),
@@ -397,10 +411,9 @@ impl VmRuntime {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        self.wait_started(&unit_name(vmid), &format!("VM {vmid}"), || async {
-            self.vmm_call(vmid, "info").await.map(drop)
-        })
-        .await
+        // A new VMM process: what was cached of the old one is stale.
+        self.forget_states().await;
+        self.wait_vmm_up(vmid).await
     }
 
     /// Waits until a guest just started as init unit `unit` has come up,
@@ -420,12 +433,9 @@ impl VmRuntime {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            let answer = self
-                .init_call(Request::Status {
-                    unit: unit.to_owned(),
-                })
-                .await?;
-            let status: UnitStatus = serde_json::from_value(answer).map_err(|e| e.to_string())?;
+            let Some(status) = self.unit_status(unit).await? else {
+                return Err(format!("{what} failed to start: init has no unit {unit}"));
+            };
             if matches!(status.state, UnitState::Stopped | UnitState::Failed) {
                 self.forget_states().await;
                 if status.last_exit_code == Some(0) {

@@ -75,7 +75,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use qemu_tests::bench::median;
+use qemu_tests::bench::{median, median_of_ratios};
 
 const INIT: &str = "#!/bin/sh\necho up >/bench.fifo\n";
 const BRIDGE: &str = "benchbr0";
@@ -341,10 +341,7 @@ fn bench(args: &[String]) -> Result<()> {
     // The median of each round's own ratio as well: the sides of a round
     // ran within a second of each other, so it is less moved by what
     // drifts over a run than the ratio of the medians.
-    let per_round = |a: usize, b: usize| {
-        let r: Vec<f64> = times[a].iter().zip(&times[b]).map(|(x, y)| x / y).collect();
-        median(&r)
-    };
+    let per_round = |a: usize, b: usize| median_of_ratios(&times[a], &times[b]);
     println!(
         "medians of {runs}: ours {:.2} ms, lxc-start {:.2} ms, floor {:.2} ms; \
          ours/lxc-start {:.2}, ours/floor {:.2} (per round {:.2}), lxc-start/floor {:.2}",

@@ -275,6 +275,11 @@ impl Appliance {
             .arg("-smp")
             .arg(opts.cpus.to_string())
             .args(["-display", "none", "-no-reboot", "-nodefaults"])
+            // With -no-reboot a reset of the appliance ends QEMU without a
+            // word on the console; QEMU's reset log says whether its CPU
+            // triple faulted (see Appliance::kernel_failure).
+            .args(["-d", "cpu_reset", "-D"])
+            .arg(dir.path().join(QEMU_LOG))
             .args([
                 "-chardev",
                 &format!("file,id=ser0,path={}", serial.display()),
@@ -441,6 +446,12 @@ impl Appliance {
             started: Instant::now(),
             exit: None,
         })
+    }
+
+    /// What QEMU logged of its CPUs' resets (empty if nothing).
+    pub fn qemu_log(&self) -> String {
+        let b = std::fs::read(self.dir.path().join(QEMU_LOG)).unwrap_or_default();
+        String::from_utf8_lossy(&b).into_owned()
     }
 
     /// Seconds since QEMU was started.
@@ -741,6 +752,15 @@ pub const KERNEL_FAILURES: &[&str] = &[
 /// again. A VMM that makes its guest fault every time still fails it.
 pub const NESTED_GUEST_FAILURE: &str = "vmm: triple fault";
 
+/// The file in an appliance's directory where QEMU logs its CPUs' resets
+/// (`-d cpu_reset`).
+const QEMU_LOG: &str = "qemu-reset.log";
+
+/// What QEMU's reset log says when an emulated CPU triple faults outside a
+/// nested guest: the appliance's own kernel failed, and with `-no-reboot`
+/// QEMU exits at once, the console silent.
+pub const APPLIANCE_TRIPLE_FAULT: &str = "Triple fault";
+
 /// How long [`Appliance::wait_for_serial`] waits on after the console
 /// showed a kernel failure (a stall can end by itself).
 pub const KERNEL_FAILURE_GRACE: Duration = Duration::from_secs(120);
@@ -803,6 +823,9 @@ impl Appliance {
     /// - the console shows a panic, lockup or stall, *and* QEMU has exited
     ///   or init no longer answers (a nested guest writes to the same
     ///   console, so a failure line alone may be the guest's);
+    /// - or QEMU exited because the appliance's CPU triple faulted (its
+    ///   reset log says so; a nested guest's triple fault is the
+    ///   appliance's KVM's business and never resets the appliance);
     /// - or the appliance froze: it has a test channel, init does not
     ///   answer on it, and nothing reaches the console for
     ///   [`FROZEN_QUIET`]. No Oxbow process can silence both the kernel's
@@ -811,6 +834,9 @@ impl Appliance {
     pub fn kernel_failure(&mut self) -> Option<String> {
         let console = self.serial();
         let exited = self.try_exit().ok().flatten().is_some();
+        if exited && self.qemu_log().contains(APPLIANCE_TRIPLE_FAULT) {
+            return Some("its CPU triple faulted: QEMU logged a reset for it and exited".into());
+        }
         if let Some(line) = kernel_failure_line(&console) {
             let line = line.to_string();
             return (exited || !self.responsive()).then_some(line);
@@ -917,6 +943,7 @@ fn read_qmp_return(r: &mut impl BufRead) -> Result<Value> {
 
 impl Drop for Appliance {
     fn drop(&mut self) {
+        let exited = self.try_exit().ok().flatten();
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -924,6 +951,13 @@ impl Drop for Appliance {
                 let mut err = String::new();
                 if let Some(mut e) = c.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                if let Some(st) = exited {
+                    let faults = self.qemu_log().matches(APPLIANCE_TRIPLE_FAULT).count();
+                    eprintln!(
+                        "----- QEMU had exited by itself ({st}); its reset log shows {faults} \
+                         triple fault(s) -----"
+                    );
                 }
                 eprintln!("----- QEMU stderr -----\n{err}");
             }

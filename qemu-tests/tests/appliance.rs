@@ -161,5 +161,34 @@ fn kvm_restart_no_seed_and_power_button() {
         assert!(at("power button pressed") < at("stopping apid"));
         assert!(at("stopped apid") < at("stopping netd"));
         assert!(at("stopped netd") < at("powering off"));
+        assert_eq!(vm.kernel_failure(), None, "a clean power-off is no failure");
     });
+}
+
+/// The harness tells an appliance whose own CPU triple faulted (QEMU, run
+/// with `-no-reboot`, exits without a word on the console) from one that
+/// ended otherwise, so that `with_appliance` boots a fresh one for the
+/// test: nested KVM under QEMU's emulated SVM sometimes brings the
+/// appliance down this way. The kernel's `reboot=t` reboots by a triple
+/// fault, which SysRq's `b` asks for.
+#[test]
+fn an_appliance_that_triple_faults_is_told_apart() {
+    let mut opts = BootOptions::new(Firmware::Direct("oxbow.testctl reboot=t".into()));
+    opts.test_channel = true;
+    let mut vm = Appliance::boot(opts).unwrap();
+    vm.wait_for_serial("test control channel on", BOOT).unwrap();
+    vm.run_unit(
+        "triple-fault",
+        &["/bin/sh", "-c", "sleep 1; echo b >/proc/sysrq-trigger"],
+    )
+    .unwrap();
+    let status = vm.wait_exit(Duration::from_secs(120)).unwrap();
+    assert!(status.success(), "QEMU exit status {status}");
+    let failure = vm.kernel_failure();
+    assert!(
+        failure
+            .as_deref()
+            .is_some_and(|f| f.contains("triple fault")),
+        "{failure:?}"
+    );
 }

@@ -17,9 +17,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{
-    workspace_binary, write_root_password, RunningServer, Session, Supervisor, NODE, PASSWORD,
-};
+use common::{RunningServer, Session, NODE};
 
 async fn task(root: &Session, server: &RunningServer, answer: (StatusCode, Value)) -> String {
     let (status, body) = answer;
@@ -43,26 +41,11 @@ fn read_at(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_vm_is_cloned_with_copies_of_its_disks() {
-    if !workspace_binary("init").is_file() {
-        let why = "needs the init binary: cargo build -p init (or cargo test --workspace)";
-        assert!(
-            std::env::var_os("OXBOW_NO_SKIP").is_none(),
-            "cannot run: {why} (OXBOW_NO_SKIP is set)"
-        );
-        eprintln!("skipped: {why}");
-        return;
-    }
     let state = tempfile::tempdir().unwrap();
     let st = state.path();
-    write_root_password(st, PASSWORD);
-    let sup = Supervisor::start(st);
-    let (socket, run) = (sup.socket.clone(), st.join("run"));
-    let server = RunningServer::start_configured(st, move |config| {
-        config.init_socket = socket;
-        config.run_dir = run;
-    })
-    .await;
-    let root = Session::new(&server, "root@pam", PASSWORD).await;
+    let Some((_init, server, root)) = common::server_with_init(st).await else {
+        return;
+    };
     let qemu = format!("/nodes/{NODE}/qemu");
 
     // The source: a 1 GiB disk with data at its start and in its middle,

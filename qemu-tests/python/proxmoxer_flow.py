@@ -5,6 +5,8 @@ Run by qemu-tests/tests/api_proxmoxer.rs in two phases around a `kill -9`
 of apid (which the harness does through init's test channel):
 
   proxmoxer_flow.py before-kill STATE_FILE
+  proxmoxer_flow.py resize STATE_FILE       (while the guest waits for the
+                                            power button)
   proxmoxer_flow.py after-kill STATE_FILE
   proxmoxer_flow.py after-boot STATE_FILE   (after apid was started as on a
                                             fresh node boot)
@@ -223,6 +225,33 @@ def before_kill(state_file):
         json.dump({"node": node, "pid": second["pid"]}, f)
 
 
+def resize(state_file):
+    with open(state_file) as f:
+        state = json.load(f)
+    node = state["node"]
+    prox = api()
+    vm = prox.nodes(node).qemu(VMID)
+    disk = vm.config.get()["virtio0"]
+    check(disk.endswith(",size=1G"), f"virtio0 before: {disk}")
+    # Refused before anything changes: a shrink, a disk that is not
+    # there, a size that is not one.
+    for what, kwargs in [("shrink", {"disk": "virtio0", "size": "512M"}),
+                         ("no such disk", {"disk": "virtio5", "size": "+1G"}),
+                         ("not a disk", {"disk": "net0", "size": "+1G"}),
+                         ("not a size", {"disk": "virtio0", "size": "1GB"})]:
+        expect_error(400, what, vm.resize.put, **kwargs)
+    check(vm.config.get()["virtio0"] == disk, "a refused resize changed the configuration")
+    # Grown by 1 GiB while the VM runs (the harness then waits for the
+    # guest to see 2 GiB), and the same size again changes nothing.
+    upid = vm.resize.put(disk="virtio0", size="+1G")
+    wait_task(prox, upid, "resize")
+    grown = vm.config.get()["virtio0"]
+    check(grown == disk.replace("size=1G", "size=2G"), f"virtio0 after +1G: {grown}")
+    wait_task(prox, vm.resize.put(disk="virtio0", size="2G"), "resize to the same size")
+    check(vm.status.current.get()["status"] == "running", "the VM stopped")
+    step(f"virtio0 grew while running: {grown}")
+
+
 def after_kill(state_file):
     with open(state_file) as f:
         state = json.load(f)
@@ -406,7 +435,8 @@ def network(state_file):
 
 def main():
     phase, state_file = sys.argv[1], sys.argv[2]
-    {"before-kill": before_kill, "after-kill": after_kill, "after-boot": after_boot,
+    {"before-kill": before_kill, "resize": resize, "after-kill": after_kill,
+     "after-boot": after_boot,
      "containers": containers, "network": network}[phase](state_file)
     step(f"{phase}: all checks passed")
 

@@ -3,7 +3,8 @@
 //! with. The flow itself is `qemu-tests/python/proxmoxer_flow.py`: log in,
 //! upload a kernel and an initramfs, create a VM that boots them directly,
 //! start it and see it run, check tokens, privileges and CSRF, then (after
-//! this test `kill -9`s apid) see the VM still running, shut it down
+//! this test `kill -9`s apid) see the VM still running, grow its disk
+//! while it runs (the guest sees the new size), shut it down
 //! through ACPI, let it power itself off, see a guest reboot restart it,
 //! and (after apid starts again as on a node boot) see the `onboot` VM
 //! started, then destroy it; then a Debian 12 container from the uploaded
@@ -169,6 +170,22 @@ fn drive_a_vm(vm: &mut Appliance, python: &Path) {
         "Seccomp: 2;",
     ] {
         assert!(status.contains(field), "VM 100's VMM: {status:?}");
+    }
+
+    // virtio0 grown over the API while the VM runs: the guest sees it
+    // (its test init reports a new size of /dev/vda).
+    run_phase(vm, python, "resize", &state);
+    let wait = "for i in $(seq 120); do grep -q 'disk-resized sectors=4194304' \
+                /run/oxbow/guests/100.serial.log 2>/dev/null && exit 0; sleep 1; done; exit 1";
+    vm.run_unit("wait-resize", &["/bin/sh", "-c", wait])
+        .unwrap();
+    let waited = vm.wait_unit_stopped("wait-resize", BOOT).unwrap();
+    if waited.code != Some(0) {
+        show_logs(vm);
+        panic!(
+            "the guest did not see its disk grow to 2 GiB: {}",
+            waited.how
+        );
     }
 
     run_phase(vm, python, "after-kill", &state);

@@ -475,6 +475,68 @@ impl StoragePlugin for DirStorage {
         })
     }
 
+    fn resize_image(&self, volid: &VolumeId, size_bytes: u64) -> Result<(), PluginError> {
+        let volume = self.own_volume(volid)?;
+        match volume {
+            DirVolume::Image {
+                format: ImageFormat::Raw,
+                ..
+            } => {}
+            DirVolume::Image { format, .. } => {
+                return Err(PluginError::Unsupported {
+                    storage: self.id.clone(),
+                    kind: "dir".to_owned(),
+                    operation: if format == ImageFormat::Subvol {
+                        "resizing subvolumes (a directory has no size to grow)"
+                    } else {
+                        "resizing images of this format"
+                    },
+                })
+            }
+            _ => {
+                return Err(PluginError::Unsupported {
+                    storage: self.id.clone(),
+                    kind: "dir".to_owned(),
+                    operation: "resizing volumes that are not disk images",
+                })
+            }
+        }
+        if size_bytes == 0 || size_bytes % 512 != 0 {
+            return Err(PluginError::BadSize {
+                size_bytes,
+                reason: "must be a non-zero multiple of 512",
+            });
+        }
+        let path = self.volume_path(&volume);
+        let file = match OpenOptions::new().write(true).open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(PluginError::NotFound {
+                    volid: volid.clone(),
+                })
+            }
+            Err(e) => return Err(PluginError::io("open", &path, e)),
+        };
+        let now = file
+            .metadata()
+            .map_err(|e| PluginError::io("stat", &path, e))?
+            .len();
+        if size_bytes < now {
+            return Err(PluginError::BadSize {
+                size_bytes,
+                reason: "smaller than the image: shrinking is not supported",
+            });
+        }
+        if size_bytes > now {
+            // The new end reads as zeros and takes no space until written.
+            file.set_len(size_bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| PluginError::io("grow", &path, e))?;
+            tracing::info!(%volid, from = now, to = size_bytes, "resized image");
+        }
+        Ok(())
+    }
+
     fn upload_temp_dir(&self) -> Result<PathBuf, PluginError> {
         let dir = self.path.join(UPLOAD_TEMP_DIR);
         fs::create_dir_all(&dir).map_err(|e| PluginError::io("create", &dir, e))?;
@@ -801,6 +863,49 @@ mod tests {
         assert!(meta.blocks() * 512 < 1 << 20, "not sparse");
         let size = dir.volume_size(&id).unwrap();
         assert_eq!((size.size, size.format.as_str()), (8 << 30, "raw"));
+    }
+
+    #[test]
+    fn resize_grows_a_raw_image_sparsely_and_refuses_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let id = dir
+            .alloc_image(vmid(100), None, ImageFormat::Raw, 1 << 20)
+            .unwrap();
+        let path = dir.path(&id).unwrap();
+        fs::write(&path, vec![7u8; 4096]).unwrap();
+        dir.resize_image(&id, 1 << 20).unwrap();
+        dir.resize_image(&id, 4 << 30).unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 4 << 30);
+        assert!(meta.blocks() * 512 < 1 << 20, "not sparse");
+        assert_eq!(fs::read(&path).unwrap()[..4096], [7u8; 4096], "data kept");
+        // The same size changes nothing; smaller, odd and zero sizes fail.
+        dir.resize_image(&id, 4 << 30).unwrap();
+        for bad in [1 << 20, (4 << 30) + 100, 0] {
+            let e = dir.resize_image(&id, bad).unwrap_err();
+            assert!(matches!(e, PluginError::BadSize { .. }), "{bad}: {e}");
+        }
+        assert_eq!(fs::metadata(&path).unwrap().len(), 4 << 30);
+        let e = dir
+            .resize_image(&volid("local:100/vm-100-disk-9.raw"), 1 << 30)
+            .unwrap_err();
+        assert!(matches!(e, PluginError::NotFound { .. }), "{e}");
+        assert!(!root.path().join("images/100/vm-100-disk-9.raw").exists());
+        let sub = dir
+            .alloc_image(vmid(100), None, ImageFormat::Subvol, 1 << 30)
+            .unwrap();
+        let e = dir.resize_image(&sub, 2 << 30).unwrap_err();
+        assert!(matches!(e, PluginError::Unsupported { .. }), "{e}");
+        touch(&root.path().join("iso/x.iso"), b"iso");
+        let e = dir
+            .resize_image(&volid("local:iso/x.iso"), 1 << 30)
+            .unwrap_err();
+        assert!(matches!(e, PluginError::Unsupported { .. }), "{e}");
+        let e = dir
+            .resize_image(&volid("other:100/vm-100-disk-0.raw"), 2 << 30)
+            .unwrap_err();
+        assert!(matches!(e, PluginError::WrongStorage { .. }), "{e}");
     }
 
     #[test]

@@ -235,6 +235,11 @@ pub trait StoragePlugin: Send + Sync + std::fmt::Debug {
     /// Size, allocation and format of an existing volume.
     fn volume_size(&self, volid: &VolumeId) -> Result<VolumeSize, PluginError>;
 
+    /// Grows an image to `size_bytes` (a non-zero multiple of 512) and
+    /// makes that durable. Refuses to shrink one; the same size changes
+    /// nothing.
+    fn resize_image(&self, volid: &VolumeId, size_bytes: u64) -> Result<(), PluginError>;
+
     /// A directory for upload temp files on the same filesystem as the
     /// upload targets, created if needed.
     fn upload_temp_dir(&self) -> Result<PathBuf, PluginError>;

@@ -250,6 +250,13 @@ impl Storages {
         Ok(self.plugin(volid.storage())?.volume_size(volid)?.size)
     }
 
+    /// Grows an image to `size_bytes` (see [`StoragePlugin::resize_image`]).
+    pub fn resize(&self, volid: &VolumeId, size_bytes: u64) -> Result<(), StoragesError> {
+        Ok(self
+            .plugin(volid.storage())?
+            .resize_image(volid, size_bytes)?)
+    }
+
     /// The file or device path of a volume.
     pub fn path(&self, volid: &VolumeId) -> Result<PathBuf, StoragesError> {
         Ok(self.plugin(volid.storage())?.path(volid)?)

@@ -15,6 +15,9 @@
 //!                       (exit status 3: whoever runs the VMM starts it again)
 //! {"cmd":"set-link","tap":"tap100i0","up":false}
 //!                       the NIC on that tap loses (or gets) its carrier
+//! {"cmd":"resize-disk","path":"/var/lib/vz/images/100/vm-100-disk-0.raw"}
+//!                       the disk on that image takes the image's new,
+//!                       larger size -> {"sectors_before":…,"sectors":…}
 //! ```
 //!
 //! Unknown commands and malformed lines get an error and change nothing.
@@ -57,6 +60,11 @@ pub enum Request {
         /// Carrier or none.
         up: bool,
     },
+    /// The image of a disk has grown: the guest is told its new size.
+    ResizeDisk {
+        /// The image's path, as given with `--disk`.
+        path: String,
+    },
 }
 
 /// Answers one request line.
@@ -80,6 +88,7 @@ pub fn handle_line(vm: &VmHandle, line: &str) -> Value {
             Ok(Value::Null)
         }
         Request::SetLink { tap, up } => set_link(vm, &tap, up),
+        Request::ResizeDisk { path } => resize_disk(vm, &path),
     };
     match r {
         Ok(data) => json!({"ok": true, "data": data}),
@@ -97,6 +106,18 @@ fn set_link(vm: &VmHandle, tap: &str, up: bool) -> Result<Value, String> {
         .set(up)
         .map_err(|e| format!("NIC on tap {tap}: telling the guest: {e}"))?;
     Ok(json!({ "changed": changed }))
+}
+
+fn resize_disk(vm: &VmHandle, path: &str) -> Result<Value, String> {
+    let (_, capacity) = vm
+        .disks
+        .iter()
+        .find(|(p, _)| p.as_os_str() == path)
+        .ok_or_else(|| format!("no disk on {path}"))?;
+    let (before, after) = capacity
+        .refresh()
+        .map_err(|e| format!("disk {path}: {e}"))?;
+    Ok(json!({ "sectors_before": before, "sectors": after }))
 }
 
 fn info(vm: &VmHandle) -> Value {
@@ -209,6 +230,15 @@ mod tests {
             }
         );
         assert!(serde_json::from_str::<Request>(r#"{"cmd":"set-link","up":true}"#).is_err());
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"resize-disk","path":"/d/vm-1-disk-0.raw"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::ResizeDisk {
+                path: "/d/vm-1-disk-0.raw".into()
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"resize-disk"}"#).is_err());
 
         assert_eq!(
             serde_json::to_string(&Request::Info).unwrap(),

@@ -231,6 +231,9 @@ pub struct VmHandle {
     pub config: VmConfig,
     /// Each NIC's link, by its tap's name, for `set-link`.
     pub links: Vec<(String, Arc<crate::virtio::net::Link>)>,
+    /// Each disk's capacity, by its image's path as given, for
+    /// `resize-disk`.
+    pub disks: Vec<(PathBuf, Arc<crate::virtio::blk::Capacity>)>,
 }
 
 impl VmHandle {
@@ -434,12 +437,13 @@ impl Vm {
             .map_err(kvm("GED irqfd"))?;
         let mut pci = PciBus::new();
         let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+        let mut disks = Vec::new();
         for d in &config.disks {
-            devices.push(Box::new(
-                Blk::new(&d.path, d.readonly)
-                    .map_err(io("virtio-blk"))?
-                    .with_queues(u16::from(config.cpus)),
-            ));
+            let blk = Blk::new(&d.path, d.readonly)
+                .map_err(io("virtio-blk"))?
+                .with_queues(u16::from(config.cpus));
+            disks.push((d.path.clone(), blk.capacity()));
+            devices.push(Box::new(blk));
         }
         let mut links = Vec::new();
         for n in &config.nets {
@@ -515,6 +519,7 @@ impl Vm {
             coalesced: coalesced.then(|| Mutex::new(())),
             config,
             links,
+            disks,
         });
         Ok(Vm {
             _kvm: kvm_fd,

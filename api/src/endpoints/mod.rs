@@ -11,6 +11,7 @@ pub mod nodes;
 pub mod pools;
 pub mod qemu;
 pub mod qemu_clone;
+pub mod qemu_resize;
 pub mod storage;
 pub mod version;
 
@@ -47,6 +48,7 @@ pub static TABLES: &[&[Endpoint]] = &[
     network::ENDPOINTS,
     qemu::ENDPOINTS,
     qemu_clone::ENDPOINTS,
+    qemu_resize::ENDPOINTS,
     lxc::ENDPOINTS,
     pools::ENDPOINTS,
     storage::ENDPOINTS,

@@ -175,9 +175,10 @@ impl Session {
         send(self.request(server, Method::POST, &path).multipart(form)).await
     }
 
-    /// Waits for a task to stop and returns its exit status.
+    /// Waits for a task to stop (two minutes at most: a gigabyte's copy
+    /// on a loaded machine takes a while) and returns its exit status.
     pub async fn wait_task(&self, server: &RunningServer, upid: &str) -> String {
-        for _ in 0..200 {
+        for _ in 0..2400 {
             let (status, body) = self
                 .get(server, &format!("/nodes/{NODE}/tasks/{upid}/status"))
                 .await;
@@ -232,6 +233,33 @@ impl Supervisor {
         }
         Supervisor { child, socket }
     }
+}
+
+/// apid on `state` with a real init supervisor behind it, so it knows its
+/// guests' states, and root's session; `None` (after saying why) when the
+/// workspace's `init` binary is not built, which fails instead under
+/// `make test` (`OXBOW_NO_SKIP`).
+#[allow(dead_code)] // Not every test file uses it.
+pub async fn server_with_init(state: &Path) -> Option<(Supervisor, RunningServer, Session)> {
+    if !workspace_binary("init").is_file() {
+        let why = "needs the init binary: cargo build -p init (or cargo test --workspace)";
+        assert!(
+            std::env::var_os("OXBOW_NO_SKIP").is_none(),
+            "cannot run: {why} (OXBOW_NO_SKIP is set)"
+        );
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    write_root_password(state, PASSWORD);
+    let sup = Supervisor::start(state);
+    let (socket, run) = (sup.socket.clone(), state.join("run"));
+    let server = RunningServer::start_configured(state, move |config| {
+        config.init_socket = socket;
+        config.run_dir = run;
+    })
+    .await;
+    let root = Session::new(&server, "root@pam", PASSWORD).await;
+    Some((sup, server, root))
 }
 
 impl Drop for Supervisor {

@@ -44,6 +44,8 @@
 //! `OXBOW-GUEST waiting for the power button`, waits for a KEY_POWER press
 //! on any `/dev/input/event*` (the ACPI power button, `button` + `evdev`)
 //! and prints `OXBOW-GUEST power-button`, as a distribution's logind would.
+//! While it waits, a change of `/dev/vda`'s size (the host grew the disk)
+//! is reported as `OXBOW-GUEST disk-resized sectors=N`.
 //!
 //! Then it syncs and calls `reboot(2)`: power off, or restart when the
 //! command line has `oxbow.reboot`. Nothing here panics; a failed step is
@@ -294,7 +296,17 @@ fn wait_power_button() {
             }
         });
     }
-    let _ = rx.recv();
+    let size = || std::fs::read_to_string("/sys/block/vda/size").unwrap_or_default();
+    let mut sectors = size();
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+        rx.recv_timeout(Duration::from_millis(250))
+    {
+        let now = size();
+        if now != sectors {
+            say(&format!("disk-resized sectors={}", now.trim()));
+            sectors = now;
+        }
+    }
 }
 
 /// Writes one `OXBOW-GUEST` line to the console in a single write.

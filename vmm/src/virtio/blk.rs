@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use virtio_queue::QueueT;
@@ -85,13 +86,16 @@ pub struct Blk {
     /// One worker per active queue.
     workers: Vec<Worker>,
     stats: Arc<Mutex<Stats>>,
+    capacity: Arc<Capacity>,
 }
 
 /// The open image and what the guest is told about it.
 #[derive(Debug, Clone)]
 struct Image {
     file: Arc<File>,
-    sectors: u64,
+    /// The capacity in sectors, shared with [`Capacity`]: a request is
+    /// checked against the value when it is parsed and again when it runs.
+    sectors: Arc<AtomicU64>,
     readonly: bool,
     id: [u8; 20],
 }
@@ -100,10 +104,65 @@ impl Image {
     fn disk(&self) -> Disk<'_> {
         Disk {
             file: &self.file,
-            sectors: self.sectors,
+            sectors: self.sectors.load(Ordering::SeqCst),
             readonly: self.readonly,
             id: &self.id,
         }
+    }
+}
+
+/// A disk's capacity, shared by the device, its workers and whoever grows
+/// the image under a running guest (the control socket's `resize-disk`):
+/// [`Capacity::refresh`] takes the image's new size and tells an active
+/// driver by the configuration interrupt, as QEMU's `block_resize` does.
+/// Linux then logs `new size` and the guest can grow its partitions.
+pub struct Capacity {
+    file: Arc<File>,
+    sectors: Arc<AtomicU64>,
+    /// The interrupt of the active device; `None` while the driver has
+    /// not set it up (it reads the capacity when it does).
+    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+}
+
+impl Capacity {
+    /// The capacity in sectors.
+    pub fn sectors(&self) -> u64 {
+        self.sectors.load(Ordering::SeqCst)
+    }
+
+    /// Takes the image's size now (rounded down to sectors) as the
+    /// capacity and tells the driver if it changed. A smaller image is
+    /// refused and the capacity kept: the guest may have data there.
+    /// Returns the capacity before and after.
+    pub fn refresh(&self) -> std::io::Result<(u64, u64)> {
+        let interrupt = self.interrupt.lock().unwrap_or_else(|e| e.into_inner());
+        let new = file_len(&self.file)? / SECTOR;
+        let old = self.sectors();
+        if new < old {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the image shrank from {old} to {new} sectors; a disk cannot shrink"),
+            ));
+        }
+        if new > old {
+            self.sectors.store(new, Ordering::SeqCst);
+            if let Some(i) = interrupt.as_ref() {
+                i.config()?;
+            }
+        }
+        Ok((old, new))
+    }
+
+    fn attach(&self, interrupt: Option<Arc<dyn Interrupt>>) {
+        *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = interrupt;
+    }
+}
+
+impl std::fmt::Debug for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capacity")
+            .field("sectors", &self.sectors())
+            .finish()
     }
 }
 
@@ -153,11 +212,18 @@ impl Blk {
         for (d, s) in id.iter_mut().zip(name.bytes()) {
             *d = s;
         }
+        let file = Arc::new(file);
+        let sectors = Arc::new(AtomicU64::new(len / SECTOR));
         Ok(Blk {
             path: path.to_path_buf(),
+            capacity: Arc::new(Capacity {
+                file: file.clone(),
+                sectors: sectors.clone(),
+                interrupt: Mutex::new(None),
+            }),
             image: Image {
-                file: Arc::new(file),
-                sectors: len / SECTOR,
+                file,
+                sectors,
                 readonly,
                 id,
             },
@@ -177,12 +243,22 @@ impl Blk {
 
     /// Capacity in sectors.
     pub fn sectors(&self) -> u64 {
-        self.image.sectors
+        self.capacity.sectors()
+    }
+
+    /// The handle that grows the disk under a running guest.
+    pub fn capacity(&self) -> Arc<Capacity> {
+        self.capacity.clone()
+    }
+
+    /// The image's path, as given.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn config_bytes(&self) -> [u8; 60] {
         let mut c = [0u8; 60];
-        c[0..8].copy_from_slice(&self.image.sectors.to_le_bytes());
+        c[0..8].copy_from_slice(&self.sectors().to_le_bytes());
         c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
         c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
         c[34..36].copy_from_slice(&self.queues.to_le_bytes()); // num_queues
@@ -706,9 +782,11 @@ impl VirtioDevice for Blk {
             })?);
         }
         self.workers = workers;
+        self.capacity.attach(Some(irq));
         Ok(())
     }
     fn reset(&mut self) {
+        self.capacity.attach(None);
         // Dropping a worker stops its thread, which drops its server and
         // with it the pool: queued jobs are abandoned and running ones
         // finish before this returns, so no I/O thread touches guest
@@ -719,7 +797,7 @@ impl VirtioDevice for Blk {
         serde_json::json!({
             "path": self.path.display().to_string(),
             "readonly": self.image.readonly,
-            "sectors": self.image.sectors,
+            "sectors": self.sectors(),
             "queues": self.queues,
             "stats": *lock_stats(&self.stats),
         })
@@ -793,10 +871,13 @@ pub(crate) mod tests {
     }
 
     #[derive(Default)]
-    pub(crate) struct CountIrq(AtomicUsize);
+    pub(crate) struct CountIrq(AtomicUsize, AtomicUsize);
     impl CountIrq {
         fn count(&self) -> usize {
             self.0.load(Ordering::SeqCst)
+        }
+        fn config_count(&self) -> usize {
+            self.1.load(Ordering::SeqCst)
         }
     }
     impl Interrupt for CountIrq {
@@ -805,6 +886,7 @@ pub(crate) mod tests {
             Ok(())
         }
         fn config(&self) -> std::io::Result<()> {
+            self.1.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
     }
@@ -1571,6 +1653,65 @@ pub(crate) mod tests {
         }
         std::thread::sleep(Duration::from_millis(50));
         assert!(snapshot(&m) == before, "guest memory changed after reset");
+    }
+
+    #[test]
+    fn a_grown_image_grows_the_disk_and_tells_the_driver() {
+        let img = image("grow");
+        let mut blk = Blk::new(&img.0, false).unwrap();
+        let capacity = blk.capacity();
+        assert_eq!(capacity.refresh().unwrap(), (128, 128), "no change");
+        let capacity_bytes = |blk: &Blk| {
+            let mut c = [0u8; 8];
+            blk.read_config(0, &mut c);
+            u64::from_le_bytes(c)
+        };
+        // Grown before the driver is there: nobody to tell.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img.0)
+            .unwrap()
+            .set_len(192 * SECTOR)
+            .unwrap();
+        assert_eq!(capacity.refresh().unwrap(), (128, 192));
+        assert_eq!((blk.sectors(), capacity_bytes(&blk)), (192, 192));
+
+        // Grown under an active driver: one configuration interrupt, and a
+        // read past the old end succeeds.
+        let m = mem();
+        let q = MockSplitQueue::create(&m, GuestAddress(0), 64);
+        let aq = active(&q, false);
+        let kick = aq.kick.try_clone().unwrap();
+        let irq = Arc::new(CountIrq::default());
+        blk.activate(m.clone(), 0, vec![aq], irq.clone()).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img.0)
+            .unwrap()
+            .set_len(256 * SECTOR + 100)
+            .unwrap();
+        assert_eq!(capacity.refresh().unwrap(), (192, 256), "whole sectors");
+        assert_eq!(irq.config_count(), 1);
+        assert_eq!(capacity_bytes(&blk), 256);
+        q.add_desc_chains(&read_chain(&m, 0, 254), 0).unwrap();
+        kick.write(1).unwrap();
+        wait_until("the read used", || used(&m, &q).len() == 1);
+        assert_eq!(slot_status(&m, 0), status::OK, "a read past the old end");
+
+        // A shrunk image is refused and the capacity kept.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&img.0)
+            .unwrap()
+            .set_len(100 * SECTOR)
+            .unwrap();
+        assert!(capacity.refresh().is_err());
+        assert_eq!((blk.sectors(), irq.config_count()), (256, 1));
+        blk.reset();
+        assert_eq!(
+            capacity.refresh().unwrap_err().kind(),
+            std::io::ErrorKind::InvalidInput
+        );
     }
 
     #[test]

@@ -183,6 +183,10 @@ impl Vector {
 /// Where a device's interrupts go.
 pub struct PciInterrupt {
     isr: Arc<AtomicU8>,
+    /// The common configuration's `config_generation`, which every
+    /// configuration change moves on, so that a driver reading a field
+    /// wider than one access (a disk's 64-bit capacity) reads it again.
+    generation: Arc<AtomicU8>,
     queue_vectors: Vec<Option<Arc<EventFd>>>,
     config_vector: Option<Arc<EventFd>>,
 }
@@ -212,6 +216,7 @@ impl Interrupt for PciInterrupt {
         self.send(self.queue_vector(index), 1)
     }
     fn config(&self) -> std::io::Result<()> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.send(self.config_vector.as_ref(), 2)
     }
     fn queue_eventfd(&self, index: u16) -> Option<EventFd> {
@@ -245,7 +250,7 @@ pub struct VirtioPci {
     driver_feature_select: u32,
     driver_features: u64,
     status: u8,
-    config_generation: u8,
+    config_generation: Arc<AtomicU8>,
     config_vector: u16,
     queue_select: u16,
     active: bool,
@@ -348,7 +353,7 @@ impl VirtioPci {
             driver_feature_select: 0,
             driver_features: 0,
             status: 0,
-            config_generation: 0,
+            config_generation: Arc::new(AtomicU8::new(0)),
             config_vector: NO_VECTOR,
             queue_select: 0,
             active: false,
@@ -419,6 +424,7 @@ impl VirtioPci {
         let fd = |v: u16| self.vectors.get(usize::from(v)).map(|v| v.fd.clone());
         let irq = Arc::new(PciInterrupt {
             isr: self.isr.clone(),
+            generation: self.config_generation.clone(),
             queue_vectors: self.queues.iter().map(|q| fd(q.vector)).collect(),
             config_vector: fd(self.config_vector),
         });
@@ -452,7 +458,7 @@ impl VirtioPci {
         raw[16..18].copy_from_slice(&self.config_vector.to_le_bytes());
         raw[18..20].copy_from_slice(&(self.queues.len() as u16).to_le_bytes());
         raw[20] = self.status;
-        raw[21] = self.config_generation;
+        raw[21] = self.config_generation.load(Ordering::SeqCst);
         raw[22..24].copy_from_slice(&self.queue_select.to_le_bytes());
         if let Some(q) = q {
             raw[24..26].copy_from_slice(&q.size.to_le_bytes());
@@ -810,6 +816,7 @@ mod tests {
         let fd = |v: u16| p.vectors.get(usize::from(v)).map(|v| v.fd.clone());
         let irq = PciInterrupt {
             isr: p.isr.clone(),
+            generation: p.config_generation.clone(),
             queue_vectors: vec![fd(0)],
             config_vector: fd(1),
         };
@@ -818,6 +825,11 @@ mod tests {
         assert!(irq.queue_eventfd(0).is_some());
         assert!(irq.queue_eventfd(1).is_none());
         assert_eq!(p.isr.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            p.config_generation.load(Ordering::SeqCst),
+            1,
+            "a config change moves the generation on"
+        );
     }
 
     #[test]

@@ -139,6 +139,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("POST", "/nodes/{node}/qemu/{vmid}/clone", VM_ALLOCATE),
     // VM.Config.Disk: the roles that may allocate.
     ("PUT", "/nodes/{node}/qemu/{vmid}/resize", VM_ALLOCATE),
+    ("POST", "/nodes/{node}/qemu/{vmid}/template", VM_ALLOCATE),
     ("POST", "/nodes/{node}/qemu/{vmid}/status/suspend", VM_POWER),
     ("POST", "/nodes/{node}/qemu/{vmid}/status/resume", VM_POWER),
     ("GET", "/nodes/{node}/lxc", ANY),

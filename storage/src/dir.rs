@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::atomic_file::move_no_clobber;
@@ -334,6 +334,14 @@ impl StoragePlugin for DirStorage {
         let candidates: Vec<String> = match name {
             Some(name) => {
                 let named_format = parse_image_name(name, vmid)?;
+                if name.starts_with("base-") {
+                    // Base images are made from images, never allocated.
+                    return Err(VolumeIdError::ImageOwner {
+                        name: name.to_owned(),
+                        vmid,
+                    }
+                    .into());
+                }
                 if named_format != format {
                     return Err(VolumeIdError::WrongExtension {
                         name: name.to_owned(),
@@ -475,8 +483,66 @@ impl StoragePlugin for DirStorage {
         })
     }
 
+    fn create_base(&self, volid: &VolumeId) -> Result<VolumeId, PluginError> {
+        let volume = self.own_volume(volid)?;
+        let DirVolume::Image { vmid, name, format } = &volume else {
+            return Err(PluginError::Unsupported {
+                storage: self.id.clone(),
+                kind: "dir".to_owned(),
+                operation: "base volumes of anything but disk images",
+            });
+        };
+        if *format != ImageFormat::Raw {
+            return Err(PluginError::UnsupportedFormat {
+                storage: self.id.clone(),
+                format: *format,
+            });
+        }
+        let Some(rest) = name.strip_prefix("vm-") else {
+            return Err(PluginError::Unsupported {
+                storage: self.id.clone(),
+                kind: "dir".to_owned(),
+                operation: "a base volume of a base volume",
+            });
+        };
+        let base = DirVolume::Image {
+            vmid: *vmid,
+            name: format!("base-{rest}"),
+            format: *format,
+        };
+        let (from, to) = (self.volume_path(&volume), self.volume_path(&base));
+        if !from.is_file() {
+            return Err(PluginError::NotFound {
+                volid: volid.clone(),
+            });
+        }
+        let base_id = self.volid(&base)?;
+        crate::sys::rename_no_replace(&from, &to).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                PluginError::AlreadyExists {
+                    volid: base_id.clone(),
+                }
+            } else {
+                PluginError::io("rename", &from, e)
+            }
+        })?;
+        // Nobody writes a base image: its clones are copies of it.
+        let _ = fs::set_permissions(&to, fs::Permissions::from_mode(0o444));
+        let dir = to.parent().unwrap_or(&self.path);
+        crate::sys::fsync_dir(dir).map_err(|e| PluginError::io("fsync", dir, e))?;
+        tracing::info!(from = %volid, to = %base_id, "made a base image");
+        Ok(base_id)
+    }
+
     fn resize_image(&self, volid: &VolumeId, size_bytes: u64) -> Result<(), PluginError> {
         let volume = self.own_volume(volid)?;
+        if volume.is_base() {
+            return Err(PluginError::Unsupported {
+                storage: self.id.clone(),
+                kind: "dir".to_owned(),
+                operation: "resizing a template's base image",
+            });
+        }
         match volume {
             DirVolume::Image {
                 format: ImageFormat::Raw,
@@ -863,6 +929,60 @@ mod tests {
         assert!(meta.blocks() * 512 < 1 << 20, "not sparse");
         let size = dir.volume_size(&id).unwrap();
         assert_eq!((size.size, size.format.as_str()), (8 << 30, "raw"));
+    }
+
+    #[test]
+    fn an_image_becomes_a_read_only_base_image() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = storage(root.path());
+        let id = dir
+            .alloc_image(vmid(100), None, ImageFormat::Raw, 1 << 20)
+            .unwrap();
+        fs::write(dir.path(&id).unwrap(), b"TEMPLATE").unwrap();
+        let base = dir.create_base(&id).unwrap();
+        assert_eq!(base.to_string(), "local:100/base-100-disk-0.raw");
+        let path = dir.path(&base).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"TEMPLATE");
+        assert_eq!(fs::metadata(&path).unwrap().mode() & 0o777, 0o444);
+        assert!(!root.path().join("images/100/vm-100-disk-0.raw").exists());
+        // Listed and sized as the VM's; its number is taken.
+        let listed: Vec<String> = dir
+            .list_content(Some(ContentType::Images), Some(vmid(100)))
+            .unwrap()
+            .into_iter()
+            .map(|i| i.volid.to_string())
+            .collect();
+        assert_eq!(listed, ["local:100/base-100-disk-0.raw"]);
+        assert_eq!(dir.volume_size(&base).unwrap().size, 8);
+        let next = dir
+            .alloc_image(vmid(100), None, ImageFormat::Raw, 512)
+            .unwrap();
+        assert_eq!(next.to_string(), "local:100/vm-100-disk-1.raw");
+        // Refused: a base of a base, a missing image, a taken base name,
+        // growing a base image, allocating a base name.
+        assert!(dir.create_base(&base).is_err());
+        assert!(matches!(
+            dir.create_base(&volid("local:100/vm-100-disk-7.raw")),
+            Err(PluginError::NotFound { .. })
+        ));
+        fs::write(root.path().join("images/100/base-100-disk-1.raw"), b"").unwrap();
+        assert!(matches!(
+            dir.create_base(&next),
+            Err(PluginError::AlreadyExists { .. })
+        ));
+        assert!(dir.path(&next).unwrap().is_file(), "the image stays");
+        assert!(dir.resize_image(&base, 2 << 20).is_err());
+        assert!(dir
+            .alloc_image(
+                vmid(100),
+                Some("base-100-disk-5.raw"),
+                ImageFormat::Raw,
+                512
+            )
+            .is_err());
+        // A base image is deleted as any image.
+        dir.free_image(&base).unwrap();
+        assert!(!path.exists());
     }
 
     #[test]

@@ -235,6 +235,10 @@ pub trait StoragePlugin: Send + Sync + std::fmt::Debug {
     /// Size, allocation and format of an existing volume.
     fn volume_size(&self, volid: &VolumeId) -> Result<VolumeSize, PluginError>;
 
+    /// Makes an image a template's base image (`vm-<vmid>-…` becomes
+    /// `base-<vmid>-…`, read-only) and returns its new id.
+    fn create_base(&self, volid: &VolumeId) -> Result<VolumeId, PluginError>;
+
     /// Grows an image to `size_bytes` (a non-zero multiple of 512) and
     /// makes that durable. Refuses to shrink one; the same size changes
     /// nothing.

@@ -250,6 +250,12 @@ impl Storages {
         Ok(self.plugin(volid.storage())?.volume_size(volid)?.size)
     }
 
+    /// Makes an image a template's base image and returns its new id
+    /// (see [`StoragePlugin::create_base`]).
+    pub fn create_base(&self, volid: &VolumeId) -> Result<VolumeId, StoragesError> {
+        Ok(self.plugin(volid.storage())?.create_base(volid)?)
+    }
+
     /// Grows an image to `size_bytes` (see [`StoragePlugin::resize_image`]).
     pub fn resize(&self, volid: &VolumeId, size_bytes: u64) -> Result<(), StoragesError> {
         Ok(self

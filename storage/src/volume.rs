@@ -83,7 +83,7 @@ pub enum VolumeIdError {
     /// An image owned by one VMID but named for another, or not
     /// `vm-<vmid>-` (`subvol-<vmid>-` for a `.subvol` directory).
     #[error(
-        "image name '{name}' must start with 'vm-{vmid}-' ('subvol-{vmid}-' for .subvol) for guest {vmid}"
+        "image name '{name}' must start with 'vm-{vmid}-' (or 'base-{vmid}-' for a template's; 'subvol-{vmid}-' for .subvol) for guest {vmid}"
     )]
     ImageOwner {
         /// The name.
@@ -99,8 +99,8 @@ pub enum VolumeIdError {
         /// The VMID text.
         text: String,
     },
-    /// Base images and linked clones are not built yet.
-    #[error("volume name '{volname}': base images and linked clones are not supported yet")]
+    /// Linked clones (`<vmid>/<base>/<vmid>/<name>`) are not built yet.
+    #[error("volume name '{volname}': linked clones are not supported yet")]
     BaseImage {
         /// The volname.
         volname: String,
@@ -140,6 +140,15 @@ impl VolumeId {
     /// The volname part.
     pub fn volname(&self) -> &str {
         &self.volname
+    }
+
+    /// Whether it names a template's base image (`…/base-<vmid>-…`), by
+    /// Proxmox's naming, which every storage type follows.
+    pub fn is_base_image(&self) -> bool {
+        self.volname
+            .rsplit('/')
+            .next()
+            .is_some_and(|name| name.starts_with("base-"))
     }
 }
 
@@ -346,11 +355,6 @@ impl DirVolume {
                     volname: volname.to_owned(),
                     text: dir.to_owned(),
                 })?;
-                if name.starts_with("base-") {
-                    return Err(VolumeIdError::BaseImage {
-                        volname: volname.to_owned(),
-                    });
-                }
                 let format = parse_image_name(name, vmid)?;
                 Ok(DirVolume::Image {
                     vmid,
@@ -373,6 +377,11 @@ impl DirVolume {
             DirVolume::Snippet { .. } => ContentType::Snippets,
             DirVolume::Import { .. } => ContentType::Import,
         }
+    }
+
+    /// Whether it is a template's base image (`base-<vmid>-…`).
+    pub fn is_base(&self) -> bool {
+        matches!(self, DirVolume::Image { name, .. } if name.starts_with("base-"))
     }
 
     /// The owning VMID, for images, rootdirs and vzdump backups.
@@ -544,9 +553,16 @@ pub fn parse_image_name(name: &str, vmid: Vmid) -> Result<ImageFormat, VolumeIdE
         content: ContentType::Images,
         expected: ".raw, .qcow2, .vmdk or .subvol",
     })?;
-    // Files are vm-<vmid>-…, container directories subvol-<vmid>-….
+    // Files are vm-<vmid>-… (base-<vmid>-… once a template's), container
+    // directories subvol-<vmid>-….
     let owner_prefix = format!("{}-{vmid}-", format.name_prefix());
-    match name.strip_prefix(&owner_prefix) {
+    let base_prefix = format!("base-{vmid}-");
+    let rest = name.strip_prefix(&owner_prefix).or_else(|| {
+        (format != ImageFormat::Subvol)
+            .then(|| name.strip_prefix(&base_prefix))
+            .flatten()
+    });
+    match rest {
         Some(rest) if rest.split('.').next().is_some_and(|stem| !stem.is_empty()) => Ok(format),
         _ => Err(VolumeIdError::ImageOwner {
             name: name.to_owned(),
@@ -555,11 +571,12 @@ pub fn parse_image_name(name: &str, vmid: Vmid) -> Result<ImageFormat, VolumeIdE
     }
 }
 
-/// The disk number of `vm-<vmid>-disk-<n>.<ext>`, if the name has that form.
+/// The disk number of `vm-<vmid>-disk-<n>.<ext>` (or `base-…`,
+/// `subvol-…`), if the name has that form.
 pub fn disk_number(name: &str, vmid: Vmid) -> Option<u32> {
-    let rest = name
-        .strip_prefix(&format!("vm-{vmid}-disk-"))
-        .or_else(|| name.strip_prefix(&format!("subvol-{vmid}-disk-")))?;
+    let rest = ["vm", "base", "subvol"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(&format!("{prefix}-{vmid}-disk-")))?;
     let (number, _ext) = rest.split_once('.')?;
     if number.is_empty() || (number.len() > 1 && number.starts_with('0')) {
         return None;
@@ -711,7 +728,8 @@ mod tests {
             "100/vm-100-.raw",
             "100/vm-100-disk-0.img",
             "099/vm-99-disk-0.raw",
-            "100/base-100-disk-0.raw",
+            "100/base-101-disk-0.raw",
+            "100/base-100-disk-0.subvol",
             "100/base-100-disk-0.raw/101/vm-101-disk-0.qcow2",
             "iso/x.txt",
             "iso/.iso",
@@ -736,6 +754,15 @@ mod tests {
             DirVolume::parse("100/vm-101-disk-0.raw"),
             Err(VolumeIdError::ImageOwner { .. })
         ));
+        // A template's base image; linked clones of one are not built.
+        let base = DirVolume::parse("100/base-100-disk-0.raw").unwrap();
+        assert!(base.is_base() && base.vmid() == Some(vmid(100)));
+        assert!(!DirVolume::parse("100/vm-100-disk-0.raw").unwrap().is_base());
+        assert!(matches!(
+            DirVolume::parse("100/base-100-disk-0.raw/101/vm-101-disk-0.qcow2"),
+            Err(VolumeIdError::BaseImage { .. })
+        ));
+        assert_eq!(disk_number("base-100-disk-3.raw", vmid(100)), Some(3));
         // Container directories are subvol-<vmid>-…, files vm-<vmid>-….
         let sub = DirVolume::parse("101/subvol-101-disk-0.subvol").unwrap();
         assert_eq!(sub.format_label(), "subvol");

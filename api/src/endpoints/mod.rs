@@ -12,6 +12,7 @@ pub mod pools;
 pub mod qemu;
 pub mod qemu_clone;
 pub mod qemu_resize;
+pub mod qemu_template;
 pub mod storage;
 pub mod version;
 
@@ -49,6 +50,7 @@ pub static TABLES: &[&[Endpoint]] = &[
     qemu::ENDPOINTS,
     qemu_clone::ENDPOINTS,
     qemu_resize::ENDPOINTS,
+    qemu_template::ENDPOINTS,
     lxc::ENDPOINTS,
     pools::ENDPOINTS,
     storage::ENDPOINTS,

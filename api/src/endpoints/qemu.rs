@@ -364,6 +364,9 @@ pub async fn vm_status(state: &AppState, vmid: u32) -> Result<Value, ApiError> {
         "diskwrite": 0,
         "ha": {"managed": 0},
     });
+    if summary.template {
+        out["template"] = json!(1);
+    }
     if let VmState::Running { pid, started_at } = run {
         let uptime = u64::try_from(unix_now())
             .unwrap_or(0)
@@ -432,7 +435,7 @@ fn config_json(config: &GuestConfig) -> Value {
     let mut out = serde_json::Map::new();
     for entry in config.main().entries() {
         let value = match entry.key() {
-            "cores" | "sockets" | "onboot" | "vcpus" => entry
+            "cores" | "sockets" | "onboot" | "vcpus" | "template" | "protection" => entry
                 .value()
                 .parse::<u64>()
                 .map_or_else(|_| json!(entry.value()), |n| json!(n)),
@@ -968,7 +971,15 @@ pub(crate) fn add_to_pool(state: &AppState, what: &str, vmid: u32, pool: &str, l
     }
 }
 
-/// Starts VM `vmid`; fails if it runs.
+/// Why a template does not start (Proxmox's words).
+const TEMPLATE_START: &str = "you can't start a vm if it's a template";
+
+/// Whether the VM is a template (`template: 1`).
+pub(crate) fn is_template(config: &GuestConfig) -> bool {
+    config.get("template") == Some("1")
+}
+
+/// Starts VM `vmid`; fails if it runs or is a template.
 pub async fn start_vm(state: &AppState, vmid: u32, log: &TaskLog) -> Result<(), String> {
     let lock = state.vms.lock(vmid);
     let _guard = lock.lock().await;
@@ -978,6 +989,9 @@ pub async fn start_vm(state: &AppState, vmid: u32, log: &TaskLog) -> Result<(), 
         .ok_or_else(|| format!("VM {vmid} does not exist"))?;
     if state.runtime.state(vmid).await? != VmState::Stopped {
         return Err(format!("VM {vmid} already running"));
+    }
+    if is_template(&config) {
+        return Err(TEMPLATE_START.into());
     }
     let plan = state
         .runtime
@@ -1051,7 +1065,10 @@ async fn power_task(state: Arc<AppState>, call: Call, action: Power) -> ApiResul
     this_node(&state, call.param("node"))?;
     let caller = call.caller()?.clone();
     let vmid = vmid_of(&call);
-    config_of(&state, vmid)?;
+    let config = config_of(&state, vmid)?;
+    if matches!(action, Power::Start) && is_template(&config) {
+        return Err(ApiError::failed(TEMPLATE_START));
+    }
     if matches!(action, Power::Suspend) && call.params.flag("todisk") {
         return Err(ApiError::parameter(
             "todisk",

@@ -168,6 +168,10 @@ async fn clone_vm(state: Arc<AppState>, call: Call) -> ApiResult {
     drop(cfg);
     let name = call.params.get("name").map(str::to_owned);
     let description = call.params.get("description").map(str::to_owned);
+    // Proxmox makes a linked clone of a template unless asked for a full
+    // one; Oxbow makes full clones only, and says so.
+    let linked_by_default =
+        crate::endpoints::qemu::is_template(&source) && call.params.get("full").is_none();
     vm_task(
         &state,
         "qmclone",
@@ -191,6 +195,9 @@ async fn clone_vm(state: Arc<AppState>, call: Call) -> ApiResult {
                 ));
             }
             let disks = disks_of(&source, vmid)?;
+            if linked_by_default {
+                log.line("linked clones are not supported yet: making a full clone");
+            }
             // The copies are long blocking I/O: off the runtime's threads.
             let (task_state, task_log) = (Arc::clone(&state), log.clone());
             tokio::task::spawn_blocking(move || {

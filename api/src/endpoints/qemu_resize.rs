@@ -24,7 +24,7 @@ use crate::router::{privs, Call, Endpoint};
 use crate::schema::{boolean, string, Format};
 
 /// A disk's key: `virtio0`, `scsi1`, `sata2`, `ide3`.
-static DISK_KEY: Format = Format {
+pub(crate) static DISK_KEY: Format = Format {
     name: "pve-qm-disk-key",
     check: |v| match DiskBus::from_key(v) {
         Some(_) => Ok(()),
@@ -128,9 +128,14 @@ fn volume_of(config: &GuestConfig, key: &str) -> Result<(String, storage::Volume
     match &disk.file {
         DiskFile::Volume(volume) => {
             let volume = volume.to_string();
-            let id = volume
+            let id: storage::VolumeId = volume
                 .parse()
                 .map_err(|e| format!("{key}: volume '{volume}': {e}"))?;
+            if id.is_base_image() {
+                return Err(format!(
+                    "disk '{key}' is a template's base image, which does not change"
+                ));
+            }
             Ok((value.to_string(), id))
         }
         _ => Err(format!(

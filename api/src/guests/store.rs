@@ -23,6 +23,8 @@ pub struct VmSummary {
     pub cpus: u64,
     /// Whether it starts with the node.
     pub onboot: bool,
+    /// Whether it is a template (`template: 1`).
+    pub template: bool,
     /// The sum of the disks' `size=`, in bytes.
     pub maxdisk: u64,
     /// The configuration's digest.
@@ -99,18 +101,21 @@ impl VmSummary {
             ),
         };
         let memory_mib = number("memory", DEFAULT_MEMORY_MIB);
+        let template = config.get("template") == Some("1");
         let kind = kind.as_str();
         let resource_fields = format!(
-            "{{\"id\":\"{kind}/{vmid}\",\"type\":\"{kind}\",\"node\":{},\"vmid\":{vmid},\"name\":{},\"template\":0,\"maxcpu\":{cpus},\"maxmem\":{},\"maxdisk\":{maxdisk}",
+            "{{\"id\":\"{kind}/{vmid}\",\"type\":\"{kind}\",\"node\":{},\"vmid\":{vmid},\"name\":{},\"template\":{template},\"maxcpu\":{cpus},\"maxmem\":{},\"maxdisk\":{maxdisk}",
             serde_json::Value::String(node.to_owned()),
             serde_json::Value::String(name.clone()),
-            memory_mib * 1024 * 1024
+            memory_mib * 1024 * 1024,
+            template = u8::from(template),
         );
         VmSummary {
             name,
             memory_mib,
             cpus,
             onboot: config.get("onboot") == Some("1"),
+            template,
             maxdisk,
             digest: config.digest(),
             resource_fields,

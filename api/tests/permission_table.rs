@@ -121,6 +121,7 @@ const TABLE: &[(&str, &str, &[&str])] = &[
     ("GET", "/nodes/{node}/qemu/{vmid}", VM_AUDIT),
     ("DELETE", "/nodes/{node}/qemu/{vmid}", VM_ALLOCATE),
     ("GET", "/nodes/{node}/qemu/{vmid}/config", VM_AUDIT),
+    ("GET", "/nodes/{node}/qemu/{vmid}/pending", VM_AUDIT),
     // Any VM.Config.* privilege passes; each key is then checked on its
     // own (PVEVMUser may change only CD-ROM and cloud-init keys).
     ("POST", "/nodes/{node}/qemu/{vmid}/config", VM_POWER),

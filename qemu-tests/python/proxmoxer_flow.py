@@ -251,6 +251,25 @@ def resize(state_file):
     check(vm.status.current.get()["status"] == "running", "the VM stopped")
     step(f"virtio0 grew while running: {grown}")
 
+    # What took effect while running (the cable pulled before apid was
+    # killed, the grown disk, a new name) is not pending; memory is, until
+    # the next start.
+    def pending():
+        return {item["key"]: item for item in vm.pending.get()}
+    before = pending()
+    check(all("pending" not in item and "delete" not in item for item in before.values()),
+          f"pending before any change: {before}")
+    check(before["virtio0"]["value"] == grown, f"virtio0 in pending: {before['virtio0']}")
+    vm.config.put(memory=300, name="proxmoxer-renamed")
+    after = pending()
+    check(after["memory"] == {"key": "memory", "value": "256", "pending": "300"},
+          f"memory in pending: {after['memory']}")
+    check(after["name"] == {"key": "name", "value": "proxmoxer-renamed"},
+          f"name in pending: {after['name']}")
+    check(vm.config.get(current=1)["memory"] == "256", "current=1 shows the running memory")
+    check(vm.config.get()["memory"] == "300", "the configuration shows the new memory")
+    step("pending: memory waits for the next start; the name, the disk and the cable do not")
+
 
 def after_kill(state_file):
     with open(state_file) as f:

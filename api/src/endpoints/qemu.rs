@@ -118,7 +118,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
             VMID,
             boolean(
                 "current",
-                "Accepted for compatibility (no pending changes).",
+                "A running VM's values, without the changes that wait for its next start.",
             )
             .optional(),
             string("snapshot", None, "A snapshot's configuration.").optional(),
@@ -126,6 +126,16 @@ pub static ENDPOINTS: &[Endpoint] = &[
         extra: None,
         permission: privs("/vms/{vmid}", &["VM.Audit"]),
         handler: |s, c| Box::pin(get_config(s, c)),
+    },
+    Endpoint {
+        method: Method::GET,
+        path: "/nodes/{node}/qemu/{vmid}/pending",
+        description: "Each configuration key with its running value and the value its next \
+                      start brings, or whether the next start deletes it.",
+        params: &[NODE, VMID],
+        extra: None,
+        permission: privs("/vms/{vmid}", &["VM.Audit"]),
+        handler: |s, c| Box::pin(get_pending(s, c)),
     },
     Endpoint {
         method: Method::POST,
@@ -452,7 +462,8 @@ fn config_json(config: &GuestConfig) -> Value {
 
 async fn get_config(state: Arc<AppState>, call: Call) -> ApiResult {
     this_node(&state, call.param("node"))?;
-    let config = config_of(&state, vmid_of(&call))?;
+    let vmid = vmid_of(&call);
+    let config = config_of(&state, vmid)?;
     if let Some(name) = call.params.get("snapshot") {
         let snapshot = config
             .snapshot(name)
@@ -463,7 +474,31 @@ async fn get_config(state: Arc<AppState>, call: Call) -> ApiResult {
         }
         return Ok(Value::Object(out).into());
     }
+    if call.params.flag("current") {
+        if let Some(running) = running_config(&state, vmid).await {
+            let mut out = config_json(&running);
+            out["digest"] = json!(config.digest());
+            return Ok(out.into());
+        }
+    }
     Ok(config_json(&config).into())
+}
+
+/// What a running VM was started with, changes that took effect since
+/// included (`None` for a stopped VM, or one started before it was kept).
+async fn running_config(state: &AppState, vmid: u32) -> Option<GuestConfig> {
+    let running = state.runtime.state(vmid).await.ok()? != VmState::Stopped;
+    running
+        .then(|| crate::guests::pending::load(&state.runtime.run_dir, vmid))
+        .flatten()
+}
+
+async fn get_pending(state: Arc<AppState>, call: Call) -> ApiResult {
+    this_node(&state, call.param("node"))?;
+    let vmid = vmid_of(&call);
+    let config = config_of(&state, vmid)?;
+    let running = running_config(&state, vmid).await;
+    Ok(Value::Array(crate::guests::pending::items(&config, running.as_ref())).into())
 }
 
 /// The configuration keys of a call (everything but the endpoint's own
@@ -848,12 +883,33 @@ async fn update_config(
         }
         config.delete(key);
     }
+    let written = running.then(|| config.clone());
     if let Err(e) = state.vms.write(vmid, config) {
         for volume in &allocated {
             let _ = state.storage.free(volume);
         }
         crate::guests::live::restore(&net.live).await;
         return Err(ApiError::failed(e.to_string()));
+    }
+    if let Some(written) = written {
+        // What the running VM took at once; the rest is pending.
+        let at_once: Vec<String> = keys
+            .iter()
+            .map(|(k, _)| k)
+            .chain(&deleted)
+            .filter(|k| {
+                crate::guests::pending::applies_at_once(k)
+                    || (k.starts_with("net") && !net.at_next_start.iter().any(|(n, _)| n == *k))
+            })
+            .cloned()
+            .collect();
+        crate::guests::pending::took_effect(&state.runtime.run_dir, vmid, &written, &at_once);
+        if let Some(log) = log {
+            let changed = keys.iter().map(|(k, _)| k).chain(&deleted);
+            for key in changed.filter(|k| !k.starts_with("net") && !at_once.contains(k)) {
+                log.line(format!("{key}: takes effect at the next start (pending)"));
+            }
+        }
     }
     if firewall {
         crate::firewall::apply_firewall(state).await?;
@@ -1004,6 +1060,9 @@ pub async fn start_vm(state: &AppState, vmid: u32, log: &TaskLog) -> Result<(), 
     }
     log.line(format!("starting {}", plan.argv.join(" ")));
     state.runtime.start(vmid, &plan).await?;
+    if let Err(e) = crate::guests::pending::save(&state.runtime.run_dir, vmid, &config) {
+        log.line(format!("cannot record the running configuration: {e}"));
+    }
     log.line(format!("VM {vmid} started as unit {}", unit_name(vmid)));
     Ok(())
 }

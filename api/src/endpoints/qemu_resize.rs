@@ -223,7 +223,7 @@ async fn resize_vm(state: Arc<AppState>, call: Call) -> ApiResult {
                 .map_err(|e| format!("{key}: {e}"))?;
             state
                 .vms
-                .write(vmid, config)
+                .write(vmid, config.clone())
                 .map_err(|e| format!("{key}: the image grew, but the configuration: {e}"))?;
             if !running {
                 return Ok(());
@@ -239,6 +239,8 @@ async fn resize_vm(state: Arc<AppState>, call: Call) -> ApiResult {
                         "{key}: the running guest was told: {} sectors",
                         answer["sectors"]
                     ));
+                    let run_dir = &state.runtime.run_dir;
+                    crate::guests::pending::took_effect(run_dir, vmid, &config, &[key]);
                     Ok(())
                 }
                 Err(e) => Err(format!(

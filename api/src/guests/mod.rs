@@ -1,6 +1,7 @@
 //! Virtual machines: their configurations and their running VMMs.
 
 pub mod live;
+pub mod pending;
 pub mod runtime;
 pub mod store;
 

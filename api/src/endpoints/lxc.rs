@@ -328,13 +328,8 @@ async fn get_config(state: Arc<AppState>, call: Call) -> ApiResult {
     let config = config_of(&state, vmid_of(&call))?;
     let mut out = serde_json::Map::new();
     for entry in config.main().entries() {
-        let value = match entry.key() {
-            "cores" | "memory" | "swap" | "onboot" | "unprivileged" => entry
-                .value()
-                .parse::<u64>()
-                .map_or_else(|_| json!(entry.value()), |n| json!(n)),
-            _ => json!(entry.value()),
-        };
+        let value =
+            crate::guests::typed_value(crate::guests::GuestKind::Lxc, entry.key(), entry.value());
         out.insert(entry.key().to_owned(), value);
     }
     if let Some(description) = config.description() {

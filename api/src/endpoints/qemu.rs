@@ -444,13 +444,8 @@ async fn current_status(state: Arc<AppState>, call: Call) -> ApiResult {
 fn config_json(config: &GuestConfig) -> Value {
     let mut out = serde_json::Map::new();
     for entry in config.main().entries() {
-        let value = match entry.key() {
-            "cores" | "sockets" | "onboot" | "vcpus" | "template" | "protection" => entry
-                .value()
-                .parse::<u64>()
-                .map_or_else(|_| json!(entry.value()), |n| json!(n)),
-            _ => json!(entry.value()),
-        };
+        let value =
+            crate::guests::typed_value(crate::guests::GuestKind::Qemu, entry.key(), entry.value());
         out.insert(entry.key().to_owned(), value);
     }
     if let Some(description) = config.description() {

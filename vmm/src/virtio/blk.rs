@@ -119,9 +119,7 @@ impl Image {
 pub struct Capacity {
     file: Arc<File>,
     sectors: Arc<AtomicU64>,
-    /// The interrupt of the active device; `None` while the driver has
-    /// not set it up (it reads the capacity when it does).
-    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+    notifier: super::ConfigNotifier,
 }
 
 impl Capacity {
@@ -135,26 +133,22 @@ impl Capacity {
     /// refused and the capacity kept: the guest may have data there.
     /// Returns the capacity before and after.
     pub fn refresh(&self) -> std::io::Result<(u64, u64)> {
-        let interrupt = self.interrupt.lock().unwrap_or_else(|e| e.into_inner());
-        let new = file_len(&self.file)? / SECTOR;
-        let old = self.sectors();
-        if new < old {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("the image shrank from {old} to {new} sectors; a disk cannot shrink"),
-            ));
-        }
-        if new > old {
-            self.sectors.store(new, Ordering::SeqCst);
-            if let Some(i) = interrupt.as_ref() {
-                i.config()?;
+        self.notifier.change(|| {
+            let new = file_len(&self.file)? / SECTOR;
+            let old = self.sectors();
+            if new < old {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("the image shrank from {old} to {new} sectors; a disk cannot shrink"),
+                ));
             }
-        }
-        Ok((old, new))
+            self.sectors.store(new, Ordering::SeqCst);
+            Ok(((old, new), new > old))
+        })
     }
 
     fn attach(&self, interrupt: Option<Arc<dyn Interrupt>>) {
-        *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = interrupt;
+        self.notifier.attach(interrupt);
     }
 }
 
@@ -219,7 +213,7 @@ impl Blk {
             capacity: Arc::new(Capacity {
                 file: file.clone(),
                 sectors: sectors.clone(),
-                interrupt: Mutex::new(None),
+                notifier: super::ConfigNotifier::default(),
             }),
             image: Image {
                 file,

@@ -58,6 +58,35 @@ pub trait Interrupt: Send + Sync {
     }
 }
 
+/// The configuration interrupt of an active device, for whoever changes
+/// its configuration space from outside the device (a NIC's link, a disk's
+/// capacity). Empty while no driver has set the device up: the driver
+/// reads the configuration when it does.
+#[derive(Default)]
+pub struct ConfigNotifier(std::sync::Mutex<Option<std::sync::Arc<dyn Interrupt>>>);
+
+impl ConfigNotifier {
+    /// Sets (on activation) or clears (on reset) the interrupt.
+    pub fn attach(&self, interrupt: Option<std::sync::Arc<dyn Interrupt>>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = interrupt;
+    }
+
+    /// Runs `change`, which returns its result and whether the
+    /// configuration changed, and then tells an active driver of a change.
+    /// The interrupt is held throughout, so a driver that activates the
+    /// device meanwhile reads the configuration after the change.
+    pub fn change<T>(&self, change: impl FnOnce() -> io::Result<(T, bool)>) -> io::Result<T> {
+        let interrupt = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (out, changed) = change()?;
+        if changed {
+            if let Some(i) = interrupt.as_ref() {
+                i.config()?;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// A queue handed to a device when the driver sets DRIVER_OK.
 #[derive(Debug)]
 pub struct ActiveQueue {

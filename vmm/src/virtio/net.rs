@@ -32,7 +32,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN, VIRTIO_NET_F_GUEST_TSO4,
@@ -224,9 +224,7 @@ fn inc(c: &AtomicU64, n: u64) {
 /// configuration interrupt.
 pub struct Link {
     up: AtomicBool,
-    /// The interrupt of the active device; `None` while the driver has
-    /// not set it up (it reads the state when it does).
-    interrupt: Mutex<Option<Arc<dyn Interrupt>>>,
+    notifier: super::ConfigNotifier,
 }
 
 impl Link {
@@ -234,7 +232,7 @@ impl Link {
     pub fn new(up: bool) -> Link {
         Link {
             up: AtomicBool::new(up),
-            interrupt: Mutex::new(None),
+            notifier: super::ConfigNotifier::default(),
         }
     }
 
@@ -246,18 +244,14 @@ impl Link {
     /// Sets it; a change is signalled to an active driver. Returns whether
     /// it changed.
     pub fn set(&self, up: bool) -> io::Result<bool> {
-        let interrupt = self.interrupt.lock().unwrap_or_else(|e| e.into_inner());
-        if self.up.swap(up, Ordering::SeqCst) == up {
-            return Ok(false);
-        }
-        if let Some(i) = interrupt.as_ref() {
-            i.config()?;
-        }
-        Ok(true)
+        self.notifier.change(|| {
+            let changed = self.up.swap(up, Ordering::SeqCst) != up;
+            Ok((changed, changed))
+        })
     }
 
     fn attach(&self, interrupt: Option<Arc<dyn Interrupt>>) {
-        *self.interrupt.lock().unwrap_or_else(|e| e.into_inner()) = interrupt;
+        self.notifier.attach(interrupt);
     }
 }
 

@@ -226,6 +226,15 @@ impl DirStorage {
             .collect())
     }
 
+    /// [`PluginError::Unsupported`] for `operation` on this storage.
+    fn unsupported(&self, operation: &'static str) -> PluginError {
+        PluginError::Unsupported {
+            storage: self.id.clone(),
+            kind: "dir".to_owned(),
+            operation,
+        }
+    }
+
     /// Creates `path` as a new sparse raw file of `size_bytes`.
     fn create_raw(path: &Path, size_bytes: u64) -> Result<(), io::Error> {
         let file = OpenOptions::new().write(true).create_new(true).open(path)?;
@@ -235,6 +244,17 @@ impl DirStorage {
         }
         result
     }
+}
+
+/// An image's size must be a non-zero multiple of 512 bytes.
+fn check_image_size(size_bytes: u64) -> Result<(), PluginError> {
+    if size_bytes == 0 || size_bytes % 512 != 0 {
+        return Err(PluginError::BadSize {
+            size_bytes,
+            reason: "must be a non-zero multiple of 512",
+        });
+    }
+    Ok(())
 }
 
 impl StoragePlugin for DirStorage {
@@ -322,12 +342,7 @@ impl StoragePlugin for DirStorage {
                 format,
             });
         }
-        if size_bytes == 0 || size_bytes % 512 != 0 {
-            return Err(PluginError::BadSize {
-                size_bytes,
-                reason: "must be a non-zero multiple of 512",
-            });
-        }
+        check_image_size(size_bytes)?;
         let dir = self.content_dir(ContentType::Images).join(vmid.to_string());
         fs::create_dir_all(&dir).map_err(|e| PluginError::io("create", &dir, e))?;
 
@@ -399,11 +414,7 @@ impl StoragePlugin for DirStorage {
     fn delete_volume(&self, volid: &VolumeId) -> Result<(), PluginError> {
         let volume = self.own_volume(volid)?;
         if let DirVolume::Rootdir { .. } = volume {
-            return Err(PluginError::Unsupported {
-                storage: self.id.clone(),
-                kind: "dir".to_owned(),
-                operation: "deleting rootdir subvolumes",
-            });
+            return Err(self.unsupported("deleting rootdir subvolumes"));
         }
         let path = self.volume_path(&volume);
         if matches!(volume, DirVolume::Backup { .. }) && sidecar(&path, ".protected").exists() {
@@ -450,11 +461,7 @@ impl StoragePlugin for DirStorage {
     fn free_image(&self, volid: &VolumeId) -> Result<(), PluginError> {
         match self.own_volume(volid)? {
             DirVolume::Image { .. } => self.delete_volume(volid),
-            _ => Err(PluginError::Unsupported {
-                storage: self.id.clone(),
-                kind: "dir".to_owned(),
-                operation: "free_image on a volume that is not an image",
-            }),
+            _ => Err(self.unsupported("free_image on a volume that is not an image")),
         }
     }
 
@@ -486,11 +493,7 @@ impl StoragePlugin for DirStorage {
     fn create_base(&self, volid: &VolumeId) -> Result<VolumeId, PluginError> {
         let volume = self.own_volume(volid)?;
         let DirVolume::Image { vmid, name, format } = &volume else {
-            return Err(PluginError::Unsupported {
-                storage: self.id.clone(),
-                kind: "dir".to_owned(),
-                operation: "base volumes of anything but disk images",
-            });
+            return Err(self.unsupported("base volumes of anything but disk images"));
         };
         if *format != ImageFormat::Raw {
             return Err(PluginError::UnsupportedFormat {
@@ -499,11 +502,7 @@ impl StoragePlugin for DirStorage {
             });
         }
         let Some(rest) = name.strip_prefix("vm-") else {
-            return Err(PluginError::Unsupported {
-                storage: self.id.clone(),
-                kind: "dir".to_owned(),
-                operation: "a base volume of a base volume",
-            });
+            return Err(self.unsupported("a base volume of a base volume"));
         };
         let base = DirVolume::Image {
             vmid: *vmid,
@@ -537,11 +536,7 @@ impl StoragePlugin for DirStorage {
     fn resize_image(&self, volid: &VolumeId, size_bytes: u64) -> Result<(), PluginError> {
         let volume = self.own_volume(volid)?;
         if volume.is_base() {
-            return Err(PluginError::Unsupported {
-                storage: self.id.clone(),
-                kind: "dir".to_owned(),
-                operation: "resizing a template's base image",
-            });
+            return Err(self.unsupported("resizing a template's base image"));
         }
         match volume {
             DirVolume::Image {
@@ -549,30 +544,15 @@ impl StoragePlugin for DirStorage {
                 ..
             } => {}
             DirVolume::Image { format, .. } => {
-                return Err(PluginError::Unsupported {
-                    storage: self.id.clone(),
-                    kind: "dir".to_owned(),
-                    operation: if format == ImageFormat::Subvol {
-                        "resizing subvolumes (a directory has no size to grow)"
-                    } else {
-                        "resizing images of this format"
-                    },
-                })
+                return Err(self.unsupported(if format == ImageFormat::Subvol {
+                    "resizing subvolumes (a directory has no size to grow)"
+                } else {
+                    "resizing images of this format"
+                }))
             }
-            _ => {
-                return Err(PluginError::Unsupported {
-                    storage: self.id.clone(),
-                    kind: "dir".to_owned(),
-                    operation: "resizing volumes that are not disk images",
-                })
-            }
+            _ => return Err(self.unsupported("resizing volumes that are not disk images")),
         }
-        if size_bytes == 0 || size_bytes % 512 != 0 {
-            return Err(PluginError::BadSize {
-                size_bytes,
-                reason: "must be a non-zero multiple of 512",
-            });
-        }
+        check_image_size(size_bytes)?;
         let path = self.volume_path(&volume);
         let file = match OpenOptions::new().write(true).open(&path) {
             Ok(file) => file,

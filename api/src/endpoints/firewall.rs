@@ -632,12 +632,8 @@ fn section(call: &Call, group: bool) -> SectionId {
 }
 
 fn check_digest(call: &Call, text: &str) -> Result<(), ApiError> {
-    match call.params.get("digest") {
-        Some(d) if d != guestconf::digest(text) => Err(ApiError::failed(
-            "detected modified configuration - file changed by other user? Try again.",
-        )),
-        _ => Ok(()),
-    }
+    super::check_digest(call.params.get("digest"), || guestconf::digest(text))
+        .map_err(ApiError::failed)
 }
 
 fn rule_json(rule: &RuleText, pos: usize, digest: &str) -> Value {

@@ -690,13 +690,7 @@ async fn update_config(state: Arc<AppState>, call: Call) -> ApiResult {
     let lock = state.cts.lock(vmid);
     let _guard = lock.lock().await;
     let mut config = config_of(&state, vmid)?;
-    if let Some(digest) = call.params.get("digest") {
-        if digest != config.digest() {
-            return Err(ApiError::failed(
-                "detected modified configuration - file changed by other user? Try again.",
-            ));
-        }
-    }
+    super::check_digest(call.params.get("digest"), || config.digest()).map_err(ApiError::failed)?;
     let old = config.clone();
     apply(&mut config, &keys).map_err(|e| ApiError::parameter("delete", e))?;
     for key in &deleted {

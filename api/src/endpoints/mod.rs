@@ -20,6 +20,21 @@ use hyper::Method;
 
 use crate::router::Endpoint;
 
+/// Refuses a client's `digest` that is not the current one (`current`
+/// computes it, only when a digest was given): the configuration changed
+/// since the client read it. Proxmox's words.
+pub(crate) fn check_digest(
+    given: Option<&str>,
+    current: impl FnOnce() -> String,
+) -> Result<(), String> {
+    match given {
+        Some(d) if d != current() => {
+            Err("detected modified configuration - file changed by other user? Try again.".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Every module's endpoint table.
 pub static TABLES: &[&[Endpoint]] = &[
     firewall::CLUSTER,

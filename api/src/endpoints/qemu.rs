@@ -482,10 +482,10 @@ async fn get_config(state: Arc<AppState>, call: Call) -> ApiResult {
 /// What a running VM was started with, changes that took effect since
 /// included (`None` for a stopped VM, or one started before it was kept).
 async fn running_config(state: &AppState, vmid: u32) -> Option<GuestConfig> {
-    let running = state.runtime.state(vmid).await.ok()? != VmState::Stopped;
-    running
-        .then(|| crate::guests::pending::load(&state.runtime.run_dir, vmid))
-        .flatten()
+    if !state.runtime.is_running(vmid).await {
+        return None;
+    }
+    crate::guests::pending::load(&state.runtime.run_dir, vmid)
 }
 
 async fn get_pending(state: Arc<AppState>, call: Call) -> ApiResult {
@@ -834,13 +834,7 @@ async fn update_config(
     let lock = state.vms.lock(vmid);
     let _guard = lock.lock().await;
     let mut config = config_of(state, vmid)?;
-    if let Some(digest) = call.params.get("digest") {
-        if digest != config.digest() {
-            return Err(ApiError::failed(
-                "detected modified configuration - file changed by other user? Try again.",
-            ));
-        }
-    }
+    super::check_digest(call.params.get("digest"), || config.digest()).map_err(ApiError::failed)?;
     assign_macs(&mut keys);
     let mut probe = config.clone();
     apply(&mut probe, &keys).map_err(|e| ApiError::parameter("delete", e))?;
@@ -849,13 +843,7 @@ async fn update_config(
     }
     // A running VM's NICs take what can change at once (guests::live),
     // before anything is written: a change that fails changes nothing.
-    // A state init cannot tell (no init to ask) counts as stopped: the
-    // change then waits for the next start, as it would have.
-    let running = state
-        .runtime
-        .state(vmid)
-        .await
-        .is_ok_and(|s| s != VmState::Stopped);
+    let running = state.runtime.is_running(vmid).await;
     let net = if running {
         crate::guests::live::vm_changes(vmid, &config, &probe)
             .map_err(|e| ApiError::parameter("net", e))?

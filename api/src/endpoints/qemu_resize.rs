@@ -18,7 +18,6 @@ use crate::access::permissions::has_privileges;
 use crate::app_state::AppState;
 use crate::endpoints::nodes::this_node;
 use crate::endpoints::qemu::{vm_task, vmid_of, NODE, VMID};
-use crate::guests::VmState;
 use crate::response::{ApiError, ApiResult};
 use crate::router::{privs, Call, Endpoint};
 use crate::schema::{boolean, string, Format};
@@ -156,7 +155,7 @@ async fn resize_vm(state: Arc<AppState>, call: Call) -> ApiResult {
         .get(vmid)
         .ok_or_else(|| ApiError::failed(format!("VM {vmid} does not exist")))?;
     let digest = call.params.get("digest").map(str::to_owned);
-    check_digest(&config, digest.as_deref()).map_err(ApiError::failed)?;
+    super::check_digest(digest.as_deref(), || config.digest()).map_err(ApiError::failed)?;
     // Everything a client can get wrong is refused here, before a task.
     let (_, volume) = volume_of(&config, &key).map_err(|e| ApiError::parameter("disk", e))?;
     if !has_privileges(
@@ -183,18 +182,12 @@ async fn resize_vm(state: Arc<AppState>, call: Call) -> ApiResult {
         move |state, log| async move {
             let lock = state.vms.lock(vmid);
             let _guard = lock.lock().await;
-            // A state init cannot tell (no init to ask) counts as stopped:
-            // the guest then sees the size at its next start.
-            let running = state
-                .runtime
-                .state(vmid)
-                .await
-                .is_ok_and(|s| s != VmState::Stopped);
+            let running = state.runtime.is_running(vmid).await;
             let mut config = state
                 .vms
                 .get(vmid)
                 .ok_or_else(|| format!("VM {vmid} does not exist"))?;
-            check_digest(&config, digest.as_deref())?;
+            super::check_digest(digest.as_deref(), || config.digest())?;
             let (value, volume) = volume_of(&config, &key)?;
             let current = state
                 .storage
@@ -250,15 +243,6 @@ async fn resize_vm(state: Arc<AppState>, call: Call) -> ApiResult {
             }
         },
     )
-}
-
-fn check_digest(config: &GuestConfig, digest: Option<&str>) -> Result<(), String> {
-    match digest {
-        Some(d) if d != config.digest() => {
-            Err("detected modified configuration - file changed by other user? Try again.".into())
-        }
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -313,6 +313,12 @@ impl VmRuntime {
         self.unit_state(&unit_name(vmid)).await
     }
 
+    /// Whether the VM runs; a state init cannot tell (no init to ask)
+    /// counts as stopped, so a change then waits for the next start.
+    pub async fn is_running(&self, vmid: u32) -> bool {
+        self.state(vmid).await.is_ok_and(|s| s != VmState::Stopped)
+    }
+
     /// The state of a guest's init unit `unit`.
     pub async fn unit_state(&self, unit: &str) -> Result<VmState, String> {
         Ok(self
